@@ -1,0 +1,123 @@
+"""The host app: an OpenAlgo-shaped Flask app that runs the durable order queue on its own.
+
+``python app.py`` starts it on 127.0.0.1:$FLASK_PORT with SQLite files under ``db/`` and
+the built-in paper broker behind ``/api/v1``.  ``create_app()`` is also what
+``flask --app app ...`` uses, and it starts nothing in the background: the dispatcher and
+the squareoff scheduler start in ``start_background_services``, from ``main()`` (or a
+WSGI entry point), once the databases are ready.
+"""
+
+import gc
+import os
+import secrets
+import stat
+
+from dotenv import load_dotenv
+from flask import Flask, jsonify
+from flask_wtf.csrf import CSRFProtect
+
+from blueprints import order_queue
+from blueprints.auth import auth_bp, user_cli
+from blueprints.paper_broker import paper_broker_bp
+from blueprints.strategy import (
+    squareoff_deadline,
+    start_scheduler,
+    strategy_bp,
+    strategy_cli,
+)
+from database import host_db, order_queue_db
+from extensions import socketio
+from services.order_queue_service import set_deadline_provider
+from utils.logging import get_logger, setup_logging
+
+logger = get_logger(__name__)
+ENV_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".env")
+
+
+def bootstrap_env() -> None:
+    """First run on a fresh machine: write ``.env`` (mode 600) with fresh random secrets,
+    so the quickstart needs no manual step.  An existing ``.env`` is never touched."""
+    if not os.path.exists(ENV_FILE) and not os.getenv("API_KEY_PEPPER"):
+        with open(ENV_FILE, "w", encoding="utf-8") as handle:
+            handle.write("# Generated on first run; see .env.example for every setting.\n"
+                         f"APP_KEY={secrets.token_hex(32)}\n"
+                         f"API_KEY_PEPPER={secrets.token_hex(32)}\n")
+        os.chmod(ENV_FILE, stat.S_IRUSR | stat.S_IWUSR)
+        logger.warning("created %s with new APP_KEY and API_KEY_PEPPER", ENV_FILE)
+    load_dotenv(ENV_FILE)
+
+
+def create_app(test_config=None):
+    """Build the app.  ``test_config`` overrides settings and skips reading ``.env``."""
+    setup_logging()
+    if test_config is None:
+        bootstrap_env()
+    port = int(os.getenv("FLASK_PORT", "5000"))
+    app = Flask(__name__)
+    app.config.from_mapping(
+        SECRET_KEY=os.getenv("APP_KEY") or secrets.token_hex(32),
+        FLASK_HOST=os.getenv("FLASK_HOST_IP", "127.0.0.1"),
+        FLASK_PORT=port,
+        HOST_SERVER=os.getenv("HOST_SERVER") or f"http://127.0.0.1:{port}",
+        DATABASE_URL=os.getenv("DATABASE_URL") or host_db.DEFAULT_DATABASE_URL,
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    if test_config:
+        app.config.update(test_config)
+
+    host_db.configure(app.config["DATABASE_URL"])
+    order_queue.init_app(app)
+    set_deadline_provider(squareoff_deadline)
+    # The start-up DB init list, as in OpenAlgo's app.py.
+    db_init_functions = [
+        ("Host DB", host_db.init_db),
+        ("Order Queue DB", order_queue_db.init_db),
+    ]
+    for name, init_fn in db_init_functions:
+        init_fn()
+        logger.debug("%s initialised", name)
+
+    csrf = CSRFProtect(app)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(strategy_bp)
+    app.register_blueprint(paper_broker_bp)
+    csrf.exempt(strategy_bp)  # webhooks come from TradingView / ChartInk, not a browser
+    csrf.exempt(paper_broker_bp)  # API-key authenticated REST API
+    app.cli.add_command(strategy_cli)
+    app.cli.add_command(user_cli)
+    socketio.init_app(app)
+
+    @app.teardown_appcontext
+    def _release_session(_exc):
+        host_db.db_session.remove()
+
+    @app.route("/")
+    def index():
+        return jsonify({"app": "openalgo-durable-order-queue host",
+                        "admin": "/order-queue/", "health": "/order-queue/api/health"})
+
+    return app
+
+
+def start_background_services(app) -> None:
+    """Dispatcher and squareoff scheduler: once per process, after the DBs are ready."""
+    order_queue.start(app)
+    start_scheduler()
+
+
+def main() -> None:
+    app = create_app()
+    start_background_services(app)
+    # Start-up objects never die: keep them out of the collector, so full collections
+    # stay short and do not stall a request between its rate-limit turn and the wire.
+    gc.freeze()
+    host, port = app.config["FLASK_HOST"], app.config["FLASK_PORT"]
+    logger.info("listening on http://%s:%s", host, port)
+    # Werkzeug (threaded) is fine for one trader's box; it also runs without a terminal
+    # (nohup, systemd), which Flask-SocketIO refuses unless told it is allowed.
+    socketio.run(app, host=host, port=port, debug=False, use_reloader=False,
+                 allow_unsafe_werkzeug=True, log_output=False)
+
+
+if __name__ == "__main__":
+    main()

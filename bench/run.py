@@ -1,0 +1,476 @@
+"""Benchmarks: every figure beside its baseline, measured in the same run.
+
+    .venv/bin/python -m bench.run              # the full table (about 10 minutes)
+    .venv/bin/python -m bench.run --quick      # small counts, a smoke run
+
+Machines here are shared and noisy, so cheap figures are repeated (median, min-max);
+the long end-to-end ones run once per side over hundreds of orders.  Nothing here is a
+pass/fail test; ``tests/test_bench.py`` only runs ``--quick`` to keep the command alive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from database.order_queue_db import QueueStore, RateLimits, utcnow  # noqa: E402
+from tests.app_process import AppProcess, free_port  # noqa: E402
+from tests.fake_broker import FakeBroker  # noqa: E402
+
+PEPPER = "b3nch" * 10
+KEY = "k" * 64
+ROWS: list[tuple[str, str, str]] = []
+LATENCIES: dict[str, list[float]] = {}
+
+
+def report(name: str, ours: str, baseline: str, note: str = "") -> None:
+    ROWS.append((name, ours, baseline, note))
+    print(f"  {name}: {ours}  |  baseline {baseline}  {note}", flush=True)
+
+
+def spread(values: list[float], fmt: str = "{:.3f}") -> str:
+    return (f"{fmt.format(statistics.median(values))} "
+            f"({fmt.format(min(values))}-{fmt.format(max(values))})")
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def payload(symbol: str, quantity: int) -> dict:
+    return {"apikey": KEY, "strategy": "Bench", "symbol": symbol, "exchange": "NSE",
+            "product": "MIS", "action": "BUY", "pricetype": "MARKET", "quantity": str(quantity)}
+
+
+# --------------------------------------------------------------------------- 1. enqueue
+
+
+def raw_sqlite_commits(path: Path, count: int) -> list[float]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload TEXT)")
+    times = []
+    for i in range(count):
+        started = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t (payload) VALUES (?)", (json.dumps(payload("SBIN", i)),))
+        conn.execute("COMMIT")
+        times.append(time.perf_counter() - started)
+    conn.close()
+    return times
+
+
+def bench_enqueue(work: Path, count: int, repeats: int) -> None:
+    from services import order_queue_service
+    from services.order_queue_settings import load_settings
+    from database import order_queue_db
+
+    order_queue_service.configure(load_settings({}))
+    ours_p50, ours_p99, raw_p50, raw_p99, threaded = [], [], [], [], []
+    for run in range(repeats):
+        raw = raw_sqlite_commits(work / f"raw{run}.db", count)
+        store = order_queue_db.configure(f"sqlite:///{work}/queue{run}.db")
+        store.create_schema()
+        times = []
+        for i in range(count):
+            started = time.perf_counter()
+            order_queue_service.queue_order("placeorder", payload(f"S{i % 50}", i + 1))
+            times.append(time.perf_counter() - started)
+        ours_p50.append(pct(times, 50) * 1000)
+        ours_p99.append(pct(times, 99) * 1000)
+        raw_p50.append(pct(raw, 50) * 1000)
+        raw_p99.append(pct(raw, 99) * 1000)
+        per_thread = count // 8
+        started = time.perf_counter()
+        workers = [threading.Thread(target=lambda t=t: [
+            order_queue_service.queue_order("placeorder", payload(f"T{t}", i + 1))
+            for i in range(per_thread)]) for t in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        threaded.append(per_thread * 8 / (time.perf_counter() - started))
+    floor_rate = [1000 / p for p in raw_p50]
+    report("enqueue p50 (ms): queue_order vs raw INSERT+COMMIT", spread(ours_p50),
+           spread(raw_p50), f"ratio {statistics.median(ours_p50) / statistics.median(raw_p50):.2f}x")
+    report("enqueue p99 (ms)", spread(ours_p99), spread(raw_p99))
+    report("enqueue, 8 threads (orders/s) vs single-thread raw floor", spread(threaded, "{:.0f}"),
+           spread(floor_rate, "{:.0f}"),
+           f"ratio {statistics.median(threaded) / statistics.median(floor_rate):.2f}")
+
+
+# --------------------------------------------------------------------------- 2-4. end to end
+
+
+class Side:
+    """One system under test: our app, or the upstream model, posting to ``broker``."""
+
+    def __init__(self, name: str, work: Path, broker: FakeBroker, symbols: list[str]):
+        self.name, self.broker = name, broker
+        work.mkdir()
+        if name == "ours":
+            self.process = AppProcess(work, broker.base_url, PEPPER, LOG_LEVEL="WARNING")
+            created = json.loads(self.process.flask(
+                "strategy", "add", "--name", "Bench", "--symbol", symbols[0], "--quantity", "1"))
+            self.process.flask("strategy", "map", "--name", "Bench", "--quantity", "1",
+                               *(a for s in symbols[1:] for a in ("--symbol", s)))
+            self.process.start()
+            self.url = f"{self.process.base_url}/strategy/webhook/{created['webhook_id']}"
+        else:
+            port = free_port()
+            self.process = AppProcess(work, broker.base_url, PEPPER, command=[
+                sys.executable, "-m", "bench.upstream_model", "--port", str(port),
+                "--broker", broker.base_url])
+            self.process.start(ready_line="ready")
+            self.url = f"http://127.0.0.1:{port}/strategy/webhook/bench"
+        self.client = httpx.Client(timeout=10)
+
+    def fire(self, symbol: str, action: str, quantity: int) -> float:
+        sent = time.time()
+        response = self.client.post(self.url, json={"symbol": symbol, "action": action,
+                                                    "position_size": str(quantity)})
+        response.raise_for_status()
+        return sent
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.stop()
+
+
+def bench_latency(work: Path, count: int) -> None:
+    symbols = [f"L{i:02d}" for i in range(20)]
+    results = {}
+    for name in ("ours", "upstream"):
+        with FakeBroker() as broker:
+            side = Side(name, work / f"latency-{name}", broker, symbols)
+            try:
+                sent = {}
+                for i in range(count):
+                    sent[i + 1] = side.fire(symbols[i % 20], "BUY", i + 1)
+                    time.sleep(0.2)
+                broker.wait_for(count, timeout=30)
+                latencies = [(r.wall_time - sent[int(r.body["quantity"])]) * 1000
+                             for r in broker.received if r.body]
+            finally:
+                side.stop()
+        results[name] = latencies
+        LATENCIES[name] = latencies
+    ours, theirs = results["ours"], results["upstream"]
+    report(f"webhook→broker p50 (ms), {count} orders at 5/s", f"{pct(ours, 50):.1f}",
+           f"{pct(theirs, 50):.1f}", f"ours/theirs {pct(ours, 50) / pct(theirs, 50):.2f}")
+    report("webhook→broker p99 (ms)", f"{pct(ours, 99):.1f}", f"{pct(theirs, 99):.1f}")
+
+
+def bench_burst(work: Path, count: int) -> None:
+    symbols = [f"B{i:02d}" for i in range(40)]
+    with FakeBroker() as broker:
+        side = Side("ours", work / "burst", broker, symbols)
+        errors, lock = [0], threading.Lock()
+
+        def client(indexes):
+            with httpx.Client(timeout=10) as http:
+                for i in indexes:
+                    try:
+                        http.post(side.url, json={"symbol": symbols[i % 40], "action": "BUY",
+                                                  "position_size": str(i + 1)}).raise_for_status()
+                    except httpx.HTTPError:
+                        with lock:
+                            errors[0] += 1
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=client, args=(range(t, count, 16),)) for t in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        accepted_per_s = count / (time.monotonic() - started)
+        broker.wait_for(count, timeout=count / 9 + 60)
+        drained = time.monotonic() - started
+        peak = broker.max_in_window("placeorder", window=1.0)
+        side.stop()
+    report(f"burst: {count} webhooks from 16 clients, accepted/s", f"{accepted_per_s:.0f}", "-",
+           f"errors {errors[0]}")
+    report("burst: max orders at the broker in any 1 s", str(peak), "limit 10",
+           f"drained in {drained:.1f}s")
+
+
+def bench_lanes(work: Path) -> None:
+    entries = [f"E{i}" for i in range(4)]
+    exits = [f"X{i}" for i in range(20)]
+    rows = {}
+    for name in ("ours", "upstream"):
+        with FakeBroker() as broker:
+            side = Side(name, work / f"lanes-{name}", broker, entries + exits)
+            try:
+                sent = {}
+                plan = [("BUY", entries[i % 4], 9000 + i) for i in range(40)] + \
+                       [("SELL", exits[i], 0) for i in range(20)]
+                random.Random(7).shuffle(plan)  # interleaved, as a scanner fires
+                for action, symbol, quantity in plan:
+                    key = symbol if action == "SELL" else quantity
+                    sent[key] = side.fire(symbol, action, quantity)
+                    time.sleep(1.0 / len(plan))
+                broker.wait_for(60, timeout=120)
+                regular, smart = [], []
+                for request in broker.received:
+                    body = request.body
+                    if body["symbol"] in exits:
+                        smart.append((request.wall_time - sent[body["symbol"]]) * 1000)
+                    else:
+                        regular.append((request.wall_time - sent[int(body["quantity"])]) * 1000)
+                rows[name] = (regular, smart)
+            finally:
+                side.stop()
+    for lane, index in (("entries (regular)", 0), ("exits (smart)", 1)):
+        ours, theirs = rows["ours"][index], rows["upstream"][index]
+        report(f"mixed burst, {lane}: p50 / max (ms)",
+               f"{pct(ours, 50):.0f} / {max(ours):.0f}", f"{pct(theirs, 50):.0f} / {max(theirs):.0f}")
+
+
+# --------------------------------------------------------------------------- 5. growth
+
+
+def fill_finished(store: QueueStore, count: int) -> None:
+    template = {"endpoint": "placeorder", "payload": "{}", "apikey_token": "x", "account": "a",
+                "strategy": "Old", "symbol": "OLD", "exchange": "NSE", "product": "MIS",
+                "instrument": "a|NSE|OLD|MIS", "lane": "regular", "lane_key": "regular:a",
+                "lane_priority": 1, "state": "sent", "attempts": 1, "reconcile_checks": 0}
+    now = utcnow() - timedelta(days=1)
+    with store.engine.begin() as conn:
+        from database.order_queue_db import orders
+
+        batch = [{**template, "created_at": now, "available_at": now, "updated_at": now,
+                  "finished_at": now, "dispatched_at": now} for _ in range(10_000)]
+        for _ in range(count // 10_000 or 1):
+            conn.execute(orders.insert(), batch[:count] if count < 10_000 else batch)
+
+
+def claim_mark_cost(store: QueueStore, count: int) -> float:
+    limits = RateLimits(smart=10**6, regular=10**6, window=1.1)
+    for i in range(count):
+        store.enqueue("placeorder", payload(f"G{i}", i + 1), now=utcnow(), max_age_seconds=600)
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        claim = store.claim_next("bench", now=utcnow(), lease_seconds=30, limits=limits).order
+        store.mark_sent(claim, now=utcnow(), actor="bench", broker_orderid="1")
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def bench_growth(work: Path, big: int, repeats: int) -> None:
+    small_costs, big_costs = [], []
+    for label, rows, costs in (("small", 1_000, small_costs), ("big", big, big_costs)):
+        store = QueueStore(f"sqlite:///{work}/growth-{label}.db")
+        store.create_schema()
+        fill_finished(store, rows)
+        for _ in range(repeats):
+            costs.append(claim_mark_cost(store, 200))
+        store.dispose()
+    report(f"claim+mark (ms) with {big:,} finished rows vs 1,000", spread(big_costs),
+           spread(small_costs),
+           f"ratio {statistics.median(big_costs) / statistics.median(small_costs):.2f}")
+
+
+# --------------------------------------------------------------------------- 6. recovery
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bulk_pending(store: QueueStore, count: int) -> None:
+    """``count`` pending orders in one transaction: one real enqueue, then copies of its
+    row (same encrypted key) on 500 instruments."""
+    from sqlalchemy import select
+
+    from database.order_queue_db import orders
+
+    first = store.enqueue("placeorder", payload("R0", 1), now=utcnow(), max_age_seconds=3600)
+    with store.engine.begin() as conn:
+        row = dict(conn.execute(select(orders).where(orders.c.id == first)).mappings().one())
+        row.pop("id")
+        rows = [{**row, "symbol": f"R{i % 500}",
+                 "instrument": row["instrument"].replace("|R0|", f"|R{i % 500}|"),
+                 "payload": row["payload"].replace('"R0"', f'"R{i % 500}"')}
+                for i in range(1, count)]
+        conn.execute(orders.insert(), rows)
+
+
+def bench_recovery(work: Path, pending: int, big_pending: int) -> None:
+    results = {}
+    for label, count, in_doubt in (("restart", pending, 100), ("memory-empty", 0, 0),
+                                   ("memory-full", big_pending, 0)):
+        with FakeBroker() as broker:
+            if label != "restart":
+                broker.refuse()  # memory only: nothing should be sent meanwhile
+            folder = work / f"recovery-{label}"
+            folder.mkdir()
+            store = QueueStore(f"sqlite:///{folder}/order_queue.db")
+            store.create_schema()
+            os.environ["API_KEY_PEPPER"] = PEPPER
+            if count:
+                bulk_pending(store, count)
+            if in_doubt:
+                with store.engine.begin() as conn:
+                    conn.exec_driver_sql(
+                        f"UPDATE order_queue SET state='in_doubt', available_at=created_at "
+                        f"WHERE id IN (SELECT id FROM order_queue ORDER BY id DESC LIMIT {in_doubt})")
+            store.dispose()
+            process = AppProcess(folder, broker.base_url, PEPPER, LOG_LEVEL="WARNING")
+            started = time.monotonic()
+            process.launch()
+            try:
+                if label == "restart":
+                    broker.wait_for(1, timeout=60)
+                    results[label] = time.monotonic() - started
+                else:
+                    deadline = time.monotonic() + 60
+                    while time.monotonic() < deadline:
+                        try:
+                            if httpx.get(f"{process.base_url}/order-queue/api/health",
+                                         timeout=2).status_code in (200, 503):
+                                break
+                        except httpx.HTTPError:
+                            time.sleep(0.1)
+                    time.sleep(3)
+                    results[label] = rss_mb(process.process.pid)
+            finally:
+                process.stop()
+    report(f"restart with {pending:,} pending + 100 in doubt: first order at broker (s)",
+           f"{results['restart']:.2f}", "-")
+    report(f"app RSS (MB) with {big_pending:,} pending vs empty", f"{results['memory-full']:.0f}",
+           f"{results['memory-empty']:.0f}")
+
+
+# --------------------------------------------------------------------------- 7. Postgres
+
+
+def bench_postgres(work: Path, count: int) -> None:
+    url = os.getenv("ORDER_QUEUE_TEST_POSTGRES_URL",
+                    "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    rates = {}
+    for workers in (1, 4):
+        schema = f"bench_{os.getpid()}_{workers}"
+        admin = QueueStore(url)
+        with admin.engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        admin.dispose()
+        schema_url = f"{url}?options=-csearch_path%3D{schema}"
+        store = QueueStore(schema_url)
+        store.create_schema()
+        os.environ["API_KEY_PEPPER"] = PEPPER
+        for i in range(count):
+            store.enqueue("placeorder", payload(f"P{i % 200}", i + 1), now=utcnow(),
+                          max_age_seconds=3600)
+        with FakeBroker() as broker:
+            processes = []
+            for n in range(workers):
+                folder = work / f"pg-{workers}-{n}"
+                folder.mkdir()
+                processes.append(AppProcess(
+                    folder, broker.base_url, PEPPER, LOG_LEVEL="WARNING",
+                    command=[sys.executable, "-m", "flask", "--app", "app", "order-queue", "worker"],
+                    ORDER_QUEUE_DATABASE_URL=schema_url, ORDER_QUEUE_REGULAR_RATE="100000",
+                    ORDER_QUEUE_WORKERS="8"))
+            for process in processes:
+                process.launch()
+            broker.wait_for(1, timeout=60)
+            started = time.monotonic()
+            broker.wait_for(count, timeout=300)
+            rates[workers] = (count - 1) / (time.monotonic() - started)
+            for process in processes:
+                process.stop()
+        store.dispose()
+    report("PostgreSQL, 4 dispatcher processes vs 1, limits lifted (orders/s)",
+           f"{rates[4]:.0f}", f"{rates[1]:.0f}", f"scaling {rates[4] / rates[1]:.2f}x")
+
+
+# --------------------------------------------------------------------------- output
+
+
+def machine() -> str:
+    disk = shutil.disk_usage(ROOT)
+    return (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+            f"disk {disk.total // 2**30} GiB ({ROOT})")
+
+
+def write_table(path: Path) -> None:
+    lines = ["| figure | ours | baseline | note |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in ROWS]
+    path.write_text("\n".join(lines) + f"\n\nMachine: {machine()}\n")
+
+
+def write_plot(path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(no plot: pip install -r bench/requirements.txt)")
+        return
+    figure, axis = plt.subplots(figsize=(8, 4))
+    for name, values in LATENCIES.items():
+        axis.hist(values, bins=40, alpha=0.6, label=f"{name} (p50 {pct(values, 50):.0f} ms)")
+    axis.set_xlabel("webhook → broker latency (ms)")
+    axis.set_ylabel("orders")
+    axis.set_title("Durable queue vs upstream in-memory queue, 1 order per 200 ms")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small counts (smoke run)")
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    q = args.quick
+    os.environ["API_KEY_PEPPER"] = PEPPER
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
+        work = Path(tmp)
+        print(f"machine: {machine()}", flush=True)
+        bench_enqueue(work, 200 if q else 5000, 1 if q else 3)
+        bench_latency(work, 10 if q else 300)
+        bench_burst(work, 40 if q else 2000)
+        if not q:
+            bench_lanes(work)
+        bench_growth(work, 20_000 if q else 1_000_000, 1 if q else 3)
+        bench_recovery(work, 200 if q else 10_000, 1_000 if q else 100_000)
+        if not args.skip_postgres:
+            bench_postgres(work, 200 if q else 2000)
+    write_table(args.out / ("table-quick.md" if q else "table.md"))
+    if not q:
+        write_plot(args.out / "latency.png")
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Keeping the broker API key out of the queue database in plain text (design §5).
+
+A webhook payload carries ``apikey``.  The queue stores it Fernet-encrypted with a key
+derived from ``API_KEY_PEPPER`` (as OpenAlgo does for its own tokens) and identifies the
+account by an HMAC of the key, so rate limits can be kept per account without decrypting.
+PBKDF2 costs tens of milliseconds, so the Fernet key is derived once per pepper.
+"""
+
+import base64
+import hashlib
+import hmac
+import os
+from functools import lru_cache
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+PEPPER_VARIABLE = "API_KEY_PEPPER"
+_SALT = b"openalgo-durable-order-queue"
+_ITERATIONS = 100_000
+
+
+class CredentialsUnavailable(Exception):
+    """The stored API key cannot be decrypted (pepper changed or token corrupt)."""
+
+
+def _pepper() -> bytes:
+    pepper = os.getenv(PEPPER_VARIABLE, "")
+    if len(pepper) < 32:
+        raise CredentialsUnavailable(
+            f"{PEPPER_VARIABLE} must be set to at least 32 characters to encrypt API keys")
+    return pepper.encode()
+
+
+@lru_cache(maxsize=4)
+def _fernet_for(pepper: bytes) -> Fernet:
+    kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=_SALT, iterations=_ITERATIONS)
+    return Fernet(base64.urlsafe_b64encode(kdf.derive(pepper)))
+
+
+def seal(api_key: str) -> str:
+    """Encrypt ``api_key`` for storage."""
+    return _fernet_for(_pepper()).encrypt(api_key.encode()).decode()
+
+
+def unseal(token: str) -> str:
+    """Decrypt a stored key; raise ``CredentialsUnavailable`` instead of crashing."""
+    try:
+        return _fernet_for(_pepper()).decrypt(token.encode()).decode()
+    except (InvalidToken, ValueError, AttributeError) as exc:
+        raise CredentialsUnavailable("stored API key cannot be decrypted") from exc
+
+
+def account_of(api_key: str) -> str:
+    """A stable, non-reversible account id for ``api_key`` (16 hex characters)."""
+    return hmac.new(_pepper(), api_key.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def mask(api_key: str | None) -> str:
+    """``****abcd``: enough to tell keys apart on screen, useless to an attacker."""
+    if not api_key:
+        return ""
+    return "****" + api_key[-4:] if len(api_key) > 8 else "****"

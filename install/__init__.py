@@ -1,0 +1,1 @@
+"""Applying the durable order queue plugin to an OpenAlgo checkout."""

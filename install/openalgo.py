@@ -1,0 +1,248 @@
+"""Install the durable order queue into an OpenAlgo checkout (standard library only).
+
+    python -m install.openalgo /path/to/openalgo              install (idempotent)
+    python -m install.openalgo /path/to/openalgo --dry-run    show files and diffs, write nothing
+    python -m install.openalgo /path/to/openalgo --check      exit 0 only if installed and current
+    python -m install.openalgo /path/to/openalgo --uninstall  restore the original files exactly
+
+What it changes, and nothing more: copies the plugin files (``install/manifest.py``);
+adds the queue's DB init beside "Strategy DB" in app.py's start-up list; registers the
+admin blueprint and starts the dispatcher once the DBs are ready; adds the queue to
+utils/db_sessions.py's teardown list; rebinds ``queue_order`` at the end of
+blueprints/strategy.py and blueprints/chartink.py (their webhook and squareoff code is
+untouched, and their in-memory worker thread, started only by their own queue_order,
+never starts); appends the ORDER_QUEUE_* settings to .sample.env.
+
+Every edit is found by an anchor line.  If any anchor is missing the installer names
+the file and the anchor and writes nothing at all.  The original bytes of every edited
+file are kept under ``.order_queue_plugin/`` for ``--uninstall``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from install.manifest import PLUGIN_FILES
+
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR = ".order_queue_plugin"
+MARK = "# order-queue-plugin"
+
+ENV_BLOCK = f"""
+{MARK}: durable order queue settings (see the plugin's README and .env.example)
+# The queue's own database: SQLite file by default, or a PostgreSQL URL.
+ORDER_QUEUE_DATABASE_URL='sqlite:///db/order_queue.db'
+# Delivery attempts (first included) on 408/429/5xx before an order is dead-lettered.
+ORDER_QUEUE_MAX_RETRIES='3'
+# Pending orders older than this many seconds are dead-lettered as expired, not sent.
+ORDER_QUEUE_MAX_AGE_SECONDS='300'
+# Orders per second per broker account: placeorder lane and placesmartorder lane.
+ORDER_QUEUE_REGULAR_RATE='10'
+ORDER_QUEUE_SMART_RATE='1'
+# Requests in flight at once, and HTTP timeouts in seconds (connect / answer).
+ORDER_QUEUE_WORKERS='4'
+ORDER_QUEUE_CONNECT_TIMEOUT='3'
+ORDER_QUEUE_READ_TIMEOUT='10'
+# Days after which sent, dismissed and cancelled orders are purged.
+ORDER_QUEUE_RETENTION_DAYS='30'
+"""
+
+REBIND_BLOCK = f"""
+
+{MARK}: orders go through the durable queue; the in-memory queue above stays unused.
+from services.order_queue_service import queue_order  # noqa: E402,F401,F811
+"""
+
+
+class InstallError(Exception):
+    """The checkout does not look as expected; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Insert ``text`` after (or before) the first line matching ``anchor``, with the
+    anchor line's indentation.  ``anchor`` None means: append at the end of the file."""
+
+    path: str
+    anchor: str | None
+    text: str
+    before: bool = False
+    requires: str | None = None  # a line that must exist (for append edits)
+
+    def apply(self, content: str) -> str:
+        if self.text.strip().splitlines()[0].strip() in content:
+            return content  # already there: idempotent
+        if self.anchor is None:
+            if self.requires and not re.search(self.requires, content, re.M):
+                raise InstallError(f"{self.path}: anchor not found: {self.requires!r}")
+            return content.rstrip("\n") + "\n" + self.text
+        match = re.search(self.anchor, content, re.M)
+        if match is None:
+            raise InstallError(f"{self.path}: anchor not found: {self.anchor!r}")
+        line_start = content.rfind("\n", 0, match.start()) + 1
+        line_end = content.find("\n", match.end())
+        line_end = len(content) if line_end == -1 else line_end + 1
+        indent = re.match(r"[ \t]*", content[line_start:]).group(0)
+        block = "".join(f"{indent}{line}\n" for line in self.text.splitlines())
+        at = line_start if self.before else line_end
+        return content[:at] + block + content[at:]
+
+
+EDITS = [
+    Edit("app.py", r"^from database\.strategy_db import init_db as ensure_strategy_tables_exists",
+         f"from database.order_queue_db import init_db as ensure_order_queue_tables_exists  {MARK}"),
+    Edit("app.py", r"^from blueprints\.strategy import strategy_bp\b",
+         f"from blueprints import order_queue as order_queue_plugin  {MARK}"),
+    Edit("app.py", r'^[ \t]*\("Strategy DB", ensure_strategy_tables_exists\),',
+         f'("Order Queue DB", ensure_order_queue_tables_exists),  {MARK}'),
+    Edit("app.py", r"^[ \t]*app\.register_blueprint\(strategy_bp\)",
+         f"order_queue_plugin.init_app(app)  {MARK}: admin page, API, CLI, settings"),
+    Edit("app.py", r"^[ \t]*db_init_time = \(time\.time\(\) - db_init_start\) \* 1000",
+         f"order_queue_plugin.start(app)  {MARK}: dispatcher starts once the DBs are ready",
+         before=True),
+    Edit("utils/db_sessions.py", r'^[ \t]*\("database\.strategy_db", "db_session"\),',
+         f'("database.order_queue_db", "db_session"),  {MARK}'),
+    Edit("blueprints/strategy.py", None, REBIND_BLOCK,
+         requires=r"^def queue_order\(endpoint, payload\):"),
+    Edit("blueprints/chartink.py", None, REBIND_BLOCK,
+         requires=r"^def queue_order\(endpoint, payload\):"),
+    Edit(".sample.env", None, ENV_BLOCK, requires=r"^API_KEY_PEPPER\s*="),
+]
+
+
+def planned_contents(target: Path) -> dict[str, tuple[str, str]]:
+    """{path: (original, patched)} for every edited file; raises InstallError."""
+    plans: dict[str, list[str]] = {}
+    for edit in EDITS:
+        if edit.path not in plans:
+            file = target / edit.path
+            if not file.exists():
+                raise InstallError(f"{edit.path}: file not found in {target}")
+            original = file.read_text(encoding="utf-8")
+            plans[edit.path] = [original, original]
+        plans[edit.path][1] = edit.apply(plans[edit.path][1])
+    return {path: (original, patched) for path, (original, patched) in plans.items()}
+
+
+def _state(target: Path) -> Path:
+    return target / STATE_DIR
+
+
+def install(target: Path, *, dry_run: bool = False, out=sys.stdout) -> int:
+    plans = planned_contents(target)  # all anchors checked before anything is written
+    copies = [path for path in PLUGIN_FILES
+              if not (target / path).exists()
+              or (target / path).read_bytes() != (SOURCE_ROOT / path).read_bytes()]
+    if dry_run:
+        for path in copies:
+            print(f"would {'replace' if (target / path).exists() else 'add'}: {path}", file=out)
+        for path, (original, patched) in plans.items():
+            out.writelines(difflib.unified_diff(original.splitlines(True), patched.splitlines(True),
+                                                f"a/{path}", f"b/{path}"))
+        if not copies and all(o == p for o, p in plans.values()):
+            print("already installed and current: nothing to do", file=out)
+        return 0
+    state = _state(target)
+    record = _read_record(target)
+    for path, (original, patched) in plans.items():
+        backup = state / "original" / path
+        if original != patched and not backup.exists():
+            backup.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(target / path, backup)  # byte-for-byte, before the first change
+    for path in copies:
+        if path not in record["added"] and not (target / path).exists():
+            record["added"].append(path)
+        (target / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(SOURCE_ROOT / path, target / path)
+    for path, (original, patched) in plans.items():
+        if original != patched:
+            (target / path).write_text(patched, encoding="utf-8")
+    record["edited"] = sorted(set(record["edited"]) | {p for p, (o, n) in plans.items() if o != n})
+    state.mkdir(exist_ok=True)
+    (state / "installed.json").write_text(json.dumps(record, indent=2))
+    changed = len(copies) + sum(o != p for o, p in plans.values())
+    print(f"installed into {target}: {changed} files changed" if changed
+          else f"already installed in {target}: nothing changed", file=out)
+    return 0
+
+
+def _read_record(target: Path) -> dict:
+    path = _state(target) / "installed.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"added": [], "edited": []}
+
+
+def check(target: Path, out=sys.stdout) -> int:
+    problems = []
+    if not (_state(target) / "installed.json").exists():
+        problems.append("not installed (no .order_queue_plugin/installed.json)")
+    for path in PLUGIN_FILES:
+        if not (target / path).exists():
+            problems.append(f"missing: {path}")
+        elif (target / path).read_bytes() != (SOURCE_ROOT / path).read_bytes():
+            problems.append(f"outdated: {path}")
+    try:
+        for path, (original, patched) in planned_contents(target).items():
+            if original != patched:
+                problems.append(f"edit missing in {path}")
+    except InstallError as exc:
+        problems.append(str(exc))
+    for problem in problems:
+        print(problem, file=out)
+    if not problems:
+        print("installed and current", file=out)
+    return 1 if problems else 0
+
+
+def uninstall(target: Path, out=sys.stdout) -> int:
+    state = _state(target)
+    if not (state / "installed.json").exists():
+        raise InstallError(f"nothing to uninstall: {state}/installed.json not found")
+    record = _read_record(target)
+    for path in record["edited"]:
+        shutil.copy2(state / "original" / path, target / path)
+    for path in record["added"]:
+        (target / path).unlink(missing_ok=True)
+        _remove_empty_parents(target, (target / path).parent)
+    shutil.rmtree(state)
+    print(f"uninstalled from {target}: originals restored", file=out)
+    return 0
+
+
+def _remove_empty_parents(root: Path, folder: Path) -> None:
+    while folder != root and folder.exists() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m install.openalgo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("openalgo", type=Path, help="path to the OpenAlgo checkout")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="show what would change")
+    mode.add_argument("--check", action="store_true", help="exit 0 only if installed and current")
+    mode.add_argument("--uninstall", action="store_true", help="restore the original files")
+    args = parser.parse_args(argv)
+    target = args.openalgo.resolve()
+    try:
+        if args.check:
+            return check(target)
+        if args.uninstall:
+            return uninstall(target)
+        return install(target, dry_run=args.dry_run)
+    except InstallError as exc:
+        print(f"refusing: {exc}; nothing was written", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Operator actions on queued orders: replay, dismiss, cancel (design §4).
+
+One implementation used by the admin page, the JSON API and the CLI.  Each action takes
+a list of order ids (bulk is the general case) and returns one result per id; nothing
+is retried or decided automatically: a human asked for exactly this.
+"""
+
+from dataclasses import asdict, dataclass, field
+
+from database import order_queue_db
+from database.order_queue_db import utcnow
+from services import order_queue_events, order_queue_service
+from utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+
+@dataclass
+class ActionResult:
+    order_id: int
+    ok: bool
+    message: str
+    #: replay only: later orders for the same instrument already went out; the replay
+    #: waits until the operator confirms it
+    needs_confirmation: bool = False
+    later_sent: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[ActionResult]:
+    """Send dead orders again through the dispatcher (same payload, rate limits and
+    per-instrument order).  Without ``confirm``, an order whose instrument has had a
+    later order sent since is held back with ``needs_confirmation``: replaying an old
+    entry after its exit went out would open a position nobody wants."""
+    store = order_queue_db.get_store()
+    max_age = order_queue_service.current_settings().max_age_seconds
+    results = []
+    for order_id in order_ids:
+        later = [row["id"] for row in store.later_orders_gone_ahead(order_id)]
+        if later and not confirm:
+            results.append(ActionResult(
+                order_id, False, f"later orders for this instrument already went out "
+                                 f"({', '.join(map(str, later))}); confirm to replay anyway",
+                needs_confirmation=True, later_sent=later))
+            continue
+        row, now = store.get_order(order_id), utcnow()
+        deadline = order_queue_service.deadline_for(
+            {**row["payload"], "strategy": row["strategy"]}, now) if row else None
+        if store.replay(order_id, now=now, actor=actor, max_age_seconds=max_age,
+                        deadline=deadline):
+            logger.warning("order %s replayed by %s", order_id, actor)
+            order_queue_events.publish(order_id, "pending", action="replayed")
+            results.append(ActionResult(order_id, True, "replayed: queued for sending"))
+        else:
+            results.append(ActionResult(order_id, False, _why_not(store, order_id, "dead")))
+    if any(result.ok for result in results):
+        order_queue_service.wake_dispatcher()
+    return results
+
+
+def dismiss(order_ids: list[int], actor: str, *, note: str | None = None) -> list[ActionResult]:
+    """Close dead orders without sending them; the record stays."""
+    return _simple("dismiss", "dismissed", "dead", order_ids, actor, note)
+
+
+def cancel(order_ids: list[int], actor: str, *, note: str | None = None) -> list[ActionResult]:
+    """Stop pending orders before they are sent."""
+    return _simple("cancel", "cancelled", "pending", order_ids, actor, note)
+
+
+def _simple(action: str, new_state: str, required_state: str, order_ids: list[int],
+            actor: str, note: str | None) -> list[ActionResult]:
+    store = order_queue_db.get_store()
+    move = getattr(store, action)
+    results = []
+    for order_id in order_ids:
+        if move(order_id, now=utcnow(), actor=actor, note=note):
+            logger.warning("order %s %s by %s%s", order_id, new_state, actor,
+                           f": {note}" if note else "")
+            order_queue_events.publish(order_id, new_state, action=action)
+            results.append(ActionResult(order_id, True, new_state))
+        else:
+            results.append(ActionResult(order_id, False,
+                                        _why_not(store, order_id, required_state)))
+    return results
+
+
+def _why_not(store, order_id: int, required_state: str) -> str:
+    row = store.get_order(order_id)
+    if row is None:
+        return "no such order"
+    return f"order is {row['state']}, not {required_state}"

@@ -1,0 +1,81 @@
+"""What one HTTP attempt at the broker API means for the order (design §3, §11).
+
+Pure functions, so the rules a trader's money depends on read in one place and are
+tested without a network:
+
+* the request never left (connect refused, DNS, connect timeout): NOT_SENT, retry freely;
+* 408 / 429 / 5xx: TRANSIENT, retry with backoff while the budget lasts;
+* 400 / 404 / 422 / other 4xx, or a 2xx whose body says ``status: error``: REJECTED;
+* 401 / 403: CREDENTIALS (an expired or wrong API key will not fix itself);
+* the request left but no usable answer came back (read timeout, connection dropped,
+  unreadable 2xx body): UNKNOWN, the order goes IN_DOUBT and is reconciled;
+* 2xx with ``status: success``: ACCEPTED (``orderid`` may be absent when a smart order
+  needed no action, e.g. the position already matched).
+"""
+
+import enum
+import json
+from dataclasses import dataclass
+
+import httpx
+
+
+class Outcome(str, enum.Enum):
+    ACCEPTED = "accepted"
+    NOT_SENT = "not_sent"
+    TRANSIENT = "transient"
+    REJECTED = "rejected"
+    CREDENTIALS = "credentials"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    http_status: int | None = None
+    orderid: str | None = None
+    message: str = ""
+
+
+_TRANSIENT_STATUSES = {408, 425, 429}
+
+
+def classify_response(response: httpx.Response) -> Verdict:
+    """Turn a broker API answer into a verdict."""
+    status = response.status_code
+    body = _json_object(response)
+    message = _message(body, response)
+    if status in (401, 403):
+        return Verdict(Outcome.CREDENTIALS, status, message=message)
+    if status in _TRANSIENT_STATUSES or status >= 500:
+        return Verdict(Outcome.TRANSIENT, status, message=message)
+    if 200 <= status < 300:
+        if body is None:
+            return Verdict(Outcome.UNKNOWN, status, message=f"unreadable answer: {message}")
+        if str(body.get("status", "")).lower() != "success":
+            return Verdict(Outcome.REJECTED, status, message=message)
+        orderid = body.get("orderid")
+        return Verdict(Outcome.ACCEPTED, status, str(orderid) if orderid else None, message)
+    return Verdict(Outcome.REJECTED, status, message=message)
+
+
+def classify_exception(exc: Exception) -> Verdict:
+    """Tell "never left" apart from "left, answer lost"."""
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                        httpx.UnsupportedProtocol)):
+        return Verdict(Outcome.NOT_SENT, message=f"{type(exc).__name__}: {exc}")
+    return Verdict(Outcome.UNKNOWN, message=f"{type(exc).__name__}: {exc}")
+
+
+def _json_object(response: httpx.Response) -> dict | None:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _message(body: dict | None, response: httpx.Response) -> str:
+    if body is not None:
+        return str(body.get("message") or body.get("error") or "")
+    return response.text[:200]

@@ -1,0 +1,140 @@
+"""Order-queue settings: read once, validated, every default in one place (design §9).
+
+A bad value fails start-up with a message naming the variable, instead of surfacing as
+a strange dispatcher behaviour at the first order.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class OrderQueueSettings:
+    #: Where the queue lives; SQLite file of its own by default, or a PostgreSQL URL.
+    database_url: str = "sqlite:///db/order_queue.db"
+    #: How long a SQLite write waits for another writer before the webhook answers 503.
+    #: Shorter than OpenAlgo's 15 s: webhook senders give up after a few seconds, and a
+    #: 503 they can see beats a 200 that never arrives.
+    sqlite_busy_timeout_ms: int = 5000
+    #: Most delivery attempts for an order that keeps failing transiently (first try
+    #: included) before it is dead-lettered as retries_exhausted.
+    max_retries: int = 3
+    #: A pending order older than this is not sent (dead-lettered as expired): a market
+    #: order from a signal five minutes ago is a different trade at a different price.
+    max_age_seconds: float = 300.0
+    #: Orders per second per broker account in each lane (upstream: 10 and 1).
+    regular_rate: int = 10
+    smart_rate: int = 1
+    #: The window those rates are counted over.  20% wider than the broker's second:
+    #: requests leave tens of milliseconds after they are claimed, with jitter that grows
+    #: under load and across processes, and a broker that counts 11 in its second may
+    #: refuse or block the key.  (1.1 s was seen to allow 11 with 4 busy processes.)
+    rate_window_seconds: float = 1.2
+    #: The OpenAlgo API the orders are posted to.
+    host_server: str = "http://127.0.0.1:5000"
+    #: Requests in flight at once across all accounts.
+    workers: int = 4
+    #: HTTP timeouts: connecting (order not sent if exceeded) and waiting for the answer
+    #: (outcome unknown if exceeded).
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    #: First retry delay; doubles per attempt with jitter, capped.
+    retry_base_seconds: float = 1.0
+    retry_cap_seconds: float = 30.0
+    #: Orderbook checks for an in-doubt order before it is considered not sent, and the
+    #: spacing between them (brokers can take a moment to list a new order).
+    reconcile_checks: int = 3
+    reconcile_interval_seconds: float = 1.5
+    #: Heartbeat period of a dispatcher, and the silence after which its in-flight orders
+    #: are treated as in doubt.
+    heartbeat_seconds: float = 1.0
+    heartbeat_timeout_seconds: float = 5.0
+    #: Fallback poll when nothing wakes the dispatcher (enqueue wakes it at once).
+    poll_seconds: float = 1.0
+    #: Bound on waiting for in-flight requests at shutdown.
+    shutdown_timeout_seconds: float = 15.0
+    #: Sent, dismissed and cancelled orders are purged this many days after they
+    #: finished (dead and open orders never are).
+    retention_days: float = 30.0
+    #: The health check fails when the oldest pending order is older than this...
+    health_max_pending_age_seconds: float = 60.0
+    #: ...and, if set, while any dead order awaits a decision.
+    health_fail_on_dead: bool = False
+
+
+    @property
+    def lease_seconds(self) -> float:
+        """A lease outlives the longest possible request by a margin."""
+        return self.connect_timeout + self.read_timeout + 5.0
+
+
+#: environment variable → (field, parser, minimum)
+_VARIABLES = {
+    "ORDER_QUEUE_DATABASE_URL": ("database_url", str, None),
+    "ORDER_QUEUE_SQLITE_BUSY_TIMEOUT_MS": ("sqlite_busy_timeout_ms", int, 1),
+    "ORDER_QUEUE_MAX_RETRIES": ("max_retries", int, 1),
+    "ORDER_QUEUE_MAX_AGE_SECONDS": ("max_age_seconds", float, 1),
+    "ORDER_QUEUE_REGULAR_RATE": ("regular_rate", int, 1),
+    "ORDER_QUEUE_SMART_RATE": ("smart_rate", int, 1),
+    "ORDER_QUEUE_RATE_WINDOW_SECONDS": ("rate_window_seconds", float, 1.0),
+    "HOST_SERVER": ("host_server", str, None),
+    "ORDER_QUEUE_WORKERS": ("workers", int, 1),
+    "ORDER_QUEUE_CONNECT_TIMEOUT": ("connect_timeout", float, 0.1),
+    "ORDER_QUEUE_READ_TIMEOUT": ("read_timeout", float, 0.1),
+    "ORDER_QUEUE_RETRY_BASE_SECONDS": ("retry_base_seconds", float, 0.01),
+    "ORDER_QUEUE_RETRY_CAP_SECONDS": ("retry_cap_seconds", float, 0.01),
+    "ORDER_QUEUE_RECONCILE_CHECKS": ("reconcile_checks", int, 1),
+    "ORDER_QUEUE_RECONCILE_INTERVAL_SECONDS": ("reconcile_interval_seconds", float, 0.01),
+    "ORDER_QUEUE_HEARTBEAT_SECONDS": ("heartbeat_seconds", float, 0.05),
+    "ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS": ("heartbeat_timeout_seconds", float, 0.1),
+    "ORDER_QUEUE_POLL_SECONDS": ("poll_seconds", float, 0.01),
+    "ORDER_QUEUE_SHUTDOWN_TIMEOUT_SECONDS": ("shutdown_timeout_seconds", float, 0.1),
+    "ORDER_QUEUE_RETENTION_DAYS": ("retention_days", float, 1),
+    "ORDER_QUEUE_HEALTH_MAX_PENDING_AGE_SECONDS": ("health_max_pending_age_seconds", float, 1),
+    "ORDER_QUEUE_HEALTH_FAIL_ON_DEAD": ("health_fail_on_dead", "boolean", None),
+}
+
+
+def _boolean(raw) -> bool:
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def load_settings(source: Mapping[str, object] | None = None) -> OrderQueueSettings:
+    """Build settings from ``source`` (default: the environment); blank means default."""
+    source = os.environ if source is None else source
+    values = {}
+    for variable, (field, parse, minimum) in _VARIABLES.items():
+        raw = source.get(variable)
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            continue
+        parser = _boolean if parse == "boolean" else parse
+        try:
+            value = parser(raw.strip() if isinstance(raw, str) else raw)
+        except (TypeError, ValueError):
+            kind = "true/false" if parse == "boolean" else parse.__name__
+            raise SettingsError(f"{variable}={raw!r} is not a valid {kind}") from None
+        if minimum is not None and value < minimum:
+            raise SettingsError(f"{variable}={raw!r} must be at least {minimum}")
+        values[field] = value
+    settings = OrderQueueSettings(**values)
+    if not settings.host_server.startswith(("http://", "https://")):
+        raise SettingsError(f"HOST_SERVER={settings.host_server!r} must start with http:// or https://")
+    if settings.heartbeat_timeout_seconds <= settings.heartbeat_seconds:
+        raise SettingsError("ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS must exceed "
+                            "ORDER_QUEUE_HEARTBEAT_SECONDS")
+    return settings
+
+
+def setting_names() -> list[str]:
+    """Every variable this module reads (a test checks .env.example documents each)."""
+    return list(_VARIABLES)

@@ -1,0 +1,263 @@
+/* Order-queue admin page.  Every value from the server is written with textContent,
+   never as HTML, so a symbol or broker message containing markup shows as text. */
+(function () {
+  "use strict";
+
+  var csrfToken = document.querySelector('meta[name="csrf-token"]').content;
+
+  function api(path, options) {
+    options = options || {};
+    var headers = { "Accept": "application/json" };
+    if (options.body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      headers["X-CSRFToken"] = csrfToken;
+    }
+    return fetch("/order-queue/api/" + path, {
+      method: options.method || "GET",
+      headers: headers,
+      credentials: "same-origin",
+      body: options.body === undefined ? undefined : JSON.stringify(options.body)
+    }).then(function (response) {
+      if (response.status === 401) { window.location.href = "/auth/login?next=" + encodeURIComponent(location.pathname); }
+      return response.json().then(function (data) {
+        if (!response.ok) { throw new Error(data.message || ("HTTP " + response.status)); }
+        return data;
+      });
+    });
+  }
+
+  function cell(row, text, className) {
+    var td = document.createElement("td");
+    td.textContent = text === null || text === undefined ? "" : String(text);
+    if (className) { td.className = className; }
+    row.appendChild(td);
+    return td;
+  }
+
+  function button(label, onClick, ghost) {
+    var b = document.createElement("button");
+    b.type = "button";
+    b.className = "btn btn-small" + (ghost ? " btn-ghost" : "");
+    b.textContent = label;
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  function age(seconds) {
+    if (seconds === null || seconds === undefined) { return "–"; }
+    if (seconds < 90) { return Math.round(seconds) + "s"; }
+    if (seconds < 5400) { return Math.round(seconds / 60) + "m"; }
+    if (seconds < 172800) { return Math.round(seconds / 3600) + "h"; }
+    return Math.round(seconds / 86400) + "d";
+  }
+
+  function alertBox(message, danger) {
+    var box = document.createElement("div");
+    box.className = "alert" + (danger ? " alert-danger" : "");
+    box.setAttribute("role", "alert");
+    box.textContent = message;
+    document.getElementById("alerts").appendChild(box);
+    setTimeout(function () { box.remove(); }, danger ? 15000 : 5000);
+  }
+
+  /* Run an action; a replay that needs confirmation asks, then runs again confirmed. */
+  function act(action, ids, extra) {
+    var body = Object.assign({ ids: ids }, extra || {});
+    if (action === "dismiss") {
+      var note = window.prompt("Dismiss " + ids.length + " order(s). Note (optional):", "");
+      if (note === null) { return Promise.resolve(); }
+      body.note = note || null;
+    }
+    return api("orders/" + action, { method: "POST", body: body }).then(function (data) {
+      var waiting = data.results.filter(function (r) { return r.needs_confirmation; });
+      data.results.forEach(function (r) {
+        if (!r.needs_confirmation) { alertBox("#" + r.order_id + ": " + r.message, !r.ok); }
+      });
+      if (waiting.length) {
+        var message = waiting.map(function (r) { return "#" + r.order_id + ": " + r.message; }).join("\n");
+        if (window.confirm("Replay anyway?\n\n" + message)) {
+          return act("replay", waiting.map(function (r) { return r.order_id; }), { confirm: true });
+        }
+      }
+    }).catch(function (error) { alertBox(action + " failed: " + error.message, true); });
+  }
+
+  function connectLive(onOrderEvent) {
+    var badge = document.getElementById("live");
+    if (typeof io === "undefined") { return; }
+    var socket = io("/order-queue", { transports: ["websocket", "polling"] });
+    socket.on("connect", function () { badge.textContent = "live"; badge.className = "pill pill-live"; });
+    socket.on("disconnect", function () { badge.textContent = "offline"; badge.className = "pill pill-muted"; });
+    socket.on("order_queue:order", onOrderEvent);
+    socket.on("order_queue:dead", function (event) {
+      alertBox("Order #" + event.id + " dead-lettered (" + (event.reason || "?") + "): " +
+               (event.symbol || "") + " " + (event.error || ""), true);
+    });
+  }
+
+  function debounce(fn, ms) {
+    var timer = null;
+    return function () { clearTimeout(timer); timer = setTimeout(fn, ms); };
+  }
+
+  /* ---------------------------------------------------------------- index page */
+
+  function renderStats(stats) {
+    ["pending", "sending", "in_doubt", "dead", "sent"].forEach(function (state) {
+      var lanes = stats.depth[state];
+      var count = document.getElementById("count-" + state);
+      if (count) { count.textContent = lanes.smart + lanes.regular; }
+      document.getElementById("lanes-" + state).textContent =
+        "smart " + lanes.smart + " · regular " + lanes.regular;
+    });
+    document.getElementById("sent-today").textContent = stats.sent_today;
+    document.getElementById("oldest-pending").textContent = age(stats.oldest_pending_age_seconds);
+    var d = stats.dispatcher;
+    document.getElementById("dispatcher-status").textContent =
+      (d.alive ? "Running" : "NOT RUNNING") + (d.id ? " · " + d.id : "") +
+      (d.last_heartbeat ? " · last heartbeat " + d.last_heartbeat : "") +
+      " · limits per account: regular " + d.regular_rate + ", smart " + d.smart_rate +
+      " per " + d.rate_window_seconds + "s";
+  }
+
+  function selectedIds() {
+    return Array.prototype.map.call(
+      document.querySelectorAll("#dead-table tbody input:checked"),
+      function (box) { return Number(box.value); });
+  }
+
+  function updateBulkButtons() {
+    var none = selectedIds().length === 0;
+    document.getElementById("bulk-replay").disabled = none;
+    document.getElementById("bulk-dismiss").disabled = none;
+  }
+
+  function renderDead(data, refresh) {
+    var body = document.querySelector("#dead-table tbody");
+    body.replaceChildren();
+    data.orders.forEach(function (order) {
+      var row = document.createElement("tr");
+      var check = document.createElement("input");
+      check.type = "checkbox";
+      check.value = order.id;
+      check.setAttribute("aria-label", "Select order " + order.id);
+      check.addEventListener("change", updateBulkButtons);
+      row.appendChild(document.createElement("td")).appendChild(check);
+      var link = document.createElement("a");
+      link.href = "/order-queue/orders/" + order.id;
+      link.textContent = "#" + order.id;
+      row.appendChild(document.createElement("td")).appendChild(link);
+      cell(row, order.strategy);
+      cell(row, order.symbol);
+      cell(row, order.payload.action);
+      cell(row, order.dead_reason);
+      cell(row, order.last_error, "error-cell");
+      cell(row, order.attempts);
+      cell(row, age(order.age_seconds));
+      var actions = cell(row, "");
+      actions.appendChild(button("Replay", function () { act("replay", [order.id]).then(refresh); }));
+      actions.appendChild(document.createTextNode(" "));
+      actions.appendChild(button("Dismiss", function () { act("dismiss", [order.id]).then(refresh); }, true));
+      body.appendChild(row);
+    });
+    document.getElementById("dead-empty").hidden = data.orders.length > 0;
+    document.getElementById("select-all").checked = false;
+    updateBulkButtons();
+  }
+
+  function renderOpen(data, refresh) {
+    var body = document.querySelector("#open-table tbody");
+    body.replaceChildren();
+    data.orders.forEach(function (order) {
+      var row = document.createElement("tr");
+      var link = document.createElement("a");
+      link.href = "/order-queue/orders/" + order.id;
+      link.textContent = "#" + order.id;
+      row.appendChild(document.createElement("td")).appendChild(link);
+      cell(row, order.state);
+      cell(row, order.lane);
+      cell(row, order.strategy);
+      cell(row, order.symbol);
+      cell(row, order.payload.action);
+      cell(row, order.attempts);
+      cell(row, age(order.age_seconds));
+      cell(row, order.last_error, "error-cell");
+      var actions = cell(row, "");
+      if (order.state === "pending") {
+        actions.appendChild(button("Cancel", function () {
+          if (window.confirm("Cancel order #" + order.id + "? It will not be sent.")) {
+            act("cancel", [order.id]).then(refresh);
+          }
+        }, true));
+      }
+      body.appendChild(row);
+    });
+    document.getElementById("open-empty").hidden = data.orders.length > 0;
+  }
+
+  function initIndex() {
+    var filters = document.getElementById("filters");
+    function query() {
+      var params = new URLSearchParams({ state: "dead", per_page: "100" });
+      new FormData(filters).forEach(function (value, key) { if (value) { params.set(key, value); } });
+      return params.toString();
+    }
+    function refresh() {
+      return Promise.all([
+        api("stats").then(renderStats),
+        api("orders?" + query()).then(function (data) { renderDead(data, refresh); }),
+        api("orders?state=pending,sending,in_doubt&per_page=100").then(function (data) { renderOpen(data, refresh); })
+      ]).catch(function (error) { alertBox("Could not load the queue: " + error.message, true); });
+    }
+    filters.addEventListener("submit", function (event) { event.preventDefault(); refresh(); });
+    document.getElementById("select-all").addEventListener("change", function (event) {
+      document.querySelectorAll("#dead-table tbody input").forEach(function (box) { box.checked = event.target.checked; });
+      updateBulkButtons();
+    });
+    document.getElementById("bulk-replay").addEventListener("click", function () { act("replay", selectedIds()).then(refresh); });
+    document.getElementById("bulk-dismiss").addEventListener("click", function () { act("dismiss", selectedIds()).then(refresh); });
+    connectLive(debounce(refresh, 150));
+    refresh();
+    setInterval(function () { api("stats").then(renderStats).catch(function () {}); }, 15000);
+  }
+
+  /* ---------------------------------------------------------------- detail page */
+
+  function initDetail(orderId) {
+    function render(order) {
+      var state = document.getElementById("order-state");
+      state.textContent = order.state;
+      state.className = "pill state-" + order.state;
+      document.getElementById("f-reason").textContent = order.dead_reason || "–";
+      document.getElementById("f-error").textContent = order.last_error || "–";
+      document.getElementById("f-attempts").textContent = order.attempts;
+      document.getElementById("f-orderid").textContent = order.broker_orderid || "–";
+      document.getElementById("f-payload").textContent = JSON.stringify(order.payload, null, 2);
+      document.getElementById("replay").hidden = order.state !== "dead";
+      document.getElementById("dismiss").hidden = order.state !== "dead";
+      document.getElementById("cancel").hidden = order.state !== "pending";
+      var body = document.querySelector("#attempts-table tbody");
+      body.replaceChildren();
+      order.attempts.forEach(function (a) {
+        var row = document.createElement("tr");
+        [a.at, a.kind, a.outcome, a.http_status,
+         a.latency_ms === null ? "" : Math.round(a.latency_ms) + " ms",
+         a.actor, a.broker_orderid, a.message].forEach(function (value) { cell(row, value); });
+        body.appendChild(row);
+      });
+    }
+    function refresh() { return api("orders/" + orderId).then(render); }
+    document.getElementById("replay").addEventListener("click", function () { act("replay", [orderId]).then(refresh); });
+    document.getElementById("dismiss").addEventListener("click", function () { act("dismiss", [orderId]).then(refresh); });
+    document.getElementById("cancel").addEventListener("click", function () { act("cancel", [orderId]).then(refresh); });
+    connectLive(function (event) { if (event.id === orderId) { refresh(); } });
+  }
+
+  document.getElementById("theme-toggle").addEventListener("click", function () {
+    var next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
+    document.documentElement.dataset.theme = next;
+    localStorage.setItem("oq-theme", next);
+  });
+
+  window.OrderQueue = { initIndex: initIndex, initDetail: initDetail };
+})();

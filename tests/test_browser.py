@@ -1,0 +1,148 @@
+"""The admin page in real headless Chromium against the real app process.
+
+Logs in, finds dead orders made by a rejecting fake broker, opens one, replays it once
+the broker recovers and watches it turn "sent" and the counts change without a reload;
+an order whose symbol and error carry markup must render as text.  A screenshot is
+saved under ``test-output/``.  Skips only when Chromium is absent and CI is not set.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from database.order_queue_db import QueueStore, utcnow
+from tests.app_process import ROOT, AppProcess
+from tests.conftest import TEST_PEPPER
+from tests.fake_broker import Accept, Reject
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+OUTPUT = ROOT / "test-output"
+XSS_SYMBOL = "<script>window.__xss=1</script>"
+
+
+def _browser_or_skip(tmp_path):
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as exc:
+        missing.append(f"selenium ({exc})")
+    if missing:
+        if os.getenv("CI", "").lower() == "true":
+            pytest.fail(f"browser test needs {missing} in CI (apt-get install chromium chromium-driver)")
+        pytest.skip(f"no browser here: missing {missing}")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--window-size=1280,900",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    driver = _browser_or_skip(tmp_path)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def wait_until(driver, predicate, timeout=15):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: predicate(d))
+
+
+def text_of(driver, element_id):
+    return driver.find_element("id", element_id).text
+
+
+def test_operator_sees_dead_orders_replays_one_and_markup_stays_text(tmp_path, broker,
+                                                                      browser):
+    from selenium.webdriver.common.by import By
+
+    broker.default = Reject("Symbol not tradable")
+    app = AppProcess(tmp_path, broker.base_url, TEST_PEPPER)
+    webhook_id = json.loads(app.flask("strategy", "add", "--name", "Browser", "--symbol",
+                                      "SBIN", "--quantity", "5"))["webhook_id"]
+    app.flask("strategy", "map", "--name", "Browser", "--symbol", "TCS", "--quantity", "5")
+    app.flask("user", "set-password", "--username", "trader", "--password", "pw-for-test")
+    app.start()
+    try:
+        for symbol in ("SBIN", "TCS"):
+            response = httpx.post(f"{app.base_url}/strategy/webhook/{webhook_id}",
+                                  json={"symbol": symbol, "action": "BUY"}, timeout=5)
+            assert response.status_code == 200
+        # An order whose symbol and broker error carry markup, queued beside the app.
+        broker.behaviour_for = lambda body: (
+            Reject('<img src=x onerror="window.__xss=2">') if body.get("symbol") == XSS_SYMBOL
+            else None)
+        store = QueueStore(app.env["ORDER_QUEUE_DATABASE_URL"])
+        store.enqueue("placeorder", {"apikey": "k" * 64, "strategy": "Browser",
+                                     "symbol": XSS_SYMBOL, "exchange": "NSE", "action": "BUY",
+                                     "product": "MIS", "quantity": "1"},
+                      now=utcnow(), max_age_seconds=300)
+        store.dispose()
+
+        browser.get(f"{app.base_url}/order-queue/")
+        assert "/auth/login" in browser.current_url
+        browser.find_element(By.NAME, "username").send_keys("trader")
+        browser.find_element(By.NAME, "password").send_keys("pw-for-test")
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait_until(browser, lambda d: text_of(d, "count-dead") == "3")
+        wait_until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR,
+                                                          "#dead-table tbody tr")) == 3)
+        wait_until(browser, lambda d: text_of(d, "live") == "live")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#dead-table tbody tr")
+        texts = [row.text for row in rows]
+        assert any(XSS_SYMBOL in t and '<img src=x onerror="window.__xss=2">' in t
+                   for t in texts), texts
+        assert browser.execute_script("return window.__xss === undefined")
+        assert any("Symbol not tradable" in t for t in texts)
+        OUTPUT.mkdir(exist_ok=True)
+        browser.save_screenshot(str(tmp_path / "admin.png"))
+        shutil.copy(tmp_path / "admin.png", OUTPUT / "order_queue_admin.png")
+
+        # The broker recovers; replay SBIN from its detail page and watch it go out.
+        broker.behaviour_for = None
+        broker.default = Accept()
+        sbin_row = next(r for r in rows if "SBIN" in r.text)
+        sbin_row.find_element(By.TAG_NAME, "a").click()
+        wait_until(browser, lambda d: text_of(d, "order-state") == "dead")
+        assert "Symbol not tradable" in text_of(browser, "f-error")
+        assert "k" * 8 not in text_of(browser, "f-payload")  # key masked
+        browser.execute_script("window.__marker = 'no reload'")
+        browser.find_element(By.ID, "replay").click()
+        wait_until(browser, lambda d: text_of(d, "order-state") == "sent")
+        assert browser.execute_script("return window.__marker") == "no reload"
+        assert any(r.orderid and r.body["symbol"] == "SBIN" for r in broker.orders())
+
+        # Back on the list: replay TCS with the row button and watch the counts move.
+        browser.get(f"{app.base_url}/order-queue/")
+        wait_until(browser, lambda d: text_of(d, "count-dead") == "2")
+        wait_until(browser, lambda d: text_of(d, "live") == "live")
+        browser.execute_script("window.__marker = 'no reload'")
+        tcs_row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#dead-table tbody tr")
+                       if "TCS" in r.text)
+        tcs_row.find_element(By.XPATH, ".//button[text()='Replay']").click()
+        wait_until(browser, lambda d: text_of(d, "count-dead") == "1")
+        wait_until(browser, lambda d: "regular 2" in text_of(d, "lanes-sent"))
+        assert browser.execute_script("return window.__marker") == "no reload"
+        browser.save_screenshot(str(OUTPUT / "order_queue_admin_after_replay.png"))
+
+        # On a phone: the page fits the screen; wide tables scroll inside their panel.
+        browser.set_window_size(390, 844)
+        browser.get(f"{app.base_url}/order-queue/")
+        wait_until(browser, lambda d: text_of(d, "count-dead") == "1")
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1")
+        browser.save_screenshot(str(OUTPUT / "order_queue_admin_phone.png"))
+    finally:
+        app.stop()

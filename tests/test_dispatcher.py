@@ -1,0 +1,288 @@
+"""The dispatcher against a real HTTP fake broker on 127.0.0.1, on both backends."""
+
+import time
+from datetime import datetime, timedelta
+
+import pytest
+
+from database.order_queue_db import OrderState
+from services.order_queue_reconciler import BROKER_TIMEZONE as IST
+from services.order_queue_service import Dispatcher
+from services.order_queue_settings import OrderQueueSettings
+from tests.fake_broker import AcceptThenHang, Drop, Hold, Reject, Stall, Status
+
+KEY = "k" * 64
+OTHER_KEY = "o" * 64
+FINAL = {OrderState.SENT.value, OrderState.DEAD.value}
+
+
+def payload(symbol="SBIN", action="BUY", apikey=KEY, **extra):
+    return {"apikey": apikey, "strategy": "S1", "symbol": symbol, "exchange": "NSE",
+            "product": "MIS", "action": action, "pricetype": "MARKET", "quantity": "10",
+            **extra}
+
+
+def smart(symbol="SBIN", action="SELL", apikey=KEY):
+    return payload(symbol, action, apikey, quantity="0", position_size="0", price="0",
+                   trigger_price="0", disclosed_quantity="0")
+
+
+@pytest.fixture
+def settings(broker):
+    return OrderQueueSettings(
+        host_server=broker.base_url, connect_timeout=0.5, read_timeout=0.6,
+        retry_base_seconds=0.05, retry_cap_seconds=0.2, reconcile_checks=3,
+        reconcile_interval_seconds=0.2, heartbeat_seconds=0.2, heartbeat_timeout_seconds=1.0,
+        poll_seconds=0.5, shutdown_timeout_seconds=5)
+
+
+@pytest.fixture
+def dispatch(store, settings):
+    """Start a dispatcher on ``store``; stopped after the test."""
+    started = []
+
+    def start(**overrides):
+        effective = OrderQueueSettings(**{**settings.__dict__, **overrides})
+        dispatcher = Dispatcher(store, effective)
+        dispatcher.start()
+        started.append(dispatcher)
+        return dispatcher
+
+    yield start
+    for dispatcher in started:
+        dispatcher.stop(timeout=5)
+
+
+def enqueue(store, endpoint="placeorder", body=None):
+    from database.order_queue_db import utcnow
+
+    return store.enqueue(endpoint, body or payload(), now=utcnow(), max_age_seconds=300)
+
+
+def wait_final(store, order_id, timeout=10.0, states=FINAL):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = store.get_order(order_id)
+        if row["state"] in states:
+            return row
+        time.sleep(0.02)
+    raise AssertionError(f"order {order_id} stuck in {store.get_order(order_id)['state']}")
+
+
+def test_delivers_the_exact_payload_and_stores_the_orderid(store, broker, dispatch):
+    order_id = enqueue(store)
+    dispatch()
+    row = wait_final(store, order_id)
+    [received] = broker.received
+    assert received.endpoint == "placeorder"
+    assert received.body == payload()  # the decrypted key and every field, unchanged
+    assert row["state"] == "sent" and row["broker_orderid"] == received.orderid
+    assert row["attempts"] == 1
+
+
+def test_resumes_pending_work_on_start_without_a_wake(store, broker, dispatch):
+    ids = [enqueue(store, body=payload(symbol=f"S{i}")) for i in range(3)]
+    dispatch()
+    assert [wait_final(store, i)["state"] for i in ids] == ["sent"] * 3
+
+
+@pytest.mark.parametrize("behaviours, state, reason, attempts, broker_hits", [
+    ([Status(429)] * 3, "dead", "retries_exhausted", 3, 3),
+    ([Status(500), Status(503)], "sent", None, 3, 3),
+    ([Status(400, {"status": "error", "message": "Invalid symbol"})], "dead", "rejected", 1, 1),
+    ([Status(401)], "dead", "credentials", 1, 1),
+    ([Status(403, {"status": "error", "message": "Invalid openalgo apikey"})],
+     "dead", "credentials", 1, 1),
+    ([Status(422)], "dead", "rejected", 1, 1),
+    ([Reject("RMS: margin exceeds")], "dead", "rejected", 1, 1),
+    ([Status(200, "<html>gateway</html>")], "sent", None, 2, 2),
+])
+def test_outcome_matrix(store, broker, dispatch, behaviours, state, reason, attempts,
+                        broker_hits):
+    broker.script(*behaviours)
+    order_id = enqueue(store)
+    dispatch()
+    row = wait_final(store, order_id)
+    assert (row["state"], row["dead_reason"]) == (state, reason)
+    assert row["attempts"] == attempts
+    assert len(broker.received) == broker_hits
+    assert len(broker.orders()) == (1 if state == "sent" else 0)
+
+
+def test_rejection_message_is_kept_for_the_operator(store, broker, dispatch):
+    broker.script(Reject("RMS: margin exceeds"))
+    order_id = enqueue(store)
+    dispatch()
+    row = wait_final(store, order_id)
+    assert "margin exceeds" in row["last_error"]
+    [attempt] = store.list_attempts(order_id)
+    assert attempt["outcome"] == "rejected" and attempt["http_status"] == 200
+
+
+def test_connection_refused_retries_until_the_broker_is_back(store, broker, dispatch):
+    broker.refuse()
+    order_id = enqueue(store)
+    dispatch()
+    deadline = time.monotonic() + 10
+    while len(store.list_attempts(order_id)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    row = store.get_order(order_id)
+    assert row["state"] in ("pending", "sending") and row["attempts"] == 0
+    assert {a["outcome"] for a in store.list_attempts(order_id)} == {"not_sent"}
+    broker.resume()
+    row = wait_final(store, order_id)
+    assert row["state"] == "sent" and len(broker.orders()) == 1
+
+
+def test_timeout_after_send_is_reconciled_not_resent(store, broker, dispatch):
+    broker.script(Stall(1.0))  # books the order after our 0.6 s read timeout
+    order_id = enqueue(store)
+    dispatch()
+    row = wait_final(store, order_id)
+    assert row["state"] == "sent"
+    assert len(broker.received) == 1  # never sent twice
+    assert row["broker_orderid"] == broker.orders()[0].orderid
+    outcomes = [a["outcome"] for a in store.list_attempts(order_id)]
+    assert outcomes[0] == "unknown" and outcomes[-1] == "found_at_broker"
+
+
+def test_accept_then_hang_is_adopted_from_the_orderbook(store, broker, dispatch):
+    hang = AcceptThenHang(0.3)
+    broker.script(hang)
+    order_id = enqueue(store)
+    dispatch()
+    row = wait_final(store, order_id)
+    assert row["state"] == "sent" and len(broker.received) == 1
+    assert row["broker_orderid"] == broker.book[0]["orderid"]
+
+
+def test_dropped_request_is_sent_again_after_the_orderbook_shows_nothing(
+        store, broker, dispatch):
+    broker.script(Drop())
+    order_id = enqueue(store)
+    dispatch()
+    row = wait_final(store, order_id)
+    assert row["state"] == "sent"
+    assert len(broker.received) == 2 and len(broker.orders()) == 1
+    assert broker.orderbook_requests >= 3  # bounded number of checks before resending
+
+
+def test_ambiguous_orderbook_goes_to_a_human(store, broker, dispatch):
+    broker.script(Drop())
+    stamped_after_send = (datetime.now(IST) + timedelta(seconds=30)).strftime(
+        "%d-%b-%Y %H:%M:%S")
+    for _ in range(2):
+        broker.add_book_entry({"symbol": "SBIN", "exchange": "NSE", "action": "BUY",
+                               "quantity": "10", "product": "MIS", "pricetype": "MARKET",
+                               "timestamp": stamped_after_send})
+    order_id = enqueue(store)
+    dispatch()
+    row = wait_final(store, order_id)
+    assert (row["state"], row["dead_reason"]) == ("dead", "in_doubt")
+    assert "ambiguous" in row["last_error"]
+    assert len(broker.received) == 1
+
+
+def test_unreachable_orderbook_goes_to_a_human(store, broker, dispatch):
+    broker.script(Drop())
+    broker.orderbook_behaviour = Status(500)
+    order_id = enqueue(store)
+    dispatch()
+    row = wait_final(store, order_id)
+    assert (row["state"], row["dead_reason"]) == ("dead", "in_doubt")
+    assert len(broker.received) == 1
+
+
+def test_rate_limits_hold_at_the_broker_and_smart_goes_first(store, broker, dispatch,
+                                                              frozen_heap):
+    regular = [enqueue(store, body=payload(symbol=f"R{i}")) for i in range(25)]
+    smart_ids = [enqueue(store, "placesmartorder", smart(symbol=f"X{i}")) for i in range(3)]
+    dispatch(workers=8)
+    for order_id in regular + smart_ids:
+        wait_final(store, order_id, timeout=20)
+    assert broker.received[0].endpoint == "placesmartorder"
+    assert broker.max_in_window("placeorder", window=1.0) <= 10
+    assert broker.max_in_window("placesmartorder", window=1.0) <= 1
+    assert len(broker.orders()) == 28
+
+
+def test_rate_limit_is_per_account(store, broker, dispatch, frozen_heap):
+    for i in range(12):
+        enqueue(store, body=payload(symbol=f"A{i}"))
+        enqueue(store, body=payload(symbol=f"A{i}", apikey=OTHER_KEY))
+    dispatch(workers=8)
+    assert broker.wait_for(20, timeout=3)  # both accounts get their 10 in the first second
+    assert broker.max_in_window("placeorder", window=1.0, key="apikey") <= 10
+
+
+def test_an_exit_never_overtakes_the_entry_before_it(store, broker, dispatch):
+    broker.script(Stall(0.3))
+    entry = enqueue(store, body=payload(symbol="SBIN", action="BUY"))
+    exit_ = enqueue(store, "placesmartorder", smart(symbol="SBIN"))
+    dispatch(read_timeout=2.0)
+    wait_final(store, exit_)
+    assert [r.body["action"] for r in broker.received] == ["BUY", "SELL"]
+    assert store.get_order(entry)["state"] == "sent"
+
+
+def test_undecryptable_key_is_dead_lettered_as_credentials(store, broker, dispatch,
+                                                           monkeypatch):
+    order_id = enqueue(store)
+    monkeypatch.setenv("API_KEY_PEPPER", "another pepper of at least 32 characters")
+    dispatch()
+    row = wait_final(store, order_id)
+    assert (row["state"], row["dead_reason"]) == ("dead", "credentials")
+    assert broker.received == []
+
+
+def test_stop_lets_the_in_flight_request_finish(store, broker, dispatch):
+    broker.script(Stall(0.5))
+    first = enqueue(store, body=payload(symbol="A"))
+    dispatcher = dispatch(read_timeout=2.0, workers=1)
+    assert broker.wait_for(1, timeout=5)
+    second = enqueue(store, body=payload(symbol="B"))
+    assert dispatcher.stop(timeout=5)
+    assert store.get_order(first)["state"] == "sent"
+    assert store.get_order(second)["state"] == "pending"  # left for the next start
+
+
+def test_a_dispatcher_that_lost_its_lease_cannot_overwrite_the_new_owner(
+        store, broker, dispatch, caplog):
+    """Force the race: A's request hangs at the broker while A falls silent (no
+    heartbeat); B takes the order over, reconciles it, adopts the broker's orderid; then
+    A's answer arrives and must change nothing."""
+    broker.default = Hold()
+    order_id = enqueue(store)
+    slow = dispatch(heartbeat_seconds=60, heartbeat_timeout_seconds=120, read_timeout=10)
+    assert broker.wait_for(1, timeout=5)
+    dispatch(heartbeat_seconds=0.2, heartbeat_timeout_seconds=1.0)  # B judges A dead
+    row = wait_final(store, order_id)
+    assert row["state"] == "sent" and row["broker_orderid"] == broker.book[0]["orderid"]
+    with caplog.at_level("WARNING"):
+        broker.release_held()  # A finally hears "accepted"
+        deadline = time.monotonic() + 5
+        while "lost its lease" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert "check the broker for a duplicate" in caplog.text  # loud, at ERROR
+    row = store.get_order(order_id)
+    assert row["state"] == "sent" and row["broker_orderid"] == broker.book[0]["orderid"]
+    trail = [(a["kind"], a["outcome"], a["actor"], a["broker_orderid"])
+             for a in store.list_attempts(order_id)]
+    assert [t[:2] for t in trail] == [("recovery", "in_doubt"), ("reconcile", "found_at_broker"),
+                                      ("send", "accepted_after_lease_lost")]
+    assert trail[1][2] != slow.id and trail[2][2] == slow.id  # evidence kept, state not
+    assert trail[2][3] == broker.book[0]["orderid"] and len(broker.received) == 1
+
+
+def test_a_stopped_dispatcher_with_a_request_in_flight_is_not_resent(store, broker, dispatch):
+    """SIGTERM with a slow request on the wire, another dispatcher takes over: the order
+    must not be sent again while the first request may still be answered."""
+    broker.default = Stall(2.5)  # the broker books the order only after 2.5 s
+    order_id = enqueue(store)
+    first = dispatch(read_timeout=3.0, heartbeat_timeout_seconds=1.0)
+    assert broker.wait_for(1, timeout=5)
+    assert not first.stop(timeout=0.3)  # gives up waiting; the request is still out
+    dispatch(read_timeout=3.0, heartbeat_timeout_seconds=1.0)
+    row = wait_final(store, order_id, timeout=20)
+    time.sleep(0.5)
+    assert row["state"] == "sent" and len(broker.book) == 1, store.list_attempts(order_id)

@@ -1,0 +1,136 @@
+"""``python -m install.openalgo`` against a miniature OpenAlgo tree (tests/fixtures/openalgo)."""
+
+import io
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from install import openalgo as installer
+from install.manifest import PLUGIN_FILES
+from tests.conftest import TEST_PEPPER
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "openalgo"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def snapshot(tree: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(tree)): p.read_bytes() for p in sorted(tree.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+@pytest.fixture
+def tree(tmp_path):
+    target = tmp_path / "openalgo"
+    shutil.copytree(FIXTURE, target)
+    return target
+
+
+def run(*args):
+    out = io.StringIO()
+    target, *flags = args
+    if "--check" in flags:
+        return installer.check(target, out=out), out.getvalue()
+    if "--uninstall" in flags:
+        return installer.uninstall(target, out=out), out.getvalue()
+    return installer.install(target, dry_run="--dry-run" in flags, out=out), out.getvalue()
+
+
+def test_install_copies_byte_identical_files_and_check_passes(tree):
+    assert run(tree, "--check")[0] == 1
+    assert run(tree)[0] == 0
+    for path in PLUGIN_FILES:
+        assert (tree / path).read_bytes() == (ROOT / path).read_bytes(), path
+    code, report = run(tree, "--check")
+    assert code == 0 and "installed and current" in report
+    app_py = (tree / "app.py").read_text()
+    assert '("Order Queue DB", ensure_order_queue_tables_exists)' in app_py
+    assert "order_queue_plugin.init_app(app)" in app_py
+    assert "order_queue_plugin.start(app)" in app_py
+    assert '"database.order_queue_db", "db_session"' in (tree / "utils/db_sessions.py").read_text()
+    assert "ORDER_QUEUE_MAX_RETRIES" in (tree / ".sample.env").read_text()
+
+
+def test_second_install_changes_nothing(tree):
+    run(tree)
+    before = snapshot(tree)
+    code, report = run(tree)
+    assert code == 0 and "nothing changed" in report
+    assert snapshot(tree) == before
+
+
+def test_uninstall_restores_the_original_tree_byte_for_byte(tree):
+    original = snapshot(tree)
+    run(tree)
+    run(tree)
+    assert run(tree, "--uninstall")[0] == 0
+    assert snapshot(tree) == original
+    assert not (tree / "services").exists() and not (tree / ".order_queue_plugin").exists()
+
+
+def test_dry_run_shows_files_and_diffs_and_writes_nothing(tree):
+    before = snapshot(tree)
+    code, report = run(tree, "--dry-run")
+    assert code == 0 and snapshot(tree) == before
+    assert "would add: database/order_queue_db.py" in report
+    assert "+from services.order_queue_service import queue_order" in report
+    assert "--- a/app.py" in report
+
+
+def test_check_notices_an_outdated_plugin_file(tree):
+    run(tree)
+    (tree / "services/order_queue_service.py").write_text("# edited by hand\n")
+    code, report = run(tree, "--check")
+    assert code == 1 and "outdated: services/order_queue_service.py" in report
+
+
+@pytest.mark.parametrize("edit", installer.EDITS, ids=lambda e: f"{e.path}:{e.anchor or e.requires}")
+def test_missing_anchor_is_refused_and_nothing_is_written(tree, edit):
+    file = tree / edit.path
+    pattern = edit.anchor or edit.requires
+    import re
+
+    file.write_text(re.sub(pattern, "# (moved elsewhere)", file.read_text(), flags=re.M))
+    before = snapshot(tree)
+    result = subprocess.run([sys.executable, "-m", "install.openalgo", str(tree)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert edit.path in result.stderr and "anchor not found" in result.stderr
+    assert "nothing was written" in result.stderr
+    assert snapshot(tree) == before
+
+
+PATCHED_APP_SCRIPT = textwrap.dedent("""
+    import threading
+    import app
+
+    assert app.app.db_ready.wait(20)
+    client = app.app.test_client()
+    for path in ("/strategy/webhook/s1", "/chartink/webhook/c1"):
+        response = client.post(path, json={"symbol": "SBIN", "action": "BUY"})
+        assert response.status_code == 200, response.data
+    names = {t.name for t in threading.enumerate()}
+    assert "in-memory-order-processor" not in names, names
+    assert "order-queue-dispatcher" in names, names
+    assert client.get("/order-queue/api/health").status_code in (200, 503)
+    print("patched app ok")
+""")
+
+
+def test_patched_tree_imports_and_webhooks_reach_the_durable_queue(tree, tmp_path):
+    run(tree)
+    queue_db = tmp_path / "queue" / "order_queue.db"
+    env = {"PATH": "/usr/bin:/bin", "API_KEY_PEPPER": TEST_PEPPER, "APP_KEY": "fixture",
+           "FIXTURE_APIKEY": "f" * 64, "ORDER_QUEUE_DATABASE_URL": f"sqlite:///{queue_db}",
+           "HOST_SERVER": "http://127.0.0.1:9"}
+    result = subprocess.run([sys.executable, "-c", PATCHED_APP_SCRIPT], cwd=tree, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "patched app ok" in result.stdout
+    with sqlite3.connect(queue_db) as conn:
+        rows = conn.execute("SELECT strategy, symbol FROM order_queue ORDER BY id").fetchall()
+    assert rows == [("s1", "SBIN"), ("c1", "SBIN")]

@@ -1,0 +1,442 @@
+"""Contract of the queue storage, run against SQLite and PostgreSQL alike."""
+
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from database.order_queue_db import (
+    IDENTITY_COLUMNS,
+    DeadReason,
+    OrderState,
+    QueueStorageError,
+    QueueStore,
+    RateLimits,
+)
+
+T0 = datetime(2026, 11, 23, 4, 0, 0)  # 09:30 IST
+LIMITS = RateLimits(smart=1, regular=10, window=1.1)
+KEY_A = "a" * 64
+KEY_B = "b" * 64
+
+
+def order(symbol="SBIN", action="BUY", apikey=KEY_A, **extra):
+    return {"apikey": apikey, "strategy": "S1", "symbol": symbol, "exchange": "NSE",
+            "product": "MIS", "action": action, "pricetype": "MARKET", "quantity": "10",
+            **extra}
+
+
+def enqueue(store, endpoint="placeorder", at=T0, max_age=None, deadline=None, **fields):
+    return store.enqueue(endpoint, order(**fields), now=at, max_age_seconds=max_age,
+                         deadline=deadline)
+
+
+def claim(store, at=T0, owner="d1", limits=LIMITS):
+    return store.claim_next(owner, now=at, lease_seconds=30, limits=limits).order
+
+
+def test_enqueue_commits_a_pending_row_without_the_plain_key(store):
+    order_id = enqueue(store)
+    row = store.get_order(order_id)
+    assert row["state"] == OrderState.PENDING.value
+    assert row["payload"] == {k: v for k, v in order().items() if k != "apikey"}
+    assert row["lane"] == "regular" and row["symbol"] == "SBIN"
+    with store.transaction(read_only=True) as conn:
+        stored = conn.execute(text("SELECT payload, apikey_token FROM order_queue")).one()
+    assert KEY_A not in stored.payload and KEY_A not in stored.apikey_token
+
+
+@pytest.mark.parametrize("endpoint", ["cancelorder", "placeorder ", "", "PLACEORDER"])
+def test_enqueue_refuses_other_endpoints_and_stores_nothing(store, endpoint):
+    with pytest.raises(ValueError, match="endpoint"):
+        store.enqueue(endpoint, order(), now=T0, max_age_seconds=None)
+    assert store.list_orders() == []
+
+
+@pytest.mark.parametrize("payload", [None, [], {"symbol": "SBIN"}, order(apikey=""),
+                                     {**order(), "symbol": 5}])
+def test_enqueue_refuses_unusable_payloads(store, payload):
+    with pytest.raises(ValueError):
+        store.enqueue("placeorder", payload, now=T0, max_age_seconds=None)
+    assert store.list_orders() == []
+
+
+def test_claim_prefers_smart_lane_then_oldest(store):
+    regular = enqueue(store, symbol="SBIN")
+    smart = enqueue(store, "placesmartorder", symbol="INFY", action="SELL")
+    first, second = claim(store), claim(store)
+    assert (first.id, second.id) == (smart, regular)
+    assert first.state == OrderState.SENDING.value
+    assert first.payload["symbol"] == "INFY"
+
+
+def test_later_order_for_same_instrument_waits_for_earlier_one(store):
+    entry = enqueue(store, symbol="SBIN", action="BUY")
+    exit_ = enqueue(store, "placesmartorder", symbol="SBIN", action="SELL")
+    other = enqueue(store, symbol="TCS")
+    first = claim(store)
+    assert first.id == entry  # the smart exit may not overtake the entry before it
+    assert claim(store).id == other
+    assert claim(store) is None
+    store.mark_sent(first, now=T0, actor="d1", broker_orderid="1")
+    assert claim(store).id == exit_
+
+
+def test_same_symbol_on_another_account_is_independent(store):
+    enqueue(store, symbol="SBIN", apikey=KEY_A)
+    second = enqueue(store, symbol="SBIN", apikey=KEY_B)
+    claim(store)
+    assert claim(store).id == second
+
+
+def test_rate_limit_per_account_and_lane(store):
+    ids = [enqueue(store, symbol=f"S{i}") for i in range(12)]
+    other_account = enqueue(store, symbol="S0", apikey=KEY_B)
+    claimed = [claim(store) for _ in range(10)]
+    assert [c.id for c in claimed] == ids[:10]
+    result = store.claim_next("d1", now=T0, lease_seconds=30, limits=LIMITS)
+    assert result.order.id == other_account  # another account has its own budget
+    result = store.claim_next("d1", now=T0, lease_seconds=30, limits=LIMITS)
+    assert result.order is None
+    assert result.next_due_at == T0 + timedelta(seconds=1.1)
+    assert claim(store, at=T0 + timedelta(seconds=1.11)).id == ids[10]
+
+
+def test_smart_lane_one_per_window(store):
+    enqueue(store, "placesmartorder", symbol="A", action="SELL")
+    second = enqueue(store, "placesmartorder", symbol="B", action="SELL")
+    regular = enqueue(store, symbol="C")
+    claim(store)
+    assert claim(store).id == regular  # the regular lane is not stalled by smart pacing
+    assert claim(store) is None
+    assert claim(store, at=T0 + timedelta(seconds=1.2)).id == second
+
+
+def test_mark_with_a_stale_lease_changes_nothing(store):
+    enqueue(store)
+    first = claim(store)
+    store.recover_stale_sending(now=T0 + timedelta(seconds=60), heartbeat_timeout=5,
+                                check_at=T0 + timedelta(seconds=60))
+    assert not store.mark_sent(first, now=T0, actor="d1", broker_orderid="X")
+    row = store.get_order(first.id)
+    assert row["state"] == OrderState.IN_DOUBT.value and row["broker_orderid"] is None
+
+
+def test_mark_sent_records_orderid_and_attempt(store):
+    enqueue(store)
+    claimed = claim(store)
+    assert store.mark_sent(claimed, now=T0, actor="d1", broker_orderid="2501", http_status=200,
+                           latency_ms=12.5)
+    row = store.get_order(claimed.id)
+    assert (row["state"], row["broker_orderid"], row["attempts"]) == ("sent", "2501", 1)
+    trail = store.list_attempts(claimed.id)
+    assert [(a["outcome"], a["http_status"], a["broker_orderid"]) for a in trail] == \
+        [("accepted", 200, "2501")]
+
+
+def test_mark_failed_returns_to_pending_until_retry_at(store):
+    enqueue(store)
+    claimed = claim(store)
+    retry_at = T0 + timedelta(seconds=2)
+    assert store.mark_failed(claimed, now=T0, actor="d1", retry_at=retry_at, outcome="transient",
+                             error="HTTP 500", counts_as_attempt=True, http_status=500)
+    assert claim(store, at=T0 + timedelta(seconds=1.9)) is None
+    again = claim(store, at=retry_at)
+    assert again.id == claimed.id and again.attempts == 1
+
+
+def test_mark_dead_keeps_reason_and_lists_as_failed(store):
+    enqueue(store)
+    claimed = claim(store)
+    store.mark_dead(claimed, now=T0, actor="d1", reason=DeadReason.REJECTED, outcome="rejected",
+                    error="Invalid symbol", http_status=400)
+    row = store.get_order(claimed.id)
+    assert (row["state"], row["dead_reason"], row["last_error"]) == \
+        ("dead", "rejected", "Invalid symbol")
+    assert [r["id"] for r in store.list_orders(states=["dead"])] == [claimed.id]
+
+
+def test_recovery_moves_orders_of_a_silent_dispatcher_to_in_doubt(store):
+    store.register_dispatcher("d1", host="h", pid=1, now=T0)
+    enqueue(store)
+    claimed = claim(store)
+    assert store.recover_stale_sending(now=T0 + timedelta(seconds=2), heartbeat_timeout=5,
+                                       check_at=T0) == []
+    later = T0 + timedelta(seconds=6)
+    assert store.recover_stale_sending(now=later, heartbeat_timeout=5,
+                                       check_at=later) == [claimed.id]
+    row = store.get_order(claimed.id)
+    assert row["state"] == OrderState.IN_DOUBT.value  # never straight back to pending
+    assert store.claim_in_doubt("d2", now=later, lease_seconds=30).id == claimed.id
+    assert store.claim_in_doubt("d3", now=later, lease_seconds=30) is None  # leased
+
+
+def test_live_dispatcher_keeps_its_orders(store):
+    store.register_dispatcher("d1", host="h", pid=1, now=T0)
+    enqueue(store)
+    claim(store)
+    store.heartbeat("d1", now=T0 + timedelta(seconds=9))
+    assert store.recover_stale_sending(now=T0 + timedelta(seconds=10), heartbeat_timeout=5,
+                                       check_at=T0) == []
+
+
+def test_in_doubt_order_blocks_its_instrument(store):
+    store.register_dispatcher("d1", host="h", pid=1, now=T0)
+    enqueue(store, symbol="SBIN")
+    claim(store)
+    later_id = enqueue(store, symbol="SBIN", at=T0 + timedelta(seconds=1))
+    later = T0 + timedelta(seconds=10)
+    store.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later)
+    assert claim(store, at=later) is None
+    doubt = store.claim_in_doubt("d2", now=later, lease_seconds=30)
+    store.release_to_pending(doubt, now=later, actor="d2", message="not at broker")
+    assert claim(store, at=later).id == doubt.id
+    assert later_id != doubt.id
+
+
+def test_expired_pending_orders_are_dead_lettered_not_claimed(store):
+    old = enqueue(store, max_age=60)
+    fresh = enqueue(store, symbol="TCS", max_age=60, at=T0 + timedelta(seconds=50))
+    at = T0 + timedelta(seconds=61)
+    assert claim(store, at=at).id == fresh  # claim never returns an expired order
+    expired = store.expire_pending(now=at)
+    assert [r["id"] for r in expired] == [old]
+    row = store.get_order(old)
+    assert (row["state"], row["dead_reason"]) == ("dead", "expired")
+
+
+def test_depth_counts_every_state_and_lane(store):
+    enqueue(store)
+    enqueue(store, "placesmartorder", symbol="TCS", action="SELL")
+    claim(store)
+    depth = store.depth()
+    assert set(depth) == {s.value for s in OrderState}
+    assert depth["sending"]["smart"] == 1 and depth["pending"]["regular"] == 1
+    assert depth["sent"] == {"smart": 0, "regular": 0}
+
+
+def test_broker_orderid_binding_lookup(store):
+    enqueue(store)
+    first = claim(store)
+    store.mark_sent(first, now=T0, actor="d1", broker_orderid="777")
+    assert store.bound_broker_orderids(["777", "888"], excluding=first.id + 1) == {"777"}
+    assert store.bound_broker_orderids(["777"], excluding=first.id) == set()
+
+
+def test_schema_creation_is_idempotent(store):
+    enqueue(store)
+    store.create_schema()
+    assert len(store.list_orders()) == 1
+
+
+def test_sqlite_file_settings(tmp_path):
+    store = QueueStore(f"sqlite:///{tmp_path}/q/order_queue.db")
+    store.create_schema()
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+    store.dispose()
+
+
+def test_sqlite_file_never_holds_the_api_key(tmp_path):
+    store = QueueStore(f"sqlite:///{tmp_path}/order_queue.db")
+    store.create_schema()
+    for i in range(20):
+        store.enqueue("placeorder", order(symbol=f"S{i}"), now=T0, max_age_seconds=None)
+    store.dispose()
+    for path in tmp_path.iterdir():  # the database and its WAL
+        assert KEY_A.encode() not in path.read_bytes(), path.name
+
+
+def test_sqlite_write_to_a_deleted_file_fails_instead_of_vanishing(tmp_path):
+    store = QueueStore(f"sqlite:///{tmp_path}/order_queue.db")
+    store.create_schema()
+    enqueue(store)
+    for path in tmp_path.iterdir():
+        path.unlink()
+    with pytest.raises(QueueStorageError, match="missing"):
+        enqueue(store)
+    store.dispose()
+
+
+def test_deadline_before_max_age_sets_expiry_and_past_deadline_is_ignored(store):
+    soon = enqueue(store, max_age=300, deadline=None)
+    assert store.get_order(soon)["expires_at"] == T0 + timedelta(seconds=300)
+    squareoff = T0 + timedelta(seconds=60)
+    early = store.enqueue("placeorder", order(symbol="TCS"), now=T0, max_age_seconds=300,
+                          deadline=squareoff)
+    assert store.get_order(early)["expires_at"] == squareoff
+    flatten = store.enqueue("placesmartorder", order(symbol="INFY"), now=squareoff,
+                            max_age_seconds=300, deadline=squareoff)  # the squareoff itself
+    assert store.get_order(flatten)["expires_at"] == squareoff + timedelta(seconds=300)
+
+
+# ----------------------------------------------------------------- write-once protection
+
+IDENTITY_VALUES = {
+    "endpoint": "placesmartorder", "payload": "{}", "apikey_token": "x", "account": "x",
+    "strategy": "Other", "symbol": "TCS", "exchange": "BSE", "product": "CNC",
+    "instrument": "x", "lane": "smart", "lane_key": "x", "lane_priority": 0,
+    "created_at": T0 + timedelta(days=1),
+}
+
+
+def raw(store, sql, **params):
+    with store.transaction() as conn:
+        return conn.execute(text(sql), params)
+
+
+@pytest.mark.parametrize("column", sorted(IDENTITY_VALUES))
+def test_identity_columns_cannot_be_updated(store, column):
+    assert set(IDENTITY_VALUES) == set(IDENTITY_COLUMNS)
+    order_id = enqueue(store)
+    select_column = f"SELECT {column} FROM order_queue WHERE id = :id"
+    before = raw(store, select_column, id=order_id).scalar()
+    with pytest.raises(QueueStorageError, match="write-once"):
+        raw(store, f"UPDATE order_queue SET {column} = :value WHERE id = :id",
+            value=IDENTITY_VALUES[column], id=order_id)
+    assert raw(store, select_column, id=order_id).scalar() == before
+    raw(store, "UPDATE order_queue SET last_error = 'note' WHERE id = :id", id=order_id)
+
+
+def finish(store, state, at=T0):
+    order_id = enqueue(store, symbol=f"S{state}")
+    if state != "pending":
+        raw(store, "UPDATE order_queue SET state = :state, finished_at = :at WHERE id = :id",
+            state=state, at=at, id=order_id)
+    return order_id
+
+
+@pytest.mark.parametrize("state", ["pending", "sending", "in_doubt", "dead"])
+def test_rows_that_still_owe_something_cannot_be_deleted(store, state):
+    order_id = finish(store, state)
+    with pytest.raises(QueueStorageError, match="cannot be deleted"):
+        raw(store, "DELETE FROM order_queue WHERE id = :id", id=order_id)
+    assert store.get_order(order_id) is not None
+
+
+@pytest.mark.parametrize("state", ["sent", "dismissed", "cancelled"])
+def test_finished_rows_may_be_deleted(store, state):
+    order_id = finish(store, state)
+    raw(store, "DELETE FROM order_queue WHERE id = :id", id=order_id)
+    assert store.get_order(order_id) is None
+
+
+def test_attempts_are_append_only(store):
+    enqueue(store)
+    claimed = claim(store)
+    store.mark_sent(claimed, now=T0, actor="d1", broker_orderid="1")
+    with pytest.raises(QueueStorageError, match="append-only"):
+        raw(store, "UPDATE order_queue_attempts SET outcome = 'x'")
+    with pytest.raises(QueueStorageError, match="append-only"):
+        raw(store, "DELETE FROM order_queue_attempts")
+    assert len(store.list_attempts(claimed.id)) == 1
+
+
+def test_purge_removes_only_old_finished_orders_and_their_trails(store):
+    old_sent = finish(store, "sent", at=T0)
+    old_dead = finish(store, "dead", at=T0)
+    old_dismissed = finish(store, "dismissed", at=T0)
+    new_sent = finish(store, "sent", at=T0 + timedelta(days=40))
+    pending = finish(store, "pending")
+    raw(store, "INSERT INTO order_queue_attempts (order_id, at, kind, outcome) "
+               "VALUES (:id, :at, 'send', 'accepted')", id=old_sent, at=T0)
+    assert store.purge_finished(older_than=T0 + timedelta(days=30)) == 2
+    remaining = {row["id"] for row in store.list_orders()}
+    assert remaining == {old_dead, new_sent, pending}
+    assert old_dismissed not in remaining and store.list_attempts(old_sent) == []
+
+
+# ----------------------------------------------------------------- operator actions
+
+
+def dead_order(store, **fields):
+    enqueue(store, **fields)
+    claimed = claim(store)
+    store.mark_dead(claimed, now=T0, actor="d1", reason=DeadReason.REJECTED,
+                    outcome="rejected", error="Invalid symbol")
+    return claimed.id
+
+
+def test_replay_puts_a_dead_order_back_in_line_with_a_fresh_expiry(store):
+    order_id = dead_order(store)
+    later = T0 + timedelta(hours=2)
+    assert store.replay(order_id, now=later, actor="alice", max_age_seconds=300)
+    row = store.get_order(order_id)
+    assert (row["state"], row["dead_reason"]) == ("pending", None)
+    assert row["expires_at"] == later + timedelta(seconds=300)
+    again = claim(store, at=later)
+    assert again.id == order_id
+    trail = store.list_attempts(order_id)
+    assert (trail[-1]["kind"], trail[-1]["outcome"], trail[-1]["actor"]) == \
+        ("operator", "replayed", "alice")
+    assert not store.replay(order_id, now=later, actor="alice", max_age_seconds=300)
+
+
+def test_dismiss_and_cancel_only_from_their_states(store):
+    dead = dead_order(store)
+    pending = enqueue(store, symbol="TCS")
+    assert not store.cancel(dead, now=T0, actor="bob", note=None)
+    assert not store.dismiss(pending, now=T0, actor="bob", note=None)
+    assert store.dismiss(dead, now=T0, actor="bob", note="fat finger, ignore")
+    assert store.cancel(pending, now=T0, actor="bob", note=None)
+    assert store.get_order(dead)["state"] == "dismissed"
+    assert store.get_order(pending)["state"] == "cancelled"
+    assert store.list_attempts(dead)[-1]["message"] == "fat finger, ignore"
+    assert claim(store) is None
+
+
+def test_later_sent_orders_for_the_same_instrument_are_reported(store):
+    dead = dead_order(store, symbol="SBIN")
+    enqueue(store, symbol="SBIN")
+    enqueue(store, symbol="TCS")
+    for _ in range(2):
+        claimed = claim(store)
+        store.mark_sent(claimed, now=T0, actor="d1", broker_orderid=str(claimed.id))
+    later = store.later_orders_gone_ahead(dead)
+    assert [row["symbol"] for row in later] == ["SBIN"]
+
+
+def test_filters_and_counts(store):
+    dead_order(store, symbol="SBIN")
+    enqueue(store, symbol="TCS")
+    assert store.count_orders(states=["dead"], reason="rejected") == 1
+    assert [r["symbol"] for r in store.list_orders(symbol="TCS")] == ["TCS"]
+    assert store.count_orders(strategy="S1") == 2
+    assert store.count_orders(since=T0 + timedelta(seconds=1)) == 0
+    stats = store.stats(now=T0 + timedelta(seconds=30), day_start=T0 - timedelta(hours=1))
+    assert stats["oldest_pending_age_seconds"] == 30 and stats["dead"] == 1
+
+
+def test_a_replayed_order_waits_for_a_later_one_in_doubt(store):
+    store.register_dispatcher("d1", host="h", pid=1, now=T0)
+    dead = dead_order(store, symbol="SBIN")
+    later = enqueue(store, symbol="SBIN", action="SELL")
+    claim(store)  # the later order is on the wire...
+    after = T0 + timedelta(seconds=10)
+    store.recover_stale_sending(now=after, heartbeat_timeout=5, check_at=after)  # ...in doubt
+    assert [r["id"] for r in store.later_orders_gone_ahead(dead)] == [later]
+    store.replay(dead, now=after, actor="op", max_age_seconds=300)
+    assert claim(store, at=after) is None  # not while the later one is in doubt
+
+
+def test_the_seed_named_module_functions_work_on_the_configured_store(tmp_path):
+    """The proposal's names are the module's public face (design §2)."""
+    from database import order_queue_db as q
+
+    q.configure(f"sqlite:///{tmp_path}/face.db")
+    q.init_db()
+    q.get_store().register_dispatcher("d1", host="h", pid=1, now=T0)
+    sent_id = q.enqueue_order("placeorder", order(), now=T0)
+    doubt_id = q.enqueue_order("placeorder", order(symbol="TCS"), now=T0)
+    first = q.mark_processing("d1", now=T0, lease_seconds=30, limits=LIMITS).order
+    assert q.mark_sent(first, now=T0, actor="d1", broker_orderid="9")
+    q.mark_processing("d1", now=T0, lease_seconds=30, limits=LIMITS)
+    later = T0 + timedelta(seconds=30)
+    assert q.recover_stale_processing_orders(now=later, heartbeat_timeout=5,
+                                             check_at=later) == [doubt_id]
+    depth = q.queue_depth()
+    assert depth["sent"]["regular"] == 1 and depth["in_doubt"]["regular"] == 1
+    assert first.id == sent_id and q.get_failed_orders() == []
+    q.get_store().dispose()

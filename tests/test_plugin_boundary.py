@@ -1,0 +1,76 @@
+"""Plugin files import only the standard library, OpenAlgo's own packages, the three
+OpenAlgo modules the host reproduces, and each other (design §8)."""
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+from install.manifest import ALLOWED_OPENALGO_MODULES, ALLOWED_PACKAGES, PLUGIN_FILES
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON_FILES = [path for path in PLUGIN_FILES if path.endswith(".py")]
+PLUGIN_MODULES = {path[:-3].replace("/", ".") for path in PYTHON_FILES}
+PROJECT_PACKAGES = {"database", "services", "blueprints", "utils"}
+
+
+LAZY_ONLY = {"psycopg"}  # imported inside functions, only when PostgreSQL is configured
+
+
+def module_level_nodes(tree):
+    """Every node not inside a function body."""
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def imported_modules(path: Path, nodes=None) -> set[str]:
+    names = set()
+    for node in nodes if nodes is not None else ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            if node.module in PROJECT_PACKAGES:  # "from database import x" imports database.x
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            else:
+                names.add(node.module)
+    return names
+
+
+def allowed(module: str, lazy_ok: bool = True) -> bool:
+    top = module.split(".")[0]
+    if top in LAZY_ONLY:
+        return lazy_ok
+    return (top in sys.stdlib_module_names or top in ALLOWED_PACKAGES
+            or module in ALLOWED_OPENALGO_MODULES or module in PLUGIN_MODULES
+            or module == "__future__")
+
+
+@pytest.mark.parametrize("relative", PYTHON_FILES)
+def test_plugin_file_imports_only_what_openalgo_has(relative):
+    path = ROOT / relative
+    assert path.exists(), relative
+    bad = sorted(m for m in imported_modules(path) if not allowed(m))
+    assert bad == [], f"{relative} imports {bad}"
+    eager = imported_modules(path, module_level_nodes(ast.parse(path.read_text())))
+    assert not {m.split(".")[0] for m in eager} & LAZY_ONLY, f"{relative} imports psycopg eagerly"
+
+
+def test_every_order_queue_module_is_in_the_manifest():
+    found = {str(p.relative_to(ROOT)) for p in ROOT.glob("*/order_queue*.py")
+             if not p.parts[-2] == "tests"}
+    assert found == set(PYTHON_FILES)
+    assert all((ROOT / path).exists() for path in PLUGIN_FILES)
+
+
+def test_host_binds_queue_order_with_the_upstream_signature():
+    import inspect
+
+    from blueprints import strategy
+
+    assert list(inspect.signature(strategy.queue_order).parameters) == ["endpoint", "payload"]

@@ -1,0 +1,48 @@
+"""Settings: defaults, bad values named at start-up, every variable documented."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from services.order_queue_settings import SettingsError, load_settings, setting_names
+from tests.conftest import make_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_match_the_design():
+    settings = load_settings({})
+    assert (settings.max_retries, settings.regular_rate, settings.smart_rate) == (3, 10, 1)
+    assert settings.database_url == "sqlite:///db/order_queue.db"
+    assert settings.max_age_seconds == 300
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("ORDER_QUEUE_MAX_RETRIES", "three"),
+    ("ORDER_QUEUE_MAX_RETRIES", "0"),
+    ("ORDER_QUEUE_REGULAR_RATE", "1.5"),
+    ("ORDER_QUEUE_SMART_RATE", "-1"),
+    ("ORDER_QUEUE_MAX_AGE_SECONDS", "soon"),
+    ("HOST_SERVER", "127.0.0.1:5000"),
+])
+def test_bad_values_fail_naming_the_variable(variable, value):
+    with pytest.raises(SettingsError, match=variable):
+        load_settings({variable: value})
+
+
+def test_app_refuses_to_start_with_a_bad_value(tmp_path):
+    with pytest.raises(SettingsError, match="ORDER_QUEUE_REGULAR_RATE"):
+        make_app(tmp_path, ORDER_QUEUE_REGULAR_RATE="fast")
+
+
+def test_app_refuses_to_start_without_a_pepper(tmp_path, monkeypatch):
+    monkeypatch.delenv("API_KEY_PEPPER")
+    with pytest.raises(SettingsError, match="API_KEY_PEPPER"):
+        make_app(tmp_path)
+
+
+def test_env_example_documents_every_variable():
+    documented = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert set(setting_names()) <= documented
+    assert {"API_KEY_PEPPER", "APP_KEY", "FLASK_PORT", "DATABASE_URL"} <= documented

@@ -1,0 +1,36 @@
+"""Session check, at the same import path and name as OpenAlgo's ``utils.session``.
+
+OpenAlgo's version also wants a broker login; the host only has its own login, so a
+session is valid when ``logged_in`` is set (by ``blueprints/auth.py``).
+"""
+
+from functools import wraps
+
+from flask import jsonify, redirect, request, session, url_for
+
+
+def is_session_valid() -> bool:
+    return bool(session.get("logged_in") and session.get("user"))
+
+
+def _wants_json() -> bool:
+    return (
+        request.is_json
+        or request.headers.get("X-Requested-With") == "XMLHttpRequest"
+        or request.headers.get("Accept", "").startswith("application/json")
+    )
+
+
+def check_session_validity(view):
+    """Let the view run only for a logged-in user: 401 JSON for API calls, else a redirect."""
+
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if not is_session_valid():
+            if _wants_json():
+                return jsonify({"status": "error", "error": "session_expired",
+                                "message": "Log in first."}), 401
+            return redirect(url_for("auth.login", next=request.path))
+        return view(*args, **kwargs)
+
+    return wrapped
