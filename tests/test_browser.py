@@ -55,9 +55,28 @@ def browser(tmp_path):
 
 
 def wait_until(driver, predicate, timeout=15):
+    """Poll ``predicate`` until truthy.  The page repaints its tables on every live event,
+    so an element found in one poll may be gone in the next: stale means "look again"."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: predicate(d))
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(StaleElementReferenceException,)
+                         ).until(lambda d: predicate(d))
+
+
+def dead_row_texts(driver):
+    return [row.text for row in driver.find_elements("css selector", "#dead-table tbody tr")]
+
+
+def click_in_dead_row(driver, symbol, xpath):
+    """Find the dead-order row for ``symbol`` and click inside it, in one step."""
+    def attempt(d):
+        row = next(r for r in d.find_elements("css selector", "#dead-table tbody tr")
+                   if symbol in r.text)
+        row.find_element("xpath", xpath).click()
+        return True
+    wait_until(driver, attempt)
 
 
 def text_of(driver, element_id):
@@ -97,11 +116,8 @@ def test_operator_sees_dead_orders_replays_one_and_markup_stays_text(tmp_path, b
         browser.find_element(By.NAME, "password").send_keys("pw-for-test")
         browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         wait_until(browser, lambda d: text_of(d, "count-dead") == "3")
-        wait_until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR,
-                                                          "#dead-table tbody tr")) == 3)
         wait_until(browser, lambda d: text_of(d, "live") == "live")
-        rows = browser.find_elements(By.CSS_SELECTOR, "#dead-table tbody tr")
-        texts = [row.text for row in rows]
+        texts = wait_until(browser, lambda d: len(dead_row_texts(d)) == 3 and dead_row_texts(d))
         assert any(XSS_SYMBOL in t and '<img src=x onerror="window.__xss=2">' in t
                    for t in texts), texts
         assert browser.execute_script("return window.__xss === undefined")
@@ -113,8 +129,7 @@ def test_operator_sees_dead_orders_replays_one_and_markup_stays_text(tmp_path, b
         # The broker recovers; replay SBIN from its detail page and watch it go out.
         broker.behaviour_for = None
         broker.default = Accept()
-        sbin_row = next(r for r in rows if "SBIN" in r.text)
-        sbin_row.find_element(By.TAG_NAME, "a").click()
+        click_in_dead_row(browser, "SBIN", ".//a")
         wait_until(browser, lambda d: text_of(d, "order-state") == "dead")
         assert "Symbol not tradable" in text_of(browser, "f-error")
         assert "k" * 8 not in text_of(browser, "f-payload")  # key masked
@@ -129,18 +144,30 @@ def test_operator_sees_dead_orders_replays_one_and_markup_stays_text(tmp_path, b
         wait_until(browser, lambda d: text_of(d, "count-dead") == "2")
         wait_until(browser, lambda d: text_of(d, "live") == "live")
         browser.execute_script("window.__marker = 'no reload'")
-        tcs_row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#dead-table tbody tr")
-                       if "TCS" in r.text)
-        tcs_row.find_element(By.XPATH, ".//button[text()='Replay']").click()
+        click_in_dead_row(browser, "TCS", ".//button[text()='Replay']")
         wait_until(browser, lambda d: text_of(d, "count-dead") == "1")
         wait_until(browser, lambda d: "regular 2" in text_of(d, "lanes-sent"))
         assert browser.execute_script("return window.__marker") == "no reload"
         browser.save_screenshot(str(OUTPUT / "order_queue_admin_after_replay.png"))
 
+        # A tick survives the repaint that a newly dead order causes.
+        click_in_dead_row(browser, XSS_SYMBOL, ".//input[@type='checkbox']")
+        broker.default = Reject("Market closed")
+        store = QueueStore(app.env["ORDER_QUEUE_DATABASE_URL"])
+        store.enqueue("placeorder", {"apikey": "k" * 64, "strategy": "Browser",
+                                     "symbol": "INFY", "exchange": "NSE", "action": "SELL",
+                                     "product": "MIS", "quantity": "1"},
+                      now=utcnow(), max_age_seconds=300)
+        store.dispose()
+        wait_until(browser, lambda d: len(dead_row_texts(d)) == 2)
+        ticked = browser.find_elements(By.CSS_SELECTOR, "#dead-table tbody input:checked")
+        assert [XSS_SYMBOL in box.find_element(By.XPATH, "./../..").text for box in ticked] == [True]
+        assert browser.find_element(By.ID, "bulk-replay").is_enabled()
+
         # On a phone: the page fits the screen; wide tables scroll inside their panel.
         browser.set_window_size(390, 844)
         browser.get(f"{app.base_url}/order-queue/")
-        wait_until(browser, lambda d: text_of(d, "count-dead") == "1")
+        wait_until(browser, lambda d: text_of(d, "count-dead") == "2")
         assert browser.execute_script(
             "return document.documentElement.scrollWidth <= window.innerWidth + 1")
         browser.save_screenshot(str(OUTPUT / "order_queue_admin_phone.png"))

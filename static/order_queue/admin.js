@@ -82,11 +82,18 @@
     }).catch(function (error) { alertBox(action + " failed: " + error.message, true); });
   }
 
-  function connectLive(onOrderEvent) {
+  /* Live updates.  Events sent before the socket (re)connects are never replayed, so every
+     connect re-reads the page's data; otherwise an order that changed between the first load
+     and the connect would stay stale on screen. */
+  function connectLive(onOrderEvent, resync) {
     var badge = document.getElementById("live");
     if (typeof io === "undefined") { return; }
     var socket = io("/order-queue", { transports: ["websocket", "polling"] });
-    socket.on("connect", function () { badge.textContent = "live"; badge.className = "pill pill-live"; });
+    socket.on("connect", function () {
+      badge.textContent = "live";
+      badge.className = "pill pill-live";
+      resync();
+    });
     socket.on("disconnect", function () { badge.textContent = "offline"; badge.className = "pill pill-muted"; });
     socket.on("order_queue:order", onOrderEvent);
     socket.on("order_queue:dead", function (event) {
@@ -132,14 +139,17 @@
     document.getElementById("bulk-dismiss").disabled = none;
   }
 
+  /* Repainted on every event and timer tick: keep what the operator has ticked. */
   function renderDead(data, refresh) {
     var body = document.querySelector("#dead-table tbody");
+    var ticked = selectedIds();
     body.replaceChildren();
     data.orders.forEach(function (order) {
       var row = document.createElement("tr");
       var check = document.createElement("input");
       check.type = "checkbox";
       check.value = order.id;
+      check.checked = ticked.indexOf(order.id) !== -1;
       check.setAttribute("aria-label", "Select order " + order.id);
       check.addEventListener("change", updateBulkButtons);
       row.appendChild(document.createElement("td")).appendChild(check);
@@ -161,7 +171,8 @@
       body.appendChild(row);
     });
     document.getElementById("dead-empty").hidden = data.orders.length > 0;
-    document.getElementById("select-all").checked = false;
+    document.getElementById("select-all").checked =
+      data.orders.length > 0 && selectedIds().length === data.orders.length;
     updateBulkButtons();
   }
 
@@ -202,11 +213,18 @@
       new FormData(filters).forEach(function (value, key) { if (value) { params.set(key, value); } });
       return params.toString();
     }
+    /* Refreshes overlap (events, timer, actions); only the newest one may paint, so a slow
+       older answer never overwrites a newer one. */
+    var latest = 0;
     function refresh() {
+      var mine = ++latest;
+      function paint(render) {
+        return function (data) { if (mine === latest) { render(data); } };
+      }
       return Promise.all([
-        api("stats").then(renderStats),
-        api("orders?" + query()).then(function (data) { renderDead(data, refresh); }),
-        api("orders?state=pending,sending,in_doubt&per_page=100").then(function (data) { renderOpen(data, refresh); })
+        api("stats").then(paint(renderStats)),
+        api("orders?" + query()).then(paint(function (data) { renderDead(data, refresh); })),
+        api("orders?state=pending,sending,in_doubt&per_page=100").then(paint(function (data) { renderOpen(data, refresh); }))
       ]).catch(function (error) { alertBox("Could not load the queue: " + error.message, true); });
     }
     filters.addEventListener("submit", function (event) { event.preventDefault(); refresh(); });
@@ -216,9 +234,10 @@
     });
     document.getElementById("bulk-replay").addEventListener("click", function () { act("replay", selectedIds()).then(refresh); });
     document.getElementById("bulk-dismiss").addEventListener("click", function () { act("dismiss", selectedIds()).then(refresh); });
-    connectLive(debounce(refresh, 150));
+    var soon = debounce(refresh, 150);
+    connectLive(soon, soon);
     refresh();
-    setInterval(function () { api("stats").then(renderStats).catch(function () {}); }, 15000);
+    setInterval(refresh, 15000);
   }
 
   /* ---------------------------------------------------------------- detail page */
@@ -250,7 +269,7 @@
     document.getElementById("replay").addEventListener("click", function () { act("replay", [orderId]).then(refresh); });
     document.getElementById("dismiss").addEventListener("click", function () { act("dismiss", [orderId]).then(refresh); });
     document.getElementById("cancel").addEventListener("click", function () { act("cancel", [orderId]).then(refresh); });
-    connectLive(function (event) { if (event.id === orderId) { refresh(); } });
+    connectLive(function (event) { if (event.id === orderId) { refresh(); } }, refresh);
   }
 
   document.getElementById("theme-toggle").addEventListener("click", function () {
