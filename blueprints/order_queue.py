@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 import click
 import pytz
-from flask import Blueprint, abort, current_app, jsonify, render_template, request, session
+from flask import Blueprint, abort, current_app, g, jsonify, render_template, request, session
 from flask.cli import AppGroup
 
 from database import order_queue_db, order_queue_secrets
@@ -65,9 +65,25 @@ def init_app(app) -> OrderQueueSettings:
                              busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     app.extensions["order_queue"] = settings
     app.register_blueprint(order_queue_bp)
+    app.after_request(_storage_failure_is_503)
     app.cli.add_command(order_queue_cli)
     socketio.on_event("connect", _live_connect, namespace=NAMESPACE)
     return settings
+
+
+def _storage_failure_is_503(response):
+    """A host view that answered 500 because ``queue_order`` could not store the order
+    (OpenAlgo's webhook catches every exception) answers 503 instead: the order was not
+    queued and the sender should send it again, which is what 503 tells TradingView,
+    Amibroker or a script.  Any other response passes through untouched."""
+    error = g.pop("order_queue_storage_error", None)
+    if error is None or response.status_code != 500:
+        return response
+    unavailable = jsonify(status="error",
+                          error="Order queue unavailable: order NOT queued, retry later")
+    unavailable.status_code = 503
+    unavailable.headers["Retry-After"] = "5"
+    return unavailable
 
 
 def _live_connect(auth=None):

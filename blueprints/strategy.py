@@ -31,7 +31,7 @@ from database.strategy_db import (
     get_symbol_mappings,
     toggle_strategy,
 )
-from services.order_queue_service import queue_order
+from services.order_queue_service import queue_order, squareoff_utc
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -218,11 +218,7 @@ def squareoff_deadline(payload: dict, now_utc: datetime) -> datetime | None:
     strategy = get_strategy_by_name(payload.get("strategy") or "")
     if strategy is None or not strategy.is_intraday or not strategy.squareoff_time:
         return None
-    hour, minute = (int(part) for part in strategy.squareoff_time.split(":"))
-    today_ist = pytz.utc.localize(now_utc).astimezone(IST)
-    squareoff = IST.localize(datetime(today_ist.year, today_ist.month, today_ist.day,
-                                      hour, minute))
-    return squareoff.astimezone(pytz.utc).replace(tzinfo=None)
+    return squareoff_utc(strategy.squareoff_time, now_utc)
 
 
 _scheduler: BackgroundScheduler | None = None

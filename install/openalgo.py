@@ -11,7 +11,8 @@ admin blueprint and starts the dispatcher once the DBs are ready; adds the queue
 utils/db_sessions.py's teardown list; rebinds ``queue_order`` at the end of
 blueprints/strategy.py and blueprints/chartink.py (their webhook and squareoff code is
 untouched, and their in-memory worker thread, started only by their own queue_order,
-never starts); appends the ORDER_QUEUE_* settings to .sample.env.
+never starts); gives the queue a squareoff deadline from blueprints/strategy.py's
+Strategy model; appends the ORDER_QUEUE_* settings to .sample.env.
 
 Every edit is found by an anchor line.  If any anchor is missing the installer names
 the file and the anchor and writes nothing at all.  The original bytes of every edited
@@ -58,6 +59,24 @@ REBIND_BLOCK = f"""
 
 {MARK}: orders go through the durable queue; the in-memory queue above stays unused.
 from services.order_queue_service import queue_order  # noqa: E402,F401,F811
+"""
+
+# Appended to blueprints/strategy.py only: it reads that module's own ``Strategy`` model.
+# OpenAlgo has one user, so a name identifies the strategy; should two share a name, the
+# earlier squareoff wins (an entry sent after squareoff is worse than one not sent).
+DEADLINE_BLOCK = f"""
+
+{MARK}: an entry still queued at its strategy's squareoff is expired, not sent.
+from services.order_queue_service import set_deadline_provider, squareoff_utc  # noqa: E402
+
+
+def _order_queue_squareoff_deadline(payload, now_utc):
+    squareoffs = [s.squareoff_time for s in Strategy.query.filter_by(
+        name=payload.get("strategy"), is_intraday=True) if s.squareoff_time]
+    return min((squareoff_utc(t, now_utc) for t in squareoffs), default=None)
+
+
+set_deadline_provider(_order_queue_squareoff_deadline)
 """
 
 
@@ -111,6 +130,8 @@ EDITS = [
          f'("database.order_queue_db", "db_session"),  {MARK}'),
     Edit("blueprints/strategy.py", None, REBIND_BLOCK,
          requires=r"^def queue_order\(endpoint, payload\):"),
+    Edit("blueprints/strategy.py", None, DEADLINE_BLOCK,
+         requires=r"^(from database\.strategy_db import .*\bStrategy\b|[ \t]+Strategy,$)"),
     Edit("blueprints/chartink.py", None, REBIND_BLOCK,
          requires=r"^def queue_order\(endpoint, payload\):"),
     Edit(".sample.env", None, ENV_BLOCK, requires=r"^API_KEY_PEPPER\s*="),

@@ -27,6 +27,8 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 import httpx
+import pytz
+from flask import g, has_request_context
 
 from database import order_queue_db
 from database.order_queue_db import (
@@ -484,6 +486,18 @@ def set_deadline_provider(provider: DeadlineProvider | None) -> None:
     _deadline_provider = provider
 
 
+MARKET_TIMEZONE = pytz.timezone("Asia/Kolkata")
+
+
+def squareoff_utc(squareoff_time: str, now_utc: datetime) -> datetime:
+    """A strategy's ``HH:MM`` squareoff (IST, as OpenAlgo stores it) on the trading day
+    of ``now_utc``, as naive UTC: what deadline providers return."""
+    hour, minute = (int(part) for part in squareoff_time.split(":"))
+    today = pytz.utc.localize(now_utc).astimezone(MARKET_TIMEZONE)
+    local = MARKET_TIMEZONE.localize(datetime(today.year, today.month, today.day, hour, minute))
+    return local.astimezone(pytz.utc).replace(tzinfo=None)
+
+
 def configure(settings: OrderQueueSettings) -> None:
     """Settings used by ``queue_order`` and ``start_dispatcher`` in this process."""
     global _settings
@@ -514,6 +528,10 @@ def queue_order(endpoint, payload):
     except QueueStorageError as exc:
         logger.error("order NOT queued (storage failure): %s %s %s: %s", endpoint,
                      payload.get("strategy"), payload.get("symbol"), exc)
+        if has_request_context():
+            # OpenAlgo's webhook view catches every exception and answers 500; this note
+            # lets ``blueprints.order_queue`` answer the 503 it really is.
+            g.order_queue_storage_error = str(exc)
         raise
     logger.info("order %s queued: %s %s %s %s qty=%s", order_id, endpoint,
                 payload.get("strategy"), payload.get("symbol"), payload.get("action"),

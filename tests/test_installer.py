@@ -105,8 +105,14 @@ def test_missing_anchor_is_refused_and_nothing_is_written(tree, edit):
 
 
 PATCHED_APP_SCRIPT = textwrap.dedent("""
+    import os
+    import sqlite3
     import threading
+    from datetime import datetime
+
     import app
+    from database.strategy_db import Strategy, db_session
+    from services.order_queue_service import deadline_for
 
     assert app.app.db_ready.wait(20)
     client = app.app.test_client()
@@ -117,6 +123,27 @@ PATCHED_APP_SCRIPT = textwrap.dedent("""
     assert "in-memory-order-processor" not in names, names
     assert "order-queue-dispatcher" in names, names
     assert client.get("/order-queue/api/health").status_code in (200, 503)
+
+    # The squareoff deadline comes from the host's Strategy model.
+    db_session.add_all([Strategy(name="s1", is_intraday=True, squareoff_time="15:15"),
+                        Strategy(name="swing", is_intraday=False, squareoff_time="15:15")])
+    db_session.commit()
+    morning = datetime(2026, 11, 23, 4, 0)  # 09:30 IST
+    assert deadline_for({"strategy": "s1"}, morning) == datetime(2026, 11, 23, 9, 45)
+    assert deadline_for({"strategy": "swing"}, morning) is None
+    assert deadline_for({"strategy": "nobody"}, morning) is None
+
+    # Another writer holds the queue database past the busy timeout: the host's
+    # catch-all 500 becomes a 503, and the next webhook after the fault goes through.
+    blocker = sqlite3.connect(os.environ["QUEUE_DB"], isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    response = client.post("/strategy/webhook/s1", json={"symbol": "TCS", "action": "BUY"})
+    assert response.status_code == 503, (response.status_code, response.data)
+    assert "NOT queued" in response.get_json()["error"], response.data
+    assert response.headers["Retry-After"] == "5"
+    blocker.execute("ROLLBACK")
+    response = client.post("/strategy/webhook/s1", json={"symbol": "INFY", "action": "BUY"})
+    assert response.status_code == 200, response.data
     print("patched app ok")
 """)
 
@@ -126,6 +153,8 @@ def test_patched_tree_imports_and_webhooks_reach_the_durable_queue(tree, tmp_pat
     queue_db = tmp_path / "queue" / "order_queue.db"
     env = {"PATH": "/usr/bin:/bin", "API_KEY_PEPPER": TEST_PEPPER, "APP_KEY": "fixture",
            "FIXTURE_APIKEY": "f" * 64, "ORDER_QUEUE_DATABASE_URL": f"sqlite:///{queue_db}",
+           "QUEUE_DB": str(queue_db), "ORDER_QUEUE_SQLITE_BUSY_TIMEOUT_MS": "300",
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'openalgo.db'}",
            "HOST_SERVER": "http://127.0.0.1:9"}
     result = subprocess.run([sys.executable, "-c", PATCHED_APP_SCRIPT], cwd=tree, env=env,
                             capture_output=True, text=True, timeout=60)
@@ -133,4 +162,4 @@ def test_patched_tree_imports_and_webhooks_reach_the_durable_queue(tree, tmp_pat
     assert "patched app ok" in result.stdout
     with sqlite3.connect(queue_db) as conn:
         rows = conn.execute("SELECT strategy, symbol FROM order_queue ORDER BY id").fetchall()
-    assert rows == [("s1", "SBIN"), ("c1", "SBIN")]
+    assert rows == [("s1", "SBIN"), ("c1", "SBIN"), ("s1", "INFY")]
