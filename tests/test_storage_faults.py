@@ -12,6 +12,7 @@ import pytest
 
 from database import order_queue_db
 from tests.conftest import make_app
+from tests.tcp_proxy import TcpProxy
 from tests.test_webhook import add_strategy, post
 
 ALERT = {"symbol": "SBIN", "action": "BUY"}
@@ -105,3 +106,31 @@ def test_read_only_volume_then_writable_again(tmp_path, bind_mount, caplog):
     assert _mount("-o", "remount,bind,rw", str(bind_mount)).returncode == 0
     assert post(client, webhook_id, ALERT).status_code == 200
     assert stored_count(bind_mount) == 2
+
+
+def test_postgres_link_cut_then_restored(tmp_path, postgres_schema_url, caplog):
+    """The queue's PostgreSQL connection dies (server restart, failover, network): open
+    connections are reset and new ones refused.  The webhook answers 503 at once rather
+    than hanging, and the first webhook after the link returns is stored."""
+    from sqlalchemy import create_engine, make_url, text
+
+    real = make_url(postgres_schema_url)
+    with TcpProxy((real.host, real.port or 5432)) as proxy:
+        via_proxy = real.set(host="127.0.0.1", port=proxy.port)
+        app = make_app(tmp_path, ORDER_QUEUE_DATABASE_URL=via_proxy.render_as_string(
+            hide_password=False))
+        client = app.test_client()
+        webhook_id = add_strategy(app.test_cli_runner())["webhook_id"]
+        assert post(client, webhook_id, ALERT).status_code == 200
+        proxy.cut()
+        started = time.monotonic()
+        assert_refused(client, webhook_id, caplog)
+        assert time.monotonic() - started < 10
+        assert client.get("/order-queue/api/health").status_code == 503
+        proxy.restore()
+        assert post(client, webhook_id, ALERT).status_code == 200
+        order_queue_db.get_store().dispose()
+    direct = create_engine(postgres_schema_url)
+    with direct.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM order_queue")).scalar() == 2
+    direct.dispose()
