@@ -753,6 +753,20 @@ class QueueStore:
             "http_status": http_status, "message": _truncate(message, MESSAGE_TEXT_LIMIT),
             "latency_ms": latency_ms, "actor": actor, "broker_orderid": broker_orderid})
 
+    def stamp_send(self, order: ClaimedOrder, *, now: datetime, lease_seconds: float) -> bool:
+        """Just before the request leaves: confirm the lease is still held and record the
+        moment of sending, with a lease that starts from it.
+
+        False means recovery or another dispatcher owns the order now: it must not be
+        sent.  Rate-limit windows and the reconciler's wait count from this stamp, so a
+        request held up after its claim (busy CPU, a long pause) neither shares a broker
+        second with the next burst nor is judged missing before it could have arrived.
+        """
+        with self.transaction() as conn:
+            return self._mark(conn, order.id, order.lease_token, OrderState.SENDING, {
+                "dispatched_at": now, "updated_at": now,
+                "lease_expires_at": now + timedelta(seconds=lease_seconds)})
+
     def mark_sent(self, order: ClaimedOrder, *, now: datetime, actor: str,
                   broker_orderid: str | None, outcome: str = "accepted",
                   http_status: int | None = None, message: str | None = None,

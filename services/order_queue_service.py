@@ -263,9 +263,9 @@ class Dispatcher:
         try:
             task(order)
         except QueueStorageError as exc:
-            # The outcome could not be written; the lease will expire and the order will
-            # be reconciled, so nothing is lost or doubled.
-            logger.error("order %s: could not record outcome: %s", order.id, exc)
+            # The send stamp or the outcome could not be written; the lease will expire
+            # and the order will be reconciled, so nothing is lost or doubled.
+            logger.error("order %s: queue storage error, left to recovery: %s", order.id, exc)
         except Exception:
             logger.exception("order %s: unexpected error while processing", order.id)
         finally:
@@ -285,6 +285,11 @@ class Dispatcher:
             return
         url = f"{self.settings.host_server}/api/v1/{order.endpoint}"
         self.pacer.wait_turn(order.lane_key)
+        if not self.store.stamp_send(order, now=self.clock(),
+                                     lease_seconds=self.settings.lease_seconds):
+            logger.error("order %s: lease lost before sending (this dispatcher was too slow); "
+                         "NOT sent here, its new owner decides", order.id)
+            return
         started = time.monotonic()
         try:
             verdict = classify_response(self.client.post(url, json={**order.payload,

@@ -274,6 +274,45 @@ def test_a_dispatcher_that_lost_its_lease_cannot_overwrite_the_new_owner(
     assert trail[2][3] == broker.book[0]["orderid"] and len(broker.received) == 1
 
 
+def test_a_sender_that_lost_its_lease_before_sending_does_not_send(store, broker, settings,
+                                                                   caplog):
+    """The claim is made, then the sender is held up past its lease (a long pause) and
+    recovery moves the order to IN_DOUBT: the late sender must not send it."""
+    from database.order_queue_db import utcnow
+
+    order_id = enqueue(store)
+    dispatcher = Dispatcher(store, settings)
+    claimed_at = utcnow()
+    order = store.claim_next(dispatcher.id, now=claimed_at, lease_seconds=1,
+                             limits=dispatcher.limits).order
+    assert store.recover_stale_sending(now=claimed_at + timedelta(seconds=2),
+                                       heartbeat_timeout=60,
+                                       check_at=claimed_at) == [order_id]
+    with caplog.at_level("ERROR"):
+        dispatcher._send(order)
+    assert broker.received == []
+    assert store.get_order(order_id)["state"] == "in_doubt"
+    assert "lease lost before sending" in caplog.text
+    dispatcher.client.close()
+
+
+def test_send_time_not_claim_time_counts_for_rate_and_reconciliation(store, broker, settings):
+    """A request that leaves well after its claim is stamped when it leaves."""
+    from database.order_queue_db import utcnow
+
+    order_id = enqueue(store)
+    # This dispatcher's clock runs 30 s after the claim: the send happens "later".
+    dispatcher = Dispatcher(store, settings, clock=lambda: utcnow() + timedelta(seconds=30))
+    claimed_at = utcnow()
+    order = store.claim_next(dispatcher.id, now=claimed_at, lease_seconds=60,
+                             limits=dispatcher.limits).order
+    dispatcher._send(order)
+    row = store.get_order(order_id)
+    assert row["state"] == "sent" and len(broker.received) == 1
+    assert row["dispatched_at"] >= claimed_at + timedelta(seconds=30)
+    dispatcher.client.close()
+
+
 def test_a_stopped_dispatcher_with_a_request_in_flight_is_not_resent(store, broker, dispatch):
     """SIGTERM with a slow request on the wire, another dispatcher takes over: the order
     must not be sent again while the first request may still be answered."""
