@@ -51,6 +51,8 @@ ORDER_QUEUE_SMART_RATE='1'
 ORDER_QUEUE_WORKERS='4'
 ORDER_QUEUE_CONNECT_TIMEOUT='3'
 ORDER_QUEUE_READ_TIMEOUT='10'
+# OpenAlgo's broker client waits up to this long; an in-doubt order is not resent before.
+ORDER_QUEUE_UPSTREAM_TIMEOUT_SECONDS='120'
 # Days after which sent, dismissed and cancelled orders are purged.
 ORDER_QUEUE_RETENTION_DAYS='30'
 """

@@ -444,9 +444,9 @@ class Dispatcher:
             self._check_again(order, "not in the orderbook yet")
 
     def _resend_not_before(self, order: ClaimedOrder) -> datetime:
-        """The original request was sent at ``dispatched_at`` and cannot be in progress
-        after a lease has passed (it outlives connect + read timeouts)."""
-        return order.dispatched_at + timedelta(seconds=self.settings.lease_seconds)
+        """The original request left at ``dispatched_at``; neither it nor the API's own
+        request to the broker can still be in progress after ``in_progress_seconds``."""
+        return order.dispatched_at + timedelta(seconds=self.settings.in_progress_seconds)
 
     def _check_again(self, order: ClaimedOrder, message: str) -> None:
         now = self.clock()

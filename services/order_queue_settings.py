@@ -43,6 +43,10 @@ class OrderQueueSettings:
     #: (outcome unknown if exceeded).
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
+    #: How long the API we post to may keep working on a request after our client gave
+    #: up: OpenAlgo's own broker client waits up to 120 s, so an order we timed out on
+    #: can still be placed that late.  An in-doubt order is not sent again before then.
+    upstream_timeout_seconds: float = 120.0
     #: First retry delay; doubles per attempt with jitter, capped.
     retry_base_seconds: float = 1.0
     retry_cap_seconds: float = 30.0
@@ -72,6 +76,12 @@ class OrderQueueSettings:
         """A lease outlives the longest possible request by a margin."""
         return self.connect_timeout + self.read_timeout + 5.0
 
+    @property
+    def in_progress_seconds(self) -> float:
+        """After sending, how long the order may still reach the broker: our own
+        request, or the API's request to the broker after ours timed out, with margin."""
+        return max(self.lease_seconds, self.upstream_timeout_seconds + 5.0)
+
 
 #: environment variable → (field, parser, minimum)
 _VARIABLES = {
@@ -86,6 +96,7 @@ _VARIABLES = {
     "ORDER_QUEUE_WORKERS": ("workers", int, 1),
     "ORDER_QUEUE_CONNECT_TIMEOUT": ("connect_timeout", float, 0.1),
     "ORDER_QUEUE_READ_TIMEOUT": ("read_timeout", float, 0.1),
+    "ORDER_QUEUE_UPSTREAM_TIMEOUT_SECONDS": ("upstream_timeout_seconds", float, 0),
     "ORDER_QUEUE_RETRY_BASE_SECONDS": ("retry_base_seconds", float, 0.01),
     "ORDER_QUEUE_RETRY_CAP_SECONDS": ("retry_cap_seconds", float, 0.01),
     "ORDER_QUEUE_RECONCILE_CHECKS": ("reconcile_checks", int, 1),

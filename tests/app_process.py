@@ -42,6 +42,9 @@ class AppProcess:
             "ORDER_QUEUE_HEARTBEAT_SECONDS": "0.2",
             "ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS": "1.5",
             "ORDER_QUEUE_RECONCILE_INTERVAL_SECONDS": "0.3",
+            # The fake broker is the API itself and books every stalled order within the
+            # lease, so the lease alone bounds how late an order can appear.
+            "ORDER_QUEUE_UPSTREAM_TIMEOUT_SECONDS": "0",
             "PYTHONUNBUFFERED": "1",
             **settings,
         }

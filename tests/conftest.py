@@ -105,6 +105,7 @@ def make_app(tmp_path, **overrides):
         "ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS": "1",
         "ORDER_QUEUE_RETRY_BASE_SECONDS": "0.05",
         "ORDER_QUEUE_RECONCILE_INTERVAL_SECONDS": "0.2",
+        "ORDER_QUEUE_UPSTREAM_TIMEOUT_SECONDS": "0",  # see tests/app_process.py
     }
     config.update({k: str(v) if k.startswith("ORDER_QUEUE_") else v
                    for k, v in overrides.items()})

@@ -33,7 +33,8 @@ def settings(broker):
         host_server=broker.base_url, connect_timeout=0.5, read_timeout=0.6,
         retry_base_seconds=0.05, retry_cap_seconds=0.2, reconcile_checks=3,
         reconcile_interval_seconds=0.2, heartbeat_seconds=0.2, heartbeat_timeout_seconds=1.0,
-        poll_seconds=0.5, shutdown_timeout_seconds=5)
+        poll_seconds=0.5, shutdown_timeout_seconds=5,
+        upstream_timeout_seconds=0)  # the fake broker books stalled orders within the lease
 
 
 @pytest.fixture
@@ -311,6 +312,20 @@ def test_send_time_not_claim_time_counts_for_rate_and_reconciliation(store, brok
     assert row["state"] == "sent" and len(broker.received) == 1
     assert row["dispatched_at"] >= claimed_at + timedelta(seconds=30)
     dispatcher.client.close()
+
+
+def test_an_order_the_broker_lists_after_our_lease_is_adopted_not_resent(store, broker,
+                                                                        dispatch):
+    """Our request times out, but the API goes on placing the order (OpenAlgo's broker
+    client waits far longer than ours): it is listed only after our lease has passed.
+    It must be adopted once listed, never sent a second time."""
+    broker.default = Stall(7.5)  # booked 7.5 s after it arrived; our lease is 6.1 s
+    order_id = enqueue(store)
+    dispatch(upstream_timeout_seconds=4)  # no resend before 9 s after the send
+    row = wait_final(store, order_id, timeout=30)
+    time.sleep(0.5)
+    assert len(broker.received) == 1, store.list_attempts(order_id)  # one request, ever
+    assert row["state"] == "sent" and row["broker_orderid"] == broker.book[0]["orderid"]
 
 
 def test_a_stopped_dispatcher_with_a_request_in_flight_is_not_resent(store, broker, dispatch):
