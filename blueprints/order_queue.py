@@ -75,9 +75,11 @@ def _storage_failure_is_503(response):
     """A host view that answered 500 because ``queue_order`` could not store the order
     (OpenAlgo's webhook catches every exception) answers 503 instead: the order was not
     queued and the sender should send it again, which is what 503 tells TradingView,
-    Amibroker or a script.  Any other response passes through untouched."""
+    Amibroker or a script.  Not when the request had already queued other orders (a
+    Chartink alert carries several symbols): sending it again would double those, so
+    the host's 500 stands.  Any other response passes through untouched."""
     error = g.pop("order_queue_storage_error", None)
-    if error is None or response.status_code != 500:
+    if error is None or response.status_code != 500 or g.get("order_queue_stored"):
         return response
     unavailable = jsonify(status="error",
                           error="Order queue unavailable: order NOT queued, retry later")

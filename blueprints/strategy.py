@@ -8,7 +8,6 @@ the durable queue's: it returns only once the order is committed.
 
 import json
 import re
-import time
 from datetime import datetime
 
 import click
@@ -251,23 +250,21 @@ def squareoff_positions(strategy_id: int) -> int:
         db_session.remove()
 
 
-def _queue_flatten(strategy_name: str, mapping, api_key: str, tries: int = 3) -> int:
-    """Queue one symbol's flatten, retrying a storage failure a few times: one symbol's
-    failure must not cost the others their squareoff.  Returns 1 if queued."""
+def _queue_flatten(strategy_name: str, mapping, api_key: str) -> int:
+    """Queue one symbol's flatten (``queue_order`` retries a storage failure for a while
+    outside a request); one symbol's failure must not cost the others their squareoff.
+    Returns 1 if queued."""
     payload = {"apikey": api_key, "symbol": mapping.symbol, "exchange": mapping.exchange,
                "product": mapping.product_type, "strategy": strategy_name, "action": "SELL",
                "pricetype": "MARKET", "quantity": "0", "position_size": "0", "price": "0",
                "trigger_price": "0", "disclosed_quantity": "0"}
-    for attempt in range(1, tries + 1):
-        try:
-            queue_order("placesmartorder", payload)
-            return 1
-        except QueueStorageError:
-            if attempt < tries:
-                time.sleep(attempt)
-    logger.error("squareoff of %s %s NOT queued after %s tries: flatten it by hand",
-                 strategy_name, mapping.symbol, tries)
-    return 0
+    try:
+        queue_order("placesmartorder", payload)
+        return 1
+    except QueueStorageError:
+        logger.error("squareoff of %s %s NOT queued: flatten it by hand",
+                     strategy_name, mapping.symbol)
+        return 0
 
 
 def sync_squareoff_jobs(scheduler: BackgroundScheduler) -> None:

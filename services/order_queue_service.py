@@ -516,28 +516,42 @@ def current_settings() -> OrderQueueSettings:
     return _settings
 
 
+#: A caller outside a web request (a squareoff job) has nobody to answer 503 to, and
+#: OpenAlgo's squareoff loop stops at its first exception, skipping the symbols after
+#: it: such callers get these pauses and further tries (about 15 s) before it raises.
+BACKGROUND_RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
 def queue_order(endpoint, payload):
     """Durably queue an order for the broker API; same signature and return as upstream.
 
     Returns only after the order is committed to the queue database, then wakes the
     dispatcher.  Raises ``ValueError`` for an endpoint other than placeorder /
     placesmartorder or an unusable payload (nothing stored), and ``QueueStorageError``
-    when the store cannot be written (nothing stored; callers answer 503).
+    when the store cannot be written (nothing stored; callers answer 503).  Outside a
+    web request a storage failure is retried for a while first.
     """
-    now = order_queue_db.utcnow()
-    deadline = deadline_for(payload, now)
-    try:
-        order_id = order_queue_db.enqueue_order(
-            endpoint, payload, now=now, max_age_seconds=current_settings().max_age_seconds,
-            deadline=deadline)
-    except QueueStorageError as exc:
-        logger.error("order NOT queued (storage failure): %s %s %s: %s", endpoint,
-                     payload.get("strategy"), payload.get("symbol"), exc)
-        if has_request_context():
-            # OpenAlgo's webhook view catches every exception and answers 500; this note
-            # lets ``blueprints.order_queue`` answer the 503 it really is.
-            g.order_queue_storage_error = str(exc)
-        raise
+    in_request = has_request_context()
+    for pause in (*(() if in_request else BACKGROUND_RETRY_PAUSES), None):
+        now = order_queue_db.utcnow()
+        try:
+            order_id = order_queue_db.enqueue_order(
+                endpoint, payload, now=now, max_age_seconds=current_settings().max_age_seconds,
+                deadline=deadline_for(payload, now))
+            break
+        except QueueStorageError as exc:
+            logger.error("order NOT queued (storage failure): %s %s %s: %s%s", endpoint,
+                         payload.get("strategy"), payload.get("symbol"), exc,
+                         "" if pause is None else f"; trying again in {pause} s")
+            if pause is None:
+                if in_request:
+                    # OpenAlgo's webhook view catches every exception and answers 500;
+                    # this note lets ``blueprints.order_queue`` answer the 503 it is.
+                    g.order_queue_storage_error = str(exc)
+                raise
+            time.sleep(pause)
+    if in_request:
+        g.order_queue_stored = g.get("order_queue_stored", 0) + 1
     logger.info("order %s queued: %s %s %s %s qty=%s", order_id, endpoint,
                 payload.get("strategy"), payload.get("symbol"), payload.get("action"),
                 payload.get("quantity"))

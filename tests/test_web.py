@@ -298,3 +298,40 @@ def test_login_never_redirects_off_site(app, client, target):
                            data={"username": "alice", "password": "s3cret-pass"})
     assert response.status_code == 302
     assert response.headers["Location"] == "/order-queue/"
+
+
+@pytest.mark.parametrize("stored_first, status", [(False, 503), (True, 500)])
+def test_a_host_view_that_hides_a_storage_failure_as_500(tmp_path, stored_first, status):
+    """OpenAlgo's webhooks turn every exception into 500.  A queue storage failure
+    becomes 503 (send again) unless the same request had already queued an order
+    (a Chartink alert carries several symbols): then resending would double it."""
+    import sqlite3
+
+    from flask import jsonify
+
+    app = make_app(tmp_path, ORDER_QUEUE_SQLITE_BUSY_TIMEOUT_MS=100)
+    order = {"apikey": "k" * 64, "strategy": "Scan", "exchange": "NSE", "action": "BUY",
+             "product": "MIS", "pricetype": "MARKET", "quantity": "1"}
+
+    def alert():
+        try:
+            if stored_first:
+                order_queue_service.queue_order("placeorder", {**order, "symbol": "SBIN"})
+            holder = sqlite3.connect(tmp_path / "order_queue.db", isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            try:
+                order_queue_service.queue_order("placeorder", {**order, "symbol": "TCS"})
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+            return jsonify(message="queued"), 200
+        except Exception:
+            return jsonify(error="Internal server error"), 500
+
+    app.add_url_rule("/scan-alert", "scan_alert", alert, methods=["POST"])
+    response = app.test_client().post("/scan-alert")
+    assert response.status_code == status
+    if status == 503:
+        assert "NOT queued" in response.get_json()["error"]
+        assert response.headers["Retry-After"] == "5"
+

@@ -214,6 +214,29 @@ def test_squareoff_queues_a_flatten_for_every_mapped_symbol(app, runner):
         ("placesmartorder", "INFY", "0", "0"), ("placesmartorder", "SBIN", "0", "0")]
 
 
+def test_squareoff_rides_out_a_locked_queue_database(tmp_path, caplog):
+    """The scheduler has nobody to answer 503 to: a queue database held by another
+    writer for longer than the busy timeout delays the flattens, it does not lose them."""
+    import sqlite3
+    import threading
+
+    app = make_app(tmp_path, ORDER_QUEUE_SQLITE_BUSY_TIMEOUT_MS=200)
+    runner = app.test_cli_runner()
+    strategy = add_strategy(runner, "--intraday", "--start", "09:30", "--end", "14:00",
+                            "--squareoff", "15:10")
+    runner.invoke(args=["strategy", "map", "--name", "Trend", "--symbol", "INFY",
+                        "--quantity", "5"])
+    holder = sqlite3.connect(tmp_path / "order_queue.db", isolation_level=None,
+                             check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    threading.Timer(1.5, lambda: holder.execute("ROLLBACK")).start()
+    with caplog.at_level(logging.ERROR), app.app_context():
+        assert squareoff_positions(strategy["strategy_id"]) == 2
+    assert "trying again" in caplog.text  # it was refused at first, and said so
+    assert sorted(r["symbol"] for r in queued()) == ["INFY", "SBIN"]
+    holder.close()
+
+
 def test_squareoff_is_scheduled_as_an_ist_cron_job(app, runner):
     strategy = add_strategy(runner, "--intraday", "--start", "09:30", "--end", "14:00",
                             "--squareoff", "15:10")
