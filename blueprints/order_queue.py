@@ -101,6 +101,13 @@ def start(app) -> order_queue_service.Dispatcher:
                                                 handle_signals=not app.testing)
 
 
+def handle_signals() -> list[str]:
+    """Graceful stop on SIGTERM / SIGINT.  ``start`` does this itself when it runs in
+    the main thread; a host that starts the dispatcher from another thread (OpenAlgo
+    starts it from its DB-init thread) calls this from the main thread at import."""
+    return order_queue_service.install_shutdown_handlers()
+
+
 # --------------------------------------------------------------------------- reading
 
 

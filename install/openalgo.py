@@ -7,7 +7,8 @@
 
 What it changes, and nothing more: copies the plugin files (``install/manifest.py``);
 adds the queue's DB init beside "Strategy DB" in app.py's start-up list; registers the
-admin blueprint and starts the dispatcher once the DBs are ready; adds the queue to
+admin blueprint and starts the dispatcher once the DBs are ready, with a graceful stop
+on SIGTERM / SIGINT installed from the main thread at import; adds the queue to
 utils/db_sessions.py's teardown list; rebinds ``queue_order`` at the end of
 blueprints/strategy.py and blueprints/chartink.py (their webhook and squareoff code is
 untouched, and their in-memory worker thread, started only by their own queue_order,
@@ -128,6 +129,8 @@ EDITS = [
     Edit("app.py", r"^[ \t]*db_init_time = \(time\.time\(\) - db_init_start\) \* 1000",
          f"order_queue_plugin.start(app)  {MARK}: dispatcher starts once the DBs are ready",
          before=True),
+    Edit("app.py", r"^setup_environment\(app\)",
+         f"order_queue_plugin.handle_signals()  {MARK}: graceful stop on SIGTERM / SIGINT"),
     Edit("utils/db_sessions.py", r'^[ \t]*\("database\.strategy_db", "db_session"\),',
          f'("database.order_queue_db", "db_session"),  {MARK}'),
     Edit("blueprints/strategy.py", None, REBIND_BLOCK,

@@ -467,7 +467,9 @@ DeadlineProvider = Callable[[dict, datetime], "datetime | None"]
 _dispatcher: Dispatcher | None = None
 _settings: OrderQueueSettings | None = None
 _deadline_provider: DeadlineProvider | None = None
+_signals_handled: list[str] = []
 _lock = threading.Lock()
+_signals_lock = threading.Lock()
 
 
 def deadline_for(payload: dict, now: datetime) -> datetime | None:
@@ -607,18 +609,23 @@ def install_shutdown_handlers() -> list[str]:
     exits; where the default was in force, the process exits with status 0.  Signals can
     only be caught from the main thread; elsewhere (a server that imports the app from a
     worker thread) the dispatcher is stopped at interpreter exit instead.  Returns the
-    signals handled.
+    signals handled.  Idempotent, so a host that starts the dispatcher from a thread can
+    also call this from its main thread at import (the OpenAlgo installer does).
     """
-    atexit.register(stop_dispatcher)
-    if threading.current_thread() is not threading.main_thread():
-        logger.info("not in the main thread: order queue stops at interpreter exit")
-        return []
-    handled = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(signum)
-        signal.signal(signum, _shutdown_handler(previous))
-        handled.append(signal.Signals(signum).name)
-    return handled
+    # Not under ``_lock``: the handler takes it, and a signal may arrive meanwhile.
+    with _signals_lock:
+        if _signals_handled:
+            return list(_signals_handled)
+        if threading.current_thread() is not threading.main_thread():
+            atexit.register(stop_dispatcher)
+            logger.info("not in the main thread: order queue stops at interpreter exit")
+            return []
+        atexit.register(stop_dispatcher)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(signum)
+            signal.signal(signum, _shutdown_handler(previous))
+            _signals_handled.append(signal.Signals(signum).name)
+        return list(_signals_handled)
 
 
 def _shutdown_handler(previous):

@@ -163,3 +163,35 @@ def test_patched_tree_imports_and_webhooks_reach_the_durable_queue(tree, tmp_pat
     with sqlite3.connect(queue_db) as conn:
         rows = conn.execute("SELECT strategy, symbol FROM order_queue ORDER BY id").fetchall()
     assert rows == [("s1", "SBIN"), ("c1", "SBIN"), ("s1", "INFY")]
+
+
+SIGTERM_SCRIPT = textwrap.dedent("""
+    import os
+    import signal
+
+    import app
+    from services import order_queue_service
+
+    assert app.app.db_ready.wait(20)
+    assert order_queue_service.get_dispatcher().alive
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pause()  # the handler stops the dispatcher and exits; never returns
+""")
+
+
+def test_patched_tree_stops_the_dispatcher_gracefully_on_sigterm(tree, tmp_path):
+    """The dispatcher is started from the fixture's DB-init thread, like OpenAlgo's, where
+    no signal handler can be installed; the installer's main-thread line makes SIGTERM
+    stop it cleanly (recorded in the queue database) and exit 0."""
+    run(tree)
+    queue_db = tmp_path / "order_queue.db"
+    env = {"PATH": "/usr/bin:/bin", "API_KEY_PEPPER": TEST_PEPPER, "APP_KEY": "fixture",
+           "FIXTURE_APIKEY": "f" * 64, "ORDER_QUEUE_DATABASE_URL": f"sqlite:///{queue_db}",
+           "HOST_SERVER": "http://127.0.0.1:9"}
+    result = subprocess.run([sys.executable, "-c", SIGTERM_SCRIPT], cwd=tree, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr  # not killed by the signal
+    with sqlite3.connect(queue_db) as conn:
+        [(stopped_at,)] = conn.execute("SELECT stopped_at FROM order_queue_dispatchers")
+    assert stopped_at is not None
+
