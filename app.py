@@ -49,9 +49,9 @@ def bootstrap_env() -> None:
 
 def create_app(test_config=None):
     """Build the app.  ``test_config`` overrides settings and skips reading ``.env``."""
-    setup_logging()
     if test_config is None:
-        bootstrap_env()
+        bootstrap_env()  # before logging: .env may set LOG_LEVEL
+    setup_logging()
     port = int(os.getenv("FLASK_PORT", "5000"))
     app = Flask(__name__)
     app.config.from_mapping(
