@@ -8,7 +8,7 @@ is retried or decided automatically: a human asked for exactly this.
 from dataclasses import asdict, dataclass, field
 
 from database import order_queue_db
-from database.order_queue_db import utcnow
+from database.order_queue_db import DeadReason, utcnow
 from services import order_queue_events, order_queue_service
 from utils.logging import get_logger
 
@@ -20,8 +20,8 @@ class ActionResult:
     order_id: int
     ok: bool
     message: str
-    #: replay only: later orders for the same instrument already went out; the replay
-    #: waits until the operator confirms it
+    #: replay only: the order may already be at the broker, or later orders for the
+    #: same instrument already went out; the replay waits until the operator confirms it
     needs_confirmation: bool = False
     later_sent: list[int] = field(default_factory=list)
 
@@ -31,21 +31,30 @@ class ActionResult:
 
 def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[ActionResult]:
     """Send dead orders again through the dispatcher (same payload, rate limits and
-    per-instrument order).  Without ``confirm``, an order whose instrument has had a
-    later order sent since is held back with ``needs_confirmation``: replaying an old
-    entry after its exit went out would open a position nobody wants."""
+    per-instrument order).  Without ``confirm``, two kinds are held back with
+    ``needs_confirmation``: an order dead-lettered in doubt (its first request may have
+    placed it; replaying could double it) and an order whose instrument has had a later
+    order sent since (replaying an old entry after its exit went out would open a
+    position nobody wants)."""
     store = order_queue_db.get_store()
     max_age = order_queue_service.current_settings().max_age_seconds
     results = []
     for order_id in order_ids:
-        later = [row["id"] for row in store.later_orders_gone_ahead(order_id)]
-        if later and not confirm:
+        row = store.get_order(order_id)
+        later = [later_row["id"] for later_row in store.later_orders_gone_ahead(order_id)]
+        warnings = []
+        if row and row["state"] == "dead" and row["dead_reason"] == DeadReason.IN_DOUBT.value:
+            warnings.append("it may already be at the broker (its first send was never "
+                            "confirmed): check the broker's orderbook")
+        if later:
+            warnings.append(f"later orders for this instrument already went out "
+                            f"({', '.join(map(str, later))})")
+        if warnings and not confirm:
             results.append(ActionResult(
-                order_id, False, f"later orders for this instrument already went out "
-                                 f"({', '.join(map(str, later))}); confirm to replay anyway",
+                order_id, False, "; ".join(warnings) + "; confirm to replay anyway",
                 needs_confirmation=True, later_sent=later))
             continue
-        row, now = store.get_order(order_id), utcnow()
+        now = utcnow()
         deadline = order_queue_service.deadline_for(
             {**row["payload"], "strategy": row["strategy"]}, now) if row else None
         if store.replay(order_id, now=now, actor=actor, max_age_seconds=max_age,

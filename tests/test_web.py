@@ -38,6 +38,9 @@ def make_order(state="dead", symbol="SBIN", error="Invalid symbol", strategy="Tr
     if state == "dead":
         store.mark_dead(claimed, now=now, actor="test", reason=DeadReason.REJECTED,
                         outcome="rejected", error=error, http_status=400)
+    elif state == "dead_in_doubt":
+        store.mark_dead(claimed, now=now, actor="test", reason=DeadReason.IN_DOUBT,
+                        outcome="unknown", error="orderbook unavailable")
     elif state == "sent":
         store.mark_sent(claimed, now=now, actor="test", broker_orderid=f"B{order_id}")
     return order_id
@@ -205,6 +208,19 @@ def test_replay_after_a_later_order_was_sent_needs_confirmation(logged_in):
     first = logged_in.post("/order-queue/api/orders/replay", json={"ids": [dead]}).get_json()
     assert not first["ok"] and first["results"][0]["needs_confirmation"]
     assert first["results"][0]["later_sent"] == [later]
+    assert order_queue_db.get_store().get_order(dead)["state"] == "dead"
+    confirmed = logged_in.post("/order-queue/api/orders/replay",
+                               json={"ids": [dead], "confirm": True}).get_json()
+    assert confirmed["ok"]
+    assert order_queue_db.get_store().get_order(dead)["state"] == "pending"
+
+
+def test_replay_of_an_order_dead_in_doubt_needs_confirmation(logged_in):
+    """Its first request may have placed it: the operator must check and confirm."""
+    dead = make_order("dead_in_doubt", symbol="SBIN")
+    first = logged_in.post("/order-queue/api/orders/replay", json={"ids": [dead]}).get_json()
+    assert not first["ok"] and first["results"][0]["needs_confirmation"]
+    assert "may already be at the broker" in first["results"][0]["message"]
     assert order_queue_db.get_store().get_order(dead)["state"] == "dead"
     confirmed = logged_in.post("/order-queue/api/orders/replay",
                                json={"ids": [dead], "confirm": True}).get_json()
