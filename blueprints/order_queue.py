@@ -129,15 +129,21 @@ def order_json(row: dict, now: datetime) -> dict:
 
 
 def stats_report() -> dict:
-    """Counts, oldest pending age, sent today, dead awaiting a decision, dispatcher."""
+    """Counts, oldest pending age, sent today, dead awaiting a decision, dispatchers.
+
+    Dispatchers are read from their heartbeats in the queue database, not from this
+    process: with ``flask order-queue worker`` processes doing the sending, a web
+    process without a dispatcher of its own is still served."""
     now = utcnow()
     settings = order_queue_service.current_settings()
-    report = order_queue_db.get_store().stats(now=now, day_start=_day_start_utc(now))
-    dispatcher = order_queue_service.get_dispatcher()
+    store = order_queue_db.get_store()
+    report = store.stats(now=now, day_start=_day_start_utc(now))
+    live = store.live_dispatchers(now=now,
+                                  heartbeat_timeout=settings.heartbeat_timeout_seconds)
     report["dispatcher"] = {
-        "alive": bool(dispatcher and dispatcher.alive),
-        "id": dispatcher.id if dispatcher else None,
-        "last_heartbeat": _iso(dispatcher.last_heartbeat) if dispatcher else None,
+        "alive": bool(live),
+        "ids": [d["id"] for d in live],
+        "last_heartbeat": _iso(max(d["heartbeat_at"] for d in live)) if live else None,
         "regular_rate": settings.regular_rate,
         "smart_rate": settings.smart_rate,
         "rate_window_seconds": settings.rate_window_seconds,
@@ -157,7 +163,7 @@ def health_report() -> tuple[dict, bool]:
         # The detail is logged for the operator; the public answer stays generic.
         return {"status": "unhealthy", "problems": ["queue database unavailable"]}, False
     if not report["dispatcher"]["alive"]:
-        problems.append("dispatcher not running")
+        problems.append("dispatcher not running (no heartbeat from any process)")
     age = report["oldest_pending_age_seconds"]
     if age is not None and age > settings.health_max_pending_age_seconds:
         problems.append(f"oldest pending order is {age:.0f}s old "
@@ -359,6 +365,8 @@ def stats_command(as_json):
     age = report["oldest_pending_age_seconds"]
     click.echo(f"oldest pending: {'-' if age is None else f'{age:.0f}s'}   "
                f"sent today: {report['sent_today']}   dead: {report['dead']}")
+    running = report["dispatcher"]["ids"]
+    click.echo(f"dispatchers running: {', '.join(running) if running else 'NONE'}")
 
 
 @order_queue_cli.command("list")

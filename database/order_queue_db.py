@@ -970,6 +970,18 @@ class QueueStore:
             conn.execute(update(dispatchers).where(dispatchers.c.id == dispatcher_id)
                          .values(stopped_at=now, heartbeat_at=now))
 
+    def live_dispatchers(self, *, now: datetime,
+                         heartbeat_timeout: float) -> list[dict[str, Any]]:
+        """Dispatchers of any process that have not stopped and beat recently."""
+        with self.transaction(read_only=True) as conn:
+            rows = conn.execute(
+                select(dispatchers.c.id, dispatchers.c.host, dispatchers.c.pid,
+                       dispatchers.c.heartbeat_at).where(
+                    dispatchers.c.stopped_at.is_(None),
+                    dispatchers.c.heartbeat_at > now - timedelta(seconds=heartbeat_timeout))
+                .order_by(dispatchers.c.id)).mappings().all()
+        return [dict(row) for row in rows]
+
     # ------------------------------------------------------------------ reading
 
     def depth(self) -> dict[str, dict[str, int]]:

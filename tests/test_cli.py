@@ -10,6 +10,7 @@ def test_stats_human_and_json(app, runner):
     make_order("dead")
     human = runner.invoke(args=["order-queue", "stats"])
     assert human.exit_code == 0 and "dead" in human.output and "sent today: 0" in human.output
+    assert "dispatchers running: NONE" in human.output
     data = json.loads(runner.invoke(args=["order-queue", "stats", "--json"]).output)
     assert data["depth"]["dead"]["regular"] == 1
 

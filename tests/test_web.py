@@ -87,8 +87,25 @@ def test_every_order_queue_route_requires_a_session(app, client):
 
 def test_health_is_public_and_reports(app, client):
     response = client.get("/order-queue/api/health")
-    assert response.status_code == 503  # no dispatcher in this process yet
-    assert "dispatcher not running" in response.get_json()["problems"]
+    assert response.status_code == 503  # no dispatcher anywhere yet
+    assert any("dispatcher not running" in p for p in response.get_json()["problems"])
+
+
+def test_health_sees_a_dispatcher_this_process_does_not_own(app, client):
+    """Sending may run in ``flask order-queue worker`` processes: the web process reads
+    their heartbeats from the queue database."""
+    from services.order_queue_service import Dispatcher
+
+    elsewhere = Dispatcher(order_queue_db.get_store(), order_queue_service.current_settings())
+    elsewhere.start()
+    try:
+        assert order_queue_service.get_dispatcher() is None
+        response = client.get("/order-queue/api/health")
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["dispatcher"]["ids"] == [elsewhere.id]
+    finally:
+        elsewhere.stop(timeout=5)
+    assert client.get("/order-queue/api/health").status_code == 503  # stopped: recorded
 
 
 def test_wrong_password_is_refused(app, client):

@@ -121,7 +121,7 @@
     document.getElementById("oldest-pending").textContent = age(stats.oldest_pending_age_seconds);
     var d = stats.dispatcher;
     document.getElementById("dispatcher-status").textContent =
-      (d.alive ? "Running" : "NOT RUNNING") + (d.id ? " · " + d.id : "") +
+      (d.alive ? "Running" : "NOT RUNNING") + (d.ids.length ? " · " + d.ids.join(", ") : "") +
       (d.last_heartbeat ? " · last heartbeat " + d.last_heartbeat : "") +
       " · limits per account: regular " + d.regular_rate + ", smart " + d.smart_rate +
       " per " + d.rate_window_seconds + "s";
