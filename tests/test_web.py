@@ -116,7 +116,10 @@ def test_wrong_password_is_refused(app, client):
     assert client.get("/order-queue/api/stats", headers={"Accept": "application/json"}).status_code == 401
 
 
-def test_post_without_csrf_token_is_rejected(tmp_path):
+@pytest.mark.parametrize("action, state, after", [("replay", "dead", "pending"),
+                                                   ("dismiss", "dead", "dismissed"),
+                                                   ("cancel", "pending", "cancelled")])
+def test_post_without_csrf_token_is_rejected(tmp_path, action, state, after):
     app = make_app(tmp_path, WTF_CSRF_ENABLED=True)
     client = app.test_client()
     with app.app_context():
@@ -126,16 +129,16 @@ def test_post_without_csrf_token_is_rejected(tmp_path):
     assert client.post("/auth/login", data={"username": "alice", "password": "s3cret-pass",
                                             "csrf_token": token}).status_code == 302
     with app.app_context():
-        order_id = make_order("dead")
-    refused = client.post("/order-queue/api/orders/dismiss", json={"ids": [order_id]})
+        order_id = make_order(state)
+    refused = client.post(f"/order-queue/api/orders/{action}", json={"ids": [order_id]})
     assert refused.status_code == 400
-    assert order_queue_db.get_store().get_order(order_id)["state"] == "dead"
+    assert order_queue_db.get_store().get_order(order_id)["state"] == state
     page = client.get("/order-queue/").get_data(as_text=True)
     page_token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
-    accepted = client.post("/order-queue/api/orders/dismiss", json={"ids": [order_id]},
+    accepted = client.post(f"/order-queue/api/orders/{action}", json={"ids": [order_id]},
                            headers={"X-CSRFToken": page_token})
     assert accepted.status_code == 200
-    assert order_queue_db.get_store().get_order(order_id)["state"] == "dismissed"
+    assert order_queue_db.get_store().get_order(order_id)["state"] == after
 
 
 # ----------------------------------------------------------------- reading
