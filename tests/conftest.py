@@ -112,11 +112,16 @@ def make_app(tmp_path, **overrides):
     return create_app(config)
 
 
-@pytest.fixture
-def app(tmp_path, monkeypatch, _pepper):
-    """pytest-flask's ``client`` fixture builds on this one."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app(request, tmp_path, monkeypatch, _pepper):
+    """The host app, once per queue backend (host tables stay on SQLite).  pytest-flask's
+    ``client`` fixture builds on this one.  A test about SQLite files narrows it with
+    ``@pytest.mark.parametrize("app", ["sqlite"], indirect=True)``."""
     monkeypatch.delenv("ORDER_QUEUE_DATABASE_URL", raising=False)
-    application = make_app(tmp_path)
+    overrides = {}
+    if request.param == "postgresql":
+        overrides["ORDER_QUEUE_DATABASE_URL"] = request.getfixturevalue("postgres_schema_url")
+    application = make_app(tmp_path, **overrides)
     yield application
     order_queue_service.stop_dispatcher(timeout=5)
     order_queue_db.get_store().dispose()

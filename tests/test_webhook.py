@@ -190,6 +190,7 @@ def test_tradingview_text_plain_body_is_accepted(app, runner, client):
     assert response.status_code == 200 and len(queued()) == 1
 
 
+@pytest.mark.parametrize("app", ["sqlite"], indirect=True)  # removes the SQLite file
 def test_storage_failure_answers_503_and_logs_error(app, runner, client, tmp_path, caplog):
     strategy = add_strategy(runner)
     (tmp_path / "order_queue.db").unlink()
