@@ -17,13 +17,15 @@ Strategy model; appends the ORDER_QUEUE_* settings to .sample.env.
 
 Every edit is found by an anchor line.  If any anchor is missing the installer names
 the file and the anchor and writes nothing at all.  The original bytes of every edited
-file are kept under ``.order_queue_plugin/`` for ``--uninstall``.
+or replaced file are kept under ``.order_queue_plugin/`` for ``--uninstall``, which
+keeps any change made to an edited file since the install (see ``uninstall``).
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import json
 import re
 import shutil
@@ -116,6 +118,18 @@ class Edit:
         at = line_start if self.before else line_end
         return content[:at] + block + content[at:]
 
+    def revert(self, content: str) -> str:
+        """``content`` without this edit's text; InstallError if it is not there intact."""
+        if self.anchor is None:
+            if content.count(self.text) != 1:
+                raise InstallError(f"{self.path}: the plugin's block was changed or is missing")
+            return content.replace(self.text, "", 1).rstrip("\n") + "\n"
+        line = re.compile(rf"^[ \t]*{re.escape(self.text.strip())}\n", re.M)
+        if len(line.findall(content)) != 1:
+            raise InstallError(f"{self.path}: the plugin's line was changed or is missing: "
+                               f"{self.text.strip()!r}")
+        return line.sub("", content, count=1)
+
 
 EDITS = [
     Edit("app.py", r"^from database\.strategy_db import init_db as ensure_strategy_tables_exists",
@@ -183,14 +197,21 @@ def install(target: Path, *, dry_run: bool = False, out=sys.stdout) -> int:
             backup.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(target / path, backup)  # byte-for-byte, before the first change
     for path in copies:
-        if path not in record["added"] and not (target / path).exists():
-            record["added"].append(path)
+        if path not in record["added"] and path not in record["replaced"]:
+            if (target / path).exists():  # the checkout's own file: keep it for --uninstall
+                backup = state / "original" / path
+                backup.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(target / path, backup)
+                record["replaced"].append(path)
+            else:
+                record["added"].append(path)
         (target / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(SOURCE_ROOT / path, target / path)
     for path, (original, patched) in plans.items():
         if original != patched:
             (target / path).write_text(patched, encoding="utf-8")
     record["edited"] = sorted(set(record["edited"]) | {p for p, (o, n) in plans.items() if o != n})
+    record["written"] = {path: _digest((target / path).read_bytes()) for path in record["edited"]}
     state.mkdir(exist_ok=True)
     (state / "installed.json").write_text(json.dumps(record, indent=2))
     changed = len(copies) + sum(o != p for o, p in plans.values())
@@ -201,9 +222,15 @@ def install(target: Path, *, dry_run: bool = False, out=sys.stdout) -> int:
 
 def _read_record(target: Path) -> dict:
     path = _state(target) / "installed.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    return {"added": [], "edited": []}
+    record = json.loads(path.read_text()) if path.exists() else {}
+    for key in ("added", "replaced", "edited"):
+        record.setdefault(key, [])
+    record.setdefault("written", {})
+    return record
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def check(target: Path, out=sys.stdout) -> int:
@@ -229,11 +256,29 @@ def check(target: Path, out=sys.stdout) -> int:
 
 
 def uninstall(target: Path, out=sys.stdout) -> int:
+    """Undo the install.  An edited file still as the installer wrote it gets its
+    original bytes back; one changed since (an OpenAlgo update, a local fix) keeps those
+    changes and loses only the plugin's lines; if those lines were themselves changed,
+    nothing at all is written."""
     state = _state(target)
     if not (state / "installed.json").exists():
         raise InstallError(f"nothing to uninstall: {state}/installed.json not found")
     record = _read_record(target)
+    restored = {}
     for path in record["edited"]:
+        current = (target / path).read_bytes()
+        if record["written"].get(path) == _digest(current):
+            restored[path] = (state / "original" / path).read_bytes()
+        else:
+            content = current.decode("utf-8")
+            for edit in reversed([e for e in EDITS if e.path == path]):
+                content = edit.revert(content)
+            restored[path] = content.encode("utf-8")
+            why = "changed since install" if path in record["written"] else "no install record"
+            print(f"{path} {why}: removed only the plugin's lines", file=out)
+    for path, data in restored.items():
+        (target / path).write_bytes(data)
+    for path in record["replaced"]:
         shutil.copy2(state / "original" / path, target / path)
     for path in record["added"]:
         (target / path).unlink(missing_ok=True)

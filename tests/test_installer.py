@@ -72,6 +72,46 @@ def test_uninstall_restores_the_original_tree_byte_for_byte(tree):
     assert not (tree / "services").exists() and not (tree / ".order_queue_plugin").exists()
 
 
+def test_uninstall_keeps_changes_made_since_and_removes_only_the_plugin(tree):
+    """OpenAlgo updated (or hand-edited) after install: those changes survive."""
+    original = snapshot(tree)
+    run(tree)
+    app_py = tree / "app.py"
+    app_py.write_text(app_py.read_text().replace("def create_app():",
+                                                 "def create_app():  # updated upstream"))
+    code, report = run(tree, "--uninstall")
+    assert code == 0 and "app.py changed since install" in report
+    expected = original["app.py"].replace(b"def create_app():",
+                                          b"def create_app():  # updated upstream")
+    assert app_py.read_bytes() == expected
+    assert {k: v for k, v in snapshot(tree).items() if k != "app.py"} == \
+        {k: v for k, v in original.items() if k != "app.py"}
+
+
+def test_uninstall_refuses_when_the_plugin_lines_were_changed(tree):
+    run(tree)
+    strategy = tree / "blueprints" / "strategy.py"
+    strategy.write_text(strategy.read_text().replace("set_deadline_provider(_order_queue",
+                                                     "# set_deadline_provider(_order_queue"))
+    before = snapshot(tree)
+    result = subprocess.run([sys.executable, "-m", "install.openalgo", str(tree), "--uninstall"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "blueprints/strategy.py" in result.stderr and "nothing was written" in result.stderr
+    assert snapshot(tree) == before
+
+
+def test_a_file_the_checkout_already_had_is_kept_and_restored(tree):
+    (tree / "services").mkdir()
+    (tree / "services" / "order_queue_service.py").write_text("# the checkout's own file\n")
+    original = snapshot(tree)
+    run(tree)
+    assert (tree / "services" / "order_queue_service.py").read_bytes() == \
+        (ROOT / "services" / "order_queue_service.py").read_bytes()
+    assert run(tree, "--uninstall")[0] == 0
+    assert snapshot(tree) == original
+
+
 def test_dry_run_shows_files_and_diffs_and_writes_nothing(tree):
     before = snapshot(tree)
     code, report = run(tree, "--dry-run")
