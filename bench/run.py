@@ -1,11 +1,10 @@
 """Benchmarks: every figure beside its baseline, measured in the same run.
 
-    .venv/bin/python -m bench.run              # the full table (about 10 minutes)
+    .venv/bin/python -m bench.run              # the full table (about 35 minutes)
     .venv/bin/python -m bench.run --quick      # small counts, a smoke run
 
-Machines here are shared and noisy, so cheap figures are repeated (median, min-max);
-the long end-to-end ones run once per side over hundreds of orders.  Nothing here is a
-pass/fail test; ``tests/test_bench.py`` only runs ``--quick`` to keep the command alive.
+Machines here are shared and noisy, so every figure is measured ``--repeats`` times
+(default 3) and reported as the median with min-max.  Nothing here is a pass/fail test.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import random
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -156,94 +154,106 @@ class Side:
         self.process.stop()
 
 
-def bench_latency(work: Path, count: int) -> None:
+def bench_latency(work: Path, count: int, repeats: int) -> None:
     symbols = [f"L{i:02d}" for i in range(20)]
-    results = {}
-    for name in ("ours", "upstream"):
-        with FakeBroker() as broker:
-            side = Side(name, work / f"latency-{name}", broker, symbols)
-            try:
-                sent = {}
-                for i in range(count):
-                    sent[i + 1] = side.fire(symbols[i % 20], "BUY", i + 1)
-                    time.sleep(0.2)
-                broker.wait_for(count, timeout=30)
-                latencies = [(r.wall_time - sent[int(r.body["quantity"])]) * 1000
-                             for r in broker.received if r.body]
-            finally:
-                side.stop()
-        results[name] = latencies
-        LATENCIES[name] = latencies
-    ours, theirs = results["ours"], results["upstream"]
-    report(f"webhook→broker p50 (ms), {count} orders at 5/s", f"{pct(ours, 50):.1f}",
-           f"{pct(theirs, 50):.1f}", f"ours/theirs {pct(ours, 50) / pct(theirs, 50):.2f}")
-    report("webhook→broker p99 (ms)", f"{pct(ours, 99):.1f}", f"{pct(theirs, 99):.1f}")
+    p50s = {"ours": [], "upstream": []}
+    p99s = {"ours": [], "upstream": []}
+    for run in range(repeats):
+        for name in ("ours", "upstream"):
+            with FakeBroker() as broker:
+                side = Side(name, work / f"latency-{name}-{run}", broker, symbols)
+                try:
+                    sent = {}
+                    for i in range(count):
+                        sent[i + 1] = side.fire(symbols[i % 20], "BUY", i + 1)
+                        time.sleep(0.2)
+                    broker.wait_for(count, timeout=30)
+                    latencies = [(r.wall_time - sent[int(r.body["quantity"])]) * 1000
+                                 for r in broker.received if r.body]
+                finally:
+                    side.stop()
+            p50s[name].append(pct(latencies, 50))
+            p99s[name].append(pct(latencies, 99))
+            LATENCIES.setdefault(name, []).extend(latencies)
+    ratio = statistics.median(p50s["ours"]) / statistics.median(p50s["upstream"])
+    report(f"webhook→broker p50 (ms), {count} orders at 5/s", spread(p50s["ours"], "{:.1f}"),
+           spread(p50s["upstream"], "{:.1f}"), f"ours/theirs {ratio:.2f}")
+    report("webhook→broker p99 (ms)", spread(p99s["ours"], "{:.1f}"),
+           spread(p99s["upstream"], "{:.1f}"))
 
 
-def bench_burst(work: Path, count: int) -> None:
+def bench_burst(work: Path, count: int, repeats: int) -> None:
     symbols = [f"B{i:02d}" for i in range(40)]
-    with FakeBroker() as broker:
-        side = Side("ours", work / "burst", broker, symbols)
-        errors, lock = [0], threading.Lock()
+    accepted, peaks, drained, errors = [], [], [], [0]
+    lock = threading.Lock()
+    for run in range(repeats):
+        with FakeBroker() as broker:
+            side = Side("ours", work / f"burst-{run}", broker, symbols)
 
-        def client(indexes):
-            with httpx.Client(timeout=10) as http:
-                for i in indexes:
-                    try:
-                        http.post(side.url, json={"symbol": symbols[i % 40], "action": "BUY",
-                                                  "position_size": str(i + 1)}).raise_for_status()
-                    except httpx.HTTPError:
-                        with lock:
-                            errors[0] += 1
+            def client(indexes):
+                with httpx.Client(timeout=10) as http:
+                    for i in indexes:
+                        try:
+                            http.post(side.url, json={"symbol": symbols[i % 40], "action": "BUY",
+                                                      "position_size": str(i + 1)}
+                                      ).raise_for_status()
+                        except httpx.HTTPError:
+                            with lock:
+                                errors[0] += 1
 
-        started = time.monotonic()
-        threads = [threading.Thread(target=client, args=(range(t, count, 16),)) for t in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        accepted_per_s = count / (time.monotonic() - started)
-        broker.wait_for(count, timeout=count / 9 + 60)
-        drained = time.monotonic() - started
-        peak = broker.max_in_window("placeorder", window=1.0)
-        side.stop()
-    report(f"burst: {count} webhooks from 16 clients, accepted/s", f"{accepted_per_s:.0f}", "-",
-           f"errors {errors[0]}")
-    report("burst: max orders at the broker in any 1 s", str(peak), "limit 10",
-           f"drained in {drained:.1f}s")
+            started = time.monotonic()
+            threads = [threading.Thread(target=client, args=(range(t, count, 16),))
+                       for t in range(16)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            accepted.append(count / (time.monotonic() - started))
+            broker.wait_for(count, timeout=count / 7 + 60)
+            drained.append(time.monotonic() - started)
+            peaks.append(broker.max_in_window("placeorder", window=1.0))
+            side.stop()
+    report(f"burst: {count} webhooks from 16 clients, accepted/s", spread(accepted, "{:.0f}"),
+           "-", f"errors {errors[0]} in {repeats} runs")
+    report("burst: max orders at the broker in any 1 s", spread(peaks, "{:.0f}"), "limit 10",
+           f"drained in {spread(drained, '{:.1f}')} s")
 
 
-def bench_lanes(work: Path) -> None:
+def bench_lanes(work: Path, repeats: int) -> None:
     entries = [f"E{i}" for i in range(4)]
     exits = [f"X{i}" for i in range(20)]
-    rows = {}
-    for name in ("ours", "upstream"):
-        with FakeBroker() as broker:
-            side = Side(name, work / f"lanes-{name}", broker, entries + exits)
-            try:
-                sent = {}
-                plan = [("BUY", entries[i % 4], 9000 + i) for i in range(40)] + \
-                       [("SELL", exits[i], 0) for i in range(20)]
-                random.Random(7).shuffle(plan)  # interleaved, as a scanner fires
-                for action, symbol, quantity in plan:
-                    key = symbol if action == "SELL" else quantity
-                    sent[key] = side.fire(symbol, action, quantity)
-                    time.sleep(1.0 / len(plan))
-                broker.wait_for(60, timeout=120)
-                regular, smart = [], []
-                for request in broker.received:
-                    body = request.body
-                    if body["symbol"] in exits:
-                        smart.append((request.wall_time - sent[body["symbol"]]) * 1000)
-                    else:
-                        regular.append((request.wall_time - sent[int(body["quantity"])]) * 1000)
-                rows[name] = (regular, smart)
-            finally:
-                side.stop()
-    for lane, index in (("entries (regular)", 0), ("exits (smart)", 1)):
-        ours, theirs = rows["ours"][index], rows["upstream"][index]
-        report(f"mixed burst, {lane}: p50 / max (ms)",
-               f"{pct(ours, 50):.0f} / {max(ours):.0f}", f"{pct(theirs, 50):.0f} / {max(theirs):.0f}")
+    figures = {(name, lane): ([], []) for name in ("ours", "upstream") for lane in (0, 1)}
+    for run in range(repeats):
+        for name in ("ours", "upstream"):
+            with FakeBroker() as broker:
+                side = Side(name, work / f"lanes-{name}-{run}", broker, entries + exits)
+                try:
+                    sent = {}
+                    plan = [("BUY", entries[i % 4], 9000 + i) for i in range(40)] + \
+                           [("SELL", exits[i], 0) for i in range(20)]
+                    random.Random(7).shuffle(plan)  # interleaved, as a scanner fires
+                    for action, symbol, quantity in plan:
+                        key = symbol if action == "SELL" else quantity
+                        sent[key] = side.fire(symbol, action, quantity)
+                        time.sleep(1.0 / len(plan))
+                    broker.wait_for(60, timeout=120)
+                    regular, smart = [], []
+                    for request in broker.received:
+                        body = request.body
+                        if body["symbol"] in exits:
+                            smart.append((request.wall_time - sent[body["symbol"]]) * 1000)
+                        else:
+                            regular.append((request.wall_time - sent[int(body["quantity"])]) * 1000)
+                finally:
+                    side.stop()
+            for lane, latencies in ((0, regular), (1, smart)):
+                figures[(name, lane)][0].append(pct(latencies, 50))
+                figures[(name, lane)][1].append(max(latencies))
+    for label, lane in (("entries (regular)", 0), ("exits (smart)", 1)):
+        ours, theirs = figures[("ours", lane)], figures[("upstream", lane)]
+        report(f"mixed burst, {label}: p50 / max (ms)",
+               f"{spread(ours[0], '{:.0f}')} / {spread(ours[1], '{:.0f}')}",
+               f"{spread(theirs[0], '{:.0f}')} / {spread(theirs[1], '{:.0f}')}")
 
 
 # --------------------------------------------------------------------------- 5. growth
@@ -319,94 +329,99 @@ def bulk_pending(store: QueueStore, count: int) -> None:
         conn.execute(orders.insert(), rows)
 
 
-def bench_recovery(work: Path, pending: int, big_pending: int) -> None:
-    results = {}
-    for label, count, in_doubt in (("restart", pending, 100), ("memory-empty", 0, 0),
-                                   ("memory-full", big_pending, 0)):
-        with FakeBroker() as broker:
-            if label != "restart":
-                broker.refuse()  # memory only: nothing should be sent meanwhile
-            folder = work / f"recovery-{label}"
-            folder.mkdir()
-            store = QueueStore(f"sqlite:///{folder}/order_queue.db")
-            store.create_schema()
-            os.environ["API_KEY_PEPPER"] = PEPPER
-            if count:
-                bulk_pending(store, count)
-            if in_doubt:
-                with store.engine.begin() as conn:
-                    conn.exec_driver_sql(
-                        f"UPDATE order_queue SET state='in_doubt', available_at=created_at "
-                        f"WHERE id IN (SELECT id FROM order_queue ORDER BY id DESC LIMIT {in_doubt})")
-            store.dispose()
-            process = AppProcess(folder, broker.base_url, PEPPER, LOG_LEVEL="WARNING")
-            started = time.monotonic()
-            process.launch()
-            try:
-                if label == "restart":
-                    broker.wait_for(1, timeout=60)
-                    results[label] = time.monotonic() - started
-                else:
-                    deadline = time.monotonic() + 60
-                    while time.monotonic() < deadline:
-                        try:
-                            if httpx.get(f"{process.base_url}/order-queue/api/health",
-                                         timeout=2).status_code in (200, 503):
-                                break
-                        except httpx.HTTPError:
-                            time.sleep(0.1)
-                    time.sleep(3)
-                    results[label] = rss_mb(process.process.pid)
-            finally:
-                process.stop()
+def bench_recovery(work: Path, pending: int, big_pending: int, repeats: int) -> None:
+    results = {"restart": [], "memory-empty": [], "memory-full": []}
+    for run in range(repeats):
+        for label, count, in_doubt in (("restart", pending, 100), ("memory-empty", 0, 0),
+                                       ("memory-full", big_pending, 0)):
+            with FakeBroker() as broker:
+                if label != "restart":
+                    broker.refuse()  # memory only: nothing should be sent meanwhile
+                folder = work / f"recovery-{label}-{run}"
+                folder.mkdir()
+                store = QueueStore(f"sqlite:///{folder}/order_queue.db")
+                store.create_schema()
+                os.environ["API_KEY_PEPPER"] = PEPPER
+                if count:
+                    bulk_pending(store, count)
+                if in_doubt:
+                    with store.engine.begin() as conn:
+                        conn.exec_driver_sql(
+                            f"UPDATE order_queue SET state='in_doubt', available_at=created_at "
+                            f"WHERE id IN (SELECT id FROM order_queue ORDER BY id DESC "
+                            f"LIMIT {in_doubt})")
+                store.dispose()
+                process = AppProcess(folder, broker.base_url, PEPPER, LOG_LEVEL="WARNING")
+                started = time.monotonic()
+                process.launch()
+                try:
+                    if label == "restart":
+                        broker.wait_for(1, timeout=60)
+                        results[label].append(time.monotonic() - started)
+                    else:
+                        deadline = time.monotonic() + 60
+                        while time.monotonic() < deadline:
+                            try:
+                                if httpx.get(f"{process.base_url}/order-queue/api/health",
+                                             timeout=2).status_code in (200, 503):
+                                    break
+                            except httpx.HTTPError:
+                                time.sleep(0.1)
+                        time.sleep(3)
+                        results[label].append(rss_mb(process.process.pid))
+                finally:
+                    process.stop()
     report(f"restart with {pending:,} pending + 100 in doubt: first order at broker (s)",
-           f"{results['restart']:.2f}", "-")
-    report(f"app RSS (MB) with {big_pending:,} pending vs empty", f"{results['memory-full']:.0f}",
-           f"{results['memory-empty']:.0f}")
+           spread(results["restart"], "{:.2f}"), "-")
+    report(f"app RSS (MB) with {big_pending:,} pending vs empty",
+           spread(results["memory-full"], "{:.0f}"), spread(results["memory-empty"], "{:.0f}"))
 
 
 # --------------------------------------------------------------------------- 7. Postgres
 
 
-def bench_postgres(work: Path, count: int) -> None:
+def bench_postgres(work: Path, count: int, repeats: int) -> None:
     url = os.getenv("ORDER_QUEUE_TEST_POSTGRES_URL",
                     "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    rates = {}
-    for workers in (1, 4):
-        schema = f"bench_{os.getpid()}_{workers}"
-        admin = QueueStore(url)
-        with admin.engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        admin.dispose()
-        schema_url = f"{url}?options=-csearch_path%3D{schema}"
-        store = QueueStore(schema_url)
-        store.create_schema()
-        os.environ["API_KEY_PEPPER"] = PEPPER
-        for i in range(count):
-            store.enqueue("placeorder", payload(f"P{i % 200}", i + 1), now=utcnow(),
-                          max_age_seconds=3600)
-        with FakeBroker() as broker:
-            processes = []
-            for n in range(workers):
-                folder = work / f"pg-{workers}-{n}"
-                folder.mkdir()
-                processes.append(AppProcess(
-                    folder, broker.base_url, PEPPER, LOG_LEVEL="WARNING",
-                    command=[sys.executable, "-m", "flask", "--app", "app", "order-queue", "worker"],
-                    ORDER_QUEUE_DATABASE_URL=schema_url, ORDER_QUEUE_REGULAR_RATE="100000",
-                    ORDER_QUEUE_WORKERS="8"))
-            for process in processes:
-                process.launch()
-            broker.wait_for(1, timeout=60)
-            started = time.monotonic()
-            broker.wait_for(count, timeout=300)
-            rates[workers] = (count - 1) / (time.monotonic() - started)
-            for process in processes:
-                process.stop()
-        store.dispose()
+    rates = {1: [], 4: []}
+    for run in range(repeats):
+        for workers in (1, 4):
+            schema = f"bench_{os.getpid()}_{workers}"
+            admin = QueueStore(url)
+            with admin.engine.begin() as conn:
+                conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+            admin.dispose()
+            schema_url = f"{url}?options=-csearch_path%3D{schema}"
+            store = QueueStore(schema_url)
+            store.create_schema()
+            os.environ["API_KEY_PEPPER"] = PEPPER
+            for i in range(count):
+                store.enqueue("placeorder", payload(f"P{i % 200}", i + 1), now=utcnow(),
+                              max_age_seconds=3600)
+            with FakeBroker() as broker:
+                processes = []
+                for n in range(workers):
+                    folder = work / f"pg-{run}-{workers}-{n}"
+                    folder.mkdir()
+                    processes.append(AppProcess(
+                        folder, broker.base_url, PEPPER, LOG_LEVEL="WARNING",
+                        command=[sys.executable, "-m", "flask", "--app", "app", "order-queue",
+                                 "worker"],
+                        ORDER_QUEUE_DATABASE_URL=schema_url, ORDER_QUEUE_REGULAR_RATE="100000",
+                        ORDER_QUEUE_WORKERS="8"))
+                for process in processes:
+                    process.launch()
+                broker.wait_for(1, timeout=60)
+                started = time.monotonic()
+                broker.wait_for(count, timeout=300)
+                rates[workers].append((count - 1) / (time.monotonic() - started))
+                for process in processes:
+                    process.stop()
+            store.dispose()
+    scaling = statistics.median(rates[4]) / statistics.median(rates[1])
     report("PostgreSQL, 4 dispatcher processes vs 1, limits lifted (orders/s)",
-           f"{rates[4]:.0f}", f"{rates[1]:.0f}", f"scaling {rates[4] / rates[1]:.2f}x")
+           spread(rates[4], "{:.0f}"), spread(rates[1], "{:.0f}"), f"scaling {scaling:.2f}x")
 
 
 # --------------------------------------------------------------------------- output
@@ -449,6 +464,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts (smoke run)")
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     q = args.quick
@@ -457,15 +473,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
         work = Path(tmp)
         print(f"machine: {machine()}", flush=True)
-        bench_enqueue(work, 200 if q else 5000, 1 if q else 3)
-        bench_latency(work, 10 if q else 300)
-        bench_burst(work, 40 if q else 2000)
+        repeats = 1 if q else args.repeats
+        bench_enqueue(work, 200 if q else 5000, repeats)
+        bench_latency(work, 10 if q else 300, repeats)
+        bench_burst(work, 40 if q else 2000, repeats)
         if not q:
-            bench_lanes(work)
-        bench_growth(work, 20_000 if q else 1_000_000, 1 if q else 3)
-        bench_recovery(work, 200 if q else 10_000, 1_000 if q else 100_000)
+            bench_lanes(work, repeats)
+        bench_growth(work, 20_000 if q else 1_000_000, repeats)
+        bench_recovery(work, 200 if q else 10_000, 1_000 if q else 100_000, repeats)
         if not args.skip_postgres:
-            bench_postgres(work, 200 if q else 2000)
+            bench_postgres(work, 200 if q else 2000, repeats)
     write_table(args.out / ("table-quick.md" if q else "table.md"))
     if not q:
         write_plot(args.out / "latency.png")
