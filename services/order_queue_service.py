@@ -284,12 +284,14 @@ class Dispatcher:
                        counts_as_attempt=False)
             return
         url = f"{self.settings.host_server}/api/v1/{order.endpoint}"
-        self.pacer.wait_turn(order.lane_key)
         if not self.store.stamp_send(order, now=self.clock(),
                                      lease_seconds=self.settings.lease_seconds):
             logger.error("order %s: lease lost before sending (this dispatcher was too slow); "
                          "NOT sent here, its new owner decides", order.id)
             return
+        # Last, so nothing (not even the stamp's write, which can wait for a busy
+        # database) stands between the pacer's turn and the request leaving.
+        self.pacer.wait_turn(order.lane_key)
         started = time.monotonic()
         try:
             verdict = classify_response(self.client.post(url, json={**order.payload,
