@@ -221,27 +221,34 @@ def bench_burst(work: Path, count: int, repeats: int) -> None:
 
 def bench_lanes(work: Path, repeats: int) -> None:
     entries = [f"E{i}" for i in range(4)]
-    exits = [f"X{i}" for i in range(20)]
+    exits = [f"X{i}" for i in range(4)]
     figures = {(name, lane): ([], []) for name in ("ours", "upstream") for lane in (0, 1)}
     for run in range(repeats):
         for name in ("ours", "upstream"):
             with FakeBroker() as broker:
                 side = Side(name, work / f"lanes-{name}-{run}", broker, entries + exits)
                 try:
-                    sent = {}
+                    # Entries are told apart by quantity; the 5 flattens of one exit
+                    # instrument are identical, and both systems keep per-instrument order,
+                    # so they are matched first-sent, first-arrived.
+                    sent, exits_sent = {}, {symbol: [] for symbol in exits}
                     plan = [("BUY", entries[i % 4], 9000 + i) for i in range(40)] + \
-                           [("SELL", exits[i], 0) for i in range(20)]
+                           [("SELL", exits[i % 4], 0) for i in range(20)]
                     random.Random(7).shuffle(plan)  # interleaved, as a scanner fires
                     for action, symbol, quantity in plan:
-                        key = symbol if action == "SELL" else quantity
-                        sent[key] = side.fire(symbol, action, quantity)
+                        at = side.fire(symbol, action, quantity)
+                        if action == "SELL":
+                            exits_sent[symbol].append(at)
+                        else:
+                            sent[quantity] = at
                         time.sleep(1.0 / len(plan))
                     broker.wait_for(60, timeout=120)
                     regular, smart = [], []
                     for request in broker.received:
                         body = request.body
                         if body["symbol"] in exits:
-                            smart.append((request.wall_time - sent[body["symbol"]]) * 1000)
+                            first = exits_sent[body["symbol"]].pop(0)
+                            smart.append((request.wall_time - first) * 1000)
                         else:
                             regular.append((request.wall_time - sent[int(body["quantity"])]) * 1000)
                 finally:
