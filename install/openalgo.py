@@ -192,16 +192,12 @@ def install(target: Path, *, dry_run: bool = False, out=sys.stdout) -> int:
     state = _state(target)
     record = _read_record(target)
     for path, (original, patched) in plans.items():
-        backup = state / "original" / path
-        if original != patched and not backup.exists():
-            backup.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(target / path, backup)  # byte-for-byte, before the first change
+        if original != patched and not (state / "original" / path).exists():
+            _keep_original(target, path)  # before the first change
     for path in copies:
         if path not in record["added"] and path not in record["replaced"]:
             if (target / path).exists():  # the checkout's own file: keep it for --uninstall
-                backup = state / "original" / path
-                backup.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(target / path, backup)
+                _keep_original(target, path)
                 record["replaced"].append(path)
             else:
                 record["added"].append(path)
@@ -227,6 +223,13 @@ def _read_record(target: Path) -> dict:
         record.setdefault(key, [])
     record.setdefault("written", {})
     return record
+
+
+def _keep_original(target: Path, path: str) -> None:
+    """Copy ``path`` byte for byte under the state folder, for ``--uninstall``."""
+    backup = _state(target) / "original" / path
+    backup.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(target / path, backup)
 
 
 def _digest(data: bytes) -> str:

@@ -42,7 +42,12 @@ from database.order_queue_db import (
 from database.order_queue_secrets import CredentialsUnavailable, unseal
 from services import order_queue_events
 from services.order_queue_outcome import Outcome, Verdict, classify_exception, classify_response
-from services.order_queue_reconciler import OrderbookUnavailable, fetch_orderbook, find_matches
+from services.order_queue_reconciler import (
+    BROKER_TIMEZONE,
+    OrderbookUnavailable,
+    fetch_orderbook,
+    find_matches,
+)
 from services.order_queue_settings import OrderQueueSettings, load_settings
 from utils.logging import get_logger
 
@@ -495,15 +500,12 @@ def set_deadline_provider(provider: DeadlineProvider | None) -> None:
     _deadline_provider = provider
 
 
-MARKET_TIMEZONE = pytz.timezone("Asia/Kolkata")
-
-
 def squareoff_utc(squareoff_time: str, now_utc: datetime) -> datetime:
     """A strategy's ``HH:MM`` squareoff (IST, as OpenAlgo stores it) on the trading day
     of ``now_utc``, as naive UTC: what deadline providers return."""
     hour, minute = (int(part) for part in squareoff_time.split(":"))
-    today = pytz.utc.localize(now_utc).astimezone(MARKET_TIMEZONE)
-    local = MARKET_TIMEZONE.localize(datetime(today.year, today.month, today.day, hour, minute))
+    today = pytz.utc.localize(now_utc).astimezone(BROKER_TIMEZONE)
+    local = BROKER_TIMEZONE.localize(datetime(today.year, today.month, today.day, hour, minute))
     return local.astimezone(pytz.utc).replace(tzinfo=None)
 
 
@@ -618,11 +620,11 @@ def install_shutdown_handlers() -> list[str]:
     with _signals_lock:
         if _signals_handled:
             return list(_signals_handled)
+        atexit.unregister(stop_dispatcher)  # once, however often this is called
+        atexit.register(stop_dispatcher)
         if threading.current_thread() is not threading.main_thread():
-            atexit.register(stop_dispatcher)
             logger.info("not in the main thread: order queue stops at interpreter exit")
             return []
-        atexit.register(stop_dispatcher)
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous = signal.getsignal(signum)
             signal.signal(signum, _shutdown_handler(previous))
