@@ -74,8 +74,11 @@ def create_app(test_config=None):
         ("Order Queue DB", order_queue_db.init_db),
     ]
     for name, init_fn in db_init_functions:
-        init_fn()
-        logger.debug("%s initialised", name)
+        try:  # as in OpenAlgo: one database failing must not keep the others down
+            init_fn()
+            logger.debug("%s initialised", name)
+        except Exception as exc:
+            logger.error("%s failed to initialise: %s", name, exc)
 
     csrf = CSRFProtect(app)
     app.register_blueprint(auth_bp)

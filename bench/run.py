@@ -79,10 +79,10 @@ def raw_sqlite_commits(path: Path, count: int) -> list[float]:
 
 def bench_enqueue(work: Path, count: int, repeats: int) -> None:
     from services import order_queue_service
-    from services.order_queue_settings import load_settings
+    from services.order_queue_settings import configure, load_settings
     from database import order_queue_db
 
-    order_queue_service.configure(load_settings({}))
+    configure(load_settings({}))
     ours_p50, ours_p99, raw_p50, raw_p99, threaded = [], [], [], [], []
     for run in range(repeats):
         raw = raw_sqlite_commits(work / f"raw{run}.db", count)

@@ -24,8 +24,15 @@ from flask.cli import AppGroup
 
 from database import order_queue_db, order_queue_secrets
 from database.order_queue_db import DeadReason, OrderState, QueueStorageError, utcnow
-from services import order_queue_actions, order_queue_service
-from services.order_queue_settings import OrderQueueSettings, SettingsError, load_settings, setting_names
+from services import order_queue_actions, order_queue_lifecycle
+from services.order_queue_settings import (
+    OrderQueueSettings,
+    SettingsError,
+    configure,
+    current_settings,
+    load_settings,
+    setting_names,
+)
 from extensions import socketio
 from services.order_queue_events import NAMESPACE
 from utils.session import check_session_validity, is_session_valid
@@ -60,7 +67,7 @@ def init_app(app) -> OrderQueueSettings:
         order_queue_secrets.seal("start-up check")  # fails early, and derives the key once
     except order_queue_secrets.CredentialsUnavailable as exc:
         raise SettingsError(str(exc)) from None
-    order_queue_service.configure(settings)
+    configure(settings)
     order_queue_db.configure(settings.database_url,
                              busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     app.extensions["order_queue"] = settings
@@ -94,18 +101,21 @@ def _live_connect(auth=None):
     return is_session_valid()
 
 
-def start(app) -> order_queue_service.Dispatcher:
-    """Start this process's dispatcher (idempotent); outside tests it also stops
-    gracefully on SIGTERM / SIGINT."""
-    return order_queue_service.start_dispatcher(app.extensions["order_queue"],
-                                                handle_signals=not app.testing)
+def start(app) -> None:
+    """Start this process's dispatcher once the host is ready (OpenAlgo's
+    ``app.db_ready``) and the queue database answers; never raises into the host's
+    start-up (see ``order_queue_lifecycle``).  Outside tests it also stops gracefully
+    on SIGTERM / SIGINT."""
+    order_queue_lifecycle.start_when_ready(app.extensions["order_queue"],
+                                           host_ready=getattr(app, "db_ready", None),
+                                           handle_signals=not app.testing)
 
 
 def handle_signals() -> list[str]:
     """Graceful stop on SIGTERM / SIGINT.  ``start`` does this itself when it runs in
     the main thread; a host that starts the dispatcher from another thread (OpenAlgo
     starts it from its DB-init thread) calls this from the main thread at import."""
-    return order_queue_service.install_shutdown_handlers()
+    return order_queue_lifecycle.install_shutdown_handlers()
 
 
 # --------------------------------------------------------------------------- reading
@@ -135,7 +145,7 @@ def stats_report() -> dict:
     process: with ``flask order-queue worker`` processes doing the sending, a web
     process without a dispatcher of its own is still served."""
     now = utcnow()
-    settings = order_queue_service.current_settings()
+    settings = current_settings()
     store = order_queue_db.get_store()
     report = store.stats(now=now, day_start=_day_start_utc(now))
     live = store.live_dispatchers(now=now,
@@ -155,13 +165,22 @@ def stats_report() -> dict:
 def health_report() -> tuple[dict, bool]:
     """Healthy when the dispatcher runs, storage answers, nothing waits too long, and
     (if so configured) no dead order awaits a decision."""
-    settings = order_queue_service.current_settings()
+    settings = current_settings()
+    here = order_queue_lifecycle.status()
+    process = {"server_model": here["server_model"],
+               "dispatcher_running": here["dispatcher_running"],
+               "stopping": here["stopping"]}
     problems = []
+    if here["start_problem"]:
+        # The detail is logged for the operator; the public answer stays generic.
+        problems.append(f"dispatcher waiting for the queue database since "
+                        f"{_iso(here['start_problem_since'])}; webhooks answer 503 meanwhile")
     try:
         report = stats_report()
     except QueueStorageError:
-        # The detail is logged for the operator; the public answer stays generic.
-        return {"status": "unhealthy", "problems": ["queue database unavailable"]}, False
+        problems.append("queue database unavailable")
+        return {"status": "unhealthy", "problems": problems, "process": process}, False
+    report["process"] = process
     if not report["dispatcher"]["alive"]:
         problems.append("dispatcher not running (no heartbeat from any process)")
     age = report["oldest_pending_age_seconds"]
@@ -466,10 +485,10 @@ def worker_command():
     For scaling dispatch apart from the web processes (PostgreSQL); any number of
     workers and web processes may share one queue database.
     """
-    dispatcher = order_queue_service.start_dispatcher(
+    dispatcher = order_queue_lifecycle.start_dispatcher(
         current_app.extensions["order_queue"], handle_signals=True)
     click.echo(f"order queue worker {dispatcher.id} running; stop with SIGTERM or Ctrl+C")
-    while dispatcher.alive:
+    while True:  # the signal handler ends the process once the dispatcher has stopped
         time.sleep(0.5)
 
 
@@ -477,7 +496,7 @@ def worker_command():
 @click.option("--days", type=float, help="Override ORDER_QUEUE_RETENTION_DAYS.")
 def purge_command(days):
     """Delete finished orders (sent, dismissed, cancelled) older than the retention."""
-    days = days if days is not None else order_queue_service.current_settings().retention_days
+    days = days if days is not None else current_settings().retention_days
     purged = order_queue_db.get_store().purge_finished(
         older_than=utcnow() - timedelta(days=days))
     click.echo(f"purged {purged} finished orders older than {days:g} days")

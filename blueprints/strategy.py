@@ -94,16 +94,22 @@ def webhook(webhook_id):
     except SQLAlchemyError:
         logger.exception("webhook %s: strategy database unavailable; order NOT queued",
                          webhook_id)
-        return jsonify({"status": "error",
-                        "error": "Strategy database unavailable: order NOT queued, retry later"}), 503
+        return _unavailable("Strategy database unavailable: order NOT queued, retry later")
     try:
         queue_order(endpoint, payload)
     except QueueStorageError:
         # queue_order has logged the failure at ERROR; the sender must retry.
-        return jsonify({"status": "error",
-                        "error": "Order queue unavailable: order NOT queued, retry later"}), 503
+        return _unavailable("Order queue unavailable: order NOT queued, retry later")
     return jsonify({"status": "success",
                     "message": f"Order queued successfully for {data['symbol']}"}), 200
+
+
+def _unavailable(error: str):
+    """503 with Retry-After: nothing was stored, and the sender should send again."""
+    response = jsonify({"status": "error", "error": error})
+    response.status_code = 503
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 def _read_alert() -> dict:

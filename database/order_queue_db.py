@@ -53,6 +53,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, mapped_column
 
 from database import order_queue_secrets as secrets
+from database.order_queue_green import OffloadedCalls, run_blocking
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -437,18 +438,26 @@ class PostgresBackend:
 
         dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
+        def next_notification(conn) -> bool:
+            """Wait up to a second for one NOTIFY (psycopg waits in C: off the hub)."""
+            return bool(list(conn.notifies(timeout=1.0, stop_after=1)))
+
         def listen():
             while not stop.is_set():
+                conn = None
                 try:
-                    with psycopg.connect(dsn, autocommit=True) as conn:
-                        conn.execute("LISTEN order_queue")
-                        wake()  # whatever was committed while nobody listened
-                        while not stop.is_set():
-                            for _ in conn.notifies(timeout=1.0):
-                                wake()
+                    conn = run_blocking(psycopg.connect, dsn, autocommit=True)
+                    run_blocking(conn.execute, "LISTEN order_queue")
+                    wake()  # whatever was committed while nobody listened
+                    while not stop.is_set():
+                        if run_blocking(next_notification, conn):
+                            wake()
                 except Exception as exc:
                     logger.warning("order queue LISTEN connection failed (%s); retrying", exc)
                     stop.wait(2.0)
+                finally:
+                    if conn is not None:
+                        run_blocking(conn.close)
 
         thread = threading.Thread(target=listen, name="order-queue-listen", daemon=True)
         thread.start()
@@ -1168,7 +1177,7 @@ def _public(row) -> dict[str, Any]:
 # OpenAlgo's database modules expose plain functions over a module-level engine; these
 # keep the seed proposal's names (enqueue_order, mark_sent, ...) over the configured store.
 
-_store: QueueStore | None = None
+_store: OffloadedCalls | None = None
 _store_lock = threading.Lock()
 
 
@@ -1186,13 +1195,17 @@ db_session = _NoThreadSession()
 
 def configure(url: str | None = None, *, busy_timeout_ms: int = 5000) -> QueueStore:
     """Point the module at ``url`` (default: ``ORDER_QUEUE_DATABASE_URL`` or
-    db/order_queue.db) and return the store.  Replaces any previous store."""
+    db/order_queue.db) and return the store.  Replaces any previous store.
+
+    The store is handed out wrapped so that, under a green server (gunicorn + eventlet),
+    its calls run off the event loop (``order_queue_green``); it is used the same way."""
     global _store
     url = url or os.getenv(DATABASE_URL_VARIABLE) or DEFAULT_DATABASE_URL
     with _store_lock:
         if _store is not None:
             _store.dispose()
-        _store = QueueStore(url, busy_timeout_ms=busy_timeout_ms)
+        _store = OffloadedCalls(QueueStore(url, busy_timeout_ms=busy_timeout_ms),
+                                inline=frozenset({"start_listener", "transaction"}))
     return _store
 
 

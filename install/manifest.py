@@ -6,9 +6,12 @@ only what OpenAlgo also provides.
 
 PLUGIN_FILES = [
     "database/order_queue_db.py",
+    "database/order_queue_green.py",
     "database/order_queue_secrets.py",
     "services/order_queue_actions.py",
+    "services/order_queue_dispatcher.py",
     "services/order_queue_events.py",
+    "services/order_queue_lifecycle.py",
     "services/order_queue_outcome.py",
     "services/order_queue_reconciler.py",
     "services/order_queue_service.py",

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 
 from database import order_queue_db
 from database.order_queue_db import DeadReason, utcnow
-from services import order_queue_events, order_queue_service
+from services import order_queue_events, order_queue_lifecycle, order_queue_service
+from services.order_queue_settings import current_settings
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -37,7 +38,7 @@ def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[A
     order sent since (replaying an old entry after its exit went out would open a
     position nobody wants)."""
     store = order_queue_db.get_store()
-    max_age = order_queue_service.current_settings().max_age_seconds
+    max_age = current_settings().max_age_seconds
     results = []
     for order_id in order_ids:
         row = store.get_order(order_id)
@@ -65,7 +66,7 @@ def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[A
         else:
             results.append(ActionResult(order_id, False, _why_not(store, order_id, "dead")))
     if any(result.ok for result in results):
-        order_queue_service.wake_dispatcher()
+        order_queue_lifecycle.wake_dispatcher()
     return results
 
 

@@ -149,3 +149,20 @@ def load_settings(source: Mapping[str, object] | None = None) -> OrderQueueSetti
 def setting_names() -> list[str]:
     """Every variable this module reads (a test checks .env.example documents each)."""
     return list(_VARIABLES)
+
+
+_current: OrderQueueSettings | None = None
+
+
+def configure(settings: OrderQueueSettings) -> None:
+    """The settings this process runs with (``init_app`` sets them once at start)."""
+    global _current
+    _current = settings
+
+
+def current_settings() -> OrderQueueSettings:
+    """This process's settings; read from the environment if nobody configured them."""
+    global _current
+    if _current is None:
+        _current = load_settings()
+    return _current

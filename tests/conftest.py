@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 
 from database import order_queue_db
 from database.order_queue_db import QueueStore
-from services import order_queue_service
+from services import order_queue_lifecycle
 from tests.fake_broker import FakeBroker
 
 TEST_PEPPER = "a3f1" * 16
@@ -123,7 +123,7 @@ def app(request, tmp_path, monkeypatch, _pepper):
         overrides["ORDER_QUEUE_DATABASE_URL"] = request.getfixturevalue("postgres_schema_url")
     application = make_app(tmp_path, **overrides)
     yield application
-    order_queue_service.stop_dispatcher(timeout=5)
+    order_queue_lifecycle.stop_dispatcher(timeout=5)
     order_queue_db.get_store().dispose()
 
 

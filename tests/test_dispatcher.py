@@ -7,7 +7,7 @@ import pytest
 
 from database.order_queue_db import OrderState
 from services.order_queue_reconciler import BROKER_TIMEZONE as IST
-from services.order_queue_service import Dispatcher
+from services.order_queue_dispatcher import Dispatcher
 from services.order_queue_settings import OrderQueueSettings
 from tests.fake_broker import AcceptThenHang, Drop, Hold, Reject, Stall, Status
 

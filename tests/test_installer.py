@@ -152,9 +152,14 @@ PATCHED_APP_SCRIPT = textwrap.dedent("""
 
     import app
     from database.strategy_db import Strategy, db_session
+    from services import order_queue_lifecycle
     from services.order_queue_service import deadline_for
 
     assert app.app.db_ready.wait(20)
+    for _ in range(400):  # the dispatcher starts once db_ready is set
+        if order_queue_lifecycle.get_dispatcher() is not None:
+            break
+        threading.Event().wait(0.05)
     client = app.app.test_client()
     for path in ("/strategy/webhook/s1", "/chartink/webhook/c1"):
         response = client.post(path, json={"symbol": "SBIN", "action": "BUY"})
@@ -209,11 +214,16 @@ SIGTERM_SCRIPT = textwrap.dedent("""
     import os
     import signal
 
+    import time
+
     import app
-    from services import order_queue_service
+    from services import order_queue_lifecycle
 
     assert app.app.db_ready.wait(20)
-    assert order_queue_service.get_dispatcher().alive
+    deadline = time.monotonic() + 20  # it starts once db_ready is set
+    while order_queue_lifecycle.get_dispatcher() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert order_queue_lifecycle.get_dispatcher().alive
     os.kill(os.getpid(), signal.SIGTERM)
     signal.pause()  # the handler stops the dispatcher and exits; never returns
 """)

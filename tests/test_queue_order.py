@@ -4,7 +4,7 @@ import pytest
 
 from blueprints import order_queue
 from database import order_queue_db
-from services import order_queue_service
+from services import order_queue_lifecycle, order_queue_service
 from services.order_queue_service import queue_order
 from tests.conftest import make_app
 
@@ -39,4 +39,4 @@ def test_enqueue_wakes_the_dispatcher_instead_of_waiting_for_a_poll(tmp_path, br
         queue_order("placeorder", payload("SECOND"))  # the loop is now asleep for 60 s
         assert broker.wait_for(2, timeout=10)
     finally:
-        order_queue_service.stop_dispatcher(timeout=5)
+        order_queue_lifecycle.stop_dispatcher(timeout=5)

@@ -11,8 +11,9 @@ from database import order_queue_db
 from database.auth_db import ensure_user
 from database.order_queue_db import DeadReason, RateLimits, utcnow
 from extensions import socketio
-from services import order_queue_service
+from services import order_queue_lifecycle, order_queue_service
 from services.order_queue_events import NAMESPACE
+from services.order_queue_settings import current_settings
 from tests.conftest import make_app
 from tests.fake_broker import Reject
 
@@ -94,12 +95,12 @@ def test_health_is_public_and_reports(app, client):
 def test_health_sees_a_dispatcher_this_process_does_not_own(app, client):
     """Sending may run in ``flask order-queue worker`` processes: the web process reads
     their heartbeats from the queue database."""
-    from services.order_queue_service import Dispatcher
+    from services.order_queue_dispatcher import Dispatcher
 
-    elsewhere = Dispatcher(order_queue_db.get_store(), order_queue_service.current_settings())
+    elsewhere = Dispatcher(order_queue_db.get_store(), current_settings())
     elsewhere.start()
     try:
-        assert order_queue_service.get_dispatcher() is None
+        assert order_queue_lifecycle.get_dispatcher() is None
         response = client.get("/order-queue/api/health")
         assert response.status_code == 200, response.get_json()
         assert response.get_json()["dispatcher"]["ids"] == [elsewhere.id]
@@ -275,7 +276,7 @@ def test_a_dead_lettered_order_is_loud(tmp_path, broker, caplog):
                 events += live.get_received(NAMESPACE)
                 time.sleep(0.05)
     finally:
-        order_queue_service.stop_dispatcher(timeout=5)
+        order_queue_lifecycle.stop_dispatcher(timeout=5)
     dead_event = next(e for e in events if e["name"] == "order_queue:dead")["args"][0]
     assert (dead_event["reason"], dead_event["symbol"]) == ("rejected", "SBIN")
     assert [e["args"][0]["state"] for e in events if e["name"] == "order_queue:order"] == \
@@ -322,7 +323,7 @@ def test_health_reasons(tmp_path, broker):
         assert report.status_code == 503
         assert report.get_json()["problems"] == ["1 dead orders await a decision"]
     finally:
-        order_queue_service.stop_dispatcher(timeout=5)
+        order_queue_lifecycle.stop_dispatcher(timeout=5)
 
 
 @pytest.mark.parametrize("target", ["//evil.com", "/%09/evil.com", "/\\evil.com",

@@ -57,7 +57,7 @@ def test_webhook_order_reaches_the_broker_with_the_exact_payload(tmp_path, broke
         stored = order_queue_db.get_store().get_order(row["id"])
         assert stored["broker_orderid"] == received.orderid
     finally:
-        order_queue.order_queue_service.stop_dispatcher(timeout=5)
+        order_queue.order_queue_lifecycle.stop_dispatcher(timeout=5)
 
 
 SMART_EXIT = {"quantity": "0", "position_size": "0", "price": "0", "trigger_price": "0",
@@ -289,4 +289,4 @@ def test_entry_still_queued_at_squareoff_is_expired_not_sent(tmp_path, broker, m
         time.sleep(0.5)
         assert broker.orders() == []
     finally:
-        order_queue.order_queue_service.stop_dispatcher(timeout=5)
+        order_queue.order_queue_lifecycle.stop_dispatcher(timeout=5)

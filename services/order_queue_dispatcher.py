@@ -1,0 +1,472 @@
+"""The dispatcher: takes committed orders from the queue and delivers them to the broker API.
+
+One loop thread claims orders (smart lane first, per-account rate limits and
+per-instrument order enforced by the claim itself) and hands each to a small pool of
+sender threads, so one slow request does not hold up other accounts.  The loop sleeps on
+a ``threading.Event``: ``queue_order`` and every finished send wake it at once; a timed
+wait is only the fallback for retries, rate windows and heartbeats.
+
+Under gunicorn + eventlet these threads are green: the HTTP requests cooperate with the
+server's event loop, and every store call runs off it (``order_queue_green``), so the
+server keeps answering while thousands of orders drain.
+
+Every outcome is decided by ``order_queue_outcome`` and written through
+``order_queue_db``; an order whose send outcome is unknown goes IN_DOUBT and is settled
+by ``order_queue_reconciler`` against the broker's orderbook, never resent blindly.
+How the dispatcher of a process is started and stopped is ``order_queue_lifecycle``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable
+
+import httpx
+
+from database import order_queue_db
+from database.order_queue_db import (
+    AttemptKind,
+    ClaimedOrder,
+    DeadReason,
+    QueueStorageError,
+    QueueStore,
+    RateLimits,
+)
+from database.order_queue_secrets import CredentialsUnavailable, unseal
+from services import order_queue_events
+from services.order_queue_outcome import Outcome, Verdict, classify_exception, classify_response
+from services.order_queue_reconciler import OrderbookUnavailable, fetch_orderbook, find_matches
+from services.order_queue_settings import OrderQueueSettings
+from utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+PURGE_INTERVAL_SECONDS = 3600
+
+
+@dataclass
+class RunReport:
+    """What one pass of the loop did (for tests and for choosing how long to sleep)."""
+
+    sent: list[int] = field(default_factory=list)
+    reconciling: list[int] = field(default_factory=list)
+    recovered: list[int] = field(default_factory=list)
+    expired: list[int] = field(default_factory=list)
+    next_due_at: datetime | None = None
+
+
+class SendPacer:
+    """The rate limit again, at the moment each request actually leaves.
+
+    Claims are paced by their claim time, but a request can leave later than it was
+    claimed (a GC pause, a busy CPU): a late one could then share a broker second with
+    the next burst.  Before sending, each request reserves the earliest time at which
+    its account lane has sent fewer than its limit in the window, and waits until then.
+    """
+
+    def __init__(self, limits: RateLimits):
+        self.limits = limits
+        self._sent: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def wait_turn(self, lane_key: str) -> float:
+        """Block until ``lane_key`` may send; return the seconds waited."""
+        limit, window = self.limits.limit_for(lane_key), self.limits.window
+        with self._lock:
+            sent = self._sent.setdefault(lane_key, deque(maxlen=limit))
+            now = time.monotonic()
+            turn = max(now, sent[0] + window) if len(sent) == limit else now
+            sent.append(turn)
+        if turn > now:
+            time.sleep(turn - now)
+        return turn - now
+
+
+class Dispatcher:
+    """Delivers queued orders; one per process is enough, several may share a database."""
+
+    def __init__(self, store: QueueStore, settings: OrderQueueSettings, *,
+                 clock: Clock = order_queue_db.utcnow, client: httpx.Client | None = None):
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.limits = RateLimits(smart=settings.smart_rate, regular=settings.regular_rate,
+                                 window=settings.rate_window_seconds)
+        self.pacer = SendPacer(self.limits)
+        self.client = client or httpx.Client(
+            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            limits=httpx.Limits(max_connections=settings.workers + 2))
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self._thread: threading.Thread | None = None
+        self._registered = False
+        self._last_housekeeping: float | None = None
+        self._last_purge: float | None = None
+        self.last_heartbeat: datetime | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Register, then run the loop in a background thread (it resumes pending work
+        at once; no webhook is needed to get it going)."""
+        if self._thread is not None:
+            return
+        self._register()
+        self._thread = threading.Thread(target=self.run, name="order-queue-dispatcher",
+                                        daemon=True)
+        self._thread.start()
+        self.store.start_listener(self.wake, self._stopping)
+        logger.info("order queue dispatcher %s started", self.id)
+
+    def wake(self) -> None:
+        """Ask the loop to look for work now."""
+        self._wake.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def request_stop(self) -> None:
+        """Stop claiming now, without waiting: safe inside a signal handler, which must
+        hand the thread back to the server so it can answer the requests in flight."""
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop claiming, let in-flight requests finish (bounded), leave the rest pending.
+
+        Returns True if nothing was left in flight.  Orders still in flight after the
+        timeout stay SENDING and are reconciled by the next dispatcher.
+        """
+        timeout = self.settings.shutdown_timeout_seconds if timeout is None else timeout
+        self.request_stop()
+        deadline = time.monotonic() + timeout
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        with self._idle:
+            while self._in_flight and time.monotonic() < deadline:
+                self._idle.wait(max(0.0, deadline - time.monotonic()))
+            drained = self._in_flight == 0
+        # Marked stopped only when nothing is on the wire: otherwise another dispatcher
+        # would reconcile those orders while their requests may still be answered.
+        if drained:
+            try:
+                if self._registered:
+                    self.store.stop_dispatcher(self.id, now=self.clock())
+            except QueueStorageError as exc:
+                logger.error("could not record dispatcher %s stop: %s", self.id, exc)
+            self.client.close()
+        logger.info("order queue dispatcher %s stopped (%s)", self.id,
+                    "drained" if drained else "requests still in flight")
+        return drained
+
+    def _register(self) -> None:
+        if not self._registered:
+            self.store.register_dispatcher(self.id, host=socket.gethostname(), pid=os.getpid(),
+                                           now=self.clock())
+            self._registered = True
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        """Loop until stopped; an error in one pass is logged and the loop carries on."""
+        while not self._stopping.is_set():
+            wait = self.settings.poll_seconds
+            try:
+                report = self.run_once()
+                if report.next_due_at is not None:
+                    until_due = (report.next_due_at - self.clock()).total_seconds()
+                    wait = min(wait, max(until_due, 0.001))
+            except QueueStorageError as exc:
+                logger.error("order queue storage error in dispatcher: %s", exc)
+            except Exception:
+                logger.exception("order queue dispatcher pass failed; carrying on")
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def run_once(self, now: datetime | None = None) -> RunReport:
+        """One pass: housekeeping when due, then claim work while sender slots are free."""
+        report = RunReport()
+        self._register()
+        self._housekeeping(now, report)
+        while self._free_slot() and not self._stopping.is_set():
+            order = self.store.claim_in_doubt(self.id, now=now or self.clock(),
+                                              lease_seconds=self.settings.lease_seconds)
+            if order is None:
+                break
+            report.reconciling.append(order.id)
+            self._submit(self._reconcile, order)
+        while self._free_slot() and not self._stopping.is_set():
+            claim = self.store.claim_next(self.id, now=now or self.clock(),
+                                          lease_seconds=self.settings.lease_seconds,
+                                          limits=self.limits)
+            if claim.order is None:
+                report.next_due_at = claim.next_due_at
+                break
+            report.sent.append(claim.order.id)
+            self._submit(self._send, claim.order)
+        return report
+
+    def _housekeeping(self, now: datetime | None, report: RunReport) -> None:
+        """Heartbeat, in-doubt recovery of dead dispatchers' orders, expiry; at most once
+        per heartbeat period."""
+        tick = time.monotonic()
+        if self._last_housekeeping is not None and now is None and \
+                tick - self._last_housekeeping < self.settings.heartbeat_seconds:
+            return
+        self._last_housekeeping = tick
+        now = now or self.clock()
+        self.store.heartbeat(self.id, now=now)
+        self.last_heartbeat = now
+        report.recovered = self.store.recover_stale_sending(
+            now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds,
+            check_at=now)
+        for order_id in report.recovered:
+            logger.warning("order %s: its dispatcher stopped mid-send; now in doubt, "
+                           "will be reconciled with the broker's orderbook", order_id)
+            order_queue_events.publish(order_id, "in_doubt")
+        for row in self.store.expire_pending(now=now):
+            report.expired.append(row["id"])
+            logger.error("order %s dead-lettered: reason=expired strategy=%s symbol=%s "
+                         "queued_at=%s", row["id"], row["strategy"], row["symbol"],
+                         row["created_at"])
+            order_queue_events.publish(row["id"], "dead", reason="expired",
+                                       symbol=row["symbol"], strategy=row["strategy"])
+        if self._last_purge is None or tick - self._last_purge >= PURGE_INTERVAL_SECONDS:
+            self._last_purge = tick
+            purged = self.store.purge_finished(
+                older_than=now - timedelta(days=self.settings.retention_days))
+            if purged:
+                logger.info("purged %s finished orders older than %s days", purged,
+                            self.settings.retention_days)
+
+    # ------------------------------------------------------------------ sender pool
+
+    def _free_slot(self) -> bool:
+        with self._idle:
+            return self._in_flight < self.settings.workers
+
+    def _submit(self, task: Callable[[ClaimedOrder], None], order: ClaimedOrder) -> None:
+        with self._idle:
+            self._in_flight += 1
+        threading.Thread(target=self._run_task, args=(task, order),
+                         name=f"order-queue-{task.__name__.strip('_')}-{order.id}",
+                         daemon=True).start()
+
+    def _run_task(self, task: Callable[[ClaimedOrder], None], order: ClaimedOrder) -> None:
+        try:
+            task(order)
+        except QueueStorageError as exc:
+            # The send stamp or the outcome could not be written; the lease will expire
+            # and the order will be reconciled, so nothing is lost or doubled.
+            logger.error("order %s: queue storage error, left to recovery: %s", order.id, exc)
+        except Exception:
+            logger.exception("order %s: unexpected error while processing", order.id)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+            self._wake.set()
+
+    # ------------------------------------------------------------------ sending
+
+    def _send(self, order: ClaimedOrder) -> None:
+        try:
+            api_key = unseal(order.apikey_token)
+        except CredentialsUnavailable as exc:
+            self._dead(order, DeadReason.CREDENTIALS, Verdict(Outcome.CREDENTIALS, message=str(exc)),
+                       counts_as_attempt=False)
+            return
+        url = f"{self.settings.host_server}/api/v1/{order.endpoint}"
+        if not self.store.stamp_send(order, now=self.clock(),
+                                     lease_seconds=self.settings.lease_seconds):
+            logger.error("order %s: lease lost before sending (this dispatcher was too slow); "
+                         "NOT sent here, its new owner decides", order.id)
+            return
+        # Last, so nothing (not even the stamp's write, which can wait for a busy
+        # database) stands between the pacer's turn and the request leaving.
+        self.pacer.wait_turn(order.lane_key)
+        started = time.monotonic()
+        try:
+            verdict = classify_response(self.client.post(url, json={**order.payload,
+                                                                    "apikey": api_key}))
+        except httpx.HTTPError as exc:
+            verdict = classify_exception(exc)
+        latency_ms = (time.monotonic() - started) * 1000
+        self._apply(order, verdict, latency_ms)
+
+    def _apply(self, order: ClaimedOrder, verdict: Verdict, latency_ms: float) -> None:
+        now = self.clock()
+        common = {"now": now, "actor": self.id, "latency_ms": latency_ms}
+        outcome = verdict.outcome
+        if outcome is Outcome.ACCEPTED:
+            done = self.store.mark_sent(order, broker_orderid=verdict.orderid,
+                                        http_status=verdict.http_status,
+                                        message=verdict.message, **common)
+            if done:
+                logger.info("order %s sent: %s %s orderid=%s (%s ms)", order.id,
+                            order.endpoint, order.payload.get("symbol"), verdict.orderid,
+                            round(latency_ms))
+                self._publish(order, "sent", orderid=verdict.orderid)
+        elif outcome is Outcome.NOT_SENT:
+            done = self.store.mark_failed(order, retry_at=now + self._backoff(1),
+                                          outcome=outcome.value, error=verdict.message,
+                                          counts_as_attempt=False, **common)
+            if done:
+                logger.warning("order %s not sent (%s); retrying", order.id, verdict.message)
+                self._publish(order, "pending", error=verdict.message)
+        elif outcome is Outcome.TRANSIENT:
+            used = order.attempts + 1
+            if used >= self.settings.max_retries:
+                done = self._dead(order, DeadReason.RETRIES_EXHAUSTED, verdict,
+                                  latency_ms=latency_ms)
+            else:
+                done = self.store.mark_failed(order, retry_at=now + self._backoff(used),
+                                              outcome=outcome.value,
+                                              error=_describe(verdict),
+                                              counts_as_attempt=True,
+                                              http_status=verdict.http_status, **common)
+                if done:
+                    logger.warning("order %s: transient failure (%s), attempt %s of %s",
+                                   order.id, _describe(verdict), used, self.settings.max_retries)
+                    self._publish(order, "pending", error=_describe(verdict))
+        elif outcome is Outcome.UNKNOWN:
+            done = self.store.mark_in_doubt(
+                order, outcome=outcome.value, error=_describe(verdict),
+                check_at=now + timedelta(seconds=self.settings.reconcile_interval_seconds),
+                **common)
+            if done:
+                logger.warning("order %s in doubt (%s); will check the broker's orderbook",
+                               order.id, _describe(verdict))
+                self._publish(order, "in_doubt", error=_describe(verdict))
+        else:
+            reason = (DeadReason.CREDENTIALS if outcome is Outcome.CREDENTIALS
+                      else DeadReason.REJECTED)
+            done = self._dead(order, reason, verdict, latency_ms=latency_ms)
+        if not done and outcome is Outcome.ACCEPTED:
+            logger.error("order %s: the broker accepted it as orderid=%s after this "
+                         "dispatcher lost its lease; check the broker for a duplicate",
+                         order.id, verdict.orderid)
+            self.store.record_late_acceptance(
+                order.id, now=now, actor=self.id, broker_orderid=verdict.orderid,
+                message="accepted after the lease passed to another dispatcher")
+        elif not done:
+            logger.warning("order %s: lease lost before the outcome (%s) was recorded; "
+                           "a newer owner decides", order.id, outcome.value)
+
+    def _dead(self, order: ClaimedOrder, reason: DeadReason, verdict: Verdict, *,
+              counts_as_attempt: bool = True, latency_ms: float | None = None,
+              kind: AttemptKind = AttemptKind.SEND) -> bool:
+        error = _describe(verdict)
+        done = self.store.mark_dead(order, now=self.clock(), actor=self.id, reason=reason,
+                                    outcome=verdict.outcome.value, error=error,
+                                    counts_as_attempt=counts_as_attempt,
+                                    http_status=verdict.http_status, latency_ms=latency_ms,
+                                    kind=kind)
+        if done:
+            logger.error("order %s dead-lettered: reason=%s strategy=%s symbol=%s error=%s",
+                         order.id, reason.value, order.payload.get("strategy"),
+                         order.payload.get("symbol"), error)
+            self._publish(order, "dead", reason=reason.value, error=error)
+        return done
+
+    def _publish(self, order: ClaimedOrder, state: str, **details) -> None:
+        order_queue_events.publish(order.id, state, symbol=order.payload.get("symbol"),
+                                   strategy=order.payload.get("strategy"), **details)
+
+    def _backoff(self, attempt: int) -> timedelta:
+        """Exponential with full jitter in the upper half; never shorter than the rate
+        window, so an order's earlier send has always left the window it is counted in."""
+        ceiling = min(self.settings.retry_cap_seconds,
+                      self.settings.retry_base_seconds * 2 ** (attempt - 1))
+        delay = max(ceiling * random.uniform(0.5, 1.0), self.settings.rate_window_seconds)
+        return timedelta(seconds=delay)
+
+    # ------------------------------------------------------------------ reconciling
+
+    def _reconcile(self, order: ClaimedOrder) -> None:
+        """Settle an in-doubt order against the broker's orderbook (design §3)."""
+        checks_done = order.reconcile_checks + 1
+        last_check = checks_done >= self.settings.reconcile_checks
+        try:
+            api_key = unseal(order.apikey_token)
+        except CredentialsUnavailable as exc:
+            self._dead(order, DeadReason.CREDENTIALS, Verdict(Outcome.CREDENTIALS, message=str(exc)),
+                       counts_as_attempt=False, kind=AttemptKind.RECONCILE)
+            return
+        try:
+            book = fetch_orderbook(self.client, self.settings.host_server, api_key)
+        except OrderbookUnavailable as exc:
+            if last_check:
+                self._dead(order, DeadReason.IN_DOUBT,
+                           Verdict(Outcome.UNKNOWN, message=f"orderbook unavailable: {exc}"),
+                           counts_as_attempt=False, kind=AttemptKind.RECONCILE)
+            else:
+                self._check_again(order, f"orderbook unavailable: {exc}")
+            return
+        result = find_matches(order.endpoint, order.payload, order.dispatched_at, book)
+        unbound = sorted(set(result.orderids) - self.store.bound_broker_orderids(
+            result.orderids, excluding=order.id))
+        now = self.clock()
+        if result.unreadable or len(unbound) > 1:
+            detail = (f"{len(unbound)} matching orders at the broker ({', '.join(unbound)})"
+                      + (f", {result.unreadable} with unreadable timestamps"
+                         if result.unreadable else ""))
+            self._dead(order, DeadReason.IN_DOUBT,
+                       Verdict(Outcome.UNKNOWN, message=f"ambiguous: {detail}"),
+                       counts_as_attempt=False, kind=AttemptKind.RECONCILE)
+        elif len(unbound) == 1:
+            if self.store.mark_sent(order, now=now, actor=self.id, broker_orderid=unbound[0],
+                                    outcome="found_at_broker", kind=AttemptKind.RECONCILE,
+                                    message="adopted the broker's matching order"):
+                logger.info("order %s reconciled: found at the broker as orderid=%s",
+                            order.id, unbound[0])
+                self._publish(order, "sent", orderid=unbound[0])
+        elif last_check and now < self._resend_not_before(order):
+            # The request may still be in progress upstream (OpenAlgo keeps talking to
+            # the broker after our client gave up): look again once it cannot be.
+            self.store.note_reconcile_miss(
+                order, now=now, actor=self.id, check_at=self._resend_not_before(order),
+                message="not in the orderbook yet; waiting until the original request "
+                        "cannot still be in progress")
+        elif last_check:
+            if self.store.release_to_pending(order, now=now, actor=self.id,
+                                             message=f"not in the orderbook after "
+                                                     f"{checks_done} checks"):
+                logger.warning("order %s was not received by the broker; sending it again",
+                               order.id)
+                self._publish(order, "pending")
+        else:
+            self._check_again(order, "not in the orderbook yet")
+
+    def _resend_not_before(self, order: ClaimedOrder) -> datetime:
+        """The original request left at ``dispatched_at``; neither it nor the API's own
+        request to the broker can still be in progress after ``in_progress_seconds``."""
+        return order.dispatched_at + timedelta(seconds=self.settings.in_progress_seconds)
+
+    def _check_again(self, order: ClaimedOrder, message: str) -> None:
+        now = self.clock()
+        self.store.note_reconcile_miss(
+            order, now=now, actor=self.id, message=message,
+            check_at=now + timedelta(seconds=self.settings.reconcile_interval_seconds))
+
+
+def _describe(verdict: Verdict) -> str:
+    status = f"HTTP {verdict.http_status}: " if verdict.http_status else ""
+    return f"{status}{verdict.message}".strip() or verdict.outcome.value
