@@ -47,6 +47,13 @@ def bootstrap_env() -> None:
     load_dotenv(ENV_FILE)
 
 
+def _non_negative_int(variable: str) -> int:
+    raw = os.getenv(variable, "").strip() or "0"
+    if not raw.isdigit():
+        raise SystemExit(f"{variable}={raw!r} must be a whole number of milliseconds >= 0")
+    return int(raw)
+
+
 def create_app(test_config=None):
     """Build the app.  ``test_config`` overrides settings and skips reading ``.env``."""
     if test_config is None:
@@ -61,6 +68,7 @@ def create_app(test_config=None):
         HOST_SERVER=os.getenv("HOST_SERVER") or f"http://127.0.0.1:{port}",
         DATABASE_URL=os.getenv("DATABASE_URL") or host_db.DEFAULT_DATABASE_URL,
         MAX_CONTENT_LENGTH=1024 * 1024,
+        PAPER_BROKER_LATENCY_MS=_non_negative_int("PAPER_BROKER_LATENCY_MS"),
     )
     if test_config:
         app.config.update(test_config)

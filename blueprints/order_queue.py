@@ -24,7 +24,7 @@ from flask.cli import AppGroup
 
 from database import order_queue_db, order_queue_secrets
 from database.order_queue_db import DeadReason, OrderState, QueueStorageError, utcnow
-from services import order_queue_actions, order_queue_lifecycle
+from services import order_queue_actions, order_queue_fence, order_queue_lifecycle
 from services.order_queue_settings import (
     OrderQueueSettings,
     SettingsError,
@@ -73,6 +73,7 @@ def init_app(app) -> OrderQueueSettings:
     app.extensions["order_queue"] = settings
     app.register_blueprint(order_queue_bp)
     app.after_request(_storage_failure_is_503)
+    order_queue_fence.init_app(app)
     app.cli.add_command(order_queue_cli)
     socketio.on_event("connect", _live_connect, namespace=NAMESPACE)
     return settings

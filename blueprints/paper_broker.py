@@ -6,8 +6,9 @@ talks to the host exactly as it would to OpenAlgo, with no real broker behind it
 
 import math
 import re
+import time
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from database import paper_broker_db
@@ -120,10 +121,21 @@ def _database_error(exc: SQLAlchemyError):
     return jsonify({"status": "error", "message": "An unexpected error occurred"}), 500
 
 
+def _broker_latency() -> None:
+    """A real broker takes its time between receiving an order and booking it
+    (``PAPER_BROKER_LATENCY_MS``, 0 by default): demos and crash tests meet the window
+    where a process dies after sending and before the answer."""
+    delay_ms = current_app.config.get("PAPER_BROKER_LATENCY_MS", 0)
+    if delay_ms:
+        time.sleep(delay_ms / 1000)
+
+
 @paper_broker_bp.post("/placeorder")
 def place_order():
     data, user_id = _authenticated_request()
-    orderid = paper_broker_db.place_order(user_id, _order_fields(data, min_quantity=1))
+    fields = _order_fields(data, min_quantity=1)
+    _broker_latency()
+    orderid = paper_broker_db.place_order(user_id, fields)
     return jsonify({"status": "success", "orderid": orderid}), 200
 
 
@@ -132,6 +144,7 @@ def place_smart_order():
     data, user_id = _authenticated_request()
     fields = _order_fields(data, min_quantity=0)
     fields["position_size"] = _integer(data, "position_size", -MAX_QUANTITY)
+    _broker_latency()
     orderid, message = paper_broker_db.place_smart_order(user_id, fields)
     if orderid is None:
         return jsonify({"status": "success", "message": message}), 200

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Float,
     Index,
@@ -43,6 +44,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    inspect,
     or_,
     select,
     text,
@@ -165,6 +167,14 @@ class QueuedOrder(Base):
     dead_reason: Mapped[str | None] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # receipt: what the receiving host process saw of the current send (it records them
+    # itself when it runs the plugin; see ``record_receipt``)
+    fence_expected: Mapped[bool | None] = mapped_column(Boolean)
+    host_instance: Mapped[str | None] = mapped_column(String(80))
+    host_received_at: Mapped[datetime | None] = mapped_column(DateTime)
+    host_done_at: Mapped[datetime | None] = mapped_column(DateTime)
+    host_answer_status: Mapped[int | None] = mapped_column(Integer)
+    host_answer_body: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         # The claim path: pending rows in lane order.  Partial, so it stays small however
@@ -251,6 +261,25 @@ class ClaimedOrder:
     lease_token: str
     dispatched_at: datetime | None
     created_at: datetime
+    receipt: "Receipt | None" = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the host process that received the current send recorded of it.
+
+    ``fence_expected``: the host answered the dispatcher's earlier requests with its
+    fence (it runs the plugin), so a request that left no receipt was refused at the
+    door and never reached the order code.  ``instance``: the dispatcher id of the
+    receiving process (whose liveness the dispatchers table tells), or its process id
+    when it had no running dispatcher."""
+
+    fence_expected: bool
+    instance: str | None
+    received_at: datetime | None
+    done_at: datetime | None
+    answer_status: int | None
+    answer_body: str | None
 
 
 @dataclass(frozen=True)
@@ -565,6 +594,7 @@ class QueueStore:
         with self.transaction() as conn:
             self.backend.lock_schema(conn)
             Base.metadata.create_all(conn)
+            _add_missing_columns(conn)
             self.backend.create_triggers(conn)
 
     def start_listener(self, wake: Callable[[], None], stop: threading.Event):
@@ -762,7 +792,8 @@ class QueueStore:
             "http_status": http_status, "message": _truncate(message, MESSAGE_TEXT_LIMIT),
             "latency_ms": latency_ms, "actor": actor, "broker_orderid": broker_orderid})
 
-    def stamp_send(self, order: ClaimedOrder, *, now: datetime, lease_seconds: float) -> bool:
+    def stamp_send(self, order: ClaimedOrder, *, now: datetime, lease_seconds: float,
+                   fence_expected: bool = False) -> bool:
         """Just before the request leaves: confirm the lease is still held and record the
         moment of sending, with a lease that starts from it.
 
@@ -774,7 +805,51 @@ class QueueStore:
         with self.transaction() as conn:
             return self._mark(conn, order.id, order.lease_token, OrderState.SENDING, {
                 "dispatched_at": now, "updated_at": now,
-                "lease_expires_at": now + timedelta(seconds=lease_seconds)})
+                "lease_expires_at": now + timedelta(seconds=lease_seconds),
+                "fence_expected": fence_expected, "host_instance": None,
+                "host_received_at": None, "host_done_at": None,
+                "host_answer_status": None, "host_answer_body": None})
+
+    def record_receipt(self, order_id: int, lease_token: str, *, instance: str,
+                       now: datetime) -> bool:
+        """The host's door for a dispatched order: True (and the receipt written) only
+        while the sender still holds the order's lease.
+
+        A request that arrives after its order was taken over (its sender died, its
+        answer timed out) is refused here, so an order that left no receipt was never
+        placed, and reconciliation need not wait for a request that might still come.
+        """
+        with self.transaction() as conn:
+            return conn.execute(update(orders).where(
+                orders.c.id == order_id, orders.c.state == OrderState.SENDING.value,
+                orders.c.lease_token == lease_token).values(
+                host_instance=instance, host_received_at=now)).rowcount == 1
+
+    def record_host_answer(self, order_id: int, *, instance: str, received_at: datetime,
+                           now: datetime, status: int, body: str) -> None:
+        """The host's answer to a receipted request, for the reconciler in case the
+        sender is no longer there to read it.  Only for the same receipt."""
+        with self.transaction() as conn:
+            conn.execute(update(orders).where(
+                orders.c.id == order_id, orders.c.host_instance == instance,
+                orders.c.host_received_at == received_at).values(
+                host_done_at=now, host_answer_status=status,
+                host_answer_body=_truncate(body, ERROR_TEXT_LIMIT)))
+
+    def dispatcher_gone_since(self, dispatcher_id: str, *, now: datetime,
+                              heartbeat_timeout: float) -> datetime | None:
+        """When the dispatcher (and so, for a receipt, its process) was last known alive,
+        if it is gone now: stopped, or silent past the heartbeat timeout.  None while it
+        beats, and for an id no dispatcher ever registered (nothing is known of it)."""
+        with self.transaction(read_only=True) as conn:
+            row = conn.execute(select(dispatchers.c.heartbeat_at, dispatchers.c.stopped_at)
+                               .where(dispatchers.c.id == dispatcher_id)).first()
+        if row is None:
+            return None
+        if row.stopped_at is not None:
+            return row.stopped_at
+        silent_since = row.heartbeat_at + timedelta(seconds=heartbeat_timeout)
+        return silent_since if silent_since <= now else None
 
     def mark_sent(self, order: ClaimedOrder, *, now: datetime, actor: str,
                   broker_orderid: str | None, outcome: str = "accepted",
@@ -1158,12 +1233,26 @@ def _filters(states, strategy, symbol, reason, since, until) -> list:
     return conditions
 
 
+def _add_missing_columns(conn: Connection) -> None:
+    """A queue database from an earlier version gains the columns added since (all
+    nullable): ``create_all`` makes missing tables, not missing columns."""
+    for table in Base.metadata.sorted_tables:
+        present = {column["name"] for column in inspect(conn).get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
+
+
 def _claimed(row, token: str, state: str, dispatched_at: datetime | None) -> ClaimedOrder:
     return ClaimedOrder(
         id=row["id"], endpoint=row["endpoint"], payload=json.loads(row["payload"]),
         apikey_token=row["apikey_token"], lane=row["lane"], lane_key=row["lane_key"],
         state=state, attempts=row["attempts"], reconcile_checks=row["reconcile_checks"],
-        lease_token=token, dispatched_at=dispatched_at, created_at=row["created_at"])
+        lease_token=token, dispatched_at=dispatched_at, created_at=row["created_at"],
+        receipt=Receipt(bool(row["fence_expected"]), row["host_instance"],
+                        row["host_received_at"], row["host_done_at"],
+                        row["host_answer_status"], row["host_answer_body"]))
 
 
 def _public(row) -> dict[str, Any]:

@@ -52,6 +52,23 @@ def run_blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return fn(*args, **kwargs)
 
 
+def spawn(fn: Callable[..., Any], *args: Any) -> None:
+    """Run ``fn`` concurrently without waiting for it to start: safe inside a signal
+    handler, which under eventlet runs on the event loop itself, where starting a
+    thread (which waits until the thread has started) fails."""
+    model = server_model()
+    if model == "eventlet":
+        import eventlet
+
+        eventlet.spawn_n(fn, *args)
+    elif model == "gevent":
+        import gevent
+
+        gevent.spawn(fn, *args)
+    else:
+        threading.Thread(target=fn, args=args, daemon=True).start()
+
+
 class OffloadedCalls:
     """Wraps an object so that each of its methods runs through ``run_blocking``, one
     call at a time under a green server.  Attributes that are not methods, and methods

@@ -11,6 +11,7 @@ PLUGIN_FILES = [
     "services/order_queue_actions.py",
     "services/order_queue_dispatcher.py",
     "services/order_queue_events.py",
+    "services/order_queue_fence.py",
     "services/order_queue_lifecycle.py",
     "services/order_queue_outcome.py",
     "services/order_queue_reconciler.py",

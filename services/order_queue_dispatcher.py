@@ -43,11 +43,24 @@ from database.order_queue_db import (
 from database.order_queue_secrets import CredentialsUnavailable, unseal
 from services import order_queue_events
 from services.order_queue_outcome import Outcome, Verdict, classify_exception, classify_response
-from services.order_queue_reconciler import OrderbookUnavailable, fetch_orderbook, find_matches
+from services.order_queue_reconciler import (
+    OrderbookUnavailable,
+    fetch_orderbook,
+    find_matches,
+    recorded_verdict,
+    request_over_at,
+)
 from services.order_queue_settings import OrderQueueSettings
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
+
+#: On each request to the host: ``<order id>:<lease token>`` (or ``probe``), which a
+#: host running the plugin checks at its door (``order_queue_fence``).
+LEASE_HEADER = "X-Order-Queue-Lease"
+PROBE = "probe"
+#: On the host's answer: it checked the lease; the value names the receiving process.
+FENCE_HEADER = "X-Order-Queue-Fence"
 
 Clock = Callable[[], datetime]
 PURGE_INTERVAL_SECONDS = 3600
@@ -114,6 +127,10 @@ class Dispatcher:
         self._registered = False
         self._last_housekeeping: float | None = None
         self._last_purge: float | None = None
+        # Learnt from the host's answers (order_queue_fence); until it has answered
+        # once, each pass asks it (a host starting up may not listen yet).
+        self._host_fences = False
+        self._fence_known = False
         self.last_heartbeat: datetime | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -200,11 +217,27 @@ class Dispatcher:
             self._wake.wait(wait)
             self._wake.clear()
 
+    def _probe_fence(self) -> None:
+        """Ask the host once whether it checks leases at its door, so that even the
+        first orders after a start are sent with ``fence_expected`` where it does."""
+        try:
+            response = self.client.head(f"{self.settings.host_server}/api/v1/placeorder",
+                                        headers={LEASE_HEADER: PROBE})
+        except httpx.HTTPError:
+            return  # not listening yet: asked again next pass
+        self._learn_fence(response)
+
+    def _learn_fence(self, response: httpx.Response) -> None:
+        self._host_fences = FENCE_HEADER in response.headers
+        self._fence_known = True
+
     def run_once(self, now: datetime | None = None) -> RunReport:
         """One pass: housekeeping when due, then claim work while sender slots are free."""
         report = RunReport()
         self._register()
         self._housekeeping(now, report)
+        if not self._fence_known:
+            self._probe_fence()
         while self._free_slot() and not self._stopping.is_set():
             order = self.store.claim_in_doubt(self.id, now=now or self.clock(),
                                               lease_seconds=self.settings.lease_seconds)
@@ -295,7 +328,8 @@ class Dispatcher:
             return
         url = f"{self.settings.host_server}/api/v1/{order.endpoint}"
         if not self.store.stamp_send(order, now=self.clock(),
-                                     lease_seconds=self.settings.lease_seconds):
+                                     lease_seconds=self.settings.lease_seconds,
+                                     fence_expected=self._host_fences):
             logger.error("order %s: lease lost before sending (this dispatcher was too slow); "
                          "NOT sent here, its new owner decides", order.id)
             return
@@ -304,8 +338,10 @@ class Dispatcher:
         self.pacer.wait_turn(order.lane_key)
         started = time.monotonic()
         try:
-            verdict = classify_response(self.client.post(url, json={**order.payload,
-                                                                    "apikey": api_key}))
+            response = self.client.post(url, json={**order.payload, "apikey": api_key},
+                                        headers={LEASE_HEADER: f"{order.id}:{order.lease_token}"})
+            self._learn_fence(response)
+            verdict = classify_response(response)
         except httpx.HTTPError as exc:
             verdict = classify_exception(exc)
         latency_ms = (time.monotonic() - started) * 1000
@@ -401,7 +437,18 @@ class Dispatcher:
     # ------------------------------------------------------------------ reconciling
 
     def _reconcile(self, order: ClaimedOrder) -> None:
-        """Settle an in-doubt order against the broker's orderbook (design §3)."""
+        """Settle an in-doubt order (design §3): from the answer its host kept at the
+        door if there is one, else against the broker's orderbook, resending only once
+        the original request cannot place it any more (``request_over_at``)."""
+        recorded = recorded_verdict(order.receipt)
+        if recorded is not None and self._settle_from_recorded_answer(order, recorded):
+            return
+        now = self.clock()
+        receipt = order.receipt
+        if receipt is not None and receipt.fence_expected and receipt.received_at is None:
+            self._release(order, "refused at the host's door or never arrived: not placed")
+            return
+        over_at = self._request_over_at(order, now)
         checks_done = order.reconcile_checks + 1
         last_check = checks_done >= self.settings.reconcile_checks
         try:
@@ -424,6 +471,7 @@ class Dispatcher:
         unbound = sorted(set(result.orderids) - self.store.bound_broker_orderids(
             result.orderids, excluding=order.id))
         now = self.clock()
+        fenced = receipt is not None and receipt.fence_expected
         if result.unreadable or len(unbound) > 1:
             detail = (f"{len(unbound)} matching orders at the broker ({', '.join(unbound)})"
                       + (f", {result.unreadable} with unreadable timestamps"
@@ -432,33 +480,62 @@ class Dispatcher:
                        Verdict(Outcome.UNKNOWN, message=f"ambiguous: {detail}"),
                        counts_as_attempt=False, kind=AttemptKind.RECONCILE)
         elif len(unbound) == 1:
-            if self.store.mark_sent(order, now=now, actor=self.id, broker_orderid=unbound[0],
-                                    outcome="found_at_broker", kind=AttemptKind.RECONCILE,
-                                    message="adopted the broker's matching order"):
-                logger.info("order %s reconciled: found at the broker as orderid=%s",
-                            order.id, unbound[0])
-                self._publish(order, "sent", orderid=unbound[0])
-        elif last_check and now < self._resend_not_before(order):
-            # The request may still be in progress upstream (OpenAlgo keeps talking to
-            # the broker after our client gave up): look again once it cannot be.
+            self._adopt(order, unbound[0], "adopted the broker's matching order")
+        elif (last_check or fenced) and now < over_at:
+            # The request may still be in progress (the host, or the broker behind it,
+            # may still place it): look again once it cannot be.
+            logger.info("order %s not in the orderbook yet; its request may be in progress "
+                        "until %s (receipt %s)", order.id, over_at, receipt)
             self.store.note_reconcile_miss(
-                order, now=now, actor=self.id, check_at=self._resend_not_before(order),
+                order, now=now, actor=self.id, check_at=over_at,
                 message="not in the orderbook yet; waiting until the original request "
                         "cannot still be in progress")
-        elif last_check:
-            if self.store.release_to_pending(order, now=now, actor=self.id,
-                                             message=f"not in the orderbook after "
-                                                     f"{checks_done} checks"):
-                logger.warning("order %s was not received by the broker; sending it again",
-                               order.id)
-                self._publish(order, "pending")
+        elif last_check or fenced:
+            self._release(order, f"not in the orderbook after {checks_done} checks")
         else:
             self._check_again(order, "not in the orderbook yet")
 
-    def _resend_not_before(self, order: ClaimedOrder) -> datetime:
-        """The original request left at ``dispatched_at``; neither it nor the API's own
-        request to the broker can still be in progress after ``in_progress_seconds``."""
-        return order.dispatched_at + timedelta(seconds=self.settings.in_progress_seconds)
+    def _settle_from_recorded_answer(self, order: ClaimedOrder, verdict: Verdict) -> bool:
+        """Decide from the host's kept answer where it is decisive; False leaves the
+        order to the orderbook (an answer that says nothing of the placement: 5xx)."""
+        outcome = verdict.outcome
+        if outcome is Outcome.ACCEPTED:
+            self._adopt(order, verdict.orderid, "the host's answer, kept at its door, "
+                                                "said it was placed")
+        elif outcome in (Outcome.REJECTED, Outcome.CREDENTIALS):
+            reason = (DeadReason.CREDENTIALS if outcome is Outcome.CREDENTIALS
+                      else DeadReason.REJECTED)
+            self._dead(order, reason, verdict, kind=AttemptKind.RECONCILE)
+        elif outcome is Outcome.TRANSIENT and (verdict.http_status or 500) < 500:
+            self._release(order, f"the host answered {_describe(verdict)}: not placed")
+        else:
+            return False
+        return True
+
+    def _request_over_at(self, order: ClaimedOrder, now: datetime) -> datetime:
+        receipt, gone_since = order.receipt, None
+        if receipt is not None and receipt.received_at is not None and \
+                receipt.done_at is None and receipt.instance:
+            gone_since = self.store.dispatcher_gone_since(
+                receipt.instance, now=now,
+                heartbeat_timeout=self.settings.heartbeat_timeout_seconds)
+        return request_over_at(receipt, dispatched_at=order.dispatched_at,
+                               receiver_gone_since=gone_since,
+                               settle_seconds=self.settings.broker_settle_seconds,
+                               in_progress_seconds=self.settings.in_progress_seconds)
+
+    def _adopt(self, order: ClaimedOrder, orderid: str | None, message: str) -> None:
+        if self.store.mark_sent(order, now=self.clock(), actor=self.id, broker_orderid=orderid,
+                                outcome="found_at_broker", kind=AttemptKind.RECONCILE,
+                                message=message):
+            logger.info("order %s reconciled: %s (orderid=%s)", order.id, message, orderid)
+            self._publish(order, "sent", orderid=orderid)
+
+    def _release(self, order: ClaimedOrder, message: str) -> None:
+        if self.store.release_to_pending(order, now=self.clock(), actor=self.id,
+                                         message=message):
+            logger.warning("order %s was not placed (%s); sending it again", order.id, message)
+            self._publish(order, "pending")
 
     def _check_again(self, order: ClaimedOrder, message: str) -> None:
         now = self.clock()

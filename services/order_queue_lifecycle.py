@@ -26,7 +26,7 @@ from datetime import datetime
 
 from database import order_queue_db
 from database.order_queue_db import QueueStorageError, utcnow
-from database.order_queue_green import server_model
+from database.order_queue_green import server_model, spawn
 from services.order_queue_dispatcher import Dispatcher
 from services.order_queue_settings import OrderQueueSettings, configure, current_settings
 from utils.logging import get_logger
@@ -43,7 +43,7 @@ _stop_starting = threading.Event()
 _start_problem: tuple[str, datetime] | None = None
 _signals_handled: list[str] = []
 _signals_lock = threading.Lock()
-_graceful_stop: threading.Thread | None = None
+_graceful_stop = False  # set by the first signal; the next one goes to the previous handler
 
 
 def start_dispatcher(settings: OrderQueueSettings | None = None, *,
@@ -60,9 +60,14 @@ def start_dispatcher(settings: OrderQueueSettings | None = None, *,
         if started:
             if settings is not None:
                 configure(settings)
-            dispatcher = Dispatcher(order_queue_db.get_store(), current_settings())
-            dispatcher.start()
-            _dispatcher = dispatcher
+            previous = _dispatcher
+            # Known before it sends: its own host's door names it in receipts.
+            _dispatcher = Dispatcher(order_queue_db.get_store(), current_settings())
+            try:
+                _dispatcher.start()
+            except BaseException:
+                _dispatcher = previous
+                raise
         dispatcher = _dispatcher
     if started and handle_signals:  # outside the lock: a signal may arrive at once
         install_shutdown_handlers()
@@ -186,13 +191,12 @@ def _shutdown_handler(previous):
         global _graceful_stop
         dispatcher = _dispatcher
         _stop_starting.set()
-        if _graceful_stop is None and dispatcher is not None and dispatcher.alive:
+        if not _graceful_stop and dispatcher is not None and dispatcher.alive:
             logger.info("%s received: order queue stops claiming; requests in flight "
                         "finish first", signal.Signals(signum).name)
             dispatcher.request_stop()
-            _graceful_stop = threading.Thread(target=_stop_then_signal_again, args=(signum,),
-                                              name="order-queue-stop", daemon=True)
-            _graceful_stop.start()
+            _graceful_stop = True
+            spawn(_stop_then_signal_again, signum)
             return
         # The graceful stop is done (it delivers the signal again), there was nothing to
         # stop, or the signal came twice: the previous handler decides now.

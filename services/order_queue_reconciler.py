@@ -9,10 +9,13 @@ derives both from the position at the time, so the payload cannot predict them.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 import pytz
+
+from database.order_queue_db import Receipt
+from services.order_queue_outcome import Verdict, classify_response
 
 BROKER_TIMEZONE = pytz.timezone("Asia/Kolkata")
 _TIMESTAMP_FORMATS = ("%d-%b-%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S",
@@ -104,3 +107,37 @@ def _number(value) -> float | None:
     except (TypeError, ValueError):
         return None
 
+
+
+def request_over_at(receipt: Receipt | None, *, dispatched_at: datetime,
+                    receiver_gone_since: datetime | None, settle_seconds: float,
+                    in_progress_seconds: float) -> datetime:
+    """The moment after which the original request can no longer place the order
+    anywhere, so that an order the orderbook does not show by then was not placed.
+
+    Without a host that fences (``order_queue_fence``) only the long bound is known:
+    the send plus however long the API may keep talking to the broker.  With one: a
+    request that left no receipt was refused at the door, or never arrived and never
+    can (now); one the host finished, or whose receiving process is gone, leaves only
+    the broker's own settle time; one a live host is still working on, the long bound.
+    """
+    if receipt is None or not receipt.fence_expected:
+        return dispatched_at + timedelta(seconds=in_progress_seconds)
+    if receipt.received_at is None:
+        return dispatched_at
+    settle = timedelta(seconds=settle_seconds)
+    if receipt.done_at is not None:
+        return receipt.done_at + settle
+    if receiver_gone_since is not None:
+        return max(receiver_gone_since, receipt.received_at) + settle
+    return receipt.received_at + timedelta(seconds=in_progress_seconds)
+
+
+def recorded_verdict(receipt: Receipt | None) -> Verdict | None:
+    """The host's own answer to the original request, kept at its door, as the verdict
+    its sender would have reached; None when the host recorded none."""
+    if receipt is None or receipt.done_at is None or receipt.answer_status is None:
+        return None
+    answer = httpx.Response(receipt.answer_status,
+                            content=(receipt.answer_body or "").encode("utf-8"))
+    return classify_response(answer)

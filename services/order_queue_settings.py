@@ -54,6 +54,12 @@ class OrderQueueSettings:
     #: spacing between them (brokers can take a moment to list a new order).
     reconcile_checks: int = 3
     reconcile_interval_seconds: float = 1.5
+    #: After the host process that received an order finished it or died, how long the
+    #: broker may still take to list it: its own processing of a request it already
+    #: had, seconds at most for a retail broker's API (OpenAlgo's 120 s is how long its
+    #: client would wait, not how long a broker takes).  An order not listed by then
+    #: was not placed and is sent again.
+    broker_settle_seconds: float = 5.0
     #: Heartbeat period of a dispatcher, and the silence after which its in-flight orders
     #: are treated as in doubt.
     heartbeat_seconds: float = 1.0
@@ -101,6 +107,7 @@ _VARIABLES = {
     "ORDER_QUEUE_RETRY_CAP_SECONDS": ("retry_cap_seconds", float, 0.01),
     "ORDER_QUEUE_RECONCILE_CHECKS": ("reconcile_checks", int, 1),
     "ORDER_QUEUE_RECONCILE_INTERVAL_SECONDS": ("reconcile_interval_seconds", float, 0.01),
+    "ORDER_QUEUE_BROKER_SETTLE_SECONDS": ("broker_settle_seconds", float, 0),
     "ORDER_QUEUE_HEARTBEAT_SECONDS": ("heartbeat_seconds", float, 0.05),
     "ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS": ("heartbeat_timeout_seconds", float, 0.1),
     "ORDER_QUEUE_POLL_SECONDS": ("poll_seconds", float, 0.01),

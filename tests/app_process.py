@@ -83,14 +83,19 @@ class AppProcess:
     def launch(self) -> None:
         """Start the process without waiting for it."""
         log = open(self.log_path, "a")
+        # A session of its own: a kill reaches every process of the server at once, as
+        # when a container is killed (a WSGI server's master and its workers).
         self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env,
                                         stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
 
     def kill(self) -> None:
-        """SIGKILL: no handler runs, nothing is flushed."""
-        self.process.send_signal(signal.SIGKILL)
+        """SIGKILL to every process of the server: no handler runs, nothing is flushed."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.process.wait(10)
 
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
