@@ -912,21 +912,29 @@ class QueueStore:
             return changed
 
     def mark_in_doubt(self, order: ClaimedOrder, *, now: datetime, actor: str, outcome: str,
-                      error: str, check_at: datetime, latency_ms: float | None = None) -> bool:
+                      error: str, check_at: datetime, latency_ms: float | None = None,
+                      http_status: int | None = None) -> bool:
         """SENDING → IN_DOUBT: the request may have reached the broker.
 
-        The order is reconciled from ``check_at`` on and never resent blindly.  Returns
-        False if the lease was lost.
+        The order is reconciled from ``check_at`` on and never resent blindly.  An
+        ``http_status`` (a 5xx) means the API did answer: its request is over, which
+        the receipt records, so the reconciler waits only the broker's settle time.
+        Returns False if the lease was lost.
         """
+        answered = {} if http_status is None else {
+            "host_done_at": now, "host_answer_status": http_status,
+            "host_answer_body": _truncate(error, ERROR_TEXT_LIMIT)}
         with self.transaction() as conn:
             changed = self._mark(conn, order.id, order.lease_token, OrderState.SENDING, {
                 "state": OrderState.IN_DOUBT.value, "attempts": orders.c.attempts + 1,
                 "available_at": check_at, "reconcile_checks": 0,
                 "lease_token": None, "lease_expires_at": None,
-                "last_error": _truncate(error, ERROR_TEXT_LIMIT), "updated_at": now})
+                "last_error": _truncate(error, ERROR_TEXT_LIMIT), "updated_at": now,
+                **answered})
             if changed:
                 self._record(conn, order.id, now=now, kind=AttemptKind.SEND, outcome=outcome,
-                             actor=actor, message=error, latency_ms=latency_ms)
+                             actor=actor, message=error, latency_ms=latency_ms,
+                             http_status=http_status)
             return changed
 
     def record_late_acceptance(self, order_id: int, *, now: datetime, actor: str,

@@ -47,6 +47,7 @@ from services.order_queue_reconciler import (
     OrderbookUnavailable,
     fetch_orderbook,
     find_matches,
+    next_orderbook_try,
     recorded_verdict,
     request_over_at,
 )
@@ -386,7 +387,7 @@ class Dispatcher:
             done = self.store.mark_in_doubt(
                 order, outcome=outcome.value, error=_describe(verdict),
                 check_at=now + timedelta(seconds=self.settings.reconcile_interval_seconds),
-                **common)
+                http_status=verdict.http_status, **common)
             if done:
                 logger.warning("order %s in doubt (%s); will check the broker's orderbook",
                                order.id, _describe(verdict))
@@ -460,12 +461,15 @@ class Dispatcher:
         try:
             book = fetch_orderbook(self.client, self.settings.host_server, api_key)
         except OrderbookUnavailable as exc:
-            if last_check:
+            pause = next_orderbook_try(order.reconcile_checks,
+                                       interval=self.settings.reconcile_interval_seconds,
+                                       hold_seconds=self.settings.orderbook_wait_seconds)
+            if pause is None:
                 self._dead(order, DeadReason.IN_DOUBT,
                            Verdict(Outcome.UNKNOWN, message=f"orderbook unavailable: {exc}"),
                            counts_as_attempt=False, kind=AttemptKind.RECONCILE)
             else:
-                self._check_again(order, f"orderbook unavailable: {exc}")
+                self._check_again(order, f"orderbook unavailable: {exc}", pause)
             return
         result = find_matches(order.endpoint, order.payload, order.dispatched_at, book)
         unbound = sorted(set(result.orderids) - self.store.bound_broker_orderids(
@@ -532,16 +536,25 @@ class Dispatcher:
             self._publish(order, "sent", orderid=orderid)
 
     def _release(self, order: ClaimedOrder, message: str) -> None:
+        answered = order.receipt.answer_status if order.receipt else None
+        if answered and answered >= 500 and order.attempts >= self.settings.max_retries:
+            # Not placed, but the API keeps failing: the budget for retries is spent.
+            self._dead(order, DeadReason.RETRIES_EXHAUSTED,
+                       Verdict(Outcome.UNKNOWN, answered, message=f"{message}; the API "
+                               f"answered {answered} {order.attempts} times"),
+                       counts_as_attempt=False, kind=AttemptKind.RECONCILE)
+            return
         if self.store.release_to_pending(order, now=self.clock(), actor=self.id,
                                          message=message):
             logger.warning("order %s was not placed (%s); sending it again", order.id, message)
             self._publish(order, "pending")
 
-    def _check_again(self, order: ClaimedOrder, message: str) -> None:
+    def _check_again(self, order: ClaimedOrder, message: str,
+                     pause: float | None = None) -> None:
         now = self.clock()
-        self.store.note_reconcile_miss(
-            order, now=now, actor=self.id, message=message,
-            check_at=now + timedelta(seconds=self.settings.reconcile_interval_seconds))
+        pause = self.settings.reconcile_interval_seconds if pause is None else pause
+        self.store.note_reconcile_miss(order, now=now, actor=self.id, message=message,
+                                       check_at=now + timedelta(seconds=pause))
 
 
 def _describe(verdict: Verdict) -> str:

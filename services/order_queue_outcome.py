@@ -4,7 +4,9 @@ Pure functions, so the rules a trader's money depends on read in one place and a
 tested without a network:
 
 * the request never left (connect refused, DNS, connect timeout): NOT_SENT, retry freely;
-* 408 / 429 / 5xx: TRANSIENT, retry with backoff while the budget lasts;
+* 408 / 425 / 429: TRANSIENT, retry with backoff while the budget lasts;
+* 5xx: UNKNOWN: OpenAlgo answers 500 when a broker module raises, which can happen after
+  the broker booked the order, so it is reconciled before any resend;
 * 400 / 404 / 422 / other 4xx, or a 2xx whose body says ``status: error``: REJECTED;
 * 401 / 403: CREDENTIALS (an expired or wrong API key will not fix itself);
 * the request left but no usable answer came back (read timeout, connection dropped,
@@ -47,7 +49,10 @@ def classify_response(response: httpx.Response) -> Verdict:
     message = _message(body, response)
     if status in (401, 403):
         return Verdict(Outcome.CREDENTIALS, status, message=message)
-    if status in _TRANSIENT_STATUSES or status >= 500:
+    if status >= 500:
+        return Verdict(Outcome.UNKNOWN, status, message=message or "the API failed; the "
+                       "order may have been placed before it did")
+    if status in _TRANSIENT_STATUSES:
         return Verdict(Outcome.TRANSIENT, status, message=message)
     if 200 <= status < 300:
         if body is None:

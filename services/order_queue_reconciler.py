@@ -116,18 +116,20 @@ def request_over_at(receipt: Receipt | None, *, dispatched_at: datetime,
     anywhere, so that an order the orderbook does not show by then was not placed.
 
     Without a host that fences (``order_queue_fence``) only the long bound is known:
-    the send plus however long the API may keep talking to the broker.  With one: a
+    the send plus however long the API may keep talking to the broker, unless it
+    answered (a 5xx: its request is over, only the broker's settle time is left).  With
+    a door: a
     request that left no receipt was refused at the door, or never arrived and never
     can (now); one the host finished, or whose receiving process is gone, leaves only
     the broker's own settle time; one a live host is still working on, the long bound.
     """
+    settle = timedelta(seconds=settle_seconds)
+    if receipt is not None and receipt.done_at is not None:  # the API answered (a 5xx)
+        return receipt.done_at + settle
     if receipt is None or not receipt.fence_expected:
         return dispatched_at + timedelta(seconds=in_progress_seconds)
     if receipt.received_at is None:
         return dispatched_at
-    settle = timedelta(seconds=settle_seconds)
-    if receipt.done_at is not None:
-        return receipt.done_at + settle
     if receiver_gone_since is not None:
         return max(receiver_gone_since, receipt.received_at) + settle
     return receipt.received_at + timedelta(seconds=in_progress_seconds)
@@ -141,3 +143,17 @@ def recorded_verdict(receipt: Receipt | None) -> Verdict | None:
     answer = httpx.Response(receipt.answer_status,
                             content=(receipt.answer_body or "").encode("utf-8"))
     return classify_response(answer)
+
+
+#: Longest pause between two tries of an orderbook that does not answer.
+ORDERBOOK_RETRY_CAP_SECONDS = 10.0
+
+
+def next_orderbook_try(failed_tries: int, *, interval: float, hold_seconds: float) -> float | None:
+    """Seconds until the orderbook is asked again after ``failed_tries`` failures
+    (doubling from ``interval``, capped), or None once about ``hold_seconds`` of tries
+    have passed: then the order goes to the operator, who can settle it by hand."""
+    waited = sum(min(interval * 2 ** i, ORDERBOOK_RETRY_CAP_SECONDS) for i in range(failed_tries))
+    if waited >= hold_seconds:
+        return None
+    return min(interval * 2 ** failed_tries, ORDERBOOK_RETRY_CAP_SECONDS, hold_seconds - waited)

@@ -60,6 +60,12 @@ class OrderQueueSettings:
     #: client would wait, not how long a broker takes).  An order not listed by then
     #: was not placed and is sent again.
     broker_settle_seconds: float = 5.0
+    #: While the orderbook cannot answer (OpenAlgo's semi_auto mode answers 403; an
+    #: expired broker session; a broker outage), an in-doubt order is held and the
+    #: orderbook asked again with backoff for about this long; then the operator is
+    #: told (dead, reason in_doubt) and can settle it by hand.  Half a minute: whoever
+    #: trades on it should learn soon that an order's fate is unknown.
+    orderbook_wait_seconds: float = 30.0
     #: Heartbeat period of a dispatcher, and the silence after which its in-flight orders
     #: are treated as in doubt.
     heartbeat_seconds: float = 1.0
@@ -108,6 +114,7 @@ _VARIABLES = {
     "ORDER_QUEUE_RECONCILE_CHECKS": ("reconcile_checks", int, 1),
     "ORDER_QUEUE_RECONCILE_INTERVAL_SECONDS": ("reconcile_interval_seconds", float, 0.01),
     "ORDER_QUEUE_BROKER_SETTLE_SECONDS": ("broker_settle_seconds", float, 0),
+    "ORDER_QUEUE_ORDERBOOK_WAIT_SECONDS": ("orderbook_wait_seconds", float, 0),
     "ORDER_QUEUE_HEARTBEAT_SECONDS": ("heartbeat_seconds", float, 0.05),
     "ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS": ("heartbeat_timeout_seconds", float, 0.1),
     "ORDER_QUEUE_POLL_SECONDS": ("poll_seconds", float, 0.01),

@@ -102,6 +102,18 @@ class Status(Behaviour):
 
 
 @dataclass(frozen=True)
+class BookThenFail(Behaviour):
+    """Book the order, then answer ``code`` anyway: OpenAlgo answers 500 when a broker
+    module raises, which can happen after the broker booked the order."""
+
+    code: int = 500
+
+    def run(self, ex: _Exchange) -> None:
+        ex.accept()
+        ex.reply(self.code, {"status": "error", "message": "broker module raised"})
+
+
+@dataclass(frozen=True)
 class Reject(Behaviour):
     """OpenAlgo's business rejection: HTTP 200 carrying ``status: error``."""
 

@@ -9,7 +9,7 @@ from database.order_queue_db import OrderState
 from services.order_queue_reconciler import BROKER_TIMEZONE as IST
 from services.order_queue_dispatcher import Dispatcher
 from services.order_queue_settings import OrderQueueSettings
-from tests.fake_broker import AcceptThenHang, Drop, Hold, Reject, Stall, Status
+from tests.fake_broker import AcceptThenHang, BookThenFail, Drop, Hold, Reject, Stall, Status
 
 KEY = "k" * 64
 OTHER_KEY = "o" * 64
@@ -33,7 +33,8 @@ def settings(broker):
         host_server=broker.base_url, connect_timeout=0.5, read_timeout=0.6,
         retry_base_seconds=0.05, retry_cap_seconds=0.2, reconcile_checks=3,
         reconcile_interval_seconds=0.2, heartbeat_seconds=0.2, heartbeat_timeout_seconds=1.0,
-        poll_seconds=0.5, shutdown_timeout_seconds=5,
+        poll_seconds=0.5, shutdown_timeout_seconds=5, broker_settle_seconds=0.3,
+        orderbook_wait_seconds=1.0,
         upstream_timeout_seconds=0)  # the fake broker books stalled orders within the lease
 
 
@@ -89,7 +90,7 @@ def test_resumes_pending_work_on_start_without_a_wake(store, broker, dispatch):
 
 @pytest.mark.parametrize("behaviours, state, reason, attempts, broker_hits", [
     ([Status(429)] * 3, "dead", "retries_exhausted", 3, 3),
-    ([Status(500), Status(503)], "sent", None, 3, 3),
+    ([Status(429), Status(408)], "sent", None, 3, 3),
     ([Status(400, {"status": "error", "message": "Invalid symbol"})], "dead", "rejected", 1, 1),
     ([Status(401)], "dead", "credentials", 1, 1),
     ([Status(403, {"status": "error", "message": "Invalid openalgo apikey"})],
@@ -184,6 +185,53 @@ def test_ambiguous_orderbook_goes_to_a_human(store, broker, dispatch):
     assert len(broker.received) == 1
 
 
+def test_a_5xx_after_booking_ends_with_one_order_adopted(store, broker, dispatch):
+    broker.script(BookThenFail(500))
+    order_id = enqueue(store)
+    dispatch(upstream_timeout_seconds=120)  # an answered 5xx needs no long wait
+    row = wait_final(store, order_id)
+    [booked] = broker.orders()
+    assert row["state"] == "sent" and row["broker_orderid"] == booked.orderid
+    assert len(broker.received) == 1
+    assert [a["outcome"] for a in store.list_attempts(order_id)] == ["unknown",
+                                                                     "found_at_broker"]
+
+
+def test_a_5xx_without_booking_is_sent_again_once_within_seconds(store, broker, dispatch):
+    broker.script(Status(500))
+    order_id = enqueue(store)
+    started = time.monotonic()
+    dispatch(upstream_timeout_seconds=120)
+    row = wait_final(store, order_id)
+    assert row["state"] == "sent" and len(broker.orders()) == 1
+    assert len(broker.received) == 2
+    assert time.monotonic() - started < 5
+
+
+def test_an_api_that_keeps_failing_spends_the_retry_budget(store, broker, dispatch):
+    broker.script(Status(500), Status(502), Status(503))
+    order_id = enqueue(store)
+    dispatch()
+    row = wait_final(store, order_id)
+    assert (row["state"], row["dead_reason"]) == ("dead", "retries_exhausted")
+    assert len(broker.received) == 3 and broker.orders() == []
+
+
+def test_an_unavailable_orderbook_holds_the_order_with_backoff_then_asks_a_human(
+        store, broker, dispatch):
+    broker.script(Drop())
+    broker.orderbook_behaviour = Status(403)  # OpenAlgo's semi_auto mode
+    order_id = enqueue(store)
+    dispatch(orderbook_wait_seconds=2.0)
+    time.sleep(1.2)
+    assert store.get_order(order_id)["state"] == "in_doubt"  # held, not given up
+    row = wait_final(store, order_id)
+    assert (row["state"], row["dead_reason"]) == ("dead", "in_doubt")
+    tries = [a for a in store.list_attempts(order_id) if a["kind"] == "reconcile"]
+    assert len(tries) >= 3  # asked again, with growing pauses
+    assert len(broker.received) == 1
+
+
 def test_unreachable_orderbook_goes_to_a_human(store, broker, dispatch):
     broker.script(Drop())
     broker.orderbook_behaviour = Status(500)
@@ -201,10 +249,20 @@ def test_rate_limits_hold_at_the_broker_and_smart_goes_first(store, broker, disp
     dispatch(workers=8)
     for order_id in regular + smart_ids:
         wait_final(store, order_id, timeout=20)
-    assert broker.received[0].endpoint == "placesmartorder"
     assert broker.max_in_window("placeorder", window=1.0) <= 10
     assert broker.max_in_window("placesmartorder", window=1.0) <= 1
     assert len(broker.orders()) == 28
+
+
+def test_smart_orders_are_claimed_first(store, broker, dispatch):
+    """One sender, so arrivals follow claims (with several, a later claim may overtake
+    an earlier one on the wire)."""
+    for i in range(3):
+        enqueue(store, body=payload(symbol=f"R{i}"))
+    enqueue(store, "placesmartorder", smart(symbol="X0"))
+    dispatch(workers=1)
+    assert broker.wait_for(4, timeout=10)
+    assert [r.endpoint for r in broker.received][0] == "placesmartorder"
 
 
 def test_rate_limit_is_per_account(store, broker, dispatch, frozen_heap):

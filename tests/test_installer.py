@@ -112,6 +112,101 @@ def test_a_file_the_checkout_already_had_is_kept_and_restored(tree):
     assert snapshot(tree) == original
 
 
+# An upstream commit: one line changed and one added in each of app.py and strategy.py.
+UPSTREAM_CHANGES = [
+    ("app.py", "def create_app():\n", "def create_app():  # updated upstream\n"),
+    ("app.py", "    csrf.exempt(chartink_bp)\n",
+     "    csrf.exempt(chartink_bp)\n    app.config[\"UPDATED\"] = True\n"),
+    ("blueprints/strategy.py", '"""Add order to the in-memory queue."""',
+     '"""Add order to the in-memory queue (updated upstream)."""'),
+    ("blueprints/strategy.py", "order_queue = queue.Queue()\n",
+     "order_queue = queue.Queue()\nORDER_DELAY_SECONDS = 0.1\n"),
+]
+
+
+def openalgo_update(tree: Path) -> None:
+    for path, old, new in UPSTREAM_CHANGES:
+        text = (tree / path).read_text()
+        assert old in text, (path, old)
+        (tree / path).write_text(text.replace(old, new, 1))
+
+
+@pytest.fixture
+def updated(tmp_path):
+    """The fixture tree as OpenAlgo's update leaves it, the plugin never installed."""
+    target = tmp_path / "updated"
+    shutil.copytree(FIXTURE, target)
+    openalgo_update(target)
+    return snapshot(target)
+
+
+def test_reinstall_after_an_openalgo_update_then_uninstall_gives_the_updated_tree(tree, updated):
+    """Edits discarded (git checkout -- .) so the update applies, OpenAlgo updated, plugin
+    installed again: uninstall must not bring back the files the first install saw."""
+    pristine = snapshot(tree)
+    run(tree)
+    for path, data in pristine.items():  # the plugin's edits discarded
+        (tree / path).write_bytes(data)
+    openalgo_update(tree)
+    assert run(tree)[0] == 0
+    assert run(tree, "--check")[0] == 0
+    assert run(tree, "--uninstall")[0] == 0
+    assert snapshot(tree) == updated
+    assert not (tree / "services").exists() and not (tree / ".order_queue_plugin").exists()
+
+
+def test_reinstall_after_an_update_merged_around_the_edits_keeps_the_update(tree, updated):
+    """git pull merged the update around the plugin's edits, then the plugin reinstalled."""
+    run(tree)
+    openalgo_update(tree)
+    assert run(tree)[0] == 0
+    assert run(tree, "--check")[0] == 0
+    assert run(tree, "--uninstall")[0] == 0
+    assert snapshot(tree) == updated
+
+
+def test_reinstall_after_the_checkouts_own_file_changed_keeps_the_change(tree):
+    own = tree / "services" / "order_queue_service.py"
+    own.parent.mkdir()
+    own.write_text("# the checkout's own file\n")
+    original = snapshot(tree)
+    run(tree)
+    own.write_text("# the checkout's own file, updated upstream\n")  # plugin's copy discarded
+    assert run(tree)[0] == 0
+    assert own.read_bytes() == (ROOT / "services" / "order_queue_service.py").read_bytes()
+    assert run(tree, "--uninstall")[0] == 0
+    assert snapshot(tree) == {**original, "services/order_queue_service.py":
+                              b"# the checkout's own file, updated upstream\n"}
+
+
+def test_a_plugin_update_over_an_old_install_uninstalls_to_the_original(tree, tmp_path,
+                                                                        monkeypatch):
+    """Plugin v1 installed, then v2 (other file contents, one app.py edit more): the v1
+    files are the plugin's, not the checkout's, and nothing of either version remains."""
+    own = tree / "services" / "order_queue_service.py"
+    own.parent.mkdir()
+    own.write_text("# the checkout's own file\n")
+    original = snapshot(tree)
+    plugin_v1 = tmp_path / "plugin-v1"
+    for path in PLUGIN_FILES:
+        (plugin_v1 / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / path, plugin_v1 / path)
+    for path in ("services/order_queue_service.py", "services/order_queue_settings.py"):
+        with open(plugin_v1 / path, "a") as file:
+            file.write("# plugin v1\n")
+    new_app_edit = [e for e in installer.EDITS if e.path == "app.py"][-1]
+    with monkeypatch.context() as v1:
+        v1.setattr(installer, "SOURCE_ROOT", plugin_v1)
+        v1.setattr(installer, "EDITS", [e for e in installer.EDITS if e is not new_app_edit])
+        assert run(tree)[0] == 0
+    code, report = run(tree)
+    assert code == 0 and "3 files changed" in report
+    assert run(tree, "--check")[0] == 0
+    assert run(tree, "--uninstall")[0] == 0
+    assert snapshot(tree) == original
+    assert not (tree / ".order_queue_plugin").exists()
+
+
 def test_dry_run_shows_files_and_diffs_and_writes_nothing(tree):
     before = snapshot(tree)
     code, report = run(tree, "--dry-run")

@@ -7,7 +7,7 @@ import pytest
 
 from database.order_queue_db import Receipt
 from services.order_queue_outcome import Outcome
-from services.order_queue_reconciler import recorded_verdict, request_over_at
+from services.order_queue_reconciler import next_orderbook_try, recorded_verdict, request_over_at
 
 SENT = datetime(2026, 11, 28, 4, 0, 0)
 LONG, SETTLE = 125.0, 5.0
@@ -59,3 +59,17 @@ def test_a_kept_answer_is_read_as_its_sender_would_have(status, body, outcome, o
 def test_no_kept_answer_decides_nothing():
     assert recorded_verdict(receipt(received=SENT)) is None
     assert recorded_verdict(None) is None
+
+
+def test_an_answered_5xx_leaves_only_the_settle_time_even_without_a_door():
+    answered = SENT + timedelta(seconds=1)
+    rec = Receipt(False, None, None, answered, 500, "")
+    assert over_at(rec) == answered + timedelta(seconds=SETTLE)
+
+
+def test_an_unavailable_orderbook_is_asked_again_with_growing_pauses_then_given_up():
+    pauses = []
+    while (pause := next_orderbook_try(len(pauses), interval=1.5, hold_seconds=30)) is not None:
+        pauses.append(pause)
+    assert pauses == [1.5, 3.0, 6.0, 10.0, 9.5]
+    assert next_orderbook_try(0, interval=1.5, hold_seconds=0) is None
