@@ -348,6 +348,22 @@ def api_dismiss():
                                                         note=options["note"]))
 
 
+@order_queue_bp.route("/api/orders/settle", methods=["POST"])
+@check_session_validity
+def api_settle():
+    """``{"ids": [...], "placed": true, "broker_orderid": "X"}`` or ``"placed": false``."""
+    ids, options = _action_request()
+    body = request.get_json()
+    placed, orderid = body.get("placed"), body.get("broker_orderid")
+    if not isinstance(placed, bool):
+        abort(400, description="'placed' must be true (it is at the broker) or false (it is not)")
+    if placed and (not isinstance(orderid, str) or not orderid.strip() or len(orderid) > 64):
+        abort(400, description="'broker_orderid' must be the broker's order id (1-64 characters)")
+    return _action_response(order_queue_actions.settle(
+        ids, session["user"], placed=placed,
+        broker_orderid=orderid.strip() if placed else None, note=options["note"]))
+
+
 @order_queue_bp.route("/api/orders/cancel", methods=["POST"])
 @check_session_validity
 def api_cancel():
@@ -459,6 +475,21 @@ def _report(results, as_json) -> None:
 def replay_command(order_ids, confirm, as_json):
     """Send dead orders again."""
     _report(order_queue_actions.replay(list(order_ids), CLI_ACTOR, confirm=confirm), as_json)
+
+
+@order_queue_cli.command("settle")
+@click.argument("order_ids", type=int, nargs=-1, required=True)
+@click.option("--placed", "broker_orderid", metavar="BROKER_ORDER_ID",
+              help="It is at the broker under this order id: mark it sent.")
+@click.option("--not-placed", is_flag=True, help="It is not at the broker: send it again.")
+@click.option("--note")
+@click.option("--json", "as_json", is_flag=True)
+def settle_command(order_ids, broker_orderid, not_placed, note, as_json):
+    """Settle orders in doubt with what the broker's orderbook shows."""
+    if bool(broker_orderid) == not_placed:
+        raise click.UsageError("give exactly one of --placed BROKER_ORDER_ID or --not-placed")
+    _report(order_queue_actions.settle(list(order_ids), CLI_ACTOR, placed=not not_placed,
+                                       broker_orderid=broker_orderid, note=note), as_json)
 
 
 @order_queue_cli.command("dismiss")

@@ -1153,6 +1153,46 @@ class QueueStore:
                 "reconcile_checks": 0, "lease_owner": None, "attempts": 0,
                 "expires_at": _expiry(now, max_age_seconds, deadline)})
 
+    def settle_placed(self, order_id: int, *, now: datetime, actor: str,
+                      broker_orderid: str, note: str | None) -> bool:
+        """The operator saw it at the broker: IN_DOUBT (not being checked right now) or
+        DEAD in doubt → SENT with the broker's orderid.  False if the order is in
+        neither, or the orderid is already bound to another queued order."""
+        with self.transaction() as conn:
+            taken = conn.execute(select(orders.c.id).where(
+                orders.c.broker_orderid == broker_orderid, orders.c.id != order_id)).first()
+            if taken is not None:
+                return False
+            changed = conn.execute(update(orders).where(
+                orders.c.id == order_id, orders.c.lease_token.is_(None), _SETTLEABLE,
+            ).values(state=OrderState.SENT.value, broker_orderid=broker_orderid,
+                     dead_reason=None, finished_at=now, updated_at=now)).rowcount == 1
+            if changed:
+                self._record(conn, order_id, now=now, kind=AttemptKind.OPERATOR,
+                             outcome="settled_placed", actor=actor, message=note,
+                             broker_orderid=broker_orderid)
+                self.backend.notify(conn)  # the instrument's next order may go now
+            return changed
+
+    def settle_not_placed(self, order_id: int, *, now: datetime, actor: str,
+                          note: str | None, max_age_seconds: float | None,
+                          deadline: datetime | None = None) -> bool:
+        """The operator saw it is not at the broker: IN_DOUBT (not being checked right
+        now) or DEAD in doubt → PENDING, sent again like a replay (fresh expiry and
+        retry budget).  False if the order is in neither."""
+        with self.transaction() as conn:
+            changed = conn.execute(update(orders).where(
+                orders.c.id == order_id, orders.c.lease_token.is_(None), _SETTLEABLE,
+            ).values(state=OrderState.PENDING.value, available_at=now, dead_reason=None,
+                     finished_at=None, reconcile_checks=0, lease_owner=None, attempts=0,
+                     expires_at=_expiry(now, max_age_seconds, deadline),
+                     updated_at=now)).rowcount == 1
+            if changed:
+                self._record(conn, order_id, now=now, kind=AttemptKind.OPERATOR,
+                             outcome="settled_not_placed", actor=actor, message=note)
+                self.backend.notify(conn)
+            return changed
+
     def dismiss(self, order_id: int, *, now: datetime, actor: str, note: str | None) -> bool:
         """DEAD → DISMISSED; the row and its trail stay for the record.  False if not dead."""
         return self._operator_move(order_id, OrderState.DEAD, OrderState.DISMISSED, now=now,
@@ -1239,6 +1279,12 @@ def _filters(states, strategy, symbol, reason, since, until) -> list:
     if until:
         conditions.append(orders.c.created_at < until)
     return conditions
+
+
+#: Orders an operator may settle by hand: held in doubt, or dead-lettered in doubt.
+_SETTLEABLE = or_(orders.c.state == OrderState.IN_DOUBT.value,
+                  and_(orders.c.state == OrderState.DEAD.value,
+                       orders.c.dead_reason == DeadReason.IN_DOUBT.value))
 
 
 def _add_missing_columns(conn: Connection) -> None:

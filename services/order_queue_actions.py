@@ -1,4 +1,4 @@
-"""Operator actions on queued orders: replay, dismiss, cancel (design §4).
+"""Operator actions on queued orders: replay, dismiss, cancel, settle (design §4).
 
 One implementation used by the admin page, the JSON API and the CLI.  Each action takes
 a list of order ids (bulk is the general case) and returns one result per id; nothing
@@ -68,6 +68,57 @@ def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[A
     if any(result.ok for result in results):
         order_queue_lifecycle.wake_dispatcher()
     return results
+
+
+def settle(order_ids: list[int], actor: str, *, placed: bool, broker_orderid: str | None = None,
+           note: str | None = None) -> list[ActionResult]:
+    """Record what the operator found at the broker for orders whose fate the machine
+    could not tell (in doubt, held or dead-lettered): ``placed`` with the broker's
+    orderid (one order at a time: an orderid belongs to one order) marks it sent; not
+    placed sends it again.  Audited in the attempt trail like every action."""
+    if placed and (len(order_ids) != 1 or not broker_orderid):
+        return [ActionResult(order_id, False, "'placed' needs one order and the broker's "
+                             "order id") for order_id in order_ids]
+    store = order_queue_db.get_store()
+    results = []
+    for order_id in order_ids:
+        now = utcnow()
+        if placed:
+            done = store.settle_placed(order_id, now=now, actor=actor,
+                                       broker_orderid=broker_orderid, note=note)
+            outcome, state = f"settled as placed, broker order id {broker_orderid}", "sent"
+        else:
+            row = store.get_order(order_id)
+            deadline = order_queue_service.deadline_for(
+                {**row["payload"], "strategy": row["strategy"]}, now) if row else None
+            done = store.settle_not_placed(order_id, now=now, actor=actor, note=note,
+                                           max_age_seconds=current_settings().max_age_seconds,
+                                           deadline=deadline)
+            outcome, state = "settled as not placed: queued for sending", "pending"
+        if done:
+            logger.warning("order %s %s by %s", order_id, outcome, actor)
+            order_queue_events.publish(order_id, state, action="settled")
+            results.append(ActionResult(order_id, True, outcome))
+        else:
+            results.append(ActionResult(order_id, False, _why_not_settled(store, order_id,
+                                                                          broker_orderid)))
+    if any(result.ok for result in results):
+        order_queue_lifecycle.wake_dispatcher()
+    return results
+
+
+def _why_not_settled(store, order_id: int, broker_orderid: str | None) -> str:
+    row = store.get_order(order_id)
+    if row is None:
+        return "no such order"
+    if row["state"] == "in_doubt":
+        if broker_orderid and row["broker_orderid"] != broker_orderid:
+            return (f"broker order id {broker_orderid} is already bound to another order, "
+                    f"or the order is being checked right now; try again")
+        return "the order is being checked against the orderbook right now; try again"
+    if row["state"] == "dead" and row["dead_reason"] == "in_doubt":
+        return f"broker order id {broker_orderid} is already bound to another order"
+    return f"only an order in doubt can be settled (this one is {row['state']})"
 
 
 def dismiss(order_ids: list[int], actor: str, *, note: str | None = None) -> list[ActionResult]:

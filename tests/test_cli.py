@@ -52,3 +52,16 @@ def test_purge_keeps_dead_orders(app, runner):
     assert result.exit_code == 0 and "purged 1" in result.output
     assert order_queue_db.get_store().get_order(sent) is None
     assert order_queue_db.get_store().get_order(dead)["state"] == "dead"
+
+
+def test_settle_in_doubt_orders(app, runner):
+    placed, missing = make_order("dead_in_doubt"), make_order("dead_in_doubt", symbol="TCS")
+    done = runner.invoke(args=["order-queue", "settle", str(placed), "--placed", "B-9"])
+    assert done.exit_code == 0 and "B-9" in done.output
+    again = runner.invoke(args=["order-queue", "settle", str(missing), "--not-placed"])
+    assert again.exit_code == 0
+    store = order_queue_db.get_store()
+    assert store.get_order(placed)["state"] == "sent"
+    assert store.get_order(missing)["state"] == "pending"
+    assert runner.invoke(args=["order-queue", "settle", str(placed)]).exit_code == 2
+    assert runner.invoke(args=["order-queue", "settle", str(placed), "--not-placed"]).exit_code == 1

@@ -249,6 +249,43 @@ def test_replay_of_an_order_dead_in_doubt_needs_confirmation(logged_in):
     assert order_queue_db.get_store().get_order(dead)["state"] == "pending"
 
 
+def test_an_order_in_doubt_is_settled_as_placed_with_the_brokers_orderid(logged_in):
+    dead = make_order("dead_in_doubt", symbol="SBIN")
+    settled = logged_in.post("/order-queue/api/orders/settle", json={
+        "ids": [dead], "placed": True, "broker_orderid": "B-777"}).get_json()
+    assert settled["ok"], settled
+    row = order_queue_db.get_store().get_order(dead)
+    assert (row["state"], row["broker_orderid"]) == ("sent", "B-777")
+    trail = order_queue_db.get_store().list_attempts(dead)
+    assert trail[-1]["outcome"] == "settled_placed" and trail[-1]["actor"] == "alice"
+
+
+def test_an_order_in_doubt_is_settled_as_not_placed_and_sent_again(logged_in):
+    dead = make_order("dead_in_doubt", symbol="SBIN")
+    settled = logged_in.post("/order-queue/api/orders/settle",
+                             json={"ids": [dead], "placed": False}).get_json()
+    assert settled["ok"]
+    assert order_queue_db.get_store().get_order(dead)["state"] == "pending"
+
+
+def test_settling_refuses_what_it_cannot_be(logged_in):
+    rejected, in_doubt = make_order("dead"), make_order("dead_in_doubt", symbol="TCS")
+    make_order("sent", symbol="INFY")  # bound to broker order id B<id>
+    taken = order_queue_db.get_store().list_orders(states=["sent"])[0]["broker_orderid"]
+    not_in_doubt = logged_in.post("/order-queue/api/orders/settle", json={
+        "ids": [rejected], "placed": False}).get_json()
+    assert not not_in_doubt["ok"] and "only an order in doubt" in \
+        not_in_doubt["results"][0]["message"]
+    bound = logged_in.post("/order-queue/api/orders/settle", json={
+        "ids": [in_doubt], "placed": True, "broker_orderid": taken}).get_json()
+    assert not bound["ok"] and "already bound" in bound["results"][0]["message"]
+    assert logged_in.post("/order-queue/api/orders/settle", json={
+        "ids": [in_doubt], "placed": True}).status_code == 400
+    assert logged_in.post("/order-queue/api/orders/settle", json={
+        "ids": [in_doubt], "placed": "yes"}).status_code == 400
+    assert order_queue_db.get_store().get_order(in_doubt)["state"] == "dead"
+
+
 @pytest.mark.parametrize("body", [None, [], {"ids": []}, {"ids": "1"}, {"ids": [True]},
                                   {"ids": [1.5]}, {"ids": list(range(501))},
                                   {"ids": [1], "note": 5}])

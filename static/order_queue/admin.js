@@ -255,6 +255,8 @@
       document.getElementById("replay").hidden = order.state !== "dead";
       document.getElementById("dismiss").hidden = order.state !== "dead";
       document.getElementById("cancel").hidden = order.state !== "pending";
+      document.getElementById("settle").hidden = !(order.state === "in_doubt" ||
+        (order.state === "dead" && order.dead_reason === "in_doubt"));
       var body = document.querySelector("#attempts-table tbody");
       body.replaceChildren();
       order.attempts.forEach(function (a) {
@@ -269,6 +271,17 @@
     document.getElementById("replay").addEventListener("click", function () { act("replay", [orderId]).then(refresh); });
     document.getElementById("dismiss").addEventListener("click", function () { act("dismiss", [orderId]).then(refresh); });
     document.getElementById("cancel").addEventListener("click", function () { act("cancel", [orderId]).then(refresh); });
+    document.getElementById("settle").addEventListener("submit", function (event) {
+      event.preventDefault();
+      var orderid = document.getElementById("settle-orderid").value.trim();
+      if (!orderid) { alertBox("Enter the broker's order id first", true); return; }
+      act("settle", [orderId], { placed: true, broker_orderid: orderid }).then(refresh);
+    });
+    document.getElementById("settle-not-placed").addEventListener("click", function () {
+      if (window.confirm("Send order #" + orderId + " again? Only if the broker's orderbook does not have it.")) {
+        act("settle", [orderId], { placed: false }).then(refresh);
+      }
+    });
     connectLive(function (event) { if (event.id === orderId) { refresh(); } }, refresh);
   }
 
