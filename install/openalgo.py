@@ -18,7 +18,10 @@ Strategy model; appends the ORDER_QUEUE_* settings to .sample.env.
 Every edit is found by an anchor line.  If any anchor is missing the installer names
 the file and the anchor and writes nothing at all.  The original bytes of every edited
 or replaced file are kept under ``.order_queue_plugin/`` for ``--uninstall``, which
-keeps any change made to an edited file since the install (see ``uninstall``).
+keeps any change made to an edited file since the install (see ``uninstall``).  Installing
+again takes fresh originals of files changed since the last install (an OpenAlgo update
+pulled after the plugin's edits were discarded), so ``--uninstall`` never brings back
+files older than the ones the install replaced.
 """
 
 from __future__ import annotations
@@ -100,8 +103,12 @@ class Edit:
     before: bool = False
     requires: str | None = None  # a line that must exist (for append edits)
 
+    def present(self, content: str) -> bool:
+        """Whether ``content`` carries this edit (its first line is enough to tell)."""
+        return self.text.strip().splitlines()[0].strip() in content
+
     def apply(self, content: str) -> str:
-        if self.text.strip().splitlines()[0].strip() in content:
+        if self.present(content):
             return content  # already there: idempotent
         if self.anchor is None:
             if self.requires and not re.search(self.requires, content, re.M):
@@ -191,23 +198,18 @@ def install(target: Path, *, dry_run: bool = False, out=sys.stdout) -> int:
         return 0
     state = _state(target)
     record = _read_record(target)
-    for path, (original, patched) in plans.items():
-        if original != patched and not (state / "original" / path).exists():
-            _keep_original(target, path)  # before the first change
+    for path, content in _fresh_originals(target, record, plans).items():
+        _keep_original(target, path, content)
     for path in copies:
-        if path not in record["added"] and path not in record["replaced"]:
-            if (target / path).exists():  # the checkout's own file: keep it for --uninstall
-                _keep_original(target, path)
-                record["replaced"].append(path)
-            else:
-                record["added"].append(path)
+        _record_copy(target, record, path)
         (target / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(SOURCE_ROOT / path, target / path)
     for path, (original, patched) in plans.items():
         if original != patched:
             (target / path).write_text(patched, encoding="utf-8")
     record["edited"] = sorted(set(record["edited"]) | {p for p, (o, n) in plans.items() if o != n})
-    record["written"] = {path: _digest((target / path).read_bytes()) for path in record["edited"]}
+    record["written"].update({path: _digest((target / path).read_bytes())
+                              for path in record["edited"] + PLUGIN_FILES})
     state.mkdir(exist_ok=True)
     (state / "installed.json").write_text(json.dumps(record, indent=2))
     changed = len(copies) + sum(o != p for o, p in plans.values())
@@ -225,11 +227,64 @@ def _read_record(target: Path) -> dict:
     return record
 
 
-def _keep_original(target: Path, path: str) -> None:
-    """Copy ``path`` byte for byte under the state folder, for ``--uninstall``."""
+def _fresh_originals(target: Path, record: dict, plans: dict) -> dict[str, str | None]:
+    """{path: original} for each edited file to back up now: one about to be edited for
+    the first time, or one changed since the last install (an OpenAlgo update, the
+    plugin's edits discarded), whose older backup would undo that change on --uninstall.
+    The original is the file less the plugin's lines; None when it has none (the bytes
+    are kept as they are).  Computed before anything is written: it may refuse."""
+    originals = {}
+    for path, (current, patched) in plans.items():
+        first = current != patched and not (_state(target) / "original" / path).exists()
+        if first or _changed_since_install(record, path, (target / path).read_bytes()):
+            original = _without_plugin_lines(path, current)
+            originals[path] = None if original == current else original
+    return originals
+
+
+def _without_plugin_lines(path: str, content: str) -> str:
+    """``content`` less whichever of the plugin's edits it carries (an update may have been
+    merged around them, or they were discarded); InstallError if one was changed."""
+    for edit in reversed([e for e in EDITS if e.path == path]):
+        if edit.present(content):
+            content = edit.revert(content)
+    return content
+
+
+def _record_copy(target: Path, record: dict, path: str) -> None:
+    """Note what copying the plugin's ``path`` does.  A file the checkout has, not the last
+    install's copy (new, or changed since: an OpenAlgo update), is kept for --uninstall;
+    one an install added stays added, whatever became of it."""
+    file = target / path
+    ours = path in record["replaced"] and file.exists() \
+        and not _changed_since_install(record, path, file.read_bytes())
+    if path in record["added"] or ours:
+        return
+    if path in record["replaced"]:
+        record["replaced"].remove(path)
+    if file.exists():
+        _keep_original(target, path)
+        record["replaced"].append(path)
+    else:
+        record["added"].append(path)  # gone from the checkout: nothing to restore
+
+
+def _changed_since_install(record: dict, path: str, data: bytes) -> bool:
+    """Whether ``data`` is not what the last install wrote at ``path``.  An install by an
+    older installer recorded no digest for it: trusted unchanged, as it was then."""
+    written = record["written"].get(path)
+    return written is not None and written != _digest(data)
+
+
+def _keep_original(target: Path, path: str, content: str | None = None) -> None:
+    """Keep ``path`` byte for byte (or ``content``, when given) under the state folder,
+    for ``--uninstall``."""
     backup = _state(target) / "original" / path
     backup.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(target / path, backup)
+    if content is None:
+        shutil.copy2(target / path, backup)
+    else:
+        backup.write_text(content, encoding="utf-8")
 
 
 def _digest(data: bytes) -> str:
@@ -261,8 +316,9 @@ def check(target: Path, out=sys.stdout) -> int:
 def uninstall(target: Path, out=sys.stdout) -> int:
     """Undo the install.  An edited file still as the installer wrote it gets its
     original bytes back; one changed since (an OpenAlgo update, a local fix) keeps those
-    changes and loses only the plugin's lines; if those lines were themselves changed,
-    nothing at all is written."""
+    changes and loses only the plugin's lines it still has; if those lines were themselves
+    changed, nothing at all is written.  A replaced file changed since is the checkout's
+    again (its edits discarded, perhaps updated) and is left as it is."""
     state = _state(target)
     if not (state / "installed.json").exists():
         raise InstallError(f"nothing to uninstall: {state}/installed.json not found")
@@ -273,16 +329,17 @@ def uninstall(target: Path, out=sys.stdout) -> int:
         if record["written"].get(path) == _digest(current):
             restored[path] = (state / "original" / path).read_bytes()
         else:
-            content = current.decode("utf-8")
-            for edit in reversed([e for e in EDITS if e.path == path]):
-                content = edit.revert(content)
-            restored[path] = content.encode("utf-8")
+            restored[path] = _without_plugin_lines(path, current.decode("utf-8")).encode("utf-8")
             why = "changed since install" if path in record["written"] else "no install record"
             print(f"{path} {why}: removed only the plugin's lines", file=out)
     for path, data in restored.items():
         (target / path).write_bytes(data)
     for path in record["replaced"]:
-        shutil.copy2(state / "original" / path, target / path)
+        file = target / path
+        if file.exists() and _changed_since_install(record, path, file.read_bytes()):
+            print(f"{path} changed since install: left as it is", file=out)
+        else:
+            shutil.copy2(state / "original" / path, file)
     for path in record["added"]:
         (target / path).unlink(missing_ok=True)
         _remove_empty_parents(target, (target / path).parent)

@@ -165,6 +165,35 @@ def test_reinstall_after_an_update_merged_around_the_edits_keeps_the_update(tree
     assert snapshot(tree) == updated
 
 
+def test_uninstall_after_an_openalgo_update_without_reinstall_keeps_the_update(tree):
+    """Edits discarded and OpenAlgo updated, then uninstalled straight away: the updated
+    files, the checkout's own file at a plugin path included, are left as they are."""
+    own = tree / "services" / "order_queue_service.py"
+    own.parent.mkdir()
+    own.write_text("# the checkout's own file\n")
+    pristine = snapshot(tree)
+    run(tree)
+    for path, data in pristine.items():  # the plugin's edits discarded
+        (tree / path).write_bytes(data)
+    openalgo_update(tree)
+    own.write_text("# the checkout's own file, updated upstream\n")
+    updated = {path: data for path, data in snapshot(tree).items() if path in pristine}
+    assert run(tree, "--uninstall")[0] == 0
+    assert snapshot(tree) == updated
+
+
+def test_reinstall_refuses_when_the_plugin_lines_were_changed(tree):
+    """Their original could not be told, so nothing is backed up or written."""
+    run(tree)
+    strategy = tree / "blueprints" / "strategy.py"
+    strategy.write_text(strategy.read_text().replace("set_deadline_provider(_order_queue",
+                                                     "# set_deadline_provider(_order_queue"))
+    before = snapshot(tree)
+    with pytest.raises(installer.InstallError, match="blueprints/strategy.py"):
+        run(tree)
+    assert snapshot(tree) == before
+
+
 def test_reinstall_after_the_checkouts_own_file_changed_keeps_the_change(tree):
     own = tree / "services" / "order_queue_service.py"
     own.parent.mkdir()
