@@ -103,7 +103,12 @@ class Lane(str, enum.Enum):
 
 
 LANE_OF_ENDPOINT = {"placesmartorder": Lane.SMART, "placeorder": Lane.REGULAR}
-LANE_PRIORITY = {Lane.SMART: 0, Lane.REGULAR: 1}
+#: Claim order within what may go now: exits (a smart order to a flat position: an
+#: exit signal, the squareoff's flatten) before smart entries before regular orders.
+#: Per-instrument order still rules over it: an exit never overtakes an earlier order
+#: for its own instrument.
+EXIT_PRIORITY = 0
+LANE_PRIORITY = {Lane.SMART: 1, Lane.REGULAR: 2}
 
 
 class DeadReason(str, enum.Enum):
@@ -292,14 +297,24 @@ class ClaimResult:
 
 @dataclass(frozen=True)
 class RateLimits:
-    """Orders per ``window`` seconds allowed per account and lane."""
+    """Orders per ``window`` seconds allowed per account and lane, and the settle gap
+    between two smart orders for the same instrument (a smart order sizes itself from
+    the position the previous one left, so that one must have settled)."""
 
     smart: int
     regular: int
     window: float
+    smart_settle: float = 0.0
+    #: A lane whose host limit is per minute counts over its own window (else ``window``).
+    smart_window: float | None = None
+    regular_window: float | None = None
 
     def limit_for(self, lane_key: str) -> int:
         return self.smart if lane_key.startswith(Lane.SMART.value) else self.regular
+
+    def window_for(self, lane_key: str) -> float:
+        own = self.smart_window if lane_key.startswith(Lane.SMART.value) else self.regular_window
+        return own or self.window
 
 
 #: Columns fixed at enqueue: what was asked for, for whom, and when.
@@ -641,7 +656,7 @@ class QueueStore:
             "instrument": "|".join((account, payload["exchange"], payload["symbol"], product)),
             "lane": lane.value,
             "lane_key": f"{lane.value}:{account}",
-            "lane_priority": LANE_PRIORITY[lane],
+            "lane_priority": EXIT_PRIORITY if _is_exit(lane, payload) else LANE_PRIORITY[lane],
             "created_at": now,
             "state": OrderState.PENDING.value,
             "attempts": 0,
@@ -689,13 +704,19 @@ class QueueStore:
             ]
             if blocked:
                 conditions.append(orders.c.lane_key.not_in(blocked))
+            if limits.smart_settle > 0:
+                settling = exists().where(
+                    other.c.instrument == orders.c.instrument,
+                    other.c.lane == Lane.SMART.value,
+                    other.c.dispatched_at > now - timedelta(seconds=limits.smart_settle))
+                conditions.append(or_(orders.c.lane != Lane.SMART.value, ~settling))
             candidate = (select(orders).where(*conditions)
                          .order_by(orders.c.lane_priority, orders.c.id).limit(1))
             if lock_options := self.backend.claim_lock_options():
                 candidate = candidate.with_for_update(of=orders, **lock_options)
             row = conn.execute(candidate).mappings().first()
             if row is None:
-                return ClaimResult(None, self._next_due(conn, now, window_opens_at))
+                return ClaimResult(None, self._next_due(conn, now, window_opens_at, limits))
             token = uuid.uuid4().hex
             conn.execute(
                 update(orders).where(orders.c.id == row["id"]).values(
@@ -712,24 +733,31 @@ class QueueStore:
                        limits: RateLimits) -> tuple[list[str], datetime | None]:
         """Account lanes that used their budget in the current window, and when the
         earliest of them frees a slot."""
-        window_start = now - timedelta(seconds=limits.window)
-        rows = conn.execute(
-            select(orders.c.lane_key, func.count(), func.min(orders.c.dispatched_at))
-            .where(orders.c.dispatched_at > window_start)
-            .group_by(orders.c.lane_key)
-        ).all()
         blocked, opens = [], None
-        for lane_key, count, oldest in rows:
-            if count >= limits.limit_for(lane_key):
-                blocked.append(lane_key)
-                frees_at = oldest + timedelta(seconds=limits.window)
-                opens = frees_at if opens is None else min(opens, frees_at)
+        for lane in Lane:
+            window = timedelta(seconds=limits.window_for(lane.value))
+            rows = conn.execute(
+                select(orders.c.lane_key, func.count(), func.min(orders.c.dispatched_at))
+                .where(orders.c.dispatched_at > now - window, orders.c.lane == lane.value)
+                .group_by(orders.c.lane_key)
+            ).all()
+            for lane_key, count, oldest in rows:
+                if count >= limits.limit_for(lane_key):
+                    blocked.append(lane_key)
+                    opens = oldest + window if opens is None else min(opens, oldest + window)
         return blocked, opens
 
-    def _next_due(self, conn: Connection, now: datetime,
-                  window_opens_at: datetime | None) -> datetime | None:
+    def _next_due(self, conn: Connection, now: datetime, window_opens_at: datetime | None,
+                  limits: RateLimits) -> datetime | None:
         """Earliest future moment a pending or in-doubt row becomes actionable."""
         candidates = [window_opens_at] if window_opens_at else []
+        if limits.smart_settle > 0:
+            gap = timedelta(seconds=limits.smart_settle)
+            settling_since = conn.execute(select(func.min(orders.c.dispatched_at)).where(
+                orders.c.lane == Lane.SMART.value,
+                orders.c.dispatched_at > now - gap)).scalar()
+            if settling_since is not None:
+                candidates.append(settling_since + gap)
         future_pending = conn.execute(
             select(func.min(orders.c.available_at)).where(
                 orders.c.state.in_([OrderState.PENDING.value, OrderState.IN_DOUBT.value]),
@@ -1254,6 +1282,16 @@ class QueueStore:
             return [dict(r) for r in conn.execute(
                 select(attempts).where(attempts.c.order_id == order_id)
                 .order_by(attempts.c.id)).mappings()]
+
+
+def _is_exit(lane: Lane, payload: dict[str, Any]) -> bool:
+    """A smart order whose target position is flat: it reduces or closes a position."""
+    if lane is not Lane.SMART:
+        return False
+    try:
+        return int(str(payload.get("position_size", "")).strip()) == 0
+    except ValueError:
+        return False
 
 
 def _expiry(now: datetime, max_age_seconds: float | None,

@@ -50,9 +50,12 @@ ORDER_QUEUE_DATABASE_URL='sqlite:///db/order_queue.db'
 ORDER_QUEUE_MAX_RETRIES='3'
 # Pending orders older than this many seconds are dead-lettered as expired, not sent.
 ORDER_QUEUE_MAX_AGE_SECONDS='300'
-# Orders per second per broker account: placeorder lane and placesmartorder lane.
-ORDER_QUEUE_REGULAR_RATE='10'
-ORDER_QUEUE_SMART_RATE='1'
+# Orders per second per broker account: by default OpenAlgo's own ORDER_RATE_LIMIT and
+# SMART_ORDER_RATE_LIMIT above; set these only to send slower than those.
+# ORDER_QUEUE_REGULAR_RATE='10'
+# ORDER_QUEUE_SMART_RATE='10'
+# Smart orders for the same instrument go out at least this many seconds apart.
+ORDER_QUEUE_SMART_SETTLE_SECONDS='1'
 # Requests in flight at once, and HTTP timeouts in seconds (connect / answer).
 ORDER_QUEUE_WORKERS='4'
 ORDER_QUEUE_CONNECT_TIMEOUT='3'

@@ -94,7 +94,7 @@ class SendPacer:
 
     def wait_turn(self, lane_key: str) -> float:
         """Block until ``lane_key`` may send; return the seconds waited."""
-        limit, window = self.limits.limit_for(lane_key), self.limits.window
+        limit, window = self.limits.limit_for(lane_key), self.limits.window_for(lane_key)
         with self._lock:
             sent = self._sent.setdefault(lane_key, deque(maxlen=limit))
             now = time.monotonic()
@@ -115,7 +115,10 @@ class Dispatcher:
         self.clock = clock
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.limits = RateLimits(smart=settings.smart_rate, regular=settings.regular_rate,
-                                 window=settings.rate_window_seconds)
+                                 window=settings.rate_window_seconds,
+                                 smart_settle=settings.smart_settle_seconds,
+                                 smart_window=settings.smart_rate_window_seconds,
+                                 regular_window=settings.regular_rate_window_seconds)
         self.pacer = SendPacer(self.limits)
         self.client = client or httpx.Client(
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),

@@ -5,6 +5,7 @@ a strange dispatcher behaviour at the first order.
 """
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -27,9 +28,19 @@ class OrderQueueSettings:
     #: A pending order older than this is not sent (dead-lettered as expired): a market
     #: order from a signal five minutes ago is a different trade at a different price.
     max_age_seconds: float = 300.0
-    #: Orders per second per broker account in each lane (upstream: 10 and 1).
+    #: Orders per window per broker account in each lane.  By default the host's own
+    #: limits: OpenAlgo's ``ORDER_RATE_LIMIT`` / ``SMART_ORDER_RATE_LIMIT`` ("10 per
+    #: second" each), else 10 and 10.
     regular_rate: int = 10
-    smart_rate: int = 1
+    smart_rate: int = 10
+    #: Set when a host limit is "N per minute": that lane counts over 60 s.
+    regular_rate_window_seconds: float | None = None
+    smart_rate_window_seconds: float | None = None
+    #: Two smart orders for the same instrument go out at least this far apart, and
+    #: never before the earlier one's outcome is known: a smart order sizes itself from
+    #: the position the previous one left.  (Upstream slept 1 s after every smart order
+    #: of the whole account; different instruments need not wait for each other.)
+    smart_settle_seconds: float = 1.0
     #: The window those rates are counted over.  20% wider than the broker's second:
     #: requests leave tens of milliseconds after they are claimed, with jitter that grows
     #: under load and across processes, and a broker that counts 11 in its second may
@@ -104,6 +115,7 @@ _VARIABLES = {
     "ORDER_QUEUE_REGULAR_RATE": ("regular_rate", int, 1),
     "ORDER_QUEUE_SMART_RATE": ("smart_rate", int, 1),
     "ORDER_QUEUE_RATE_WINDOW_SECONDS": ("rate_window_seconds", float, 1.0),
+    "ORDER_QUEUE_SMART_SETTLE_SECONDS": ("smart_settle_seconds", float, 0),
     "HOST_SERVER": ("host_server", str, None),
     "ORDER_QUEUE_WORKERS": ("workers", int, 1),
     "ORDER_QUEUE_CONNECT_TIMEOUT": ("connect_timeout", float, 0.1),
@@ -134,10 +146,33 @@ def _boolean(raw) -> bool:
     raise ValueError(raw)
 
 
+#: The host's own limits (OpenAlgo's .env, flask-limiter syntax), used for a lane whose
+#: ORDER_QUEUE_* rate is not set: variable → (rate field, window field, our variable).
+_HOST_LIMITS = {
+    "ORDER_RATE_LIMIT": ("regular_rate", "regular_rate_window_seconds", "ORDER_QUEUE_REGULAR_RATE"),
+    "SMART_ORDER_RATE_LIMIT": ("smart_rate", "smart_rate_window_seconds", "ORDER_QUEUE_SMART_RATE"),
+}
+_HOST_LIMIT_SYNTAX = re.compile(r"^\s*(\d+)\s*(?:per|/)\s*(second|minute)\s*$", re.I)
+
+
+def parse_host_limit(variable: str, raw: str) -> tuple[int, float | None]:
+    """"10 per second" → (10, None); "100 per minute" → (100, 60.0).  Only the first
+    limit of a list ("10 per second;100 per minute") is used."""
+    match = _HOST_LIMIT_SYNTAX.match(raw.split(";")[0])
+    if match is None or int(match.group(1)) < 1:
+        raise SettingsError(f"{variable}={raw!r} is not a limit like '10 per second' or "
+                            f"'100 per minute'")
+    return int(match.group(1)), (60.0 if match.group(2).lower() == "minute" else None)
+
+
 def load_settings(source: Mapping[str, object] | None = None) -> OrderQueueSettings:
     """Build settings from ``source`` (default: the environment); blank means default."""
     source = os.environ if source is None else source
     values = {}
+    for host_variable, (rate_field, window_field, ours) in _HOST_LIMITS.items():
+        raw = source.get(host_variable)
+        if isinstance(raw, str) and raw.strip() and not str(source.get(ours) or "").strip():
+            values[rate_field], values[window_field] = parse_host_limit(host_variable, raw)
     for variable, (field, parse, minimum) in _VARIABLES.items():
         raw = source.get(variable)
         if raw is None or (isinstance(raw, str) and not raw.strip()):

@@ -242,11 +242,10 @@ def test_unreachable_orderbook_goes_to_a_human(store, broker, dispatch):
     assert len(broker.received) == 1
 
 
-def test_rate_limits_hold_at_the_broker_and_smart_goes_first(store, broker, dispatch,
-                                                              frozen_heap):
+def test_rate_limits_hold_at_the_broker(store, broker, dispatch, frozen_heap):
     regular = [enqueue(store, body=payload(symbol=f"R{i}")) for i in range(25)]
     smart_ids = [enqueue(store, "placesmartorder", smart(symbol=f"X{i}")) for i in range(3)]
-    dispatch(workers=8)
+    dispatch(workers=8, smart_rate=1)
     for order_id in regular + smart_ids:
         wait_final(store, order_id, timeout=20)
     assert broker.max_in_window("placeorder", window=1.0) <= 10
@@ -263,6 +262,19 @@ def test_smart_orders_are_claimed_first(store, broker, dispatch):
     dispatch(workers=1)
     assert broker.wait_for(4, timeout=10)
     assert [r.endpoint for r in broker.received][0] == "placesmartorder"
+
+
+def test_thirty_exits_on_thirty_symbols_go_out_at_the_smart_lanes_budget(store, broker,
+                                                                         dispatch, frozen_heap):
+    """A flatten of 30 instruments is not paced one per second: only two smart orders
+    for the same instrument wait for each other."""
+    ids = [enqueue(store, "placesmartorder", smart(symbol=f"F{i}")) for i in range(30)]
+    dispatch(workers=8)
+    for order_id in ids:
+        wait_final(store, order_id, timeout=40)
+    assert broker.max_in_window("placesmartorder", window=1.0) <= 10
+    arrivals = [request.wall_time for request in broker.received]
+    assert max(arrivals) - min(arrivals) < 15  # paced one per second they would span 29 s
 
 
 def test_rate_limit_is_per_account(store, broker, dispatch, frozen_heap):

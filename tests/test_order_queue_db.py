@@ -112,6 +112,42 @@ def test_smart_lane_one_per_window(store):
     assert claim(store, at=T0 + timedelta(seconds=1.2)).id == second
 
 
+SETTLING = RateLimits(smart=10, regular=10, window=1.1, smart_settle=1.0)
+
+
+def smart_order(store, symbol, position_size, at=T0):
+    return enqueue(store, "placesmartorder", at=at, symbol=symbol, action="SELL",
+                   position_size=str(position_size), quantity="0")
+
+
+def test_smart_orders_for_different_instruments_go_back_to_back(store):
+    ids = [smart_order(store, f"S{i}", 0) for i in range(5)]
+    assert [claim(store, limits=SETTLING).id for _ in ids] == ids
+
+
+def test_a_smart_order_waits_the_settle_gap_after_the_last_one_for_its_instrument(store):
+    first, second = smart_order(store, "SBIN", 0), smart_order(store, "SBIN", 10)
+    claimed = claim(store, limits=SETTLING)
+    assert claimed.id == first
+    store.mark_sent(claimed, now=T0, actor="d1", broker_orderid="B1")
+    result = store.claim_next("d1", now=T0 + timedelta(seconds=0.5), lease_seconds=30,
+                              limits=SETTLING)
+    assert result.order is None  # the outcome is known, but the position has not settled
+    assert result.next_due_at == T0 + timedelta(seconds=1.0)
+    assert claim(store, at=T0 + timedelta(seconds=1.0), limits=SETTLING).id == second
+
+
+def test_exits_are_claimed_before_entries_but_never_overtake_their_own_instrument(store):
+    entry_a = enqueue(store, symbol="A")
+    entry_b = enqueue(store, symbol="B")
+    smart_entry = smart_order(store, "C", 5)
+    exit_b = smart_order(store, "B", 0)  # behind entry_b, its own instrument
+    exit_d = smart_order(store, "D", 0)
+    order = [claim(store, limits=SETTLING).id for _ in range(4)]
+    assert order == [exit_d, smart_entry, entry_a, entry_b]
+    assert claim(store, limits=SETTLING) is None  # exit_b waits for entry_b's outcome
+
+
 def test_mark_with_a_stale_lease_changes_nothing(store):
     enqueue(store)
     first = claim(store)

@@ -13,7 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_defaults_match_the_design():
     settings = load_settings({})
-    assert (settings.max_retries, settings.regular_rate, settings.smart_rate) == (3, 10, 1)
+    # Design §3: both lanes default to the host's "10 per second"; smart orders for the
+    # same instrument keep upstream's 1 s settle between them.
+    assert (settings.max_retries, settings.regular_rate, settings.smart_rate) == (3, 10, 10)
+    assert settings.smart_settle_seconds == 1.0
     assert settings.database_url == "sqlite:///db/order_queue.db"
     assert settings.max_age_seconds == 300
 
@@ -47,3 +50,14 @@ def test_env_example_documents_every_variable():
     documented = set(re.findall(r"^(?:# )?([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
     assert set(setting_names()) <= documented
     assert {"API_KEY_PEPPER", "APP_KEY", "FLASK_PORT", "DATABASE_URL"} <= documented
+
+
+def test_budgets_come_from_the_hosts_limits_unless_ours_are_set():
+    host = {"ORDER_RATE_LIMIT": "8 per second", "SMART_ORDER_RATE_LIMIT": "100 per minute"}
+    settings = load_settings(host)
+    assert (settings.regular_rate, settings.regular_rate_window_seconds) == (8, None)
+    assert (settings.smart_rate, settings.smart_rate_window_seconds) == (100, 60.0)
+    ours = load_settings({**host, "ORDER_QUEUE_SMART_RATE": "3"})
+    assert (ours.smart_rate, ours.smart_rate_window_seconds) == (3, None)
+    with pytest.raises(SettingsError, match="SMART_ORDER_RATE_LIMIT"):
+        load_settings({"SMART_ORDER_RATE_LIMIT": "lots"})
