@@ -241,7 +241,7 @@ def order_detail(order_id: int) -> dict:
     now = utcnow()
     detail = order_json(row, now)
     detail["payload"] = {**row["payload"], "apikey": masked}
-    detail["attempts"] = [{k: _iso(v) for k, v in a.items()} for a in store.list_attempts(order_id)]
+    detail["trail"] = [{k: _iso(v) for k, v in a.items()} for a in store.list_attempts(order_id)]
     detail["later_sent"] = [r["id"] for r in store.later_orders_gone_ahead(order_id)]
     return detail
 
@@ -448,7 +448,7 @@ def show_command(order_id, as_json):
                 "attempts", "broker_orderid", "created_at", "last_error"):
         click.echo(f"{key:>15}: {detail[key]}")
     click.echo(f"{'payload':>15}: {json.dumps(detail['payload'], sort_keys=True)}")
-    for attempt in detail["attempts"]:
+    for attempt in detail["trail"]:
         click.echo(f"  {attempt['at']} {attempt['kind']:<9} {attempt['outcome']:<16} "
                    f"{attempt['http_status'] or '':<4} {attempt['actor'] or ''} "
                    f"{attempt['message'] or ''}")

@@ -1155,14 +1155,17 @@ class QueueStore:
         with self.transaction(read_only=True) as conn:
             oldest = conn.execute(select(func.min(orders.c.created_at)).where(
                 orders.c.state == OrderState.PENDING.value)).scalar()
-            sent_today = conn.execute(select(func.count()).select_from(orders).where(
-                orders.c.state == OrderState.SENT.value,
-                orders.c.finished_at >= day_start)).scalar_one()
+            sent_by_lane = dict(conn.execute(
+                select(orders.c.lane, func.count()).where(
+                    orders.c.state == OrderState.SENT.value,
+                    orders.c.finished_at >= day_start).group_by(orders.c.lane)).all())
+        by_lane = {lane.value: sent_by_lane.get(lane.value, 0) for lane in Lane}
         return {
             "depth": depth,
             "oldest_pending_age_seconds":
                 round((now - oldest).total_seconds(), 3) if oldest else None,
-            "sent_today": sent_today,
+            "sent_today": sum(by_lane.values()),
+            "sent_today_by_lane": by_lane,
             "dead": sum(depth[OrderState.DEAD.value].values()),
         }
 

@@ -17,7 +17,7 @@ import pytest
 from database.order_queue_db import QueueStore, utcnow
 from tests.app_process import ROOT, AppProcess
 from tests.conftest import TEST_PEPPER
-from tests.fake_broker import Accept, Reject
+from tests.fake_broker import Accept, Drop, Reject, Status
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -171,5 +171,47 @@ def test_operator_sees_dead_orders_replays_one_and_markup_stays_text(tmp_path, b
         assert browser.execute_script(
             "return document.documentElement.scrollWidth <= window.innerWidth + 1")
         browser.save_screenshot(str(OUTPUT / "order_queue_admin_phone.png"))
+    finally:
+        app.stop()
+
+
+def test_a_filter_link_opens_filtered_and_an_order_in_doubt_is_settled_from_its_page(
+        tmp_path, broker, browser):
+    from selenium.webdriver.common.by import By
+
+    # TCS is rejected; SBIN's answer is lost and the orderbook cannot tell (semi_auto's
+    # 403), so SBIN reaches the operator in doubt.
+    broker.behaviour_for = lambda body: Drop() if body.get("symbol") == "SBIN" else \
+        Reject("Symbol not tradable")
+    broker.orderbook_behaviour = Status(403)
+    app = AppProcess(tmp_path, broker.base_url, TEST_PEPPER,
+                     ORDER_QUEUE_ORDERBOOK_WAIT_SECONDS="0.5")
+    webhook_id = json.loads(app.flask("strategy", "add", "--name", "Doubt", "--symbol",
+                                      "SBIN", "--quantity", "5"))["webhook_id"]
+    app.flask("strategy", "map", "--name", "Doubt", "--symbol", "TCS", "--quantity", "5")
+    app.flask("user", "set-password", "--username", "trader", "--password", "pw-for-test")
+    app.start()
+    try:
+        for symbol in ("SBIN", "TCS"):
+            assert httpx.post(f"{app.base_url}/strategy/webhook/{webhook_id}",
+                              json={"symbol": symbol, "action": "BUY"}, timeout=5).status_code == 200
+        browser.get(f"{app.base_url}/order-queue/?reason=in_doubt")
+        browser.find_element(By.NAME, "username").send_keys("trader")
+        browser.find_element(By.NAME, "password").send_keys("pw-for-test")
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait_until(browser, lambda d: text_of(d, "count-dead") == "2")
+        texts = wait_until(browser, lambda d: len(dead_row_texts(d)) == 1 and dead_row_texts(d))
+        assert "SBIN" in texts[0] and "in_doubt" in texts[0]
+        assert browser.find_element(By.NAME, "reason").get_attribute("value") == "in_doubt"
+        assert "reason=in_doubt" in browser.current_url
+
+        click_in_dead_row(browser, "SBIN", ".//a")
+        wait_until(browser, lambda d: text_of(d, "order-state") == "dead")
+        assert text_of(browser, "f-attempts") == "1"  # a count, not the trail
+        browser.find_element(By.ID, "settle-orderid").send_keys("B-4711")
+        browser.find_element(By.ID, "settle-placed").click()
+        wait_until(browser, lambda d: text_of(d, "order-state") == "sent")
+        assert text_of(browser, "f-orderid") == "B-4711"
+        assert "settled_placed" in browser.find_element(By.ID, "attempts-table").text
     finally:
         app.stop()

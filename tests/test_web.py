@@ -163,7 +163,8 @@ def test_order_detail_masks_the_key_and_shows_the_trail(logged_in):
     order_id = make_order("dead")
     detail = logged_in.get(f"/order-queue/api/orders/{order_id}").get_json()
     assert detail["payload"]["apikey"] == "****9XyZ"
-    assert [a["outcome"] for a in detail["attempts"]] == ["rejected"]
+    assert [a["outcome"] for a in detail["trail"]] == ["rejected"]
+    assert detail["attempts"] == 1  # the count, as in every listing
     page = logged_in.get(f"/order-queue/orders/{order_id}").get_data(as_text=True)
     assert KEY not in page and "****9XyZ" in page
     assert logged_in.get("/order-queue/api/orders/999").status_code == 404

@@ -30,7 +30,7 @@ def check_session_validity(view):
             if _wants_json():
                 return jsonify({"status": "error", "error": "session_expired",
                                 "message": "Log in first."}), 401
-            return redirect(url_for("auth.login", next=request.path))
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         return view(*args, **kwargs)
 
     return wrapped

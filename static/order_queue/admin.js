@@ -110,7 +110,7 @@
   /* ---------------------------------------------------------------- index page */
 
   function renderStats(stats) {
-    ["pending", "sending", "in_doubt", "dead", "sent"].forEach(function (state) {
+    ["pending", "sending", "in_doubt", "dead"].forEach(function (state) {
       var lanes = stats.depth[state];
       var count = document.getElementById("count-" + state);
       if (count) { count.textContent = lanes.smart + lanes.regular; }
@@ -118,6 +118,8 @@
         "smart " + lanes.smart + " · regular " + lanes.regular;
     });
     document.getElementById("sent-today").textContent = stats.sent_today;
+    document.getElementById("lanes-sent").textContent =
+      "smart " + stats.sent_today_by_lane.smart + " · regular " + stats.sent_today_by_lane.regular;
     document.getElementById("oldest-pending").textContent = age(stats.oldest_pending_age_seconds);
     var d = stats.dispatcher;
     document.getElementById("dispatcher-status").textContent =
@@ -208,9 +210,20 @@
 
   function initIndex() {
     var filters = document.getElementById("filters");
-    function query() {
-      var params = new URLSearchParams({ state: "dead", per_page: "100" });
+    /* Filters live in the URL both ways: a shared link opens filtered, and every change
+       is written back to the address bar. */
+    new URLSearchParams(window.location.search).forEach(function (value, key) {
+      if (filters.elements[key]) { filters.elements[key].value = value; }
+    });
+    function chosen() {
+      var params = new URLSearchParams();
       new FormData(filters).forEach(function (value, key) { if (value) { params.set(key, value); } });
+      return params;
+    }
+    function query() {
+      var params = chosen();
+      if (!params.get("state")) { params.set("state", "dead"); }
+      params.set("per_page", "100");
       return params.toString();
     }
     /* Refreshes overlap (events, timer, actions); only the newest one may paint, so a slow
@@ -227,7 +240,14 @@
         api("orders?state=pending,sending,in_doubt&per_page=100").then(paint(function (data) { renderOpen(data, refresh); }))
       ]).catch(function (error) { alertBox("Could not load the queue: " + error.message, true); });
     }
-    filters.addEventListener("submit", function (event) { event.preventDefault(); refresh(); });
+    function applyFilters(event) {
+      if (event) { event.preventDefault(); }
+      var params = chosen().toString();
+      window.history.replaceState(null, "", window.location.pathname + (params ? "?" + params : ""));
+      refresh();
+    }
+    filters.addEventListener("submit", applyFilters);
+    filters.addEventListener("change", applyFilters);
     document.getElementById("select-all").addEventListener("change", function (event) {
       document.querySelectorAll("#dead-table tbody input").forEach(function (box) { box.checked = event.target.checked; });
       updateBulkButtons();
@@ -259,7 +279,7 @@
         (order.state === "dead" && order.dead_reason === "in_doubt"));
       var body = document.querySelector("#attempts-table tbody");
       body.replaceChildren();
-      order.attempts.forEach(function (a) {
+      order.trail.forEach(function (a) {
         var row = document.createElement("tr");
         [a.at, a.kind, a.outcome, a.http_status,
          a.latency_ms === null ? "" : Math.round(a.latency_ms) + " ms",
