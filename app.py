@@ -10,7 +10,6 @@ WSGI entry point), once the databases are ready.
 import gc
 import os
 import secrets
-import stat
 
 from dotenv import load_dotenv
 from flask import Flask, jsonify
@@ -38,11 +37,12 @@ def bootstrap_env() -> None:
     """First run on a fresh machine: write ``.env`` (mode 600) with fresh random secrets,
     so the quickstart needs no manual step.  An existing ``.env`` is never touched."""
     if not os.path.exists(ENV_FILE) and not os.getenv("API_KEY_PEPPER"):
-        with open(ENV_FILE, "w", encoding="utf-8") as handle:
+        # Created 0600 from the start: the secrets are never readable by others.
+        descriptor = os.open(ENV_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write("# Generated on first run; see .env.example for every setting.\n"
                          f"APP_KEY={secrets.token_hex(32)}\n"
                          f"API_KEY_PEPPER={secrets.token_hex(32)}\n")
-        os.chmod(ENV_FILE, stat.S_IRUSR | stat.S_IWUSR)
         logger.warning("created %s with new APP_KEY and API_KEY_PEPPER", ENV_FILE)
     load_dotenv(ENV_FILE)
 

@@ -263,6 +263,33 @@ def bench_lanes(work: Path, repeats: int) -> None:
                f"{spread(theirs[0], '{:.0f}')} / {spread(theirs[1], '{:.0f}')}")
 
 
+def bench_flatten(work: Path, count: int, repeats: int, label: str) -> None:
+    """``count`` exit signals for ``count`` different symbols of one account, fired
+    together from 8 clients (a kill switch, a market-wide stop, the squareoff): how long
+    until the last exit is at the broker, counted from the first signal."""
+    symbols = [f"F{i:02d}" for i in range(count)]
+    lasts = {"ours": [], "upstream": []}
+    for run in range(repeats):
+        for name in ("ours", "upstream"):
+            with FakeBroker() as broker:
+                side = Side(name, work / f"flatten{count}-{name}-{run}", broker, symbols)
+                try:
+                    started = time.time()
+                    clients = [threading.Thread(target=lambda chunk=symbols[i::8]: [
+                        side.fire(symbol, "SELL", 0) for symbol in chunk]) for i in range(8)]
+                    for client in clients:
+                        client.start()
+                    for client in clients:
+                        client.join()
+                    broker.wait_for(count, timeout=count * 2 + 30)
+                    lasts[name].append(max(r.wall_time for r in broker.received) - started)
+                finally:
+                    side.stop()
+    ratio = statistics.median(lasts["ours"]) / statistics.median(lasts["upstream"])
+    report(f"{label}: last exit at the broker (s)", spread(lasts["ours"], "{:.1f}"),
+           spread(lasts["upstream"], "{:.1f}"), f"ours/theirs {ratio:.2f}")
+
+
 # --------------------------------------------------------------------------- 5. growth
 
 
@@ -473,7 +500,14 @@ def main() -> None:
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--only", help="comma-separated figures to run (enqueue, latency, "
+                        "burst, lanes, flatten, growth, recovery, postgres); default all")
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+
+    def wanted(figure: str) -> bool:
+        return only is None or figure in only
+
     q = args.quick
     os.environ["API_KEY_PEPPER"] = PEPPER
     args.out.mkdir(parents=True, exist_ok=True)
@@ -481,17 +515,27 @@ def main() -> None:
         work = Path(tmp)
         print(f"machine: {machine()}", flush=True)
         repeats = 1 if q else args.repeats
-        bench_enqueue(work, 200 if q else 5000, repeats)
-        bench_latency(work, 10 if q else 300, repeats)
-        bench_burst(work, 40 if q else 2000, repeats)
-        if not q:
+        if wanted("enqueue"):
+            bench_enqueue(work, 200 if q else 5000, repeats)
+        if wanted("latency"):
+            bench_latency(work, 10 if q else 300, repeats)
+        if wanted("burst"):
+            bench_burst(work, 40 if q else 2000, repeats)
+        if wanted("lanes") and not q:
             bench_lanes(work, repeats)
-        bench_growth(work, 20_000 if q else 1_000_000, repeats)
-        bench_recovery(work, 200 if q else 10_000, 1_000 if q else 100_000, repeats)
-        if not args.skip_postgres:
+        if wanted("flatten"):
+            bench_flatten(work, 5 if q else 30, repeats, "flatten 30 symbols of one account")
+            if not q:
+                bench_flatten(work, 50, repeats, "squareoff of 50 open positions")
+        if wanted("growth"):
+            bench_growth(work, 20_000 if q else 1_000_000, repeats)
+        if wanted("recovery"):
+            bench_recovery(work, 200 if q else 10_000, 1_000 if q else 100_000, repeats)
+        if wanted("postgres") and not args.skip_postgres:
             bench_postgres(work, 200 if q else 2000, repeats)
-    write_table(args.out / ("table-quick.md" if q else "table.md"))
-    if not q:
+    name = "table-quick.md" if q else ("table.md" if only is None else "table-partial.md")
+    write_table(args.out / name)
+    if not q and wanted("latency"):
         write_plot(args.out / "latency.png")
     print(f"\nwritten to {args.out}")
 

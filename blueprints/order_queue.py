@@ -374,9 +374,22 @@ def api_cancel():
 
 # --------------------------------------------------------------------------- CLI
 
-order_queue_cli = AppGroup("order-queue", help="""Inspect the durable order queue and act
-on failed orders.  Exit codes: 0 done, 1 some orders could not be acted on, 3 a replay
-needs --confirm, 4 no such order.""")
+class _QueueCommands(AppGroup):
+    """A fault the operator can act on (the database unreachable, a bad value) is one
+    line on stderr and exit code 1, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (QueueStorageError, SettingsError, ValueError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise SystemExit(EXIT_PARTIAL) from None
+
+
+order_queue_cli = _QueueCommands("order-queue", help="""Inspect the durable order queue and
+act on failed orders.  Exit codes: 0 done, 1 some orders could not be acted on (or the
+queue database could not be reached), 2 bad arguments, 3 a replay needs --confirm, 4 no
+such order.""")
 
 EXIT_PARTIAL, EXIT_NEEDS_CONFIRMATION, EXIT_NOT_FOUND = 1, 3, 4
 CLI_ACTOR = "cli"
@@ -525,7 +538,8 @@ def worker_command():
 
 
 @order_queue_cli.command("purge")
-@click.option("--days", type=float, help="Override ORDER_QUEUE_RETENTION_DAYS.")
+@click.option("--days", type=click.FloatRange(min=0, min_open=True),
+              help="Override ORDER_QUEUE_RETENTION_DAYS (more than 0).")
 def purge_command(days):
     """Delete finished orders (sent, dismissed, cancelled) older than the retention."""
     days = days if days is not None else current_settings().retention_days

@@ -23,10 +23,14 @@ _engine = None
 
 
 def _ensure_sqlite_directory(url: str) -> None:
+    """The directory, and the file created private (0600) before SQLite opens it: it
+    holds users, password hashes and API keys."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        directory = os.path.dirname(url[len("sqlite:///"):])
+        path = url[len("sqlite:///"):]
+        directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 def configure(url: str | None = None):

@@ -376,6 +376,9 @@ class SqliteBackend:
         for db/ (afterwards a missing file is a fault, see ``check_writable``)."""
         if self.path:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            # Created private before SQLite opens it: its -wal and -shm files take the
+            # same mode, and they hold order payloads.
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             engine.connect().close()
 
     def lock_schema(self, conn: Connection) -> None:

@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Callable
 
@@ -40,7 +40,7 @@ from database.order_queue_db import (
     QueueStore,
     RateLimits,
 )
-from database.order_queue_secrets import CredentialsUnavailable, unseal
+from database.order_queue_secrets import CredentialsUnavailable, mask, unseal
 from services import order_queue_events
 from services.order_queue_outcome import Outcome, Verdict, classify_exception, classify_response
 from services.order_queue_reconciler import (
@@ -349,6 +349,8 @@ class Dispatcher:
         except httpx.HTTPError as exc:
             verdict = classify_exception(exc)
         latency_ms = (time.monotonic() - started) * 1000
+        # A broker error may echo the request: the key never reaches the store or logs.
+        verdict = replace(verdict, message=verdict.message.replace(api_key, mask(api_key)))
         self._apply(order, verdict, latency_ms)
 
     def _apply(self, order: ClaimedOrder, verdict: Verdict, latency_ms: float) -> None:

@@ -8,7 +8,7 @@ from tests.app_process import ROOT
 
 FIGURES = ["enqueue p50", "enqueue p99", "enqueue, 8 threads", "webhook→broker p50",
            "webhook→broker p99", "burst: 40 webhooks", "burst: max orders", "claim+mark",
-           "restart with", "app RSS", "PostgreSQL, 4 dispatcher processes"]
+           "flatten 30 symbols", "restart with", "app RSS", "PostgreSQL, 4 dispatcher processes"]
 
 
 def test_bench_quick_run_writes_every_figure(tmp_path):

@@ -1,6 +1,7 @@
 """``flask order-queue ...``: readable by default, --json for scripts, meaningful exits."""
 
 import json
+import time
 
 from database import order_queue_db
 from tests.test_web import make_order
@@ -48,7 +49,8 @@ def test_replay_needs_confirm_after_a_later_send(app, runner):
 
 def test_purge_keeps_dead_orders(app, runner):
     dead, sent = make_order("dead"), make_order("sent", symbol="TCS")
-    result = runner.invoke(args=["order-queue", "purge", "--days", "0"])
+    time.sleep(0.1)
+    result = runner.invoke(args=["order-queue", "purge", "--days", "0.000001"])  # 86 ms
     assert result.exit_code == 0 and "purged 1" in result.output
     assert order_queue_db.get_store().get_order(sent) is None
     assert order_queue_db.get_store().get_order(dead)["state"] == "dead"
@@ -65,3 +67,18 @@ def test_settle_in_doubt_orders(app, runner):
     assert store.get_order(missing)["state"] == "pending"
     assert runner.invoke(args=["order-queue", "settle", str(placed)]).exit_code == 2
     assert runner.invoke(args=["order-queue", "settle", str(placed), "--not-placed"]).exit_code == 1
+
+
+def test_purge_refuses_a_non_positive_age(app, runner):
+    sent = make_order("sent")
+    for days in ("0", "-1"):
+        refused = runner.invoke(args=["order-queue", "purge", "--days", days])
+        assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert order_queue_db.get_store().get_order(sent) is not None
+
+
+def test_an_unreachable_queue_database_is_one_line_and_exit_1(app, runner, tmp_path):
+    order_queue_db.configure(f"sqlite:///{tmp_path}/missing-dir/gone.db")
+    result = runner.invoke(args=["order-queue", "stats"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ") and len(result.output.splitlines()) == 1

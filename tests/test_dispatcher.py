@@ -121,6 +121,15 @@ def test_rejection_message_is_kept_for_the_operator(store, broker, dispatch):
     assert attempt["outcome"] == "rejected" and attempt["http_status"] == 200
 
 
+def test_a_broker_error_that_echoes_the_request_keeps_no_plain_key(store, broker, dispatch):
+    broker.script(Reject(f"bad request: apikey={KEY} symbol=SBIN"))
+    order_id = enqueue(store)
+    dispatch()
+    row = wait_final(store, order_id)
+    stored = row["last_error"] + " ".join(a["message"] or "" for a in store.list_attempts(order_id))
+    assert KEY not in stored and "symbol=SBIN" in stored
+
+
 def test_connection_refused_retries_until_the_broker_is_back(store, broker, dispatch):
     broker.refuse()
     order_id = enqueue(store)

@@ -476,3 +476,12 @@ def test_the_seed_named_module_functions_work_on_the_configured_store(tmp_path):
     assert depth["sent"]["regular"] == 1 and depth["in_doubt"]["regular"] == 1
     assert first.id == sent_id and q.get_failed_orders() == []
     q.get_store().dispose()
+
+
+def test_the_queue_file_is_created_private(tmp_path):
+    store = QueueStore(f"sqlite:///{tmp_path}/private/order_queue.db")
+    store.create_schema()
+    store.enqueue("placeorder", order(), now=T0, max_age_seconds=None)
+    for name in ("order_queue.db", "order_queue.db-wal"):
+        assert (tmp_path / "private" / name).stat().st_mode & 0o777 == 0o600, name
+    store.dispose()
