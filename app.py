@@ -35,8 +35,16 @@ ENV_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".env")
 
 def bootstrap_env() -> None:
     """First run on a fresh machine: write ``.env`` (mode 600) with fresh random secrets,
-    so the quickstart needs no manual step.  An existing ``.env`` is never touched."""
+    so the quickstart needs no manual step.  An existing ``.env`` is never touched, and
+    none is made up where a queue database already exists: its API keys are sealed with
+    the old pepper, which a new one could not open."""
     if not os.path.exists(ENV_FILE) and not os.getenv("API_KEY_PEPPER"):
+        queue_file = os.path.join(os.path.dirname(ENV_FILE), "db", "order_queue.db")
+        if os.path.exists(queue_file):
+            raise SystemExit(f"{ENV_FILE} is missing but {queue_file} exists: its queued API "
+                             f"keys are sealed with the API_KEY_PEPPER of that .env. Restore "
+                             f"the .env (or set API_KEY_PEPPER) and start again; a new "
+                             f"pepper would leave every queued order unreadable.")
         # Created 0600 from the start: the secrets are never readable by others.
         descriptor = os.open(ENV_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:

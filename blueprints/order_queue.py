@@ -174,7 +174,8 @@ def health_report() -> tuple[dict, bool]:
     problems = []
     if here["start_problem"]:
         # The detail is logged for the operator; the public answer stays generic.
-        problems.append(f"dispatcher waiting for the queue database since "
+        problems.append(order_queue_lifecycle.holding_reason() or
+                        f"dispatcher waiting for the queue database since "
                         f"{_iso(here['start_problem_since'])}; webhooks answer 503 meanwhile")
     try:
         report = stats_report()

@@ -230,7 +230,19 @@ class DispatcherRecord(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class QueueMeta(Base):
+    """Facts about the database itself: the pepper check (``check_pepper``)."""
+
+    __tablename__ = "order_queue_meta"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 orders = QueuedOrder.__table__
+meta = QueueMeta.__table__
+PEPPER_CHECK = "pepper_check"
+PEPPER_CHECK_TEXT = "order-queue pepper check"
 attempts = OrderAttempt.__table__
 dispatchers = DispatcherRecord.__table__
 
@@ -840,6 +852,23 @@ class QueueStore:
                 "fence_expected": fence_expected, "host_instance": None,
                 "host_received_at": None, "host_done_at": None,
                 "host_answer_status": None, "host_answer_body": None})
+
+    def check_pepper(self) -> bool:
+        """True when this process's ``API_KEY_PEPPER`` is the one the stored API keys
+        were sealed with.  The first call on a database seals a check value with the
+        current pepper; later ones must be able to open it.  A changed pepper would
+        make every queued key unreadable (each order dead as ``credentials``), so the
+        caller holds the queue instead of sending."""
+        with self.transaction() as conn:
+            sealed = conn.execute(select(meta.c.value).where(meta.c.key == PEPPER_CHECK)).scalar()
+            if sealed is None:
+                conn.execute(meta.insert().values(key=PEPPER_CHECK,
+                                                  value=secrets.seal(PEPPER_CHECK_TEXT)))
+                return True
+        try:
+            return secrets.unseal(sealed) == PEPPER_CHECK_TEXT
+        except secrets.CredentialsUnavailable:
+            return False
 
     def record_receipt(self, order_id: int, lease_token: str, *, instance: str,
                        now: datetime) -> bool:

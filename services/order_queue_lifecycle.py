@@ -113,14 +113,17 @@ def _try_start() -> bool:
     for health) while the queue database cannot be reached."""
     global _start_problem
     try:
-        order_queue_db.get_store().create_schema()
+        store = order_queue_db.get_store()
+        store.create_schema()
+        if not store.check_pepper():
+            raise PepperChanged(PEPPER_CHANGED)
         start_dispatcher()
-    except QueueStorageError as exc:
+    except (QueueStorageError, PepperChanged) as exc:
         first = _start_problem is None
         _start_problem = (str(exc), _start_problem[1] if _start_problem else utcnow())
         if first:
-            logger.error("order queue database unreachable at start: %s; webhooks answer "
-                         "503 until it is back, retrying in the background", exc)
+            logger.error("order queue held at start: %s; webhooks answer 503 until it is "
+                         "resolved, checking again in the background", exc)
         return False
     except Exception:
         logger.exception("order queue dispatcher could not start; retrying")
@@ -129,6 +132,21 @@ def _try_start() -> bool:
         logger.info("order queue database reachable again; dispatcher started")
     _start_problem = None
     return True
+
+
+PEPPER_CHANGED = ("API_KEY_PEPPER is not the one the queued API keys were sealed with: "
+                  "sending is held and webhooks answer 503. Put the previous API_KEY_PEPPER "
+                  "back in .env and restart; the queued orders then go out as usual")
+
+
+class PepperChanged(Exception):
+    """The pepper does not open the queue database's check value."""
+
+
+def holding_reason() -> str | None:
+    """Why new orders must not be queued now (a changed pepper), or None."""
+    problem = _start_problem
+    return problem[0] if problem and problem[0] == PEPPER_CHANGED else None
 
 
 def status() -> dict:

@@ -18,7 +18,7 @@ from flask import g, has_request_context
 from database import order_queue_db
 from database.order_queue_db import QueueStorageError
 from services import order_queue_events
-from services.order_queue_lifecycle import wake_dispatcher
+from services.order_queue_lifecycle import holding_reason, wake_dispatcher
 from services.order_queue_reconciler import BROKER_TIMEZONE
 from services.order_queue_settings import current_settings
 from utils.logging import get_logger
@@ -76,6 +76,12 @@ def queue_order(endpoint, payload):
     web request a storage failure is retried for a while first.
     """
     in_request = has_request_context()
+    if (held := holding_reason()) is not None:
+        # Orders sealed now would be unreadable once the operator restores the pepper.
+        logger.error("order NOT queued: %s", held)
+        if in_request:
+            g.order_queue_storage_error = held
+        raise QueueStorageError(held)
     for pause in (*(() if in_request else BACKGROUND_RETRY_PAUSES), None):
         now = order_queue_db.utcnow()
         try:

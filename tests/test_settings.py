@@ -61,3 +61,20 @@ def test_budgets_come_from_the_hosts_limits_unless_ours_are_set():
     assert (ours.smart_rate, ours.smart_rate_window_seconds) == (3, None)
     with pytest.raises(SettingsError, match="SMART_ORDER_RATE_LIMIT"):
         load_settings({"SMART_ORDER_RATE_LIMIT": "lots"})
+
+
+def test_first_run_writes_a_private_env_but_never_over_sealed_orders(tmp_path, monkeypatch):
+    import app
+
+    monkeypatch.setattr(app, "ENV_FILE", str(tmp_path / ".env"))
+    monkeypatch.delenv("API_KEY_PEPPER", raising=False)
+    monkeypatch.setattr(app, "load_dotenv", lambda path: None)
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "order_queue.db").write_bytes(b"")
+    with pytest.raises(SystemExit, match="Restore the .env"):
+        app.bootstrap_env()
+    assert not (tmp_path / ".env").exists()
+    (tmp_path / "db" / "order_queue.db").unlink()
+    app.bootstrap_env()
+    assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600
+    assert "API_KEY_PEPPER=" in (tmp_path / ".env").read_text()

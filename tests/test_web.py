@@ -9,12 +9,12 @@ import pytest
 from blueprints import order_queue
 from database import order_queue_db
 from database.auth_db import ensure_user
-from database.order_queue_db import DeadReason, RateLimits, utcnow
+from database.order_queue_db import DeadReason, QueueStorageError, RateLimits, utcnow
 from extensions import socketio
 from services import order_queue_lifecycle, order_queue_service
 from services.order_queue_events import NAMESPACE
 from services.order_queue_settings import current_settings
-from tests.conftest import make_app
+from tests.conftest import TEST_PEPPER, make_app
 from tests.fake_broker import Reject
 
 KEY = "w" * 60 + "9XyZ"
@@ -410,3 +410,27 @@ def test_a_host_view_that_hides_a_storage_failure_as_500(tmp_path, stored_first,
         assert "NOT queued" in response.get_json()["error"]
         assert response.headers["Retry-After"] == "5"
 
+
+
+@pytest.mark.parametrize("app", ["sqlite"], indirect=True)
+def test_a_changed_pepper_holds_the_queue_until_the_old_one_is_back(app, tmp_path, monkeypatch):
+    order_queue.start(app)  # seals the check value with the pepper of the day
+    order_queue_lifecycle.stop_dispatcher(timeout=5)
+    monkeypatch.setenv("API_KEY_PEPPER", "f" * 64)
+    changed = make_app(tmp_path)
+    order_queue.start(changed)
+    try:
+        client = changed.test_client()
+        health = client.get("/order-queue/api/health")
+        assert health.status_code == 503
+        assert "API_KEY_PEPPER" in " ".join(health.get_json()["problems"])
+        assert order_queue_lifecycle.get_dispatcher() is None  # nothing is sent
+        with pytest.raises(QueueStorageError, match="API_KEY_PEPPER"):
+            order_queue_service.queue_order("placeorder", payload("SBIN"))
+    finally:
+        order_queue_lifecycle.stop_dispatcher(timeout=5)
+    monkeypatch.setenv("API_KEY_PEPPER", TEST_PEPPER)
+    restored = make_app(tmp_path)
+    order_queue.start(restored)
+    assert order_queue_lifecycle.get_dispatcher() is not None
+    assert restored.test_client().get("/order-queue/api/health").status_code == 200
