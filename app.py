@@ -10,6 +10,7 @@ WSGI entry point), once the databases are ready.
 import gc
 import os
 import secrets
+from datetime import timedelta
 
 from dotenv import load_dotenv
 from flask import Flask, jsonify
@@ -77,6 +78,10 @@ def create_app(test_config=None):
         DATABASE_URL=os.getenv("DATABASE_URL") or host_db.DEFAULT_DATABASE_URL,
         MAX_CONTENT_LENGTH=1024 * 1024,
         PAPER_BROKER_LATENCY_MS=_non_negative_int("PAPER_BROKER_LATENCY_MS"),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=os.getenv("SESSION_COOKIE_SECURE", "").lower() == "true",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=1),  # idle expiry
     )
     if test_config:
         app.config.update(test_config)
@@ -109,6 +114,18 @@ def create_app(test_config=None):
     @app.teardown_appcontext
     def _release_session(_exc):
         host_db.db_session.remove()
+
+    @app.after_request
+    def _security_headers(response):
+        """What OpenAlgo sets for itself, so the admin page meets the same rules here."""
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' "
+            "'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'")
+        return response
 
     @app.route("/")
     def index():

@@ -4,6 +4,8 @@ OpenAlgo has its own login (and wants a broker session too); this exists only so
 can demo and test pages guarded by ``check_session_validity``.
 """
 
+import threading
+import time
 from urllib.parse import urlsplit
 
 import click
@@ -15,15 +17,61 @@ from database.auth_db import DEFAULT_USER, authenticate_user, ensure_user
 auth_bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 
+class LoginThrottle:
+    """After a few wrong passwords for a username or from an address, the next try must
+    wait: 1 s, doubling to 5 minutes, until a success.  In memory (one process)."""
+
+    FREE_TRIES, FIRST_PAUSE, LONGEST_PAUSE = 3, 1.0, 300.0
+
+    def __init__(self):
+        self._failures: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def wait_seconds(self, keys: list[str], now: float) -> float:
+        with self._lock:
+            waits = [last + self._pause(count) - now
+                     for count, last in (self._failures.get(k, (0, 0.0)) for k in keys)]
+        return max([0.0, *waits])
+
+    def failed(self, keys: list[str], now: float) -> None:
+        with self._lock:
+            for key in keys:
+                count, _ = self._failures.get(key, (0, 0.0))
+                self._failures[key] = (count + 1, now)
+
+    def succeeded(self, keys: list[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._failures.pop(key, None)
+
+    def _pause(self, failures: int) -> float:
+        if failures < self.FREE_TRIES:
+            return 0.0
+        return min(self.FIRST_PAUSE * 2 ** (failures - self.FREE_TRIES), self.LONGEST_PAUSE)
+
+
+throttle = LoginThrottle()
+
+
 @auth_bp.route("/login", methods=["GET", "POST"])
 def login():
     error = None
     if request.method == "POST":
         username = request.form.get("username", "")
+        keys, now = [f"user:{username}", f"addr:{request.remote_addr}"], time.monotonic()
+        wait = throttle.wait_seconds(keys, now)
+        if wait > 0:
+            response = render_template("auth/login.html",
+                                       error=f"Too many tries: wait {wait:.0f} s.")
+            return response, 429, {"Retry-After": str(int(wait) + 1)}
         if authenticate_user(username, request.form.get("password", "")):
+            throttle.succeeded(keys)
             session.clear()
+            session.permanent = True  # idle expiry: PERMANENT_SESSION_LIFETIME
             session["logged_in"], session["user"] = True, username
+            session["login_time"] = time.time()
             return redirect(_safe_next(request.args.get("next", "")))
+        throttle.failed(keys, now)
         error = "Wrong username or password."
     return render_template("auth/login.html", error=error), 401 if error else 200
 

@@ -73,9 +73,15 @@ def ensure_user(username: str, password: str | None = None) -> User:
     return user
 
 
+#: Checked against when the user does not exist, so an unknown name costs the same hash
+#: as a wrong password and timing does not tell which usernames exist.
+_NOBODY_HASH = generate_password_hash("no such user")
+
+
 def authenticate_user(username: str, password: str) -> bool:
     user = db_session.scalar(select(User).where(User.username == username))
-    return bool(user and check_password_hash(user.password_hash, password))
+    matches = check_password_hash(user.password_hash if user else _NOBODY_HASH, password)
+    return bool(user and matches)
 
 
 def ensure_api_key(user_id: str) -> str:

@@ -434,3 +434,37 @@ def test_a_changed_pepper_holds_the_queue_until_the_old_one_is_back(app, tmp_pat
     order_queue.start(restored)
     assert order_queue_lifecycle.get_dispatcher() is not None
     assert restored.test_client().get("/order-queue/api/health").status_code == 200
+
+
+def test_logins_are_throttled_after_a_few_wrong_passwords(app, client):
+    from blueprints.auth import throttle
+
+    with app.app_context():
+        ensure_user("bob", "right-password")
+    try:
+        for _ in range(3):
+            assert client.post("/auth/login", data={"username": "bob",
+                                                     "password": "wrong"}).status_code == 401
+        held = client.post("/auth/login", data={"username": "bob", "password": "right-password"})
+        assert held.status_code == 429 and int(held.headers["Retry-After"]) >= 1
+    finally:
+        throttle.succeeded(["user:bob", "addr:127.0.0.1"])
+
+
+def test_session_cookie_and_security_headers(app, client):
+    with app.app_context():
+        ensure_user("carol", "pw-carol-1")
+    answer = client.post("/auth/login", data={"username": "carol", "password": "pw-carol-1"})
+    cookie = answer.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    page = client.get("/order-queue/")
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+
+
+def test_a_session_past_its_absolute_lifetime_is_logged_out(app, client):
+    with client.session_transaction() as session:
+        session.update(logged_in=True, user="dave", login_time=time.time() - 13 * 3600)
+    assert client.get("/order-queue/api/stats",
+                      headers={"Accept": "application/json"}).status_code == 401

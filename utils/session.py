@@ -6,11 +6,21 @@ session is valid when ``logged_in`` is set (by ``blueprints/auth.py``).
 
 from functools import wraps
 
+import time
+
 from flask import jsonify, redirect, request, session, url_for
 
 
+#: A session ends this long after login whatever the activity (the idle limit is the
+#: cookie's PERMANENT_SESSION_LIFETIME, refreshed on every request).
+ABSOLUTE_SESSION_SECONDS = 12 * 3600
+
+
 def is_session_valid() -> bool:
-    return bool(session.get("logged_in") and session.get("user"))
+    login_time = session.get("login_time")
+    return bool(session.get("logged_in") and session.get("user")
+                and isinstance(login_time, (int, float))
+                and time.time() - login_time < ABSOLUTE_SESSION_SECONDS)
 
 
 def _wants_json() -> bool:
