@@ -331,6 +331,8 @@ class Dispatcher:
                        counts_as_attempt=False)
             return
         url = f"{self.settings.host_server}/api/v1/{order.endpoint}"
+        if not self._fence_known:  # a host that just came up: ask before the first send
+            self._probe_fence()
         if not self.store.stamp_send(order, now=self.clock(),
                                      lease_seconds=self.settings.lease_seconds,
                                      fence_expected=self._host_fences):
@@ -480,7 +482,9 @@ class Dispatcher:
         unbound = sorted(set(result.orderids) - self.store.bound_broker_orderids(
             result.orderids, excluding=order.id))
         now = self.clock()
-        fenced = receipt is not None and receipt.fence_expected
+        # Behind the host's door (it said so, or it left a receipt): its timing is known.
+        fenced = receipt is not None and (receipt.fence_expected or
+                                          receipt.received_at is not None)
         if result.unreadable or len(unbound) > 1:
             detail = (f"{len(unbound)} matching orders at the broker ({', '.join(unbound)})"
                       + (f", {result.unreadable} with unreadable timestamps"

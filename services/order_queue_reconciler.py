@@ -126,9 +126,9 @@ def request_over_at(receipt: Receipt | None, *, dispatched_at: datetime,
     settle = timedelta(seconds=settle_seconds)
     if receipt is not None and receipt.done_at is not None:  # the API answered (a 5xx)
         return receipt.done_at + settle
-    if receipt is None or not receipt.fence_expected:
+    if receipt is None or (receipt.received_at is None and not receipt.fence_expected):
         return dispatched_at + timedelta(seconds=in_progress_seconds)
-    if receipt.received_at is None:
+    if receipt.received_at is None:  # behind a door that leaves a receipt: never got in
         return dispatched_at
     if receiver_gone_since is not None:
         return max(receiver_gone_since, receipt.received_at) + settle

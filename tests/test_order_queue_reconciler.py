@@ -73,3 +73,10 @@ def test_an_unavailable_orderbook_is_asked_again_with_growing_pauses_then_given_
         pauses.append(pause)
     assert pauses == [1.5, 3.0, 6.0, 10.0, 9.5]
     assert next_orderbook_try(0, interval=1.5, hold_seconds=0) is None
+
+
+def test_a_receipt_shows_the_door_even_when_the_sender_did_not_expect_it():
+    received = SENT + timedelta(seconds=1)
+    gone = SENT + timedelta(seconds=3)
+    rec = Receipt(False, "d1", received, None, None, None)
+    assert over_at(rec, gone) == gone + timedelta(seconds=SETTLE)
