@@ -1122,6 +1122,17 @@ class QueueStore:
             conn.execute(update(dispatchers).where(dispatchers.c.id == dispatcher_id)
                          .values(stopped_at=now, heartbeat_at=now))
 
+    def watch_facts(self) -> tuple[datetime | None, int]:
+        """For the watchdog: when the oldest pending order was queued (None if none),
+        and how many orders still owe a delivery (pending, sending, in doubt)."""
+        with self.transaction(read_only=True) as conn:
+            oldest = conn.execute(select(func.min(orders.c.created_at)).where(
+                orders.c.state == OrderState.PENDING.value)).scalar()
+            open_work = conn.execute(select(func.count()).select_from(orders).where(
+                orders.c.state.in_([OrderState.PENDING.value, OrderState.SENDING.value,
+                                    OrderState.IN_DOUBT.value]))).scalar_one()
+        return oldest, open_work
+
     def live_dispatchers(self, *, now: datetime,
                          heartbeat_timeout: float) -> list[dict[str, Any]]:
         """Dispatchers of any process that have not stopped and beat recently."""

@@ -27,6 +27,7 @@ from datetime import datetime
 from database import order_queue_db
 from database.order_queue_db import QueueStorageError, utcnow
 from database.order_queue_green import server_model, spawn
+from services.order_queue_alerts import alerter
 from services.order_queue_dispatcher import Dispatcher
 from services.order_queue_settings import OrderQueueSettings, configure, current_settings
 from utils.logging import get_logger
@@ -43,6 +44,9 @@ _stop_starting = threading.Event()
 _start_problem: tuple[str, datetime] | None = None
 _signals_handled: list[str] = []
 _signals_lock = threading.Lock()
+_watchdog: threading.Thread | None = None
+_stop_watching = threading.Event()
+WATCH_SECONDS = 5.0
 _graceful_stop = False  # set by the first signal; the next one goes to the previous handler
 
 
@@ -83,6 +87,7 @@ def start_when_ready(settings: OrderQueueSettings, *, host_ready=None,
     configure(settings)
     if handle_signals:
         install_shutdown_handlers()
+    _start_watchdog()
     with _lock:
         if (_dispatcher is not None and _dispatcher.alive) or \
                 (_starter is not None and _starter.is_alive()):
@@ -106,6 +111,42 @@ def _start_in_background(host_ready) -> None:
     while not _stop_starting.is_set() and not _try_start():
         _stop_starting.wait(START_RETRY_PAUSES[min(attempt, len(START_RETRY_PAUSES) - 1)])
         attempt += 1
+
+
+def _start_watchdog() -> None:
+    global _watchdog
+    with _lock:
+        if _watchdog is None or not _watchdog.is_alive():
+            _stop_watching.clear()
+            _watchdog = threading.Thread(target=_watch, name="order-queue-watchdog",
+                                         daemon=True)
+            _watchdog.start()
+
+
+def _watch() -> None:
+    """Alert when no dispatcher of any process beats while orders wait, or the oldest
+    pending order gets too old; the page shows both, this tells someone."""
+    while not _stop_watching.wait(WATCH_SECONDS):
+        try:
+            settings, now = current_settings(), utcnow()
+            store = order_queue_db.get_store()
+            oldest, open_work = store.watch_facts()
+            if open_work and not store.live_dispatchers(
+                    now=now, heartbeat_timeout=settings.heartbeat_timeout_seconds):
+                alerter.raise_alert("dispatcher", "none beating",
+                                    f"no order queue dispatcher is running while "
+                                    f"{open_work} orders wait", open_orders=open_work)
+            if oldest is not None:
+                age = (now - oldest).total_seconds()
+                if age > settings.alert_queue_age_seconds:
+                    alerter.raise_alert("queue_age", "oldest pending",
+                                        f"the oldest pending order has waited {age:.0f} s",
+                                        oldest_pending_age_seconds=round(age))
+        except QueueStorageError as exc:
+            alerter.raise_alert("storage", "unavailable",
+                                f"the order queue database cannot be read: {exc}")
+        except Exception:
+            logger.exception("order queue watchdog pass failed; carrying on")
 
 
 def _try_start() -> bool:
@@ -177,6 +218,7 @@ def stop_dispatcher(timeout: float | None = None) -> bool:
     """Graceful stop of this process's dispatcher; True if nothing was left in flight."""
     global _dispatcher
     _stop_starting.set()
+    _stop_watching.set()
     with _lock:
         dispatcher, _dispatcher = _dispatcher, None
     return dispatcher.stop(timeout) if dispatcher is not None else True

@@ -77,6 +77,13 @@ class OrderQueueSettings:
     #: told (dead, reason in_doubt) and can settle it by hand.  Half a minute: whoever
     #: trades on it should learn soon that an order's fate is unknown.
     orderbook_wait_seconds: float = 30.0
+    #: Alerts beyond the page (``order_queue_alerts``): a webhook URL (Slack, Discord,
+    #: a Telegram bot's sendMessage with the chat id), how soon the same alert may
+    #: repeat, and how old the oldest pending order may get before it is an alert.
+    alert_webhook_url: str = ""
+    alert_telegram_chat_id: str = ""
+    alert_repeat_seconds: float = 300.0
+    alert_queue_age_seconds: float = 120.0
     #: Heartbeat period of a dispatcher, and the silence after which its in-flight orders
     #: are treated as in doubt.
     heartbeat_seconds: float = 1.0
@@ -127,6 +134,10 @@ _VARIABLES = {
     "ORDER_QUEUE_RECONCILE_INTERVAL_SECONDS": ("reconcile_interval_seconds", float, 0.01),
     "ORDER_QUEUE_BROKER_SETTLE_SECONDS": ("broker_settle_seconds", float, 0),
     "ORDER_QUEUE_ORDERBOOK_WAIT_SECONDS": ("orderbook_wait_seconds", float, 0),
+    "ORDER_QUEUE_ALERT_WEBHOOK_URL": ("alert_webhook_url", str, None),
+    "ORDER_QUEUE_ALERT_TELEGRAM_CHAT_ID": ("alert_telegram_chat_id", str, None),
+    "ORDER_QUEUE_ALERT_REPEAT_SECONDS": ("alert_repeat_seconds", float, 0),
+    "ORDER_QUEUE_ALERT_QUEUE_AGE_SECONDS": ("alert_queue_age_seconds", float, 1),
     "ORDER_QUEUE_HEARTBEAT_SECONDS": ("heartbeat_seconds", float, 0.05),
     "ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS": ("heartbeat_timeout_seconds", float, 0.1),
     "ORDER_QUEUE_POLL_SECONDS": ("poll_seconds", float, 0.01),
