@@ -330,10 +330,20 @@ class RateLimits:
 
 
 #: Columns fixed at enqueue: what was asked for, for whom, and when.
-IDENTITY_COLUMNS = ("endpoint", "payload", "apikey_token", "account", "strategy", "symbol",
+IDENTITY_COLUMNS = ("id", "endpoint", "payload", "apikey_token", "account", "strategy", "symbol",
                     "exchange", "product", "instrument", "lane", "lane_key", "lane_priority",
                     "created_at")
 _OWING_SQL = ", ".join(f"'{state.value}'" for state in OWING_STATES)
+#: Every state change the lifecycle makes (design §3); the database refuses any other,
+#: so an open order cannot be walked straight to "sent" and deleted by hand.
+ALLOWED_TRANSITIONS = (
+    ("pending", "sending"), ("pending", "cancelled"), ("pending", "dead"),
+    ("sending", "sent"), ("sending", "pending"), ("sending", "dead"), ("sending", "in_doubt"),
+    ("in_doubt", "sent"), ("in_doubt", "pending"), ("in_doubt", "dead"),
+    ("dead", "pending"), ("dead", "dismissed"), ("dead", "sent"),
+)
+_TRANSITIONS_SQL = ", ".join(f"'{a}>{b}'" for a, b in ALLOWED_TRANSITIONS)
+TRANSITION_ERROR = "order_queue: this state change is not part of the order lifecycle"
 IDENTITY_ERROR = "order_queue: identity columns are write-once"
 OWING_DELETE_ERROR = "order_queue: an order that still owes a delivery or a decision cannot be deleted"
 ATTEMPTS_ERROR = "order_queue_attempts: the attempt trail is append-only"
@@ -372,6 +382,9 @@ class SqliteBackend:
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute(f"PRAGMA busy_timeout={busy}")
             cursor.execute("PRAGMA foreign_keys=ON")
+            # INSERT OR REPLACE deletes the row it replaces: with recursive triggers the
+            # delete guard sees that delete too, so an open order cannot be overwritten.
+            cursor.execute("PRAGMA recursive_triggers=ON")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -432,22 +445,29 @@ class SqliteBackend:
 
     def create_triggers(self, conn: Connection) -> None:
         """Write-once protection in the database itself (design §4), so no code path,
-        script or console session can rewrite what was ordered or erase an open order."""
+        script or console session can rewrite what was ordered or erase an open order.
+        Dropped and made again, so a database from an earlier version gets today's."""
         for statement in self.TRIGGERS:
+            name = statement.split("TRIGGER", 1)[1].split()[0]
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
             conn.exec_driver_sql(statement)
 
     TRIGGERS = (
-        f"""CREATE TRIGGER IF NOT EXISTS order_queue_identity_write_once
+        f"""CREATE TRIGGER order_queue_identity_write_once
             BEFORE UPDATE OF {", ".join(IDENTITY_COLUMNS)} ON order_queue
             BEGIN SELECT RAISE(ABORT, '{IDENTITY_ERROR}'); END""",
-        f"""CREATE TRIGGER IF NOT EXISTS order_queue_keep_owing_rows
+        f"""CREATE TRIGGER order_queue_state_machine
+            BEFORE UPDATE OF state ON order_queue
+            WHEN NEW.state != OLD.state AND (OLD.state || '>' || NEW.state) NOT IN ({_TRANSITIONS_SQL})
+            BEGIN SELECT RAISE(ABORT, '{TRANSITION_ERROR}'); END""",
+        f"""CREATE TRIGGER order_queue_keep_owing_rows
             BEFORE DELETE ON order_queue WHEN OLD.state IN ({_OWING_SQL})
             BEGIN SELECT RAISE(ABORT, '{OWING_DELETE_ERROR}'); END""",
-        f"""CREATE TRIGGER IF NOT EXISTS order_queue_attempts_no_update
+        f"""CREATE TRIGGER order_queue_attempts_no_update
             BEFORE UPDATE ON order_queue_attempts
             BEGIN SELECT RAISE(ABORT, '{ATTEMPTS_ERROR}'); END""",
         # An attempt may go only together with its order (the retention purge).
-        f"""CREATE TRIGGER IF NOT EXISTS order_queue_attempts_no_delete
+        f"""CREATE TRIGGER order_queue_attempts_no_delete
             BEFORE DELETE ON order_queue_attempts
             WHEN EXISTS (SELECT 1 FROM order_queue WHERE id = OLD.order_id)
             BEGIN SELECT RAISE(ABORT, '{ATTEMPTS_ERROR}'); END""",
@@ -545,6 +565,8 @@ class PostgresBackend:
             BEGIN
               IF TG_OP = 'UPDATE' THEN
                 IF {_IDENTITY_CHANGED} THEN RAISE EXCEPTION '{IDENTITY_ERROR}'; END IF;
+                IF NEW.state <> OLD.state AND OLD.state || '>' || NEW.state NOT IN ({_TRANSITIONS_SQL})
+                THEN RAISE EXCEPTION '{TRANSITION_ERROR}'; END IF;
                 RETURN NEW;
               END IF;
               IF OLD.state IN ({_OWING_SQL}) THEN RAISE EXCEPTION '{OWING_DELETE_ERROR}'; END IF;
@@ -552,6 +574,19 @@ class PostgresBackend:
             END $$ LANGUAGE plpgsql""",
         """CREATE OR REPLACE TRIGGER order_queue_guard BEFORE UPDATE OR DELETE ON order_queue
             FOR EACH ROW EXECUTE FUNCTION order_queue_guard()""",
+        # TRUNCATE skips row triggers: refuse it while any order still owes something.
+        f"""CREATE OR REPLACE FUNCTION order_queue_truncate_guard() RETURNS trigger AS $$
+            BEGIN
+              IF EXISTS (SELECT 1 FROM order_queue WHERE state IN ({_OWING_SQL})) THEN
+                RAISE EXCEPTION '{OWING_DELETE_ERROR}';
+              END IF;
+              RETURN NULL;
+            END $$ LANGUAGE plpgsql""",
+        """CREATE OR REPLACE TRIGGER order_queue_truncate_guard BEFORE TRUNCATE ON order_queue
+            FOR EACH STATEMENT EXECUTE FUNCTION order_queue_truncate_guard()""",
+        """CREATE OR REPLACE TRIGGER order_queue_attempts_truncate_guard
+            BEFORE TRUNCATE ON order_queue_attempts
+            FOR EACH STATEMENT EXECUTE FUNCTION order_queue_truncate_guard()""",
         f"""CREATE OR REPLACE FUNCTION order_queue_attempts_guard() RETURNS trigger AS $$
             BEGIN
               IF TG_OP = 'DELETE' AND NOT EXISTS

@@ -89,10 +89,14 @@ def start_when_ready(settings: OrderQueueSettings, *, host_ready=None,
         install_shutdown_handlers()
     _start_watchdog()
     with _lock:
-        if (_dispatcher is not None and _dispatcher.alive) or \
-                (_starter is not None and _starter.is_alive()):
+        if _dispatcher is not None and _dispatcher.alive:
             return
-        _stop_starting.clear()
+        starter = _starter
+    if starter is not None and starter.is_alive():
+        if not _stop_starting.is_set():
+            return  # a start is already under way
+        starter.join(5.0)  # an earlier start that was told to stop: let it finish
+    _stop_starting.clear()
     if (host_ready is None or host_ready.is_set()) and _try_start():
         return
     with _lock:

@@ -311,6 +311,7 @@ def test_deadline_before_max_age_sets_expiry_and_past_deadline_is_ignored(store)
 # ----------------------------------------------------------------- write-once protection
 
 IDENTITY_VALUES = {
+    "id": 999_999,
     "endpoint": "placesmartorder", "payload": "{}", "apikey_token": "x", "account": "x",
     "strategy": "Other", "symbol": "TCS", "exchange": "BSE", "product": "CNC",
     "instrument": "x", "lane": "smart", "lane_key": "x", "lane_priority": 0,
@@ -336,12 +337,44 @@ def test_identity_columns_cannot_be_updated(store, column):
     raw(store, "UPDATE order_queue SET last_error = 'note' WHERE id = :id", id=order_id)
 
 
+#: How an order reaches each state through the lifecycle's own transitions.
+PATHS = {"pending": [], "sending": ["sending"], "in_doubt": ["sending", "in_doubt"],
+         "dead": ["dead"], "sent": ["sending", "sent"], "dismissed": ["dead", "dismissed"],
+         "cancelled": ["cancelled"]}
+
+
 def finish(store, state, at=T0):
     order_id = enqueue(store, symbol=f"S{state}")
-    if state != "pending":
+    for step in PATHS[state]:
         raw(store, "UPDATE order_queue SET state = :state, finished_at = :at WHERE id = :id",
-            state=state, at=at, id=order_id)
+            state=step, at=at, id=order_id)
     return order_id
+
+
+@pytest.mark.parametrize("start, jump", [("pending", "sent"), ("pending", "dismissed"),
+                                          ("in_doubt", "dismissed"), ("sent", "pending"),
+                                          ("cancelled", "pending")])
+def test_state_changes_outside_the_lifecycle_are_refused(store, start, jump):
+    order_id = finish(store, start)
+    with pytest.raises(QueueStorageError, match="not part of the order lifecycle"):
+        raw(store, "UPDATE order_queue SET state = :state WHERE id = :id", state=jump, id=order_id)
+    assert store.get_order(order_id)["state"] == start
+
+
+def test_an_open_order_cannot_be_replaced_or_truncated(store):
+    order_id = enqueue(store)
+    columns = "id, endpoint, payload, apikey_token, account, strategy, symbol, exchange, " \
+              "product, instrument, lane, lane_key, lane_priority, created_at, state, " \
+              "attempts, available_at, reconcile_checks, updated_at"
+    rewritten = columns.replace("payload", "'{}'")  # same id, another payload
+    if store.backend.name == "sqlite":
+        with pytest.raises(QueueStorageError, match="cannot be deleted"):
+            raw(store, f"INSERT OR REPLACE INTO order_queue ({columns}) "
+                       f"SELECT {rewritten} FROM order_queue WHERE id = :id", id=order_id)
+    else:
+        with pytest.raises(QueueStorageError, match="cannot be deleted"):
+            raw(store, "TRUNCATE order_queue, order_queue_attempts")
+    assert store.get_order(order_id)["payload"]["symbol"] == "SBIN"
 
 
 @pytest.mark.parametrize("state", ["pending", "sending", "in_doubt", "dead"])
