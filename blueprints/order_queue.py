@@ -40,6 +40,8 @@ from utils.session import check_session_validity, is_session_valid
 IST = pytz.timezone("Asia/Kolkata")
 MAX_PAGE_SIZE = 200
 MAX_BULK = 500
+MAX_PAGE = 1_000_000
+MAX_ORDER_ID = 2**63 - 1  # the databases' integer range
 
 # The page brings its own templates and static files (OpenAlgo's React UI has neither
 # a Jinja templates folder nor a static folder any more), served from /order-queue/static.
@@ -214,10 +216,10 @@ def _filters(args) -> dict:
         if args.get(name):
             try:
                 day = datetime.strptime(args[name], "%Y-%m-%d")
-            except ValueError:
-                abort(400, description=f"{name} must be YYYY-MM-DD")
-            start = IST.localize(day).astimezone(pytz.utc).replace(tzinfo=None)
-            filters[name] = start + (timedelta(days=1) if name == "until" else timedelta())
+                start = IST.localize(day).astimezone(pytz.utc).replace(tzinfo=None)
+                filters[name] = start + (timedelta(days=1) if name == "until" else timedelta())
+            except (ValueError, OverflowError):
+                abort(400, description=f"{name} must be a date YYYY-MM-DD")
     return filters
 
 
@@ -227,10 +229,14 @@ def _page(args) -> tuple[int, int]:
         per_page = min(MAX_PAGE_SIZE, max(1, int(args.get("per_page", 50))))
     except ValueError:
         abort(400, description="page and per_page must be whole numbers")
+    if page > MAX_PAGE:
+        abort(400, description=f"page must be at most {MAX_PAGE}")
     return page, per_page
 
 
 def order_detail(order_id: int) -> dict:
+    if order_id > MAX_ORDER_ID:
+        abort(404, description=f"no order {order_id}")
     store = order_queue_db.get_store()
     row = store.get_order(order_id, with_key_token=True)
     if row is None:
@@ -315,12 +321,16 @@ def api_order(order_id):
 
 
 def _action_request() -> tuple[list[int], dict]:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        abort(400, description="body is nested too deeply")
     if not isinstance(body, dict):
         abort(400, description="body must be a JSON object with 'ids'")
     ids = body.get("ids")
     if (not isinstance(ids, list) or not ids or len(ids) > MAX_BULK
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ORDER_ID
+                       for i in ids)):
         abort(400, description=f"'ids' must be a list of 1 to {MAX_BULK} order ids")
     note = body.get("note")
     if note is not None and (not isinstance(note, str) or len(note) > 500):

@@ -101,7 +101,10 @@ def _order_fields(data: dict, min_quantity: int) -> dict:
 
 def _authenticated_request() -> tuple[dict, str]:
     """The JSON body and its owner's user id; raises for a bad body or API key."""
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        raise ApiError("Request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError("Request body must be a JSON object")
     user_id = verify_api_key(data.get("apikey"))

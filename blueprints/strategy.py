@@ -69,14 +69,17 @@ def _now_ist() -> datetime:
 
 @strategy_bp.route("/webhook/<webhook_id>", methods=["POST"])
 def webhook(webhook_id):
-    """Turn a TradingView-style alert into a queued order; 200 only once it is stored."""
+    """Turn a TradingView-style alert into a queued order; 200 only once it is stored.
+
+    The body is read (size-capped) before any database work, so a client that sends it
+    slowly holds a request thread, never a database connection."""
     try:
+        data = _read_alert()
         strategy = get_strategy_by_webhook_id(webhook_id)
         if strategy is None:
             raise WebhookError("Invalid webhook ID", 404)
         if not strategy.is_active:
             raise WebhookError("Strategy is inactive", 400)
-        data = _read_alert()
         action, position_size = _validated_signal(strategy, data)
         if strategy.is_intraday:
             _check_trading_window(strategy, action, position_size)
@@ -126,6 +129,8 @@ def _read_alert() -> dict:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise WebhookError("Body is not valid JSON") from None
+    except RecursionError:
+        raise WebhookError("Body is nested too deeply") from None
     if not isinstance(data, dict):
         raise WebhookError("Body must be a JSON object")
     return data
@@ -160,18 +165,26 @@ def _validated_signal(strategy, data: dict) -> tuple[str, int]:
     return action, position_size
 
 
+#: Far above any real position, far inside what the broker API and SQLite can hold.
+MAX_POSITION = 10**9
+
+
 def _integer_field(data: dict, name: str, default: int) -> int:
-    """A whole number given as JSON number or string ("10", "-5"); 400 otherwise."""
+    """A whole number from -1e9 to 1e9, given as a JSON number or an ASCII digit string
+    ("10", "-5"); 400 otherwise."""
     value = data.get(name, default)
-    if isinstance(value, bool):
-        raise WebhookError(f"Field '{name}' must be a whole number")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and INTEGER_PATTERN.match(value.strip()):
-        return int(value.strip())
-    raise WebhookError(f"Field '{name}' must be a whole number")
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isascii() and \
+            INTEGER_PATTERN.match(value.strip()):
+        number = int(value.strip())
+    if number is None or abs(number) > MAX_POSITION:
+        raise WebhookError(f"Field '{name}' must be a whole number from {-MAX_POSITION} "
+                           f"to {MAX_POSITION}")
+    return number
 
 
 def _is_exit(strategy, action: str, position_size: int) -> bool:

@@ -290,3 +290,20 @@ def test_entry_still_queued_at_squareoff_is_expired_not_sent(tmp_path, broker, m
         assert broker.orders() == []
     finally:
         order_queue.order_queue_lifecycle.stop_dispatcher(timeout=5)
+
+
+@pytest.mark.parametrize("path", ["/strategy/webhook/{hook}", "/api/v1/placeorder",
+                                  "/api/v1/orderbook"])
+def test_json_nested_a_thousand_deep_is_a_400_not_a_500(client, path):
+    deep = "[" * 5000 + "]" * 5000
+    answer = client.post(path.format(hook="anything"), data=deep,
+                         content_type="application/json")
+    assert answer.status_code == 400, answer.data
+
+
+@pytest.mark.parametrize("size", ["١٢", "１２", 10**10, "-99999999999", 1e300])
+def test_position_size_must_be_a_plain_bounded_number(client, runner, size):
+    webhook_id = add_strategy(runner, mode="BOTH")["webhook_id"]
+    answer = post(client, webhook_id, {"symbol": "SBIN", "action": "BUY", "position_size": size})
+    assert answer.status_code == 400 and "position_size" in answer.get_json()["error"]
+    assert queued() == []
