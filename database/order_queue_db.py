@@ -555,7 +555,17 @@ class PostgresBackend:
         conn.execute(text("SELECT pg_notify('order_queue', '')"))
 
     def create_triggers(self, conn: Connection) -> None:
-        """The same protection as on SQLite, as PL/pgSQL trigger functions."""
+        """The same protection as on SQLite, as PL/pgSQL trigger functions.
+
+        Only the tables' owner can make (or drop, or disable) triggers.  Run the app as a
+        role that does not own the tables (README: "Scaling out on PostgreSQL") and it
+        cannot switch the protection off either; it then leaves the triggers the owner
+        made as they are."""
+        owner = conn.execute(text(
+            "SELECT tableowner FROM pg_tables WHERE schemaname = current_schema() "
+            "AND tablename = 'order_queue'")).scalar()
+        if owner != conn.execute(text("SELECT current_user")).scalar():
+            return
         for statement in self.TRIGGERS:
             conn.execute(text(statement))
 

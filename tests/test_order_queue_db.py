@@ -518,3 +518,44 @@ def test_the_queue_file_is_created_private(tmp_path):
     for name in ("order_queue.db", "order_queue.db-wal"):
         assert (tmp_path / "private" / name).stat().st_mode & 0o777 == 0o600, name
     store.dispose()
+
+
+def test_an_app_role_that_does_not_own_the_tables_cannot_switch_the_guards_off(
+        postgres_schema_url):
+    """The owner makes the schema; the app runs as a role with data rights only: it
+    queues and claims, but cannot disable or drop a trigger, nor skip triggers with
+    session_replication_role."""
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    owner = QueueStore(postgres_schema_url)
+    owner.create_schema()
+    role = f"oq_app_{uuid.uuid4().hex[:8]}"
+    schema = postgres_schema_url.split("search_path%3D")[1]
+    admin = create_engine(postgres_schema_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        conn.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
+        conn.execute(text(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"'))
+        conn.execute(text(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"'))
+    app_url = postgres_schema_url.replace("postgres@", f"{role}@")
+    app_store = QueueStore(app_url)
+    try:
+        app_store.create_schema()  # at every start: leaves the owner's triggers alone
+        order_id = enqueue(app_store)
+        assert claim(app_store).id == order_id
+        for statement in ("ALTER TABLE order_queue DISABLE TRIGGER ALL",
+                          "DROP TRIGGER order_queue_guard ON order_queue",
+                          "SET session_replication_role = replica"):
+            with pytest.raises(QueueStorageError, match="owner|permission denied"):
+                raw(app_store, statement)
+        with pytest.raises(QueueStorageError, match="cannot be deleted"):
+            raw(app_store, "DELETE FROM order_queue WHERE id = :id", id=order_id)
+    finally:
+        app_store.dispose()
+        owner.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
+        admin.dispose()
