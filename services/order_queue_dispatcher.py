@@ -223,10 +223,13 @@ class Dispatcher:
 
     def _probe_fence(self) -> None:
         """Ask the host once whether it checks leases at its door, so that even the
-        first orders after a start are sent with ``fence_expected`` where it does."""
+        first orders after a start are sent with ``fence_expected`` where it does.  A
+        POST like every order (a host's middleware may treat other methods apart); a
+        door answers it before the order code, and an API without one refuses the empty
+        order."""
         try:
-            response = self.client.head(f"{self.settings.host_server}/api/v1/placeorder",
-                                        headers={LEASE_HEADER: PROBE})
+            response = self.client.post(f"{self.settings.host_server}/api/v1/placeorder",
+                                        json={}, headers={LEASE_HEADER: PROBE})
         except httpx.HTTPError:
             return  # not listening yet: asked again next pass
         self._learn_fence(response)
@@ -333,6 +336,10 @@ class Dispatcher:
         url = f"{self.settings.host_server}/api/v1/{order.endpoint}"
         if not self._fence_known:  # a host that just came up: ask before the first send
             self._probe_fence()
+            if not self._fence_known:  # not answering yet: this send would not get in
+                self._apply(order, Verdict(Outcome.NOT_SENT, message="the API is not "
+                                           "answering yet"), latency_ms=0.0)
+                return
         if not self.store.stamp_send(order, now=self.clock(),
                                      lease_seconds=self.settings.lease_seconds,
                                      fence_expected=self._host_fences):

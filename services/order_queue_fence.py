@@ -68,7 +68,7 @@ def _check_lease():
     if lease is None:
         return None
     if lease == PROBE:
-        return "", 204
+        return "", 204  # the door is here; nothing else happens
     order_id, _, token = lease.partition(":")
     if not order_id.isdigit() or not token:
         return jsonify(status="error", message=f"malformed {LEASE_HEADER} header"), 400

@@ -283,8 +283,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (name fixed by http.server)
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         path = self.path.split("?", 1)[0]
-        if path in ORDER_ENDPOINTS:
-            self.server.broker._serve_order(self, path, _parse(raw))
+        body = _parse(raw)
+        if path in ORDER_ENDPOINTS and body == {}:
+            # Like OpenAlgo's API: an empty order is refused, and it is no order to
+            # record (the queue's door probe sends one to an API without the door).
+            _send(self, 400, {"status": "error", "message": "Invalid order: no fields"})
+        elif path in ORDER_ENDPOINTS:
+            self.server.broker._serve_order(self, path, body)
         elif path == ORDERBOOK_PATH:
             self.server.broker._serve_orderbook(self)
         else:

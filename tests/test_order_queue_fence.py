@@ -27,7 +27,7 @@ def row(store, order_id):
 
 
 def test_a_probe_learns_the_fence_without_touching_anything(client):
-    answer = client.head("/api/v1/placeorder", headers={LEASE_HEADER: "probe"})
+    answer = client.post("/api/v1/placeorder", json={}, headers={LEASE_HEADER: "probe"})
     assert answer.status_code == 204 and answer.headers[FENCE_HEADER]
 
 
