@@ -15,6 +15,7 @@ from datetime import timedelta
 from dotenv import load_dotenv
 from flask import Flask, jsonify
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.serving import WSGIRequestHandler
 
 from blueprints import order_queue
 from blueprints.auth import auth_bp, user_cli
@@ -141,6 +142,13 @@ def start_background_services(app) -> None:
     start_scheduler()
 
 
+class TimedRequestHandler(WSGIRequestHandler):
+    """A client that sends its request slowly (or stops) is cut off after this many
+    seconds of silence instead of holding a server thread for ever."""
+
+    timeout = 20
+
+
 def main() -> None:
     app = create_app()
     start_background_services(app)
@@ -152,6 +160,7 @@ def main() -> None:
     # Werkzeug (threaded) is fine for one trader's box; it also runs without a terminal
     # (nohup, systemd), which Flask-SocketIO refuses unless told it is allowed.
     socketio.run(app, host=host, port=port, debug=False, use_reloader=False,
+                 request_handler=TimedRequestHandler,
                  allow_unsafe_werkzeug=True, log_output=False)
 
 
