@@ -292,9 +292,13 @@ def health():
     """200 when the queue can take and deliver orders, 503 with reasons otherwise.
 
     Deliberately public (no login): Docker healthchecks and uptime monitors cannot log
-    in, and the answer holds counts only, no order data.
+    in.  They get the verdict, the problems and the counts; which hosts and processes
+    run dispatchers (host names, pids) only a signed-in operator sees.
     """
     report, healthy = health_report()
+    if not is_session_valid() and "dispatcher" in report:
+        report["dispatcher"] = {key: value for key, value in report["dispatcher"].items()
+                                if key != "ids"}
     return jsonify(report), 200 if healthy else 503
 
 

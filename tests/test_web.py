@@ -92,7 +92,7 @@ def test_health_is_public_and_reports(app, client):
     assert any("dispatcher not running" in p for p in response.get_json()["problems"])
 
 
-def test_health_sees_a_dispatcher_this_process_does_not_own(app, client):
+def test_health_sees_a_dispatcher_this_process_does_not_own(app, logged_in):
     """Sending may run in ``flask order-queue worker`` processes: the web process reads
     their heartbeats from the queue database."""
     from services.order_queue_dispatcher import Dispatcher
@@ -101,12 +101,12 @@ def test_health_sees_a_dispatcher_this_process_does_not_own(app, client):
     elsewhere.start()
     try:
         assert order_queue_lifecycle.get_dispatcher() is None
-        response = client.get("/order-queue/api/health")
+        response = logged_in.get("/order-queue/api/health")
         assert response.status_code == 200, response.get_json()
         assert response.get_json()["dispatcher"]["ids"] == [elsewhere.id]
     finally:
         elsewhere.stop(timeout=5)
-    assert client.get("/order-queue/api/health").status_code == 503  # stopped: recorded
+    assert logged_in.get("/order-queue/api/health").status_code == 503  # stopped: recorded
 
 
 def test_wrong_password_is_refused(app, client):
@@ -468,3 +468,24 @@ def test_a_session_past_its_absolute_lifetime_is_logged_out(app, client):
         session.update(logged_in=True, user="dave", login_time=time.time() - 13 * 3600)
     assert client.get("/order-queue/api/stats",
                       headers={"Accept": "application/json"}).status_code == 401
+
+
+def test_anonymous_health_shows_no_host_names_or_pids(app, client):
+    from blueprints.order_queue import start
+
+    start(app)
+    anonymous = client.get("/order-queue/api/health").get_json()
+    assert "ids" not in anonymous["dispatcher"] and anonymous["dispatcher"]["alive"]
+    with app.app_context():
+        ensure_user("erin", "pw-erin-12")
+    client.post("/auth/login", data={"username": "erin", "password": "pw-erin-12"})
+    signed_in = client.get("/order-queue/api/health").get_json()
+    assert signed_in["dispatcher"]["ids"]
+
+
+def test_the_page_logs_out(logged_in):
+    page = logged_in.get("/order-queue/").get_data(as_text=True)
+    assert 'action="/auth/logout"' in page
+    assert logged_in.post("/auth/logout").status_code == 302
+    assert logged_in.get("/order-queue/api/stats",
+                         headers={"Accept": "application/json"}).status_code == 401
