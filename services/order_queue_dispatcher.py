@@ -230,12 +230,20 @@ class Dispatcher:
         try:
             response = self.client.post(f"{self.settings.host_server}/api/v1/placeorder",
                                         json={}, headers={LEASE_HEADER: PROBE})
-        except httpx.HTTPError:
-            return  # not listening yet: asked again next pass
+        except httpx.HTTPError as exc:
+            logger.info("order queue: the API is not answering yet (%s)", type(exc).__name__)
+            return  # asked again next pass
         self._learn_fence(response)
+        logger.info("order queue: the API %s the door (HTTP %s)",
+                    "has" if self._host_fences else "does not have", response.status_code)
 
     def _learn_fence(self, response: httpx.Response) -> None:
-        self._host_fences = FENCE_HEADER in response.headers
+        has_door = FENCE_HEADER in response.headers
+        if self._host_fences and not has_door:
+            logger.warning("order queue: an answer from the API came without the door's "
+                           "header (HTTP %s); orders go without it until it shows again",
+                           response.status_code)
+        self._host_fences = has_door
         self._fence_known = True
 
     def run_once(self, now: datetime | None = None) -> RunReport:
