@@ -1,0 +1,1167 @@
+"""Kill-test matrix: the durable order queue inside a real OpenAlgo checkout.
+
+    python tools/openalgo_matrix.py /path/to/openalgo [--servers dev,gunicorn]
+        [--modes analyzer,semi_auto] [--rounds N] [--unpatched]
+
+What it measures, and why
+-------------------------
+The plugin's promise (README, "Delivery guarantees") is that a webhook answered 200 is an
+order that reaches OpenAlgo's order API exactly once, across crashes and restarts, and that
+the server keeps answering meanwhile, also under gunicorn + eventlet where one blocking call
+freezes every request.  The plugin's own tests prove it against a stand-in host; this script
+checks it against real OpenAlgo, driven only from outside: the plugin's installer, HTTP, and
+SQLite reads.
+
+For each server (``dev``: ``python app.py`` under a pseudo-terminal; ``gunicorn``: the
+production command of OpenAlgo's start.sh) and each order mode, in a fresh copy of the
+checkout:
+
+1. install the plugin (``python -m install.openalgo``; skipped with ``--unpatched``), write a
+   ``.env`` with fresh secrets and free ports, and seed OpenAlgo with its own database
+   functions run by OpenAlgo's interpreter: an admin user, an API key, a LONG strategy with
+   25 symbol mappings, and either
+   - ``semi_auto``: orders are filed in the Action Center table ``pending_orders``
+     (db/openalgo.db) and ``/api/v1/placeorder`` answers 200 without any broker; or
+   - ``analyzer``: OpenAlgo's sandbox files them in ``sandbox_orders`` (db/sandbox.db) and
+     serves an orderbook, so the plugin's reconciliation runs for real.  Needs order mode
+     auto, an auth row for a broker name with no broker module, symtoken rows, and a flat
+     position with an ltp per symbol (the MARKET price when no quote can be fetched).  Only
+     BUY webhooks here: a LONG strategy's SELL is a smart order that the sandbox turns into
+     "no position, nothing to do", which cannot be counted.
+2. run rounds: a burst of webhooks from several client threads, the server killed part-way
+   through (dev: SIGKILL and SIGTERM of the process, alternately; gunicorn: SIGKILL of the
+   worker and SIGTERM of the master, alternately), restarted, next round.  A probe thread
+   requests a cheap URL every 100 ms and keeps the slowest answer seen while the server was
+   up (from "ready" to the next kill, and during the final drain).  After the last round the
+   server stays up until the queue is drained (no pending / sending / in_doubt rows in
+   db/order_queue.db; unpatched: the filed count has stopped moving) or the drain timeout.
+3. count, per (symbol, action): acknowledged (answered 200), stored (rows in the queue
+   database), filed (rows in pending_orders / sandbox_orders), and print one row per cell:
+   lost = acknowledged but not filed, and of those the ``silent`` ones (not held in the
+   queue as dead or in_doubt, i.e. invisible to the operator); duplicated = filed beyond
+   what may legitimately have been filed (acknowledged, or stored though the answer was
+   cut off; unpatched, where nothing is stored, acknowledged plus unanswered); orders
+   handed to the operator (dead with reason in_doubt, or left in_doubt: such an order may
+   or may not have been filed, which is why the operator gets it); seconds from the last
+   restart to the last order filed; the slowest probe and webhook answers while up.
+   ``--unpatched`` runs the same bursts against plain OpenAlgo and its in-memory queue:
+   the baseline row.
+
+Everything it starts runs in its own process groups and is killed when it finishes, fails
+or is interrupted.  Logs and a JSON summary are kept in ``--out`` (a fresh temp dir by
+default); the checkout copies are deleted unless ``--keep``.  The plugin is installed from
+this working tree, or with ``--plugin-ref HEAD`` from a committed snapshot (``git archive``),
+which keeps the run stable while someone edits the plugin.  Exit status 1 if a cell failed,
+or (with the plugin) if any order was duplicated or silently lost.
+
+Changes made to OpenAlgo's defaults, and why: ``WEBHOOK_RATE_LIMIT`` is raised to 1000 per
+second, because the stock "100 per minute" would answer most of a burst with 429 and leave
+nothing to measure; everything else (ORDER_RATE_LIMIT 10/s included) is as shipped.
+Only the standard library is used; run it with any Python 3.11+.  It is one file (about
+1,000 lines) on purpose: it is copied to and run on machines that have an OpenAlgo checkout
+but not this project's packages, so it imports nothing of the project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAIN = Path(__file__).resolve().parents[1]
+DEFAULT_OA_PYTHON = "/work/scratch/oa-venv/bin/python"
+DEFAULT_INSTALLER_PYTHON = str(MAIN / ".venv" / "bin" / "python")
+HOST = "127.0.0.1"
+
+SYMBOLS = [
+    "SBIN", "INFY", "TCS", "RELIANCE", "HDFCBANK", "ICICIBANK", "ITC", "LT", "AXISBANK",
+    "KOTAKBANK", "HINDUNILVR", "BHARTIARTL", "ASIANPAINT", "MARUTI", "SUNPHARMA", "TITAN",
+    "ULTRACEMCO", "WIPRO", "NESTLEIND", "POWERGRID", "NTPC", "ONGC", "TATASTEEL", "JSWSTEEL",
+    "HCLTECH",
+]
+PRODUCT = "CNC"  # accepted by the sandbox at any hour (MIS is refused outside 09:00-15:15 IST)
+OFFLINE_BROKER = "offline"  # no broker/offline module: quote lookups fail at once
+
+#: How each server is killed, round after round (cycled).
+KILL_PLANS = {
+    "dev": ["sigkill", "sigterm"],
+    "gunicorn": ["sigkill_worker", "sigterm_master"],
+}
+UNFINISHED_STATES = ("pending", "sending", "in_doubt")
+#: App-log lines worth counting (case-insensitive), reported per cell.
+LOG_PATTERNS = {
+    "database is locked": r"database is locked",
+    "WORKER TIMEOUT": r"worker timeout",
+    "timeout": r"timed? ?out",
+    "Traceback": r"traceback \(most recent call last\)",
+    "ERROR lines": r"\berror\b in ",
+    "order queue dead": r"dead-letter|dead letter|\bdead\b.*reason",
+    "in doubt": r"in.doubt",
+}
+#: Expected noise, not counted: analyzer mode's quote lookups for the module-less broker.
+LOG_NOISE = re.compile(r"broker\.offline|broker module 'broker\.offline")
+
+# Run by OpenAlgo's interpreter inside the checkout (python -c SEED_SNIPPET CONFIG_JSON):
+# OpenAlgo's own init and insert functions, nothing written by hand but the symtoken and
+# sandbox position rows (OpenAlgo fills those from broker downloads and fills, not by API).
+SEED_SNIPPET = r'''
+import json, secrets, sys
+from utils.env_check import load_and_check_env_variables
+load_and_check_env_variables()
+cfg = json.loads(sys.argv[1])
+from database import (action_center_db, auth_db, sandbox_db, settings_db, strategy_db,
+                      symbol, user_db)
+for module in (user_db, auth_db, strategy_db, settings_db, symbol, action_center_db,
+               sandbox_db):
+    module.init_db()
+user = cfg["user"]
+if user_db.add_user(user, user + "@example.invalid", secrets.token_urlsafe(16) + "Aa1!",
+                    is_admin=True) is None:
+    sys.exit("add_user failed")
+auth_db.upsert_api_key(user, secrets.token_hex(32))
+strategy = strategy_db.create_strategy(name="Matrix", webhook_id=cfg["webhook_id"],
+                                       user_id=user, is_intraday=False, trading_mode="LONG")
+if strategy is None:
+    sys.exit("create_strategy failed")
+for name in cfg["symbols"]:
+    if strategy_db.add_symbol_mapping(strategy.id, name, "NSE", 1, cfg["product"]) is None:
+        sys.exit("add_symbol_mapping failed")
+if cfg["mode"] == "semi_auto":
+    assert auth_db.update_order_mode(user, "semi_auto")
+    settings_db.set_analyze_mode(False)
+else:
+    assert auth_db.update_order_mode(user, "auto")
+    settings_db.set_analyze_mode(True)
+    auth_db.upsert_auth(user, "offline-token", cfg["broker"])
+    for i, name in enumerate(cfg["symbols"]):
+        symbol.db_session.add(symbol.SymToken(
+            symbol=name, brsymbol=name + "-EQ", name=name, exchange="NSE", brexchange="NSE",
+            token=str(1000 + i), expiry="", strike=0.0, lotsize=1, instrumenttype="EQ",
+            tick_size=0.05))
+        sandbox_db.db_session.add(sandbox_db.SandboxPositions(
+            user_id=user, symbol=name, exchange="NSE", product=cfg["product"], quantity=0,
+            average_price=100, ltp=100))
+    symbol.db_session.commit()
+    sandbox_db.db_session.commit()
+print("SEEDED", json.dumps({"strategy_id": strategy.id, "mode": cfg["mode"]}))
+'''
+
+
+def log(msg: str) -> None:
+    """Progress line on stderr, with wall-clock time."""
+    print(time.strftime("%H:%M:%S"), msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- processes
+
+def _ppid(pid: int) -> int | None:
+    """Parent pid of ``pid`` from /proc, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _cmdline(pid: int) -> str:
+    """Command line of ``pid`` ('' if it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int | None) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _descendants(pid: int) -> list[int]:
+    """All live descendants of ``pid``, parents before children."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            parent = _ppid(int(entry.name))
+            if parent is not None:
+                parents.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(0), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while any live (non-zombie) process belongs to process group ``pgid``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    """Signal a process group we created; it may be gone already."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """One OpenAlgo server in a checkout: start, find its pids, kill it, stop it.
+
+    Every process group it creates is remembered so ``force_kill`` can end all of them,
+    including orphans (a SIGKILLed gunicorn worker's children stay in the master's group).
+    A group is forgotten as soon as it is empty, so a recycled group id is never signalled.
+    """
+
+    def __init__(self, kind: str, checkout: Path, port: int, oa_python: str, log_path: Path):
+        self.kind, self.checkout, self.port = kind, checkout, port
+        self.oa_python, self.log_path = oa_python, log_path
+        self.proc: subprocess.Popen | None = None
+        self.pgids: set[int] = set()
+        self.starts = 0
+
+    def start(self) -> None:
+        """Launch the server (dev: under ``script`` for a pty; gunicorn: start.sh's flags)."""
+        if self.kind == "dev":
+            cmd = ["script", "-qfec", f"exec {self.oa_python} app.py", "/dev/null"]
+        else:
+            gunicorn = str(Path(self.oa_python).parent / "gunicorn")
+            cmd = [gunicorn, "--worker-class", "eventlet", "--workers", "1",
+                   "--timeout", "300", "--graceful-timeout", "30", "--no-control-socket",
+                   "-b", f"{HOST}:{self.port}", "app:app"]
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TERM=os.environ.get("TERM", "dumb"))
+        with open(self.log_path, "ab") as out:
+            out.write(f"\n===== matrix: start #{self.starts + 1} {time.ctime()} =====\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(cmd, cwd=self.checkout, stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+        self.pgids.add(self.proc.pid)
+        self.starts += 1
+
+    def main_pid(self) -> int | None:
+        """dev: the ``python app.py`` process (inside script's pty); gunicorn: the master."""
+        if not self.proc:
+            return None
+        if self.kind == "gunicorn":
+            return self.proc.pid if _alive(self.proc.pid) else None
+        for pid in _descendants(self.proc.pid):
+            if "app.py" in _cmdline(pid) and _alive(pid):
+                try:
+                    self.pgids.add(os.getpgid(pid))  # script gives it a session of its own
+                except ProcessLookupError:
+                    return None
+                return pid
+        return None
+
+    def worker_pid(self) -> int | None:
+        """gunicorn's worker (the master's gunicorn child), or None."""
+        master = self.main_pid()
+        if not master:
+            return None
+        for pid in _descendants(master):
+            if _ppid(pid) == master and "gunicorn" in _cmdline(pid) and _alive(pid):
+                return pid
+        return None
+
+    def kill(self, how: str) -> tuple[bool, int | None]:
+        """Deliver one kill; returns (server restarts by itself, pid that was signalled)."""
+        if how == "sigkill_worker":
+            pid = self.worker_pid()
+            sig, self_restarting = signal.SIGKILL, True
+        else:
+            pid = self.main_pid()
+            sig = signal.SIGKILL if how == "sigkill" else signal.SIGTERM
+            self_restarting = False
+        if pid:
+            os.kill(pid, sig)
+        return self_restarting, pid
+
+    def wait_exit(self, timeout: float) -> bool:
+        """Wait for the whole server to exit; SIGKILL it if it takes longer than ``timeout``.
+
+        Returns True when it exited by itself.  Leftovers in its process groups are killed
+        either way, as a container restart would.
+        """
+        deadline = time.monotonic() + timeout
+        clean = True
+        while self.proc and self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                clean = False
+                break
+            time.sleep(0.1)
+        self.force_kill()
+        return clean
+
+    def stop(self, timeout: float = 60) -> bool:
+        """Graceful stop (SIGTERM to the app / master), forced after ``timeout``."""
+        pid = self.main_pid()
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def force_kill(self) -> None:
+        """SIGKILL whatever is left in this server's process groups, then forget them."""
+        self.main_pid()  # records the dev app's own group if it is still there
+        for pgid in list(self.pgids):
+            _killpg(pgid, signal.SIGKILL)
+        if self.proc:
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        deadline = time.monotonic() + 10
+        for pgid in list(self.pgids):
+            while _group_alive(pgid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not _group_alive(pgid):
+                self.pgids.discard(pgid)
+
+
+# --------------------------------------------------------------------------- HTTP
+
+def http_call(port: int, method: str, path: str, body: bytes | None = None,
+              timeout: float = 30) -> tuple[str, int | None, float]:
+    """One request on a fresh connection.
+
+    Returns (outcome, status, seconds): outcome is ``answered``, ``refused`` (no connection:
+    nothing was sent) or ``unanswered`` (connected, then no answer: reset, closed, timeout).
+    """
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    started = time.monotonic()
+    try:
+        try:
+            conn.connect()
+        except OSError:
+            return "refused", None, time.monotonic() - started
+        try:
+            headers = {"Connection": "close"}
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            return "answered", resp.status, time.monotonic() - started
+        except (OSError, http.client.HTTPException):
+            return "unanswered", None, time.monotonic() - started
+    finally:
+        conn.close()
+
+
+class UpWindow:
+    """Marks when the server counts as up, so probes that straddle a kill or a boot are
+    not mistaken for stalls.  A measurement counts only if the window was open, in the same
+    generation, both when it started and when it ended."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.generation, self.open = 0, False
+
+    def set(self, is_open: bool) -> None:
+        with self._lock:
+            self.generation += 1
+            self.open = is_open
+
+    def token(self) -> int | None:
+        with self._lock:
+            return self.generation if self.open else None
+
+    def still(self, token: int | None) -> bool:
+        with self._lock:
+            return token is not None and self.open and self.generation == token
+
+
+@dataclass
+class Ledger:
+    """What the client side saw, per (symbol, action)."""
+
+    fired: int = 0
+    acked: Counter = field(default_factory=Counter)
+    unanswered: Counter = field(default_factory=Counter)
+    refused: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    slowest_webhook: float = 0.0
+    slowest_webhook_at: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Burst(threading.Thread):
+    """Fires a list of webhooks from ``threads`` client threads, spaced by ``gap`` seconds.
+
+    After ``killed`` is set, a client stops at its first refused connection (the server is
+    gone); until then it keeps firing, so orders arrive during a graceful shutdown and while
+    gunicorn respawns a worker (those connections wait in the listen backlog).
+    """
+
+    def __init__(self, port: int, webhook_path: str, orders: list[tuple[str, str]],
+                 threads: int, gap: float, ledger: Ledger, window: UpWindow):
+        super().__init__(daemon=True)
+        self.port, self.path, self.ledger, self.window = port, webhook_path, ledger, window
+        self.threads, self.gap = threads, gap
+        self.orders = list(orders)
+        self.orders_lock = threading.Lock()
+        self.killed = threading.Event()
+        self.answered = 0
+
+    def _next(self) -> tuple[str, str] | None:
+        with self.orders_lock:
+            return self.orders.pop(0) if self.orders else None
+
+    def _client(self) -> None:
+        while (order := self._next()) is not None:
+            symbol, action = order
+            body = json.dumps({"symbol": symbol, "action": action}).encode()
+            token = self.window.token()
+            outcome, status, took = http_call(self.port, "POST", self.path, body)
+            with self.ledger.lock:
+                if outcome == "refused":
+                    self.ledger.refused += 1
+                else:
+                    self.ledger.fired += 1
+                if outcome == "answered":
+                    self.answered += 1
+                    self.ledger.statuses[status] += 1
+                    if status == 200:
+                        self.ledger.acked[order] += 1
+                    if self.window.still(token) and took > self.ledger.slowest_webhook:
+                        self.ledger.slowest_webhook = took
+                        self.ledger.slowest_webhook_at = time.strftime("%H:%M:%S")
+                elif outcome == "unanswered":
+                    self.ledger.unanswered[order] += 1
+            if outcome == "refused" and self.killed.is_set():
+                return
+            if outcome == "refused":
+                time.sleep(0.2)
+            time.sleep(self.gap)
+
+    def run(self) -> None:
+        clients = [threading.Thread(target=self._client, daemon=True)
+                   for _ in range(self.threads)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+
+
+class Probe(threading.Thread):
+    """Requests ``path`` every ``interval`` s; keeps the slowest answer while the server is up."""
+
+    def __init__(self, port: int, path: str, window: UpWindow, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.port, self.path, self.window, self.interval = port, path, window, interval
+        self.stop_event = threading.Event()
+        self.slowest = 0.0
+        self.slowest_at = ""
+        self.count = 0
+        self.timeouts = 0  # no answer within 10 s while up
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            token = self.window.token()
+            outcome, _status, took = http_call(self.port, "GET", self.path, timeout=10)
+            if self.window.still(token):
+                if outcome == "answered":
+                    self.count += 1
+                    if took > self.slowest:
+                        self.slowest, self.slowest_at = took, time.strftime("%H:%M:%S")
+                elif took >= 9.9:
+                    self.timeouts += 1
+                    self.slowest = max(self.slowest, took)
+            self.stop_event.wait(self.interval)
+
+
+def wait_answering(port: int, path: str, timeout: float) -> bool:
+    """Wait until ``path`` gets any HTTP answer (the app is serving); False on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        outcome, _status, _took = http_call(port, "GET", path, timeout=5)
+        if outcome == "answered":
+            return True
+        time.sleep(0.2)
+    return False
+
+
+# --------------------------------------------------------------------------- SQLite reads
+
+def _query(db: Path, sql: str) -> list[tuple]:
+    """Rows of ``sql`` on ``db``; [] while the file or table does not exist yet."""
+    if not db.exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+
+
+def read_filed(checkout: Path, mode: str) -> Counter:
+    """Orders OpenAlgo filed, per (symbol, action): Action Center or sandbox orders."""
+    filed: Counter = Counter()
+    if mode == "semi_auto":
+        for (data,) in _query(checkout / "db" / "openalgo.db",
+                              "SELECT order_data FROM pending_orders"):
+            try:
+                order = json.loads(data)
+                filed[(order.get("symbol"), str(order.get("action", "")).upper())] += 1
+            except (TypeError, ValueError):
+                filed[("?", "?")] += 1
+    else:
+        for symbol, action in _query(checkout / "db" / "sandbox.db",
+                                     "SELECT symbol, action FROM sandbox_orders"):
+            filed[(symbol, str(action).upper())] += 1
+    return filed
+
+
+def filed_count(checkout: Path, mode: str) -> int:
+    """How many orders are filed (cheap count for polling)."""
+    if mode == "semi_auto":
+        rows = _query(checkout / "db" / "openalgo.db", "SELECT count(*) FROM pending_orders")
+    else:
+        rows = _query(checkout / "db" / "sandbox.db", "SELECT count(*) FROM sandbox_orders")
+    return rows[0][0] if rows else 0
+
+
+@dataclass
+class QueueState:
+    """The plugin's queue database, summarised."""
+
+    stored: Counter = field(default_factory=Counter)  # per (symbol, action)
+    held: Counter = field(default_factory=Counter)  # dead or in_doubt, per (symbol, action)
+    states: Counter = field(default_factory=Counter)
+    dead_reasons: Counter = field(default_factory=Counter)
+    attempts: Counter = field(default_factory=Counter)  # "kind:outcome" -> rows
+
+    @property
+    def unfinished(self) -> int:
+        return sum(self.states[s] for s in UNFINISHED_STATES)
+
+
+def read_queue(checkout: Path) -> QueueState:
+    """Rows of db/order_queue.db (empty when the plugin is not installed)."""
+    result = QueueState()
+    rows = _query(checkout / "db" / "order_queue.db",
+                  "SELECT symbol, payload, state, dead_reason FROM order_queue")
+    for symbol, payload, state, reason in rows:
+        try:
+            action = str(json.loads(payload).get("action", "?")).upper()
+        except (TypeError, ValueError):
+            action = "?"
+        result.stored[(symbol, action)] += 1
+        result.states[state] += 1
+        if state in ("dead", "in_doubt"):
+            result.held[(symbol, action)] += 1
+        if state == "dead":
+            result.dead_reasons[reason or "?"] += 1
+    for kind, outcome, n in _query(checkout / "db" / "order_queue.db",
+                                   "SELECT kind, outcome, count(*) FROM order_queue_attempts "
+                                   "GROUP BY kind, outcome"):
+        result.attempts[f"{kind}:{outcome}"] = n
+    return result
+
+
+class FiledMonitor(threading.Thread):
+    """Polls the filed count every 0.25 s and remembers when it last grew."""
+
+    def __init__(self, checkout: Path, mode: str):
+        super().__init__(daemon=True)
+        self.checkout, self.mode = checkout, mode
+        self.stop_event = threading.Event()
+        self.count = 0
+        self.last_change = 0.0  # time.time()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            count = filed_count(self.checkout, self.mode)
+            if count != self.count:
+                self.count, self.last_change = count, time.time()
+            self.stop_event.wait(0.25)
+
+
+# --------------------------------------------------------------------------- one cell
+
+@dataclass
+class CellResult:
+    """One row of the table, plus notes."""
+
+    server: str
+    mode: str
+    patched: bool
+    rounds: int = 0
+    kills: list[str] = field(default_factory=list)
+    fired: int = 0
+    acked: int = 0
+    unanswered: int = 0
+    refused: int = 0
+    stored: int | None = None
+    filed: int = 0
+    lost: int = 0
+    silent: int | None = None
+    duplicated: int = 0
+    in_doubt: int | None = None
+    dead_other: dict = field(default_factory=dict)
+    left_unfinished: int | None = None
+    restart_to_last_filed: float | None = None
+    drained: bool = False
+    slowest_probe_ms: float = 0.0
+    probe_timeouts: int = 0
+    slowest_probe_at: str = ""
+    probe_path: str = ""
+    server_model: str = ""
+    slowest_webhook_ms: float = 0.0
+    slowest_webhook_at: str = ""
+    attempts: dict = field(default_factory=dict)
+    statuses: dict = field(default_factory=dict)
+    forced_stops: int = 0
+    log_counts: dict = field(default_factory=dict)
+    log_samples: list[str] = field(default_factory=list)
+    log_path: str = ""
+    seconds: float = 0.0
+    error: str = ""
+
+
+def copy_checkout(src: Path, dest: Path) -> None:
+    """Copy the OpenAlgo checkout without VCS data, caches, local state or secrets."""
+    ignore = shutil.ignore_patterns(".git", "__pycache__", ".venv", "node_modules",
+                                    ".order_queue_plugin")
+    shutil.copytree(src, dest, ignore=ignore, symlinks=True)
+    for leftover in list((dest / "db").glob("*.db*")) + [dest / ".env"]:
+        leftover.unlink(missing_ok=True)
+
+
+def write_env(checkout: Path, port: int, ws_port: int, zmq_port: int) -> None:
+    """.env from .sample.env: fresh secrets, our ports, webhook rate limit lifted."""
+    text = (checkout / ".sample.env").read_text()
+    base = f"http://{HOST}:{port}"
+    values = {
+        "APP_KEY": secrets.token_hex(32),
+        "HOST_SERVER": base,
+        "FLASK_HOST_IP": HOST,
+        "FLASK_PORT": str(port),
+        "FLASK_DEBUG": "False",
+        "REDIRECT_URL": f"{base}/zerodha/callback",
+        "WEBSOCKET_HOST": HOST,
+        "WEBSOCKET_PORT": str(ws_port),
+        "WEBSOCKET_URL": f"ws://{HOST}:{ws_port}",
+        "ZMQ_HOST": HOST,
+        "ZMQ_PORT": str(zmq_port),
+        "CORS_ALLOWED_ORIGINS": base,
+        "WEBHOOK_RATE_LIMIT": "1000 per second",
+        "NGROK_ALLOW": "FALSE",
+        "LOG_TO_FILE": "False",
+    }
+    for key, value in values.items():
+        pattern = re.compile(rf"^[ \t]*{key}[ \t]*=.*$", re.M)
+        if not pattern.search(text):
+            raise RuntimeError(f".sample.env has no {key} line")
+        text = pattern.sub(lambda _m, k=key, v=value: f"{k} = '{v}'", text, count=1)
+    # env_check wants FERNET_SALT on the line right after API_KEY_PEPPER (else it rewrites .env)
+    text = re.sub(r"^[ \t]*FERNET_SALT[ \t]*=.*\n?", "", text, flags=re.M)
+    pepper = re.compile(r"^[ \t]*API_KEY_PEPPER[ \t]*=.*$", re.M)
+    text = pepper.sub(lambda _m: f"API_KEY_PEPPER = '{secrets.token_hex(32)}'\n"
+                                 f"FERNET_SALT = '{secrets.token_hex(32)}'", text, count=1)
+    (checkout / ".env").write_text(text)
+
+
+def run_checked(cmd: list[str], cwd: Path, timeout: float, what: str) -> str:
+    """Run a setup command; raise with its output if it fails."""
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
+                           f"\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def make_burst_orders(rng: random.Random, size: int, mode: str, sell_share: float
+                      ) -> list[tuple[str, str]]:
+    """``size`` (symbol, action) pairs over all symbols; SELL only in semi_auto mode."""
+    orders = []
+    for _ in range(size):
+        symbol = rng.choice(SYMBOLS)
+        sell = mode == "semi_auto" and rng.random() < sell_share
+        orders.append((symbol, "SELL" if sell else "BUY"))
+    return orders
+
+
+def scan_log(path: Path, samples: int) -> tuple[dict, list[str]]:
+    """Count notable app-log lines; return the counts and a few distinct ERROR/lock lines."""
+    counts: Counter = Counter()
+    seen: dict[str, None] = {}
+    if not path.exists():
+        return {}, []
+    strip = re.compile(r"\x1b\[[0-9;]*m|\r")
+    stamp = re.compile(r"^\[[^\]]*\]\s*|\d{4}-\d\d-\d\d[ T][\d:,.]+\s*")
+    for raw in path.read_text(errors="replace").splitlines():
+        line = strip.sub("", raw)
+        if LOG_NOISE.search(line):
+            counts["noise skipped"] += 1
+            continue
+        lower = line.lower()
+        for name, pattern in LOG_PATTERNS.items():
+            if re.search(pattern, lower):
+                counts[name] += 1
+        if re.search(r"\berror\b in |database is locked|worker timeout|critical", lower):
+            key = re.sub(r"\d+", "N", stamp.sub("", line))[:160]
+            if key not in seen and len(seen) < samples:
+                seen[key] = None
+    return dict(counts), list(seen)
+
+
+def plugin_source(ref: str, into: Path) -> Path:
+    """Where the installer runs from: this working tree, or ``git archive REF`` of it.
+
+    The plugin may be edited while the matrix runs; ``--plugin-ref HEAD`` installs a
+    committed snapshot instead of whatever the working tree holds at that moment.
+    """
+    if not ref:
+        return MAIN
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(MAIN), "archive", "--format=tar", ref],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def wait_dispatcher(port: int, timeout: float) -> dict:
+    """The plugin's health JSON once this process's dispatcher runs; raise if it never does.
+
+    A plugin that installs but cannot start its dispatcher would otherwise show up only as
+    every order lost, minutes later.
+    """
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection(HOST, port, timeout=5)
+        try:
+            conn.request("GET", "/order-queue/api/health")
+            body = json.loads(conn.getresponse().read() or b"{}")
+            if body.get("process", {}).get("dispatcher_running"):
+                return body
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.5)
+    raise RuntimeError(f"the plugin's dispatcher is not running {timeout:.0f}s after boot "
+                       f"(health: {json.dumps(body)[:300]}); see the app log")
+
+
+def prepare_checkout(src: Path, checkout: Path, mode: str, patched: bool, args,
+                     plugin_root: Path, label: str) -> tuple[int, str]:
+    """Copy, install the plugin, write .env, seed; returns (port, webhook id)."""
+    log(f"[{label}] copying {src} -> {checkout}")
+    copy_checkout(src, checkout)
+    if patched:
+        out = run_checked([args.installer_python, "-m", "install.openalgo", str(checkout)],
+                          plugin_root, 120, "plugin install")
+        log(f"[{label}] {out.strip().splitlines()[-1] if out.strip() else 'installed'}")
+        run_checked([args.installer_python, "-m", "install.openalgo", str(checkout),
+                     "--check"], plugin_root, 60, "plugin install --check")
+    port, ws_port, zmq_port = free_port(), free_port(), free_port()
+    write_env(checkout, port, ws_port, zmq_port)
+    webhook_id = str(uuid.uuid4())
+    seed = {"user": "admin", "webhook_id": webhook_id, "symbols": SYMBOLS,
+            "product": PRODUCT, "mode": mode, "broker": OFFLINE_BROKER}
+    out = run_checked([args.oa_python, "-c", SEED_SNIPPET, json.dumps(seed)], checkout,
+                      180, "seeding OpenAlgo")
+    log(f"[{label}] seeded: {[l for l in out.splitlines() if l.startswith('SEEDED')]}")
+    return port, webhook_id
+
+
+class Cell:
+    """One server x mode run: the server, its clients, its probe, and what they saw."""
+
+    def __init__(self, server: Server, mode: str, patched: bool, webhook_id: str, args,
+                 rng: random.Random, result: CellResult, label: str):
+        self.server, self.mode, self.patched = server, mode, patched
+        self.args, self.rng, self.result, self.label = args, rng, result, label
+        self.port, self.checkout = server.port, server.checkout
+        self.webhook_path = f"/strategy/webhook/{webhook_id}"
+        self.probe_path = args.probe_path or ("/order-queue/api/health" if patched else "/")
+        result.probe_path = self.probe_path
+        self.window, self.ledger = UpWindow(), Ledger()
+        self.monitor = FiledMonitor(self.checkout, mode)
+        self.probe = Probe(self.port, self.probe_path, self.window)
+        self.last_restart = 0.0
+
+    def _wait_up(self, after: str) -> None:
+        """Block until the app answers again, then count the server as up."""
+        if not wait_answering(self.port, self.probe_path, self.args.boot_timeout):
+            raise RuntimeError(f"server did not answer {self.probe_path} {after} within "
+                               f"{self.args.boot_timeout}s (see {self.server.log_path})")
+        self.window.set(True)
+
+    def boot(self) -> None:
+        """First start; for the plugin, also wait until its dispatcher runs."""
+        self.monitor.start()
+        self.server.start()
+        self.last_restart = time.time()
+        self._wait_up("at first start")
+        if self.patched:
+            health = wait_dispatcher(self.port, 30)
+            self.result.server_model = health.get("process", {}).get("server_model", "?")
+        self.probe.start()
+        log(f"[{self.label}] up on port {self.port} (pid {self.server.main_pid()}"
+            f"{', queue runs as ' + self.result.server_model if self.patched else ''})")
+
+    def run_round(self, number: int, how: str) -> None:
+        """One burst, killed part-way (after 20-70% of it was answered), then restarted."""
+        args = self.args
+        size = args.burst or (60 if self.mode == "analyzer" else 80)
+        orders = make_burst_orders(self.rng, size, self.mode, args.sell_share)
+        burst = Burst(self.port, self.webhook_path, orders, args.threads, args.gap,
+                      self.ledger, self.window)
+        burst.start()
+        kill_after = self.rng.randint(int(size * 0.2), int(size * 0.7))
+        deadline = time.monotonic() + 60
+        while burst.answered < kill_after and burst.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self.window.set(False)
+        burst.killed.set()
+        self_restarting, pid = self.server.kill(how)
+        kill_time = time.time()
+        self.result.kills.append(how)
+        log(f"[{self.label}] round {number}/{args.rounds}: {how} pid {pid} after "
+            f"{burst.answered} answers")
+        if self_restarting:  # gunicorn's master forks a new worker at once
+            self.last_restart = kill_time
+            deadline = time.monotonic() + 30
+            while self.server.worker_pid() in (None, pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        elif not self.server.wait_exit(args.exit_timeout):
+            self.result.forced_stops += 1
+            log(f"[{self.label}] server needed SIGKILL after {args.exit_timeout}s")
+        burst.join(120)
+        if not self_restarting:
+            self.server.start()
+            self.last_restart = time.time()
+        self._wait_up(f"after {how}")
+        self.result.rounds += 1
+
+    def finish(self) -> None:
+        """Drain, stop probing, count, and stop the server gracefully."""
+        log(f"[{self.label}] bursts done: {sum(self.ledger.acked.values())} acknowledged; "
+            f"draining")
+        self.result.drained = drain(self.checkout, self.mode, self.patched, self.ledger,
+                                    self.monitor, self.args.drain_timeout)
+        self.window.set(False)
+        self.probe.stop_event.set()
+        self.probe.join(15)
+        time.sleep(1)
+        self.count()
+        if not self.server.stop(self.args.exit_timeout):
+            self.result.forced_stops += 1
+
+    def count(self) -> None:
+        """Fill the result row from the ledger and the databases."""
+        r, ledger = self.result, self.ledger
+        filed = read_filed(self.checkout, self.mode)
+        queue = read_queue(self.checkout) if self.patched else None
+        r.fired, r.refused = ledger.fired, ledger.refused
+        r.acked = sum(ledger.acked.values())
+        r.unanswered = sum(ledger.unanswered.values())
+        r.statuses = {str(k): v for k, v in sorted(ledger.statuses.items())}
+        r.filed = sum(filed.values())
+        keys = set(filed) | set(ledger.acked) | set(ledger.unanswered)
+        if queue is not None:
+            keys |= set(queue.stored)
+            r.stored = sum(queue.stored.values())
+            r.in_doubt = queue.dead_reasons.get("in_doubt", 0) + queue.states["in_doubt"]
+            r.dead_other = {k: n for k, n in queue.dead_reasons.items() if k != "in_doubt"}
+            r.left_unfinished = queue.unfinished
+            r.attempts = dict(sorted(queue.attempts.items()))
+            r.silent = 0
+        for key in keys:
+            acked = ledger.acked[key]
+            # what may legitimately be filed: acknowledged, or stored with the answer cut
+            # off; without a queue database, any webhook that may have been taken in
+            allowed = (max(acked, queue.stored[key]) if queue is not None
+                       else acked + ledger.unanswered[key])
+            r.lost += max(0, acked - filed[key])
+            if queue is not None:
+                r.silent += max(0, acked - filed[key] - queue.held[key])
+            r.duplicated += max(0, filed[key] - allowed)
+        if self.monitor.last_change:
+            r.restart_to_last_filed = self.monitor.last_change - self.last_restart
+        r.slowest_probe_ms = self.probe.slowest * 1000
+        r.slowest_probe_at = self.probe.slowest_at
+        r.probe_timeouts = self.probe.timeouts
+        r.slowest_webhook_ms = ledger.slowest_webhook * 1000
+        r.slowest_webhook_at = ledger.slowest_webhook_at
+        log(f"[{self.label}] counted: acked {r.acked} filed {r.filed} lost {r.lost} "
+            f"duplicated {r.duplicated}; slowest probe {r.slowest_probe_ms:.0f} ms at "
+            f"{self.probe.slowest_at}")
+
+    def stop_threads(self) -> None:
+        self.probe.stop_event.set()
+        self.monitor.stop_event.set()
+
+
+def run_cell(src: Path, server_kind: str, mode: str, args, rng: random.Random,
+             out_dir: Path, registry: list[Server], plugin_root: Path) -> CellResult:
+    """Build, seed, burst-kill-restart and count one server x mode cell."""
+    patched = not args.unpatched
+    result = CellResult(server=server_kind, mode=mode, patched=patched)
+    label = f"{server_kind}-{mode}-{'patched' if patched else 'unpatched'}"
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix=f"oa-matrix-{label}-"))
+    checkout = work / "oa"
+    log_path = out_dir / f"{label}.log"
+    log_path.unlink(missing_ok=True)  # the server appends across its restarts
+    result.log_path = str(log_path)
+    server = cell = None
+    try:
+        port, webhook_id = prepare_checkout(src, checkout, mode, patched, args, plugin_root,
+                                            label)
+        server = Server(server_kind, checkout, port, args.oa_python, log_path)
+        registry.append(server)
+        cell = Cell(server, mode, patched, webhook_id, args, rng, result, label)
+        cell.boot()
+        plan = KILL_PLANS[server_kind]
+        for number in range(1, args.rounds + 1):
+            cell.run_round(number, plan[(number - 1) % len(plan)])
+        cell.finish()
+    except Exception as exc:  # one broken cell must not hide the others
+        result.error = f"{type(exc).__name__}: {exc}"
+        log(f"[{label}] FAILED: {result.error}")
+    finally:
+        if cell is not None:
+            cell.stop_threads()
+        if server is not None:
+            server.force_kill()
+        result.log_counts, result.log_samples = scan_log(log_path, args.log_samples)
+        result.seconds = time.monotonic() - started
+        if args.keep:
+            log(f"[{label}] checkout kept at {checkout}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def drain(checkout: Path, mode: str, patched: bool, ledger: Ledger, monitor: FiledMonitor,
+          timeout: float) -> bool:
+    """Wait until every order that can still arrive has arrived; False on timeout.
+
+    Patched: no pending / sending / in_doubt rows in the queue database.  Unpatched (no
+    record of what is queued in memory): the filed count has not moved for 15 s since the
+    drain began, or for 3 s once it covers every acknowledged and unanswered webhook.
+    """
+    deadline = time.monotonic() + timeout
+    began = time.time()
+    possible = sum(ledger.acked.values()) + sum(ledger.unanswered.values())
+    while time.monotonic() < deadline:
+        if patched:
+            queue = read_queue(checkout)
+            if queue.states and queue.unfinished == 0:
+                time.sleep(1)
+                return True
+        else:
+            quiet = 3 if monitor.count >= possible else 15
+            if time.time() - max(monitor.last_change, began) > quiet:
+                return True
+        time.sleep(0.5)
+    return False
+
+
+# --------------------------------------------------------------------------- report
+
+COLUMNS = [
+    ("server", 8), ("mode", 9), ("queue", 9), ("rounds", 6), ("fired", 5), ("acked", 5),
+    ("unans", 5), ("stored", 6), ("filed", 5), ("lost", 4), ("silent", 6), ("dup", 3), ("doubt", 5),
+    ("dead*", 5), ("left", 4), ("restart->last s", 15), ("probe ms", 8), ("hook ms", 7),
+]
+
+
+def _cell(value, digits=0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def print_table(results: list[CellResult]) -> None:
+    """The matrix: one row per server x mode, then notes per row."""
+    header = " | ".join(name.ljust(width) for name, width in COLUMNS)
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        if r.error and not r.rounds:
+            print(f"{r.server:<8} | {r.mode:<9} | FAILED: {r.error}")
+            continue
+        restart = r.restart_to_last_filed
+        row = [r.server, r.mode, "durable" if r.patched else "memory", r.rounds, r.fired,
+               r.acked, r.unanswered, r.stored, r.filed, r.lost, r.silent, r.duplicated, r.in_doubt,
+               sum(r.dead_other.values()) if r.patched else None,
+               r.left_unfinished,
+               (f"{restart:.1f}" if restart is not None and restart >= 0 else
+                "none after" if restart is not None else None),
+               r.slowest_probe_ms, r.slowest_webhook_ms]
+        print(" | ".join(_cell(v, 0).ljust(width) for v, (_n, width) in zip(row, COLUMNS)))
+    print()
+    print("fired = webhooks that reached a connection (refused ones not counted); unans = "
+          "connection cut before an answer;\nstored = rows in order_queue.db; silent = lost and not held as dead/in_doubt in the queue;\ndoubt = dead "
+          "with reason in_doubt + left in_doubt (handed to the operator);\ndead* = dead for "
+          "another reason; left = pending/sending/in_doubt at the end; restart->last = last "
+          "restart to last order filed;\nprobe ms = slowest probe answer while up; hook ms = "
+          "slowest webhook answer while up.")
+    for r in results:
+        print(f"\n[{r.server} / {r.mode} / {'durable' if r.patched else 'memory'}] "
+              f"kills: {', '.join(r.kills) or '-'}; answers: {r.statuses}; refused "
+              f"connections: {r.refused}; drained: {r.drained}; forced stops: "
+              f"{r.forced_stops}; probe {r.probe_path}: slowest at {r.slowest_probe_at or '-'}, "
+              f"timeouts {r.probe_timeouts}; "
+              f"cell took {r.seconds:.0f} s"
+              f"{'; queue runs as ' + r.server_model if r.server_model else ''}")
+        print(f"  slowest webhook answer at {r.slowest_webhook_at or '-'}")
+        if r.attempts:
+            print(f"  queue attempt trail (kind:outcome): {r.attempts}")
+        if r.dead_other:
+            print(f"  dead (other reasons): {r.dead_other}")
+        if r.error:
+            print(f"  ERROR: {r.error}")
+        print(f"  app log {r.log_path}: {r.log_counts}")
+        for sample in r.log_samples:
+            print(f"    {sample}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run every cell, print the table; always clean up."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("openalgo", type=Path, help="OpenAlgo checkout (left untouched)")
+    parser.add_argument("--servers", default="dev,gunicorn")
+    parser.add_argument("--modes", default="analyzer,semi_auto")
+    parser.add_argument("--rounds", type=int, default=6, help="kill rounds per cell")
+    parser.add_argument("--unpatched", action="store_true",
+                        help="baseline: plain OpenAlgo with its in-memory queue")
+    parser.add_argument("--burst", type=int, default=0,
+                        help="webhooks per round (default 60 analyzer, 80 semi_auto)")
+    parser.add_argument("--threads", type=int, default=6, help="webhook client threads")
+    parser.add_argument("--gap", type=float, default=0.02,
+                        help="pause between one client's webhooks (s)")
+    parser.add_argument("--sell-share", type=float, default=0.15,
+                        help="share of SELL (smart order) webhooks in semi_auto")
+    parser.add_argument("--drain-timeout", type=float, default=180)
+    parser.add_argument("--boot-timeout", type=float, default=90)
+    parser.add_argument("--exit-timeout", type=float, default=60,
+                        help="how long a SIGTERMed server may take before SIGKILL")
+    parser.add_argument("--probe-path", default="",
+                        help="probe URL path (default: plugin health, or / unpatched)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--oa-python", default=DEFAULT_OA_PYTHON)
+    parser.add_argument("--installer-python", default=DEFAULT_INSTALLER_PYTHON)
+    parser.add_argument("--plugin-ref", default="",
+                        help="install the plugin from this git ref of the project "
+                             "(git archive) instead of the working tree, e.g. HEAD")
+    parser.add_argument("--out", type=Path, default=None, help="where logs and JSON go")
+    parser.add_argument("--keep", action="store_true", help="keep the checkout copies")
+    parser.add_argument("--log-samples", type=int, default=8)
+    args = parser.parse_args(argv)
+
+    src = args.openalgo.resolve()
+    if not (src / "app.py").exists() or not (src / ".sample.env").exists():
+        parser.error(f"{src} does not look like an OpenAlgo checkout")
+    if (src / ".order_queue_plugin").exists():
+        parser.error(f"{src} has the plugin installed; pass a pristine checkout")
+    servers = [s for s in args.servers.split(",") if s]
+    modes = [m for m in args.modes.split(",") if m]
+    for s in servers:
+        if s not in KILL_PLANS:
+            parser.error(f"unknown server {s!r} (dev, gunicorn)")
+    for m in modes:
+        if m not in ("analyzer", "semi_auto"):
+            parser.error(f"unknown mode {m!r} (analyzer, semi_auto)")
+    seed = args.seed if args.seed is not None else random.randrange(1_000_000)
+    rng = random.Random(seed)
+    out_dir = args.out or Path(tempfile.mkdtemp(prefix="openalgo-matrix-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    head = subprocess.run(["git", "-C", str(MAIN), "rev-parse", "--short",
+                           args.plugin_ref or "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(MAIN), "status", "--porcelain"],
+                           capture_output=True, text=True).stdout.split("\n")
+    dirty = [d.strip() for d in dirty if d.strip()] if not args.plugin_ref else []
+    plugin_root = MAIN
+    if not args.unpatched:
+        try:
+            plugin_root = plugin_source(args.plugin_ref, out_dir / "plugin-src")
+        except subprocess.CalledProcessError as exc:
+            parser.error(f"cannot export --plugin-ref {args.plugin_ref}: {exc}")
+    log(f"seed {seed}; plugin {MAIN} at {head}{' (+ uncommitted: ' + ', '.join(dirty) + ')' if dirty else ''}; "
+        f"logs in {out_dir}")
+
+    registry: list[Server] = []
+    results: list[CellResult] = []
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    try:
+        for server_kind in servers:
+            for mode in modes:
+                results.append(run_cell(src, server_kind, mode, args, rng, out_dir, registry,
+                                        plugin_root))
+    except KeyboardInterrupt:
+        log("interrupted: stopping everything")
+    finally:
+        for server in registry:
+            server.force_kill()
+    log(f"matrix took {time.monotonic() - started:.0f} s")
+    print(f"\nOpenAlgo {src} | plugin {'not installed (--unpatched)' if args.unpatched else head}"
+          f" | seed {seed} | rounds {args.rounds} | threads {args.threads}\n")
+    print_table(results)
+    (out_dir / "results.json").write_text(json.dumps(
+        {"seed": seed, "plugin_head": head, "plugin_dirty": dirty,
+         "results": [{k: v for k, v in r.__dict__.items()} for r in results]},
+        indent=2, default=str))
+    print(f"\nlogs and results.json in {out_dir}")
+    failed = any(r.error or (r.patched and (r.silent or r.duplicated)) for r in results)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
