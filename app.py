@@ -125,7 +125,8 @@ def create_app(test_config=None):
         response.headers.setdefault(
             "Content-Security-Policy",
             "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' "
-            "'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'")
+            "'unsafe-inline'; img-src 'self' data:; connect-src 'self' ws: wss:; "
+            "object-src 'none'; form-action 'self'; frame-ancestors 'none'")
         return response
 
     @app.route("/")

@@ -30,7 +30,10 @@ def _ensure_sqlite_directory(url: str) -> None:
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        try:  # only a new file: closing a descriptor of an open one drops SQLite's locks
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass
 
 
 def configure(url: str | None = None):

@@ -401,9 +401,7 @@ class SqliteBackend:
         for db/ (afterwards a missing file is a fault, see ``check_writable``)."""
         if self.path:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            # Created private before SQLite opens it: its -wal and -shm files take the
-            # same mode, and they hold order payloads.
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            _create_private(self.path)
             engine.connect().close()
 
     def lock_schema(self, conn: Connection) -> None:
@@ -609,6 +607,16 @@ class PostgresBackend:
             BEFORE UPDATE OR DELETE ON order_queue_attempts
             FOR EACH ROW EXECUTE FUNCTION order_queue_attempts_guard()""",
     )
+
+
+def _create_private(path: str) -> None:
+    """Create the database file 0600 before SQLite does (its -wal and -shm files take
+    the same mode, and they hold order payloads).  Only when it does not exist yet:
+    closing any descriptor of an open SQLite file drops the process's locks on it."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
 
 
 def backend_for(url: str, busy_timeout_ms: int = 5000):
