@@ -19,7 +19,6 @@ import time
 from collections import Counter
 
 import httpx
-import pytest
 
 from tests.app_process import AppProcess
 from tests.conftest import TEST_PEPPER

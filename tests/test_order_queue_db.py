@@ -141,11 +141,11 @@ def test_exits_are_claimed_before_entries_but_never_overtake_their_own_instrumen
     entry_a = enqueue(store, symbol="A")
     entry_b = enqueue(store, symbol="B")
     smart_entry = smart_order(store, "C", 5)
-    exit_b = smart_order(store, "B", 0)  # behind entry_b, its own instrument
+    smart_order(store, "B", 0)  # an exit behind entry_b, its own instrument
     exit_d = smart_order(store, "D", 0)
     order = [claim(store, limits=SETTLING).id for _ in range(4)]
     assert order == [exit_d, smart_entry, entry_a, entry_b]
-    assert claim(store, limits=SETTLING) is None  # exit_b waits for entry_b's outcome
+    assert claim(store, limits=SETTLING) is None  # B's exit waits for entry_b's outcome
 
 
 def test_mark_with_a_stale_lease_changes_nothing(store):

@@ -4,7 +4,7 @@ import pytest
 
 from blueprints import order_queue
 from database import order_queue_db
-from services import order_queue_lifecycle, order_queue_service
+from services import order_queue_lifecycle
 from services.order_queue_service import queue_order
 from tests.conftest import make_app
 
