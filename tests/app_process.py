@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -108,3 +109,26 @@ class AppProcess:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.kill()
+
+
+def fire_alerts(url: str, keys: list[tuple[str, int]], acknowledged: set, lock, *,
+                threads: int = 6, timeout: float = 10) -> list[threading.Thread]:
+    """POST each ``(symbol, quantity)`` BUY alert from ``threads`` clients, remembering
+    those answered 200 (a connection cut by a kill is not acknowledged); returns the
+    started client threads."""
+    def client(chunk):
+        with httpx.Client(timeout=timeout) as http:
+            for symbol, quantity in chunk:
+                try:
+                    answer = http.post(url, json={"symbol": symbol, "action": "BUY",
+                                                  "position_size": str(quantity)})
+                except httpx.HTTPError:
+                    continue
+                if answer.status_code == 200:
+                    with lock:
+                        acknowledged.add((symbol, quantity))
+
+    started = [threading.Thread(target=client, args=(keys[i::threads],)) for i in range(threads)]
+    for thread in started:
+        thread.start()
+    return started

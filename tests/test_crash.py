@@ -19,10 +19,9 @@ import threading
 import time
 from collections import Counter
 
-import httpx
 import pytest
 
-from tests.app_process import AppProcess
+from tests.app_process import AppProcess, fire_alerts
 from tests.conftest import TEST_PEPPER
 from tests.fake_broker import Accept, AcceptThenHang, Drop, Hold, Stall
 
@@ -52,27 +51,6 @@ class MisbehavingBroker:
         if roll < 0.93:
             return AcceptThenHang(0.5)
         return Drop()
-
-
-def fire_burst(url: str, keys: list[tuple[str, int]], acknowledged: set, lock) -> None:
-    """POST each alert; remember those answered 200 (connection errors: not acked)."""
-    def worker(chunk):
-        with httpx.Client(timeout=5) as client:
-            for symbol, quantity in chunk:
-                try:
-                    response = client.post(url, json={"symbol": symbol, "action": "BUY",
-                                                      "position_size": str(quantity)})
-                except httpx.HTTPError:
-                    continue  # the app died under us: not acknowledged
-                if response.status_code == 200:
-                    with lock:
-                        acknowledged.add((symbol, quantity))
-
-    threads = [threading.Thread(target=worker, args=(keys[i::FIRING_THREADS],))
-               for i in range(FIRING_THREADS)]
-    for thread in threads:
-        thread.start()
-    return threads
 
 
 def queue_states(workdir) -> Counter:
@@ -105,7 +83,7 @@ def test_sigkill_mid_burst_loses_nothing_and_doubles_nothing(tmp_path, broker):
             next_quantity += burst
             fired_keys.update(keys)
             acked_before = len(acknowledged)
-            threads = fire_burst(url, keys, acknowledged, lock)
+            threads = fire_alerts(url, keys, acknowledged, lock, threads=FIRING_THREADS, timeout=5)
             # Kill at a random moment, but only once this round has been acknowledged
             # something: on a loaded machine start-up alone can eat a fixed delay.
             settle = time.monotonic() + 5

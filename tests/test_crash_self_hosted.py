@@ -21,7 +21,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.app_process import AppProcess
+from tests.app_process import AppProcess, fire_alerts
 from tests.conftest import TEST_PEPPER
 from tests.server_venv import server_python
 
@@ -75,25 +75,11 @@ def test_sigkill_mid_burst_settles_within_seconds(tmp_path, queue_url, server):
     url = f"{app.base_url}/strategy/webhook/{webhook_id}"
     acknowledged, lock = set(), threading.Lock()
 
-    def fire(keys):
-        with httpx.Client(timeout=10) as client:
-            for symbol, quantity in keys:
-                try:
-                    answer = client.post(url, json={"symbol": symbol, "action": "BUY",
-                                                    "position_size": str(quantity)})
-                except httpx.HTTPError:
-                    continue
-                if answer.status_code == 200:
-                    with lock:
-                        acknowledged.add((symbol, quantity))
-
     try:
         for round_ in range(ROUNDS):
             app.start(timeout=60)
             keys = [(SYMBOLS[i % len(SYMBOLS)], 100 * (round_ + 1) + i) for i in range(30)]
-            threads = [threading.Thread(target=fire, args=(keys[i::6],)) for i in range(6)]
-            for thread in threads:
-                thread.start()
+            threads = fire_alerts(url, keys, acknowledged, lock)
             deadline = time.monotonic() + 20
             while len(booked(tmp_path)) < 5 * (round_ + 1) and time.monotonic() < deadline:
                 time.sleep(0.02)

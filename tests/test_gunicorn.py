@@ -20,7 +20,7 @@ from collections import Counter
 
 import httpx
 
-from tests.app_process import AppProcess
+from tests.app_process import AppProcess, fire_alerts
 from tests.conftest import TEST_PEPPER
 from tests.fake_broker import Stall
 from tests.server_venv import server_python
@@ -91,25 +91,6 @@ class Probe:
                     self.answered += 1
 
 
-def fire(url: str, keys, acknowledged: set, lock, threads: int = 6) -> list[threading.Thread]:
-    def worker(chunk):
-        with httpx.Client(timeout=10) as client:
-            for symbol, quantity in chunk:
-                try:
-                    response = client.post(url, json={"symbol": symbol, "action": "BUY",
-                                                      "position_size": str(quantity)})
-                except httpx.HTTPError:
-                    continue  # the server died under us: not acknowledged
-                if response.status_code == 200:
-                    with lock:
-                        acknowledged.add((symbol, quantity))
-
-    started = [threading.Thread(target=worker, args=(keys[i::threads],)) for i in range(threads)]
-    for thread in started:
-        thread.start()
-    return started
-
-
 def wait_for_acks(acknowledged: set, count: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while len(acknowledged) < count and time.monotonic() < deadline:
@@ -131,7 +112,7 @@ def test_worker_sigkill_and_master_sigterm_mid_burst(tmp_path, broker, queue_url
         app.start(timeout=60)
         with Probe(f"{app.base_url}/order-queue/api/health") as probe:
             # 1. The worker is SIGKILLed mid-burst; gunicorn's master starts another.
-            threads = fire(url, bursts[0], acknowledged, lock)
+            threads = fire_alerts(url, bursts[0], acknowledged, lock)
             wait_for_acks(acknowledged, 25)
             (worker,) = worker_pids(app.process.pid)
             probe.pause()
@@ -144,7 +125,7 @@ def test_worker_sigkill_and_master_sigterm_mid_burst(tmp_path, broker, queue_url
                     time.monotonic() < app_deadline:
                 time.sleep(0.1)
             probe.resume_when_answering()
-            threads = fire(url, bursts[1], acknowledged, lock)
+            threads = fire_alerts(url, bursts[1], acknowledged, lock)
             wait_for_acks(acknowledged, len(acknowledged) + 25)
             probe.pause()
             assert app.terminate(signal.SIGTERM, timeout=40) == 0
@@ -153,7 +134,7 @@ def test_worker_sigkill_and_master_sigterm_mid_burst(tmp_path, broker, queue_url
             # 3. Started again: the rest drains, more webhooks come in meanwhile.
             app.start(timeout=60)
             probe.resume_when_answering()
-            threads = fire(url, bursts[2], acknowledged, lock)
+            threads = fire_alerts(url, bursts[2], acknowledged, lock)
             for thread in threads:
                 thread.join()
             drained = wait_until_drained(app, acknowledged, broker)
