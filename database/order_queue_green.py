@@ -108,8 +108,3 @@ class OffloadedCalls:
                     from gevent.lock import Semaphore
                 self._turns[model] = Semaphore(1)
             return self._turns[model]
-
-    @property
-    def unwrapped(self) -> Any:
-        """The object itself, for code that is already off the event loop."""
-        return self._target
