@@ -802,14 +802,18 @@ class QueueStore:
         """Account lanes that used their budget in the current window, and when the
         earliest of them frees a slot."""
         blocked, opens = [], None
-        for lane in Lane:
-            window = timedelta(seconds=limits.window_for(lane.value))
-            rows = conn.execute(
-                select(orders.c.lane_key, func.count(), func.min(orders.c.dispatched_at))
-                .where(orders.c.dispatched_at > now - window, orders.c.lane == lane.value)
-                .group_by(orders.c.lane_key)
-            ).all()
-            for lane_key, count, oldest in rows:
+        windows = {lane: limits.window_for(lane.value) for lane in Lane}
+        # One query when both lanes count over the same window (the default); one per lane
+        # when a host limit is per minute.
+        groups = ([(None, windows[Lane.SMART])] if len(set(windows.values())) == 1
+                  else list(windows.items()))
+        for lane, seconds in groups:
+            window = timedelta(seconds=seconds)
+            query = (select(orders.c.lane_key, func.count(), func.min(orders.c.dispatched_at))
+                     .where(orders.c.dispatched_at > now - window))
+            if lane is not None:
+                query = query.where(orders.c.lane == lane.value)
+            for lane_key, count, oldest in conn.execute(query.group_by(orders.c.lane_key)):
                 if count >= limits.limit_for(lane_key):
                     blocked.append(lane_key)
                     opens = oldest + window if opens is None else min(opens, oldest + window)

@@ -559,3 +559,11 @@ def test_an_app_role_that_does_not_own_the_tables_cannot_switch_the_guards_off(
             conn.execute(text(f'DROP OWNED BY "{role}"'))
             conn.execute(text(f'DROP ROLE "{role}"'))
         admin.dispose()
+
+
+def test_a_per_minute_lane_counts_over_its_own_window(store):
+    per_minute = RateLimits(smart=10, regular=2, window=1.0, regular_window=60.0)
+    ids = [enqueue(store, symbol=f"M{i}") for i in range(3)]
+    assert [claim(store, limits=per_minute).id for _ in range(2)] == ids[:2]
+    assert claim(store, at=T0 + timedelta(seconds=30), limits=per_minute) is None
+    assert claim(store, at=T0 + timedelta(seconds=61), limits=per_minute).id == ids[2]
