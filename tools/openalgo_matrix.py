@@ -692,13 +692,13 @@ def write_env(checkout: Path, port: int, ws_port: int, zmq_port: int) -> None:
         "LOG_TO_FILE": "False",
     }
     for key, value in values.items():
-        pattern = re.compile(rf"^[ \t]*{key}[ \t]*=.*$", re.M)
+        pattern = re.compile(rf"^[ \t]*{key}[ \t]*=.*$", re.MULTILINE)
         if not pattern.search(text):
             raise RuntimeError(f".sample.env has no {key} line")
         text = pattern.sub(lambda _m, k=key, v=value: f"{k} = '{v}'", text, count=1)
     # env_check wants FERNET_SALT on the line right after API_KEY_PEPPER (else it rewrites .env)
-    text = re.sub(r"^[ \t]*FERNET_SALT[ \t]*=.*\n?", "", text, flags=re.M)
-    pepper = re.compile(r"^[ \t]*API_KEY_PEPPER[ \t]*=.*$", re.M)
+    text = re.sub(r"^[ \t]*FERNET_SALT[ \t]*=.*\n?", "", text, flags=re.MULTILINE)
+    pepper = re.compile(r"^[ \t]*API_KEY_PEPPER[ \t]*=.*$", re.MULTILINE)
     text = pepper.sub(lambda _m: f"API_KEY_PEPPER = '{secrets.token_hex(32)}'\n"
                                  f"FERNET_SALT = '{secrets.token_hex(32)}'", text, count=1)
     (checkout / ".env").write_text(text)
@@ -706,7 +706,8 @@ def write_env(checkout: Path, port: int, ws_port: int, zmq_port: int) -> None:
 
 def run_checked(cmd: list[str], cwd: Path, timeout: float, what: str) -> str:
     """Run a setup command; raise with its output if it fails."""
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
                            f"\n{proc.stderr[-3000:]}")
@@ -962,7 +963,7 @@ def run_cell(src: Path, server_kind: str, mode: str, args, rng: random.Random,
         for number in range(1, args.rounds + 1):
             cell.run_round(number, plan[(number - 1) % len(plan)])
         cell.finish()
-    except Exception as exc:  # one broken cell must not hide the others
+    except Exception as exc:  # noqa: BLE001 - one broken cell must not hide the others
         result.error = f"{type(exc).__name__}: {exc}"
         log(f"[{label}] FAILED: {result.error}")
     finally:
@@ -1119,9 +1120,9 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     head = subprocess.run(["git", "-C", str(MAIN), "rev-parse", "--short",
                            args.plugin_ref or "HEAD"],
-                          capture_output=True, text=True).stdout.strip()
+                          capture_output=True, text=True, check=False).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(MAIN), "status", "--porcelain"],
-                           capture_output=True, text=True).stdout.split("\n")
+                           capture_output=True, text=True, check=False).stdout.split("\n")
     dirty = [d.strip() for d in dirty if d.strip()] if not args.plugin_ref else []
     plugin_root = MAIN
     if not args.unpatched:
