@@ -39,6 +39,7 @@ from sqlalchemy import (
     String,
     Text,
     and_,
+    bindparam,
     create_engine,
     event,
     exists,
@@ -180,6 +181,10 @@ class QueuedOrder(Base):
     host_done_at: Mapped[datetime | None] = mapped_column(DateTime)
     host_answer_status: Mapped[int | None] = mapped_column(Integer)
     host_answer_body: Mapped[str | None] = mapped_column(Text)
+    #: When the current send's request was let out (``stamp_send``), on the shared clock;
+    #: NULL while an order is claimed but not yet on its way, so recovery knows that a
+    #: request that was never stamped never left.
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (
         # The claim path: pending rows in lane order.  Partial, so it stays small however
@@ -195,6 +200,8 @@ class QueuedOrder(Base):
               postgresql_where=text("state IN ('sending', 'in_doubt')")),
         # Per-account rate limit: sends in the last window.
         Index("ix_order_queue_dispatched", "dispatched_at"),
+        # The send stamp's gate: this lane's stamps in the last window.
+        Index("ix_order_queue_lane_sent", "lane_key", "sent_at"),
         Index("ix_order_queue_state_updated", "state", "updated_at"),
         Index("ix_order_queue_broker_orderid", "broker_orderid"),
     )
@@ -249,6 +256,16 @@ dispatchers = DispatcherRecord.__table__
 #: Built once: building ``insert().values(...)`` per order cost more than the commit.
 _INSERT_ORDER = orders.insert()
 _INSERT_ATTEMPT = attempts.insert()
+#: The newest send stamps of one account lane since a moment, other than the order's own.
+_LANE_STAMPS = (select(orders.c.sent_at)
+                .where(orders.c.lane_key == bindparam("lane_key"),
+                       orders.c.sent_at > bindparam("since"), orders.c.id != bindparam("id"))
+                .order_by(orders.c.sent_at.desc()).limit(bindparam("limit")))
+#: A claim starts a send afresh: no stamp yet, no receipt from the host.  Without this a
+#: claim that dies before its stamp would carry the previous attempt's facts.
+_NOT_YET_SENT = {"sent_at": None, "fence_expected": None, "host_instance": None,
+                 "host_received_at": None, "host_done_at": None, "host_answer_status": None,
+                 "host_answer_body": None}
 
 
 def utcnow() -> datetime:
@@ -320,6 +337,9 @@ class RateLimits:
     #: A lane whose host limit is per minute counts over its own window (else ``window``).
     smart_window: float | None = None
     regular_window: float | None = None
+    #: The longest a request may take to leave after its send stamp (the sender stamps
+    #: again when its stamp took longer); windows are counted this much wider.
+    tolerance: float = 0.0
 
     def limit_for(self, lane_key: str) -> int:
         return self.smart if lane_key.startswith(Lane.SMART.value) else self.regular
@@ -327,6 +347,19 @@ class RateLimits:
     def window_for(self, lane_key: str) -> float:
         own = self.smart_window if lane_key.startswith(Lane.SMART.value) else self.regular_window
         return own or self.window
+
+    def counted_window(self, lane_key: str) -> float:
+        return self.window_for(lane_key) + self.tolerance
+
+
+@dataclass(frozen=True)
+class SendStamp:
+    """The send stamp's decision: ``go`` (stamped: send now), wait ``wait_seconds`` for
+    the lane's window to free a turn, or ``lease_lost`` (another owner: never send)."""
+
+    go: bool = False
+    lease_lost: bool = False
+    wait_seconds: float = 0.0
 
 
 #: Columns fixed at enqueue: what was asked for, for whom, and when.
@@ -435,6 +468,13 @@ class SqliteBackend:
     def lock_for_claim(self, conn: Connection) -> None:
         """BEGIN IMMEDIATE already serialises writers on the file."""
 
+    def lock_lane(self, conn: Connection, lane_key: str) -> None:
+        """BEGIN IMMEDIATE already serialises the send stamps too."""
+
+    def shared_now(self, conn: Connection) -> datetime:
+        """Every process on one SQLite file runs on one machine, under one clock."""
+        return utcnow()
+
     def claim_lock_options(self) -> dict:
         return {}
 
@@ -483,6 +523,7 @@ class PostgresBackend:
 
     name = "postgresql"
     _CLAIM_LOCK_KEY = 0x0DE0_0A1C  # arbitrary, constant: "order queue claim"
+    _LANE_LOCK_SPACE = 0x0DE0_0A1D  # first key of the per-lane send stamp locks
     _SCHEMA_LOCK_KEY = 0x0DE0_0A1D  # "order queue schema"
 
     def create_engine(self, url: str) -> Engine:
@@ -545,6 +586,17 @@ class PostgresBackend:
 
     def lock_for_claim(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._CLAIM_LOCK_KEY})
+
+    def lock_lane(self, conn: Connection, lane_key: str) -> None:
+        """One send stamp at a time per account lane, across processes (the two-key
+        advisory lock space does not overlap the claim lock's)."""
+        conn.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:lane))"),
+                     {"space": self._LANE_LOCK_SPACE, "lane": lane_key})
+
+    def shared_now(self, conn: Connection) -> datetime:
+        """The database server's clock: dispatchers on several machines stamp their sends
+        on one clock, so their rate windows agree whatever their own clocks say."""
+        return conn.execute(text("SELECT clock_timestamp() AT TIME ZONE 'UTC'")).scalar()
 
     def claim_lock_options(self) -> dict:
         return {"skip_locked": True}
@@ -773,10 +825,14 @@ class QueueStore:
             if blocked:
                 conditions.append(orders.c.lane_key.not_in(blocked))
             if limits.smart_settle > 0:
+                # A smart order the broker answered without placing anything (the
+                # position already matched) changed no position: nothing to settle.
                 settling = exists().where(
                     other.c.instrument == orders.c.instrument,
                     other.c.lane == Lane.SMART.value,
-                    other.c.dispatched_at > now - timedelta(seconds=limits.smart_settle))
+                    other.c.dispatched_at > now - timedelta(seconds=limits.smart_settle),
+                    or_(other.c.state != OrderState.SENT.value,
+                        other.c.broker_orderid.is_not(None)))
                 conditions.append(or_(orders.c.lane != Lane.SMART.value, ~settling))
             candidate = (select(orders).where(*conditions)
                          .order_by(orders.c.lane_priority, orders.c.id).limit(1))
@@ -794,6 +850,7 @@ class QueueStore:
                     lease_expires_at=now + timedelta(seconds=lease_seconds),
                     dispatched_at=now,
                     updated_at=now,
+                    **_NOT_YET_SENT,
                 ))
             return ClaimResult(_claimed(row, token, OrderState.SENDING.value, now), None)
 
@@ -808,7 +865,7 @@ class QueueStore:
         groups = ([(None, windows[Lane.SMART])] if len(set(windows.values())) == 1
                   else list(windows.items()))
         for lane, seconds in groups:
-            window = timedelta(seconds=seconds)
+            window = timedelta(seconds=seconds + limits.tolerance)
             query = (select(orders.c.lane_key, func.count(), func.min(orders.c.dispatched_at))
                      .where(orders.c.dispatched_at > now - window))
             if lane is not None:
@@ -893,22 +950,36 @@ class QueueStore:
             "latency_ms": latency_ms, "actor": actor, "broker_orderid": broker_orderid})
 
     def stamp_send(self, order: ClaimedOrder, *, now: datetime, lease_seconds: float,
-                   fence_expected: bool = False) -> bool:
-        """Just before the request leaves: confirm the lease is still held and record the
-        moment of sending, with a lease that starts from it.
+                   fence_expected: bool = False, limits: RateLimits | None = None) -> SendStamp:
+        """Just before the request leaves: confirm the lease is still held, take the
+        account lane's turn, and record the moment of sending with a lease from it.
 
-        False means recovery or another dispatcher owns the order now: it must not be
-        sent.  Rate-limit windows and the reconciler's wait count from this stamp, so a
-        request held up after its claim (busy CPU, a long pause) neither shares a broker
-        second with the next burst nor is judged missing before it could have arrived.
+        The turn is decided here, one stamp at a time per lane, on the shared clock:
+        with ``limits``, a stamp is refused (``wait_seconds``) while the lane already
+        has its limit of stamps in the last window (widened by ``limits.tolerance``,
+        the longest a request may take to leave after its stamp).  Since every request
+        is stamped before it leaves and none leaves later than that, no window at the
+        broker ever holds more than the limit, across processes too.  The reconciler
+        also counts from this stamp, so a request held up after its claim is not judged
+        missing before it could have arrived.
         """
         with self.transaction() as conn:
-            return self._mark(conn, order.id, order.lease_token, OrderState.SENDING, {
+            self.backend.lock_lane(conn, order.lane_key)
+            sent_at = self.backend.shared_now(conn)
+            if limits is not None:
+                limit = limits.limit_for(order.lane_key)
+                window = timedelta(seconds=limits.counted_window(order.lane_key))
+                recent = conn.execute(_LANE_STAMPS, {
+                    "lane_key": order.lane_key, "since": sent_at - window, "id": order.id,
+                    "limit": limit}).scalars().all()
+                if len(recent) >= limit:
+                    opens = recent[-1] + window
+                    return SendStamp(wait_seconds=max((opens - sent_at).total_seconds(), 0.001))
+            stamped = self._mark(conn, order.id, order.lease_token, OrderState.SENDING, {
+                **_NOT_YET_SENT, "fence_expected": fence_expected, "sent_at": sent_at,
                 "dispatched_at": now, "updated_at": now,
-                "lease_expires_at": now + timedelta(seconds=lease_seconds),
-                "fence_expected": fence_expected, "host_instance": None,
-                "host_received_at": None, "host_done_at": None,
-                "host_answer_status": None, "host_answer_body": None})
+                "lease_expires_at": now + timedelta(seconds=lease_seconds)})
+            return SendStamp(go=stamped, lease_lost=not stamped)
 
     def check_pepper(self) -> bool:
         """True when this process's ``API_KEY_PEPPER`` is the one the stored API keys
@@ -1104,9 +1175,10 @@ class QueueStore:
     def recover_stale_sending(self, *, now: datetime, heartbeat_timeout: float,
                               check_at: datetime) -> list[int]:
         """SENDING rows whose dispatcher is gone (lease expired, or its heartbeat stale or
-        missing) → IN_DOUBT, never PENDING: the request may have reached the broker.
+        missing) → IN_DOUBT when their send was stamped (the request may have reached the
+        broker), straight back to PENDING when it was not (it never left).
 
-        Returns the ids moved; empty when there were none.
+        Returns the ids moved to IN_DOUBT, which need reconciling; empty when none.
         """
         stale_before = now - timedelta(seconds=heartbeat_timeout)
         live_owner = exists().where(
@@ -1115,15 +1187,25 @@ class QueueStore:
             dispatchers.c.heartbeat_at > stale_before)
         moved = []
         with self.transaction() as conn:
-            stale = conn.execute(select(orders.c.id, orders.c.lease_token).where(
+            stale = conn.execute(select(orders.c.id, orders.c.lease_token, orders.c.sent_at).where(
                 orders.c.state == OrderState.SENDING.value,
                 or_(orders.c.lease_expires_at <= now, ~live_owner))).all()
-            for order_id, token in stale:
+            for order_id, token, sent_at in stale:
                 # Only the lease that was judged stale; a row claimed again meanwhile
                 # (another process) keeps its new, live lease.
-                changed = conn.execute(update(orders).where(
-                    orders.c.id == order_id, orders.c.state == OrderState.SENDING.value,
-                    orders.c.lease_token == token).values(
+                still_stale = (orders.c.id == order_id, orders.c.lease_token == token,
+                               orders.c.state == OrderState.SENDING.value)
+                if sent_at is None:
+                    released = conn.execute(update(orders).where(*still_stale).values(
+                        state=OrderState.PENDING.value, available_at=now, lease_token=None,
+                        lease_owner=None, lease_expires_at=None, updated_at=now)).rowcount
+                    if released:
+                        self._record(conn, order_id, now=now, kind=AttemptKind.RECOVERY,
+                                     outcome="released", actor=None,
+                                     message="dispatcher stopped before sending: not sent, "
+                                             "queued again")
+                    continue
+                changed = conn.execute(update(orders).where(*still_stale).values(
                     state=OrderState.IN_DOUBT.value, attempts=orders.c.attempts + 1,
                     available_at=check_at, reconcile_checks=0, lease_token=None,
                     lease_expires_at=None, updated_at=now,
@@ -1429,14 +1511,22 @@ _SETTLEABLE = or_(orders.c.state == OrderState.IN_DOUBT.value,
 
 
 def _add_missing_columns(conn: Connection) -> None:
-    """A queue database from an earlier version gains the columns added since (all
-    nullable): ``create_all`` makes missing tables, not missing columns."""
+    """A queue database from an earlier version gains the columns and indexes added
+    since (columns all nullable): ``create_all`` makes missing tables only."""
     for table in Base.metadata.sorted_tables:
         present = {column["name"] for column in inspect(conn).get_columns(table.name)}
         for column in table.columns:
             if column.name not in present:
                 kind = column.type.compile(dialect=conn.dialect)
                 conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
+        if table is orders and "sent_at" not in present:
+            # Earlier versions kept no send stamp: an order they left in flight may have
+            # been sent, so it counts as stamped at its dispatch time.
+            conn.execute(update(orders).where(
+                orders.c.state.in_([OrderState.SENDING.value, OrderState.IN_DOUBT.value]),
+            ).values(sent_at=orders.c.dispatched_at))
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
 
 
 def _claimed(row, token: str, state: str, dispatched_at: datetime | None) -> ClaimedOrder:

@@ -24,7 +24,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Callable
@@ -65,6 +64,9 @@ FENCE_HEADER = "X-Order-Queue-Fence"
 
 Clock = Callable[[], datetime]
 PURGE_INTERVAL_SECONDS = 3600
+#: Slow send stamps (see ``_take_turn``) an order may take before it goes back to the
+#: queue unsent.
+SLOW_STAMPS_ALLOWED = 5
 
 
 @dataclass
@@ -76,33 +78,6 @@ class RunReport:
     recovered: list[int] = field(default_factory=list)
     expired: list[int] = field(default_factory=list)
     next_due_at: datetime | None = None
-
-
-class SendPacer:
-    """The rate limit again, at the moment each request actually leaves.
-
-    Claims are paced by their claim time, but a request can leave later than it was
-    claimed (a GC pause, a busy CPU): a late one could then share a broker second with
-    the next burst.  Before sending, each request reserves the earliest time at which
-    its account lane has sent fewer than its limit in the window, and waits until then.
-    """
-
-    def __init__(self, limits: RateLimits):
-        self.limits = limits
-        self._sent: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def wait_turn(self, lane_key: str) -> float:
-        """Block until ``lane_key`` may send; return the seconds waited."""
-        limit, window = self.limits.limit_for(lane_key), self.limits.window_for(lane_key)
-        with self._lock:
-            sent = self._sent.setdefault(lane_key, deque(maxlen=limit))
-            now = time.monotonic()
-            turn = max(now, sent[0] + window) if len(sent) == limit else now
-            sent.append(turn)
-        if turn > now:
-            time.sleep(turn - now)
-        return turn - now
 
 
 class Dispatcher:
@@ -118,8 +93,8 @@ class Dispatcher:
                                  window=settings.rate_window_seconds,
                                  smart_settle=settings.smart_settle_seconds,
                                  smart_window=settings.smart_rate_window_seconds,
-                                 regular_window=settings.regular_rate_window_seconds)
-        self.pacer = SendPacer(self.limits)
+                                 regular_window=settings.regular_rate_window_seconds,
+                                 tolerance=settings.send_tolerance_seconds)
         self.client = client or httpx.Client(
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
             limits=httpx.Limits(max_connections=settings.workers + 2))
@@ -348,15 +323,8 @@ class Dispatcher:
                 self._apply(order, Verdict(Outcome.NOT_SENT, message="the API is not "
                                            "answering yet"), latency_ms=0.0)
                 return
-        if not self.store.stamp_send(order, now=self.clock(),
-                                     lease_seconds=self.settings.lease_seconds,
-                                     fence_expected=self._host_fences):
-            logger.error("order %s: lease lost before sending (this dispatcher was too slow); "
-                         "NOT sent here, its new owner decides", order.id)
+        if not self._take_turn(order):
             return
-        # Last, so nothing (not even the stamp's write, which can wait for a busy
-        # database) stands between the pacer's turn and the request leaving.
-        self.pacer.wait_turn(order.lane_key)
         started = time.monotonic()
         try:
             response = self.client.post(url, json={**order.payload, "apikey": api_key},
@@ -369,6 +337,37 @@ class Dispatcher:
         # A broker error may echo the request: the key never reaches the store or logs.
         verdict = replace(verdict, message=verdict.message.replace(api_key, mask(api_key)))
         self._apply(order, verdict, latency_ms)
+
+    def _take_turn(self, order: ClaimedOrder) -> bool:
+        """Stamp the send once the account lane's rate window has room (``stamp_send``
+        decides, for every process at once); True when the request may leave now.
+
+        A stamp that took longer than half the tolerance to write (a busy database) is
+        taken again, so a request never leaves later than that after its stamp; the
+        other half covers the trip to the API.  An order that cannot get a timely stamp,
+        or whose dispatcher is stopping, goes back to the queue unsent."""
+        slow_stamps, give_up_at = 0, time.monotonic() + self.settings.lease_seconds / 2
+        while slow_stamps < SLOW_STAMPS_ALLOWED and time.monotonic() < give_up_at:
+            if self._stopping.is_set():
+                break
+            began = time.monotonic()
+            stamp = self.store.stamp_send(order, now=self.clock(),
+                                          lease_seconds=self.settings.lease_seconds,
+                                          fence_expected=self._host_fences, limits=self.limits)
+            if stamp.lease_lost:
+                logger.error("order %s: lease lost before sending (this dispatcher was too "
+                             "slow); NOT sent here, its new owner decides", order.id)
+                return False
+            if not stamp.go:
+                self._stopping.wait(stamp.wait_seconds)
+            elif time.monotonic() - began <= self.limits.tolerance / 2:
+                return True
+            else:
+                slow_stamps += 1
+        reason = ("the dispatcher is stopping" if self._stopping.is_set()
+                  else "no timely send stamp (a slow database)")
+        self._apply(order, Verdict(Outcome.NOT_SENT, message=reason), latency_ms=0.0)
+        return False
 
     def _apply(self, order: ClaimedOrder, verdict: Verdict, latency_ms: float) -> None:
         now = self.clock()

@@ -41,11 +41,14 @@ class OrderQueueSettings:
     #: the position the previous one left.  (Upstream slept 1 s after every smart order
     #: of the whole account; different instruments need not wait for each other.)
     smart_settle_seconds: float = 1.0
-    #: The window those rates are counted over.  20% wider than the broker's second:
-    #: requests leave tens of milliseconds after they are claimed, with jitter that grows
-    #: under load and across processes, and a broker that counts 11 in its second may
-    #: refuse or block the key.  (1.1 s was seen to allow 11 with 4 busy processes.)
-    rate_window_seconds: float = 1.2
+    #: The window those rates are counted over: the broker's (and OpenAlgo's) second.
+    rate_window_seconds: float = 1.0
+    #: Send stamps are counted over windows this much wider, and a request leaves at
+    #: most half of it after its stamp (``Dispatcher._take_turn``); the other half is
+    #: for the trip to the API, well under a millisecond on the same host.  So no
+    #: window at the broker holds more than its limit, at a cost of 5% of the rate
+    #: instead of a blanket safety margin.
+    send_tolerance_seconds: float = 0.05
     #: The OpenAlgo API the orders are posted to.
     host_server: str = "http://127.0.0.1:5000"
     #: Requests in flight at once across all accounts.
@@ -123,6 +126,7 @@ _VARIABLES = {
     "ORDER_QUEUE_SMART_RATE": ("smart_rate", int, 1),
     "ORDER_QUEUE_RATE_WINDOW_SECONDS": ("rate_window_seconds", float, 1.0),
     "ORDER_QUEUE_SMART_SETTLE_SECONDS": ("smart_settle_seconds", float, 0),
+    "ORDER_QUEUE_SEND_TOLERANCE_SECONDS": ("send_tolerance_seconds", float, 0.01),
     "HOST_SERVER": ("host_server", str, None),
     "ORDER_QUEUE_WORKERS": ("workers", int, 1),
     "ORDER_QUEUE_CONNECT_TIMEOUT": ("connect_timeout", float, 0.1),

@@ -12,6 +12,8 @@ kill and restart: ``python -m tests.fake_broker --port N --log PATH``.
 Simplification: a smart order goes into the book with the payload's own action
 and quantity. Real OpenAlgo would trade the difference between the current
 position and ``position_size``; the queue only needs to find the order again.
+``Positions`` models whether a smart order places anything at all, which the
+queue's pacing does depend on.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import itertools
 import json
 import os
+import random
 import threading
 import time
 from collections import Counter, defaultdict, deque
@@ -99,6 +102,39 @@ class Status(Behaviour):
         if body is None:
             body = {"status": "error", "message": HTTPStatus(self.code).phrase}
         ex.reply(self.code, body)
+
+
+class Positions(Behaviour):
+    """Trades like OpenAlgo's smart order: a ``placesmartorder`` books the difference
+    between the symbol's position and ``position_size``, and when there is none it
+    answers success without an orderid (OpenAlgo's "No OpenPosition Found" / "No action
+    needed"), placing nothing.  Plain orders move the position too.  ``delay`` (low,
+    high) seconds before answering stands for a broker's own processing time."""
+
+    def __init__(self, open_positions: dict[str, int] | None = None,
+                 delay: tuple[float, float] = (0.0, 0.0)) -> None:
+        self.positions = dict(open_positions or {})
+        self.delay = delay
+        self._lock = threading.Lock()
+
+    def run(self, ex: _Exchange) -> None:
+        if self.delay[1] > 0:
+            time.sleep(random.uniform(*self.delay))
+        body = ex.record.body
+        symbol, size = body["symbol"], int(_number(body.get("quantity")))
+        with self._lock:
+            current = self.positions.get(symbol, 0)
+            if ex.record.endpoint == "placesmartorder":
+                target = int(_number(body.get("position_size")))
+                if target == current:
+                    message = ("No OpenPosition Found. Not placing Exit order." if target == 0
+                               else "No action needed. Position size matches current position")
+                    ex.reply(200, {"status": "success", "message": message})
+                    return
+            else:
+                target = current + (size if str(body.get("action")).upper() == "BUY" else -size)
+            self.positions[symbol] = target
+        ex.reply_success()
 
 
 @dataclass(frozen=True)

@@ -357,7 +357,8 @@ def test_a_dispatcher_that_lost_its_lease_cannot_overwrite_the_new_owner(
 def test_a_sender_that_lost_its_lease_before_sending_does_not_send(store, broker, settings,
                                                                    caplog):
     """The claim is made, then the sender is held up past its lease (a long pause) and
-    recovery moves the order to IN_DOUBT: the late sender must not send it."""
+    recovery takes the order back (never stamped: straight to PENDING, for any
+    dispatcher to claim afresh): the late sender must not send it."""
     from database.order_queue_db import utcnow
 
     order_id = enqueue(store)
@@ -367,11 +368,11 @@ def test_a_sender_that_lost_its_lease_before_sending_does_not_send(store, broker
                              limits=dispatcher.limits).order
     assert store.recover_stale_sending(now=claimed_at + timedelta(seconds=2),
                                        heartbeat_timeout=60,
-                                       check_at=claimed_at) == [order_id]
+                                       check_at=claimed_at) == []
     with caplog.at_level("ERROR"):
         dispatcher._send(order)
     assert broker.received == []
-    assert store.get_order(order_id)["state"] == "in_doubt"
+    assert store.get_order(order_id)["state"] == "pending"
     assert "lease lost before sending" in caplog.text
     dispatcher.client.close()
 

@@ -1,5 +1,6 @@
 """Contract of the queue storage, run against SQLite and PostgreSQL alike."""
 
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -33,6 +34,13 @@ def enqueue(store, endpoint="placeorder", at=T0, max_age=None, deadline=None, **
 
 def claim(store, at=T0, owner="d1", limits=LIMITS):
     return store.claim_next(owner, now=at, lease_seconds=30, limits=limits).order
+
+
+def claim_and_stamp(store, at=T0, owner="d1"):
+    """Claim, then stamp the send: the request is on its way."""
+    claimed = claim(store, at=at, owner=owner)
+    assert store.stamp_send(claimed, now=at, lease_seconds=30).go
+    return claimed
 
 
 def test_enqueue_commits_a_pending_row_without_the_plain_key(store):
@@ -137,6 +145,40 @@ def test_a_smart_order_waits_the_settle_gap_after_the_last_one_for_its_instrumen
     assert claim(store, at=T0 + timedelta(seconds=1.0), limits=SETTLING).id == second
 
 
+def test_a_smart_order_that_placed_nothing_leaves_nothing_to_settle(store):
+    """The broker answered "position already matches" (success, no orderid): the
+    position did not change, so the next smart order for it need not wait."""
+    first, second = smart_order(store, "SBIN", 0), smart_order(store, "SBIN", 0)
+    third = smart_order(store, "SBIN", 5)
+    claimed = claim(store, limits=SETTLING)
+    store.mark_sent(claimed, now=T0, actor="d1", broker_orderid=None)
+    after = T0 + timedelta(seconds=0.1)
+    claimed = claim(store, at=after, limits=SETTLING)
+    assert claimed.id == second
+    store.mark_sent(claimed, now=after, actor="d1", broker_orderid="B2")
+    assert claim(store, at=after, limits=SETTLING) is None  # that one placed an order
+    assert claim(store, at=after + timedelta(seconds=1), limits=SETTLING).id == third
+    assert first < second < third
+
+
+def test_the_send_stamp_takes_turns_within_the_lane_window(store):
+    """Two per second: a third stamp in the same window is refused with the wait until
+    the oldest stamp leaves it; the lease is not touched by a refused stamp."""
+    two_a_second = RateLimits(smart=2, regular=2, window=1.0)
+    for symbol in ("A", "B", "C"):
+        enqueue(store, symbol=symbol)
+    claimed = [claim(store) for _ in range(3)]
+    first = store.stamp_send(claimed[0], now=T0, lease_seconds=30, limits=two_a_second)
+    assert first.go and not first.lease_lost
+    assert store.stamp_send(claimed[1], now=T0, lease_seconds=30, limits=two_a_second).go
+    refused = store.stamp_send(claimed[2], now=T0, lease_seconds=30, limits=two_a_second)
+    assert not refused.go and not refused.lease_lost
+    assert 0.9 < refused.wait_seconds <= 1.0
+    assert store.get_order(claimed[2].id)["sent_at"] is None
+    time.sleep(refused.wait_seconds)
+    assert store.stamp_send(claimed[2], now=T0, lease_seconds=30, limits=two_a_second).go
+
+
 def test_exits_are_claimed_before_entries_but_never_overtake_their_own_instrument(store):
     entry_a = enqueue(store, symbol="A")
     entry_b = enqueue(store, symbol="B")
@@ -150,7 +192,7 @@ def test_exits_are_claimed_before_entries_but_never_overtake_their_own_instrumen
 
 def test_mark_with_a_stale_lease_changes_nothing(store):
     enqueue(store)
-    first = claim(store)
+    first = claim_and_stamp(store)
     store.recover_stale_sending(now=T0 + timedelta(seconds=60), heartbeat_timeout=5,
                                 check_at=T0 + timedelta(seconds=60))
     assert not store.mark_sent(first, now=T0, actor="d1", broker_orderid="X")
@@ -195,7 +237,7 @@ def test_mark_dead_keeps_reason_and_lists_as_failed(store):
 def test_recovery_moves_orders_of_a_silent_dispatcher_to_in_doubt(store):
     store.register_dispatcher("d1", host="h", pid=1, now=T0)
     enqueue(store)
-    claimed = claim(store)
+    claimed = claim_and_stamp(store)
     assert store.recover_stale_sending(now=T0 + timedelta(seconds=2), heartbeat_timeout=5,
                                        check_at=T0) == []
     later = T0 + timedelta(seconds=6)
@@ -205,6 +247,24 @@ def test_recovery_moves_orders_of_a_silent_dispatcher_to_in_doubt(store):
     assert row["state"] == OrderState.IN_DOUBT.value  # never straight back to pending
     assert store.claim_in_doubt("d2", now=later, lease_seconds=30).id == claimed.id
     assert store.claim_in_doubt("d3", now=later, lease_seconds=30) is None  # leased
+
+
+def test_an_order_claimed_but_never_stamped_goes_straight_back_to_pending(store):
+    """Its dispatcher died before the send stamp: the request never left, so there is
+    nothing to reconcile, and no receipt of an earlier attempt may speak for it."""
+    store.register_dispatcher("d1", host="h", pid=1, now=T0)
+    order_id = enqueue(store)
+    first = claim_and_stamp(store)
+    assert store.mark_failed(first, now=T0, actor="d1", retry_at=T0, outcome="transient",
+                             error="HTTP 502", counts_as_attempt=True)
+    claim(store)  # the retry is claimed, and its dispatcher dies before stamping
+    later = T0 + timedelta(seconds=10)
+    assert store.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later) == []
+    row = store.get_order(order_id)
+    assert (row["state"], row["sent_at"], row["fence_expected"]) == ("pending", None, None)
+    assert row["attempts"] == 1  # the unsent claim is no attempt
+    assert store.list_attempts(order_id)[-1]["outcome"] == "released"
+    assert claim(store, at=later).id == order_id
 
 
 def test_live_dispatcher_keeps_its_orders(store):
@@ -219,7 +279,7 @@ def test_live_dispatcher_keeps_its_orders(store):
 def test_in_doubt_order_blocks_its_instrument(store):
     store.register_dispatcher("d1", host="h", pid=1, now=T0)
     enqueue(store, symbol="SBIN")
-    claim(store)
+    claim_and_stamp(store)
     later_id = enqueue(store, symbol="SBIN", at=T0 + timedelta(seconds=1))
     later = T0 + timedelta(seconds=10)
     store.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later)
@@ -482,7 +542,7 @@ def test_a_replayed_order_waits_for_a_later_one_in_doubt(store):
     store.register_dispatcher("d1", host="h", pid=1, now=T0)
     dead = dead_order(store, symbol="SBIN")
     later = enqueue(store, symbol="SBIN", action="SELL")
-    claim(store)  # the later order is on the wire...
+    claim_and_stamp(store)  # the later order is on the wire...
     after = T0 + timedelta(seconds=10)
     store.recover_stale_sending(now=after, heartbeat_timeout=5, check_at=after)  # ...in doubt
     assert [r["id"] for r in store.later_orders_gone_ahead(dead)] == [later]
@@ -501,7 +561,8 @@ def test_the_seed_named_module_functions_work_on_the_configured_store(tmp_path):
     doubt_id = q.enqueue_order("placeorder", order(symbol="TCS"), now=T0)
     first = q.mark_processing("d1", now=T0, lease_seconds=30, limits=LIMITS).order
     assert q.mark_sent(first, now=T0, actor="d1", broker_orderid="9")
-    q.mark_processing("d1", now=T0, lease_seconds=30, limits=LIMITS)
+    on_the_wire = q.mark_processing("d1", now=T0, lease_seconds=30, limits=LIMITS).order
+    assert q.get_store().stamp_send(on_the_wire, now=T0, lease_seconds=30).go
     later = T0 + timedelta(seconds=30)
     assert q.recover_stale_processing_orders(now=later, heartbeat_timeout=5,
                                              check_at=later) == [doubt_id]
@@ -567,3 +628,27 @@ def test_a_per_minute_lane_counts_over_its_own_window(store):
     assert [claim(store, limits=per_minute).id for _ in range(2)] == ids[:2]
     assert claim(store, at=T0 + timedelta(seconds=30), limits=per_minute) is None
     assert claim(store, at=T0 + timedelta(seconds=61), limits=per_minute).id == ids[2]
+
+
+def test_an_earlier_version_in_flight_order_counts_as_sent_after_the_upgrade(tmp_path):
+    """A database from before the send stamp: an order it left on the wire may have
+    been sent, so the upgrade stamps it at its dispatch time and recovery puts it in
+    doubt, never straight back to pending."""
+    url = f"sqlite:///{tmp_path}/old.db"
+    store = QueueStore(url)
+    store.create_schema()
+    store.register_dispatcher("d1", host="h", pid=1, now=T0)
+    order_id = enqueue(store)
+    claim_and_stamp(store)
+    with store.engine.begin() as conn:  # as the earlier version left it
+        conn.exec_driver_sql("DROP INDEX ix_order_queue_lane_sent")
+        conn.exec_driver_sql("ALTER TABLE order_queue DROP COLUMN sent_at")
+    store.dispose()
+    upgraded = QueueStore(url)
+    upgraded.create_schema()
+    row = upgraded.get_order(order_id)
+    assert row["sent_at"] == row["dispatched_at"] == T0
+    later = T0 + timedelta(seconds=10)
+    assert upgraded.recover_stale_sending(now=later, heartbeat_timeout=5,
+                                          check_at=later) == [order_id]
+    upgraded.dispose()
