@@ -52,9 +52,18 @@ def unseal(token: str) -> str:
         raise CredentialsUnavailable("stored API key cannot be decrypted") from exc
 
 
-def account_of(api_key: str) -> str:
-    """A stable, non-reversible account id for ``api_key`` (16 hex characters)."""
-    return hmac.new(_pepper(), api_key.encode(), hashlib.sha256).hexdigest()[:16]
+def seal_with_account(api_key: str) -> tuple[str, str]:
+    """``(seal(api_key), account id)`` for an order being queued; the account id is a
+    stable, non-reversible HMAC of the key (16 hex characters).  Every order of an
+    account carries the same key, so the pair is made once per key and pepper and
+    reused: the shared token tells nothing the account column does not already."""
+    return _sealed_with_account(_pepper(), api_key)
+
+
+@lru_cache(maxsize=256)
+def _sealed_with_account(pepper: bytes, api_key: str) -> tuple[str, str]:
+    return (_fernet_for(pepper).encrypt(api_key.encode()).decode(),
+            hmac.new(pepper, api_key.encode(), hashlib.sha256).hexdigest()[:16])
 
 
 def mask(api_key: str | None) -> str:
