@@ -444,7 +444,7 @@ def bench_postgres(work: Path, count: int, repeats: int) -> None:
             for i in range(count):
                 store.enqueue("placeorder", payload(f"P{i % 200}", i + 1, accounts[i % 16]),
                               now=utcnow(), max_age_seconds=3600)
-            with FakeBroker() as broker:
+            with FakeBroker(keep_alive=True) as broker:
                 broker.default = Positions(delay=(0.05, 0.2))
                 processes = []
                 for n in range(workers):

@@ -11,7 +11,7 @@ Lifecycle (design §3)::
     SENDING ── rejection / budget spent ──► DEAD
     SENDING ── outcome unknown / lease lost ──► IN_DOUBT ── reconciled ──► SENT | PENDING | DEAD
 
-Dialect differences (connection set-up, how a claim locks) live in the two backend
+Dialect differences (connection set-up, how a claim and a send stamp lock) live in the two backend
 classes at the bottom; callers never branch on the database.
 
 Times are naive UTC ``datetime`` values passed in by the caller (``now``), so tests
@@ -517,9 +517,6 @@ class SqliteBackend:
             engine.dispose()
         self._file_identity = identity
 
-    def lock_for_claim(self, conn: Connection) -> None:
-        """BEGIN IMMEDIATE already serialises writers on the file."""
-
     def lock_lane(self, conn: Connection, lane_key: str) -> None:
         """BEGIN IMMEDIATE already serialises the send stamps too."""
 
@@ -567,15 +564,16 @@ class SqliteBackend:
 class PostgresBackend:
     """Scale-out: several processes share one database.
 
-    Claims skip rows another transaction holds (``FOR UPDATE SKIP LOCKED``) and take a
-    transaction-scoped advisory lock first, so the per-account rate-limit count and the
-    claim that depends on it are atomic across processes.  psycopg is imported by
-    SQLAlchemy only when this backend is used.
+    Claims skip rows another transaction holds (``FOR UPDATE SKIP LOCKED``), so
+    dispatchers claim side by side; nothing in a claim needs a lock beyond its row: an
+    order whose predecessor another claim is taking still sees that one pending and
+    waits.  Rate limits are exact where the send is stamped, one stamp at a time per
+    account lane (``lock_lane``).  psycopg is imported by SQLAlchemy only when this
+    backend is used.
     """
 
     name = "postgresql"
-    _CLAIM_LOCK_KEY = 0x0DE0_0A1C  # arbitrary, constant: "order queue claim"
-    _LANE_LOCK_SPACE = 0x0DE0_0A1D  # first key of the per-lane send stamp locks
+    _LANE_LOCK_SPACE = 0x0DE0_0A1E  # arbitrary, constant: first key of the lane locks
     _SCHEMA_LOCK_KEY = 0x0DE0_0A1D  # "order queue schema"
 
     def create_engine(self, url: str) -> Engine:
@@ -636,9 +634,6 @@ class PostgresBackend:
     def check_writable(self, engine: Engine) -> None:
         """The server reports its own storage faults."""
 
-    def lock_for_claim(self, conn: Connection) -> None:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._CLAIM_LOCK_KEY})
-
     def insert_order(self, engine: Engine, row: dict[str, Any]) -> int:
         """The enqueue's transaction, with a wake-up for every listening dispatcher."""
         with engine.begin() as conn:
@@ -648,7 +643,7 @@ class PostgresBackend:
 
     def lock_lane(self, conn: Connection, lane_key: str) -> None:
         """One send stamp at a time per account lane, across processes (the two-key
-        advisory lock space does not overlap the claim lock's)."""
+        advisory lock space does not overlap the schema lock's)."""
         conn.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:lane))"),
                      {"space": self._LANE_LOCK_SPACE, "lane": lane_key})
 
@@ -864,7 +859,6 @@ class QueueStore:
         ``next_due_at`` is the earliest moment something may (a hint for sleeping).
         """
         with self.transaction() as conn:
-            self.backend.lock_for_claim(conn)
             blocked, window_opens_at = self._blocked_lanes(conn, now, limits)
             other = aliased(orders)
             # Blocked by an earlier order still waiting, or by any order of the same
@@ -970,7 +964,6 @@ class QueueStore:
         expired or never been taken.  Returns None when none is due.
         """
         with self.transaction() as conn:
-            self.backend.lock_for_claim(conn)
             candidate = (
                 select(orders).where(
                     orders.c.state == OrderState.IN_DOUBT.value,

@@ -64,6 +64,9 @@ FENCE_HEADER = "X-Order-Queue-Fence"
 
 Clock = Callable[[], datetime]
 PURGE_INTERVAL_SECONDS = 3600
+#: After finding no in-doubt order due, how long before looking again (orders are put
+#: in doubt to be checked seconds later, so half a second late costs nothing).
+IN_DOUBT_LOOK_SECONDS = 0.5
 #: Slow send stamps (see ``_take_turn``) an order may take before it goes back to the
 #: queue unsent.
 SLOW_STAMPS_ALLOWED = 5
@@ -106,6 +109,7 @@ class Dispatcher:
         self._registered = False
         self._last_housekeeping: float | None = None
         self._last_purge: float | None = None
+        self._next_in_doubt_look = 0.0
         # Learnt from the host's answers (order_queue_fence); until it has answered
         # once, each pass asks it (a host starting up may not listen yet).
         self._host_fences = False
@@ -228,10 +232,14 @@ class Dispatcher:
         self._housekeeping(now, report)
         if not self._fence_known:
             self._probe_fence()
-        while self._free_slot() and not self._stopping.is_set():
+        while self._free_slot() and not self._stopping.is_set() and \
+                (now is not None or time.monotonic() >= self._next_in_doubt_look):
             order = self.store.claim_in_doubt(self.id, now=now or self.clock(),
                                               lease_seconds=self.settings.lease_seconds)
             if order is None:
+                # Most passes follow a finished send; looking again at once would cost
+                # every order one more transaction for nothing.
+                self._next_in_doubt_look = time.monotonic() + IN_DOUBT_LOOK_SECONDS
                 break
             report.reconciling.append(order.id)
             self._submit(self._reconcile, order)

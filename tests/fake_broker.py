@@ -335,6 +335,13 @@ class _Handler(BaseHTTPRequestHandler):
         """Silent: tests assert on recorded requests, not on log lines."""
 
 
+class _KeepAliveHandler(_Handler):
+    """HTTP/1.1: a client's connection serves many requests, as a real API's does (for
+    benchmarks, where a new connection per order would cost more than the order)."""
+
+    protocol_version = "HTTP/1.1"
+
+
 def _number(value: Any) -> float:
     try:
         return float(value or 0)
@@ -405,7 +412,8 @@ class FakeBroker:
     thread, so held or hanging requests never block the others.
     """
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, *, keep_alive: bool = False) -> None:
+        self.keep_alive = keep_alive
         self.default: Behaviour = Accept()
         self.behaviour_for: Callable[[Body], Behaviour | None] | None = None
         self.orderbook_behaviour: Behaviour = Accept()
@@ -462,7 +470,8 @@ class FakeBroker:
     def _bind(self) -> None:
         if self._server is not None:
             raise RuntimeError("FakeBroker is already listening")
-        server = _Server(("127.0.0.1", self._port), _Handler)
+        server = _Server(("127.0.0.1", self._port),
+                         _KeepAliveHandler if self.keep_alive else _Handler)
         server.broker = self
         self._port = server.server_address[1]
         # A short poll interval keeps refuse()/stop() fast.
