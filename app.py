@@ -64,6 +64,17 @@ def _non_negative_int(variable: str) -> int:
     return int(raw)
 
 
+def _positive_seconds(variable: str, default: float) -> float:
+    raw = os.getenv(variable, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise SystemExit(f"{variable}={raw!r} must be a number of seconds > 0")
+    return value
+
+
 def create_app(test_config=None):
     """Build the app.  ``test_config`` overrides settings and skips reading ``.env``."""
     if test_config is None:
@@ -78,6 +89,8 @@ def create_app(test_config=None):
         HOST_SERVER=os.getenv("HOST_SERVER") or f"http://127.0.0.1:{port}",
         DATABASE_URL=os.getenv("DATABASE_URL") or host_db.DEFAULT_DATABASE_URL,
         MAX_CONTENT_LENGTH=1024 * 1024,
+        # A client that has not sent its whole request by then is cut off (408).
+        REQUEST_BODY_TIMEOUT_SECONDS=_positive_seconds("REQUEST_BODY_TIMEOUT_SECONDS", 20.0),
         PAPER_BROKER_LATENCY_MS=_non_negative_int("PAPER_BROKER_LATENCY_MS"),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -144,10 +157,9 @@ def start_background_services(app) -> None:
 
 
 class TimedRequestHandler(WSGIRequestHandler):
-    """A client that sends its request slowly (or stops) is cut off after this many
-    seconds of silence instead of holding a server thread for ever."""
-
-    timeout = 20
+    """A client that sends its request slowly (or stops) is cut off after
+    ``REQUEST_BODY_TIMEOUT_SECONDS`` of silence instead of holding a server thread for
+    ever (``main`` sets ``timeout``; under gunicorn ``utils.request_body`` bounds it)."""
 
 
 def main() -> None:
@@ -157,6 +169,7 @@ def main() -> None:
     # stay short and do not stall a request between its rate-limit turn and the wire.
     gc.freeze()
     host, port = app.config["FLASK_HOST"], app.config["FLASK_PORT"]
+    TimedRequestHandler.timeout = app.config["REQUEST_BODY_TIMEOUT_SECONDS"]
     logger.info("listening on http://%s:%s", host, port)
     # Werkzeug (threaded) is fine for one trader's box; it also runs without a terminal
     # (nohup, systemd), which Flask-SocketIO refuses unless told it is allowed.

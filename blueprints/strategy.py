@@ -32,6 +32,7 @@ from database.strategy_db import (
 )
 from services.order_queue_service import queue_order, squareoff_utc
 from utils.logging import get_logger
+from utils.request_body import BodyTimeout, read_body
 
 logger = get_logger(__name__)
 
@@ -120,7 +121,11 @@ def _read_alert() -> dict:
     (TradingView sends JSON as text/plain)."""
     if (request.content_length or 0) > MAX_WEBHOOK_BYTES:
         raise WebhookError(f"Body too large: limit is {MAX_WEBHOOK_BYTES} bytes", 413)
-    raw = request.get_data(cache=False)
+    seconds = current_app.config["REQUEST_BODY_TIMEOUT_SECONDS"]
+    try:
+        raw = read_body(request, seconds)
+    except BodyTimeout:
+        raise WebhookError(f"Body not received within {seconds:g} s", 408) from None
     if len(raw) > MAX_WEBHOOK_BYTES:
         raise WebhookError(f"Body too large: limit is {MAX_WEBHOOK_BYTES} bytes", 413)
     if not raw.strip():
