@@ -24,7 +24,12 @@ from flask.cli import AppGroup
 
 from database import order_queue_db, order_queue_secrets
 from database.order_queue_db import DeadReason, OrderState, QueueStorageError, utcnow
-from services import order_queue_actions, order_queue_fence, order_queue_lifecycle
+from services import (
+    order_queue_actions,
+    order_queue_charts,
+    order_queue_fence,
+    order_queue_lifecycle,
+)
 from services.order_queue_settings import (
     OrderQueueSettings,
     SettingsError,
@@ -324,13 +329,64 @@ def api_order(order_id):
     return jsonify(order_detail(order_id))
 
 
+@order_queue_bp.route("/api/charts")
+@check_session_validity
+def api_charts():
+    """The page's pictures as SVG markup (``order_queue_charts``)."""
+    now, settings, store = utcnow(), current_settings(), order_queue_db.get_store()
+    facts = store.chart_facts(
+        since_samples=now - timedelta(hours=order_queue_charts.DEPTH_HOURS),
+        since_sends=now - timedelta(minutes=order_queue_charts.RATE_MINUTES),
+        since_latency=now - timedelta(minutes=order_queue_charts.LATENCY_MINUTES))
+    current = {state: sum(lanes.values()) for state, lanes in store.depth().items()}
+    return jsonify({
+        "depth": order_queue_charts.depth_chart(facts["depth"], now, current),
+        "rate": order_queue_charts.rate_chart(
+            facts["sends"], now, {"smart": settings.smart_rate, "regular": settings.regular_rate}),
+        "latency": order_queue_charts.latency_chart(facts["accepted"], now),
+    })
+
+
+@order_queue_bp.route("/api/held")
+@check_session_validity
+def api_held():
+    """Instruments held back, each with what its order waits for and until when."""
+    now, settings = utcnow(), current_settings()
+    rows = order_queue_db.get_store().held_orders(now=now,
+                                                  settle_seconds=settings.smart_settle_seconds)
+    return jsonify({"held": [dict(order_json(row, now), **_waits_for(row, settings))
+                             for row in rows]})
+
+
+def _waits_for(row: dict, settings: OrderQueueSettings) -> dict:
+    """What an order holding its instrument waits for, in words, and until when."""
+    state = row["state"]
+    if state == OrderState.SENDING.value:
+        return {"waits_for": "the broker's answer", "until": _iso(row["lease_expires_at"]),
+                "settle": False}
+    if state == OrderState.IN_DOUBT.value:
+        return {"waits_for": "the broker's orderbook: was it placed?",
+                "until": _iso(row["available_at"]), "settle": True}
+    if state == OrderState.DEAD.value:
+        return {"waits_for": "you: placed or not? Check the broker's orderbook",
+                "until": None, "settle": True}
+    until = row["dispatched_at"] + timedelta(seconds=settings.smart_settle_seconds)
+    return {"waits_for": "the position to settle before the next smart order",
+            "until": _iso(until), "settle": False}
+
+
 def _action_request() -> tuple[list[int], dict]:
+    """``{"ids": [...]}``, or ``{"filter": {...}}`` (the page's filters: strategy,
+    symbol, reason, since, until) for every dead order that matches, beyond the rows
+    shown."""
     try:
         body = request.get_json(silent=True)
     except RecursionError:
         abort(400, description="body is nested too deeply")
     if not isinstance(body, dict):
         abort(400, description="body must be a JSON object with 'ids'")
+    if "filter" in body and "ids" not in body:
+        body = {**body, "ids": _dead_ids_matching(body["filter"])}
     ids = body.get("ids")
     if (not isinstance(ids, list) or not ids or len(ids) > MAX_BULK
             or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ORDER_ID
@@ -340,6 +396,18 @@ def _action_request() -> tuple[list[int], dict]:
     if note is not None and (not isinstance(note, str) or len(note) > 500):
         abort(400, description="'note' must be text of at most 500 characters")
     return ids, {"note": note, "confirm": body.get("confirm") is True}
+
+
+def _dead_ids_matching(chosen) -> list[int]:
+    if not isinstance(chosen, dict) or not all(isinstance(v, str) for v in chosen.values()):
+        abort(400, description="'filter' must be an object of text values, like the page's")
+    if chosen.get("state", "dead") != "dead":
+        abort(400, description="only dead orders are replayed or dismissed by filter")
+    filters = _filters({**chosen, "state": "dead"})
+    rows = order_queue_db.get_store().list_orders(limit=MAX_BULK, **filters)
+    if not rows:
+        abort(400, description="no dead order matches the filter")
+    return [row["id"] for row in rows]
 
 
 def _action_response(results):

@@ -254,8 +254,26 @@ class QueueMeta(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class DepthSample(Base):
+    """The queue's depth per state, sampled about once a minute by a dispatcher, for the
+    admin page's picture of the last hours (the orders table keeps only today's state)."""
+
+    __tablename__ = "order_queue_samples"
+
+    at: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    pending: Mapped[int] = mapped_column(Integer)
+    sending: Mapped[int] = mapped_column(Integer)
+    in_doubt: Mapped[int] = mapped_column(Integer)
+    dead: Mapped[int] = mapped_column(Integer)
+
+
 orders = QueuedOrder.__table__
 meta = QueueMeta.__table__
+samples = DepthSample.__table__
+#: The states a depth sample counts.
+SAMPLED_STATES = ("pending", "sending", "in_doubt", "dead")
+#: How long depth samples are kept.
+SAMPLE_RETENTION = timedelta(days=2)
 PEPPER_CHECK = "pepper_check"
 PEPPER_CHECK_TEXT = "order-queue pepper check"
 attempts = OrderAttempt.__table__
@@ -1404,6 +1422,57 @@ class QueueStore:
             "sent_today_by_lane": by_lane,
             "dead": sum(depth[OrderState.DEAD.value].values()),
         }
+
+    def record_sample(self, *, now: datetime, every_seconds: float) -> bool:
+        """Store the depth per state unless a sample younger than ``every_seconds``
+        exists (several dispatchers share the work); drop samples past retention.
+        True when a sample was written."""
+        with self.transaction() as conn:
+            newest = conn.execute(select(func.max(samples.c.at))).scalar()
+            if newest is not None and newest > now - timedelta(seconds=every_seconds):
+                return False
+            counts = dict(conn.execute(select(orders.c.state, func.count()).where(
+                orders.c.state.in_(SAMPLED_STATES)).group_by(orders.c.state)).all())
+            conn.execute(insert(samples).values(
+                at=now, **{state: counts.get(state, 0) for state in SAMPLED_STATES}))
+            conn.execute(samples.delete().where(samples.c.at < now - SAMPLE_RETENTION))
+            return True
+
+    def chart_facts(self, *, since_samples: datetime, since_sends: datetime,
+                    since_latency: datetime) -> dict[str, list]:
+        """What the admin page's pictures are drawn from: depth samples, send moments
+        per account lane, and (sent at, queued at) of orders the broker accepted."""
+        with self.transaction(read_only=True) as conn:
+            depth = [dict(row) for row in conn.execute(
+                select(samples).where(samples.c.at >= since_samples)
+                .order_by(samples.c.at)).mappings()]
+            sends = conn.execute(
+                select(attempts.c.at, orders.c.lane_key).join(
+                    orders, orders.c.id == attempts.c.order_id).where(
+                    attempts.c.kind == AttemptKind.SEND.value,
+                    attempts.c.at >= since_sends)).all()
+            accepted = conn.execute(
+                select(attempts.c.at, orders.c.created_at).join(
+                    orders, orders.c.id == attempts.c.order_id).where(
+                    attempts.c.kind == AttemptKind.SEND.value,
+                    attempts.c.outcome == "accepted",
+                    attempts.c.at >= since_latency)).all()
+        return {"depth": depth, "sends": [tuple(row) for row in sends],
+                "accepted": [tuple(row) for row in accepted]}
+
+    def held_orders(self, *, now: datetime, settle_seconds: float) -> list[dict[str, Any]]:
+        """Orders that hold their instrument: on the wire, in doubt (also dead in doubt,
+        waiting for the operator), or a smart order whose position is still settling."""
+        holding = or_(
+            orders.c.state.in_([OrderState.SENDING.value, OrderState.IN_DOUBT.value]),
+            and_(orders.c.state == OrderState.DEAD.value,
+                 orders.c.dead_reason == DeadReason.IN_DOUBT.value),
+            and_(orders.c.state == OrderState.SENT.value, orders.c.lane == Lane.SMART.value,
+                 orders.c.broker_orderid.is_not(None),
+                 orders.c.dispatched_at > now - timedelta(seconds=settle_seconds)))
+        with self.transaction(read_only=True) as conn:
+            return [_public(row) for row in conn.execute(
+                select(orders).where(holding).order_by(orders.c.id).limit(200)).mappings()]
 
     # ------------------------------------------------------------------ operator actions
 

@@ -64,6 +64,8 @@ FENCE_HEADER = "X-Order-Queue-Fence"
 
 Clock = Callable[[], datetime]
 PURGE_INTERVAL_SECONDS = 3600
+#: How often the queue's depth is sampled for the admin page's picture of the last hours.
+SAMPLE_SECONDS = 60
 #: After finding no in-doubt order due, how long before looking again (orders are put
 #: in doubt to be checked seconds later, so half a second late costs nothing).
 IN_DOUBT_LOOK_SECONDS = 0.5
@@ -265,6 +267,7 @@ class Dispatcher:
         now = now or self.clock()
         self.store.heartbeat(self.id, now=now)
         self.last_heartbeat = now
+        self.store.record_sample(now=now, every_seconds=SAMPLE_SECONDS)
         report.recovered = self.store.recover_stale_sending(
             now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds,
             check_at=now)

@@ -3,6 +3,7 @@
 import logging
 import re
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -19,6 +20,7 @@ from tests.fake_broker import Reject
 
 KEY = "w" * 60 + "9XyZ"
 LIMITS = RateLimits(smart=1, regular=10, window=1.1)
+UNLIMITED = RateLimits(smart=10**6, regular=10**6, window=1.0)
 
 
 def payload(symbol="SBIN", action="BUY", strategy="Trend"):
@@ -34,7 +36,7 @@ def make_order(state="dead", symbol="SBIN", error="Invalid symbol", strategy="Tr
                              max_age_seconds=300)
     if state == "pending":
         return order_id
-    claimed = store.claim_next("test", now=now, lease_seconds=30, limits=LIMITS).order
+    claimed = store.claim_next("test", now=now, lease_seconds=30, limits=UNLIMITED).order
     assert claimed.id == order_id
     if state == "dead":
         store.mark_dead(claimed, now=now, actor="test", reason=DeadReason.REJECTED,
@@ -489,3 +491,48 @@ def test_the_page_logs_out(logged_in):
     assert logged_in.post("/auth/logout").status_code == 302
     assert logged_in.get("/order-queue/api/stats",
                          headers={"Accept": "application/json"}).status_code == 401
+
+
+def test_charts_are_drawn_from_stored_samples_sends_and_answers(logged_in):
+    store = order_queue_db.get_store()
+    now = utcnow()
+    assert store.record_sample(now=now - timedelta(minutes=30), every_seconds=60)
+    sent = make_order("sent")
+    make_order("dead", symbol="TCS")
+    assert store.record_sample(now=now, every_seconds=60)
+    assert not store.record_sample(now=now, every_seconds=60)  # one a minute
+    drawn = logged_in.get("/order-queue/api/charts").get_json()
+    assert set(drawn) == {"depth", "rate", "latency"}
+    for markup in drawn.values():
+        assert markup.startswith("<svg") and "<polyline" in markup
+    assert "no data yet" not in drawn["latency"]  # order #sent was accepted
+    assert store.get_order(sent)["state"] == "sent"
+
+
+def test_held_instruments_say_what_they_wait_for_and_an_in_doubt_one_is_settled(logged_in):
+    in_doubt = make_order("dead_in_doubt", symbol="INFY")
+    make_order("sent")
+    held = logged_in.get("/order-queue/api/held").get_json()["held"]
+    assert [(h["id"], h["settle"]) for h in held] == [(in_doubt, True)]
+    assert "placed or not" in held[0]["waits_for"]
+    settled = logged_in.post("/order-queue/api/orders/settle", json={
+        "ids": [in_doubt], "placed": True, "broker_orderid": "B-77"}).get_json()
+    assert settled["ok"]
+    assert logged_in.get("/order-queue/api/held").get_json()["held"] == []
+
+
+def test_bulk_replay_by_filter_takes_every_match_beyond_the_rows_shown(logged_in):
+    wanted = [make_order("dead", symbol=f"S{i}", strategy="Scalper") for i in range(120)]
+    other = make_order("dead", symbol="OTHER", strategy="Swing")
+    shown = logged_in.get("/order-queue/api/orders?state=dead&strategy=Scalper&per_page=100")
+    assert len(shown.get_json()["orders"]) == 100 and shown.get_json()["total"] == 120
+    replayed = logged_in.post("/order-queue/api/orders/replay",
+                              json={"filter": {"state": "dead", "strategy": "Scalper",
+                                               "reason": "rejected"}}).get_json()
+    assert replayed["ok"] and sorted(r["order_id"] for r in replayed["results"]) == wanted
+    store = order_queue_db.get_store()
+    assert {store.get_order(i)["state"] for i in wanted} == {"pending"}
+    assert store.get_order(other)["state"] == "dead"
+    refused = logged_in.post("/order-queue/api/orders/dismiss",
+                             json={"filter": {"state": "pending"}})
+    assert refused.status_code == 400

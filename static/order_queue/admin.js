@@ -62,9 +62,11 @@
 
   /* Run an action; a replay that needs confirmation asks, then runs again confirmed. */
   function act(action, ids, extra) {
-    var body = Object.assign({ ids: ids }, extra || {});
+    /* ids null: the action applies to every dead order matching extra.filter. */
+    var body = Object.assign(ids ? { ids: ids } : {}, extra || {});
     if (action === "dismiss") {
-      var note = window.prompt("Dismiss " + ids.length + " order(s). Note (optional):", "");
+      var what = ids ? ids.length + " order(s)" : "every dead order matching the filter";
+      var note = window.prompt("Dismiss " + what + ". Note (optional):", "");
       if (note === null) { return Promise.resolve(); }
       body.note = note || null;
     }
@@ -208,6 +210,67 @@
     document.getElementById("open-empty").hidden = data.orders.length > 0;
   }
 
+  function clock(iso) {
+    return iso ? new Date(iso.replace(" ", "T") + (/Z|[+-]\d\d:?\d\d$/.test(iso) ? "" : "Z")).toLocaleTimeString() : "";
+  }
+
+  /* Instruments held back, each with what it waits for; an order in doubt is settled
+     right here ("placed, id X" / "not placed"). */
+  function renderHeld(data, refresh) {
+    var list = document.getElementById("held");
+    list.replaceChildren();
+    data.held.forEach(function (order) {
+      var item = document.createElement("li");
+      item.className = "held-item";
+      var link = document.createElement("a");
+      link.href = "/order-queue/orders/" + order.id;
+      link.textContent = "#" + order.id + " " + order.symbol + " " + order.exchange;
+      item.appendChild(link);
+      var pill = document.createElement("span");
+      pill.className = "pill state-" + order.state;
+      pill.textContent = order.state === "dead" ? "dead, in doubt" : order.state;
+      item.appendChild(pill);
+      var waits = document.createElement("span");
+      waits.className = "muted";
+      waits.textContent = "waits for " + order.waits_for + (order.until ? " · until " + clock(order.until) : "");
+      item.appendChild(waits);
+      if (order.settle) {
+        var form = document.createElement("form");
+        form.className = "settle-inline";
+        var input = document.createElement("input");
+        input.placeholder = "broker order id";
+        input.setAttribute("aria-label", "Broker order id for order " + order.id);
+        form.appendChild(input);
+        var placed = button("Placed", function () {
+          var orderid = input.value.trim();
+          if (!orderid) { alertBox("Enter the broker's order id first", true); return; }
+          act("settle", [order.id], { placed: true, broker_orderid: orderid }).then(refresh);
+        });
+        placed.className += " settle-placed";
+        form.appendChild(placed);
+        var notPlaced = button("Not placed", function () {
+          if (window.confirm("Send order #" + order.id + " again? Only if the broker's orderbook does not have it.")) {
+            act("settle", [order.id], { placed: false }).then(refresh);
+          }
+        }, true);
+        notPlaced.className += " settle-not-placed";
+        form.appendChild(notPlaced);
+        form.addEventListener("submit", function (event) { event.preventDefault(); });
+        item.appendChild(form);
+      }
+      list.appendChild(item);
+    });
+    document.getElementById("held-empty").hidden = data.held.length > 0;
+  }
+
+  /* The server draws the pictures (escaped SVG); parsed as SVG, never as HTML. */
+  function renderCharts(data) {
+    ["depth", "rate", "latency"].forEach(function (name) {
+      var svg = new DOMParser().parseFromString(data[name], "image/svg+xml").documentElement;
+      document.getElementById("chart-" + name).replaceChildren(document.importNode(svg, true));
+    });
+  }
+
   function initIndex() {
     var filters = document.getElementById("filters");
     /* Filters live in the URL both ways: a shared link opens filtered, and every change
@@ -236,10 +299,42 @@
       }
       return Promise.all([
         api("stats").then(paint(renderStats)),
-        api("orders?" + query()).then(paint(function (data) { renderDead(data, refresh); })),
-        api("orders?state=pending,sending,in_doubt&per_page=100").then(paint(function (data) { renderOpen(data, refresh); }))
+        api("orders?" + query()).then(paint(function (data) {
+          renderDead(data, refresh);
+          renderFilterButtons(data.total);
+        })),
+        api("orders?state=pending,sending,in_doubt&per_page=100").then(paint(function (data) { renderOpen(data, refresh); })),
+        api("held").then(paint(function (data) { renderHeld(data, refresh); }))
       ]).catch(function (error) { alertBox("Could not load the queue: " + error.message, true); });
     }
+    function refreshCharts() {
+      return api("charts").then(renderCharts)
+        .catch(function (error) { alertBox("Could not draw the charts: " + error.message, true); });
+    }
+    /* "All rejected for strategy S today": every dead order the filter matches, not only
+       the rows on screen. */
+    function filterObject() {
+      var chosenFilter = {};
+      chosen().forEach(function (value, key) { chosenFilter[key] = value; });
+      return chosenFilter;
+    }
+    function renderFilterButtons(total) {
+      var dead = (chosen().get("state") || "dead") === "dead";
+      ["replay", "dismiss"].forEach(function (action) {
+        var b = document.getElementById("filter-" + action);
+        b.hidden = !dead || !total;
+        b.textContent = (action === "replay" ? "Replay" : "Dismiss") + " all " + total + " matching";
+        b.dataset.total = total;
+      });
+    }
+    ["replay", "dismiss"].forEach(function (action) {
+      document.getElementById("filter-" + action).addEventListener("click", function (event) {
+        var total = event.target.dataset.total;
+        if (action === "replay" && !window.confirm("Replay all " + total + " dead orders matching this filter?" +
+            (total > 500 ? " (500 at a time)" : ""))) { return; }
+        act(action, null, { filter: filterObject() }).then(refresh);
+      });
+    });
     function applyFilters(event) {
       if (event) { event.preventDefault(); }
       var params = chosen().toString();
@@ -255,9 +350,12 @@
     document.getElementById("bulk-replay").addEventListener("click", function () { act("replay", selectedIds()).then(refresh); });
     document.getElementById("bulk-dismiss").addEventListener("click", function () { act("dismiss", selectedIds()).then(refresh); });
     var soon = debounce(refresh, 150);
-    connectLive(soon, soon);
+    var chartsSoon = debounce(refreshCharts, 2000);
+    connectLive(function () { soon(); chartsSoon(); }, function () { soon(); chartsSoon(); });
     refresh();
+    refreshCharts();
     setInterval(refresh, 15000);
+    setInterval(refreshCharts, 15000);
   }
 
   /* ---------------------------------------------------------------- detail page */
