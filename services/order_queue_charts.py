@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from xml.sax.saxutils import escape
 
-WIDTH, HEIGHT = 640, 190
-LEFT, RIGHT, TOP, BOTTOM = 44, 12, 26, 22
+WIDTH, HEIGHT = 420, 210
+LEFT, RIGHT, TOP, BOTTOM = 40, 10, 44, 22
+#: Series with at most this many points also get a dot per point (one point is no line).
+DOTS_UP_TO = 60
 DEPTH_HOURS = 6
 RATE_MINUTES = 5
 LATENCY_MINUTES = 60
@@ -59,7 +61,7 @@ def rate_chart(sends: list[tuple[datetime, str]], now: datetime,
         points = [(float(second), float(busiest.get(second, 0))) for second in range(span)]
         series.append(Series(f"{lane} (limit {limits[lane]}/s)", f"s-{lane}", points))
     ceiling = [(f"limit {limit}/s", float(limit)) for limit in sorted(set(limits.values()))]
-    return _line_chart("Orders per second, busiest account per lane, last 5 minutes", series,
+    return _line_chart("Orders/s, busiest account per lane, last 5 min", series,
                        span, "per s", [(span, "-5m"), (span * 3 / 5, "-3m"), (span / 5, "-1m"),
                                        (0, "now")], limits=ceiling)
 
@@ -107,7 +109,8 @@ def _line_chart(title: str, series: list[Series], span: float, unit: str,
     def y_of(value: float) -> float:
         return TOP + plot_h * (1 - value / top)
 
-    parts = [f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" '
+             f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
              f'aria-label="{escape(title, {chr(34): "&quot;"})}">',
              f'<text class="chart-title" x="{LEFT}" y="14">{escape(title)}</text>']
     for fraction in (0.0, 0.5, 1.0):
@@ -124,16 +127,19 @@ def _line_chart(title: str, series: list[Series], span: float, unit: str,
         y = y_of(value)
         parts.append(f'<line class="limit" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" '
                      f'y2="{y:.1f}"><title>{escape(label)}</title></line>')
-    legend_x = WIDTH - RIGHT
-    for s in reversed(series):
-        parts.append(f'<text class="legend {s.css}" x="{legend_x}" y="14" '
-                     f'text-anchor="end">{escape(s.label)}</text>')
-        legend_x -= 9 * len(s.label) + 14
+    legend_x = LEFT
+    for s in series:
+        parts.append(f'<text class="legend {s.css}" x="{legend_x}" y="30">'
+                     f'{escape(s.label)}</text>')
+        legend_x += 6.5 * len(s.label) + 14
         points = sorted(s.points, key=lambda point: -point[0])
         if points:
             coordinates = " ".join(f"{x_of(ago):.1f},{y_of(y):.1f}" for ago, y in points)
             parts.append(f'<polyline class="series {s.css}" points="{coordinates}">'
                          f'<title>{escape(s.label)}</title></polyline>')
+        if len(points) <= DOTS_UP_TO:
+            parts.extend(f'<circle class="dot {s.css}" cx="{x_of(ago):.1f}" '
+                         f'cy="{y_of(y):.1f}" r="2.5"/>' for ago, y in points)
     if not any(s.points for s in series):
         parts.append(f'<text class="axis" x="{WIDTH / 2}" y="{HEIGHT / 2}" '
                      f'text-anchor="middle">no data yet</text>')

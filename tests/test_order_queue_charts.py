@@ -12,7 +12,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 def polylines(markup: str) -> dict[str, list[tuple[float, float]]]:
     """Each drawn line's points, by its class (parsing also proves the markup is XML)."""
-    root = ElementTree.fromstring(markup.replace("<svg ", f'<svg xmlns="{SVG[1:-1]}" ', 1))
+    root = ElementTree.fromstring(markup)
     lines = {}
     for line in root.iter(f"{SVG}polyline"):
         css = line.get("class").split()[1]

@@ -19,7 +19,6 @@ from tests.conftest import TEST_PEPPER, make_app
 from tests.fake_broker import Reject
 
 KEY = "w" * 60 + "9XyZ"
-LIMITS = RateLimits(smart=1, regular=10, window=1.1)
 UNLIMITED = RateLimits(smart=10**6, regular=10**6, window=1.0)
 
 
