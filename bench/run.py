@@ -125,13 +125,17 @@ class Side:
     def __init__(self, name: str, work: Path, broker: FakeBroker, symbols: list[str]):
         self.name, self.broker = name, broker
         work.mkdir()
-        if name == "ours":
+        if name in ("ours", "in-memory"):
             self.process = AppProcess(work, broker.base_url, PEPPER, LOG_LEVEL="WARNING")
             created = json.loads(self.process.flask(
                 "strategy", "add", "--name", "Bench", "--symbol", symbols[0], "--quantity", "1"))
             self.process.flask("strategy", "map", "--name", "Bench", "--quantity", "1",
                                *(a for s in symbols[1:] for a in ("--symbol", s)))
-            self.process.start()
+            if name == "ours":
+                self.process.start()
+            else:  # the same host, its queue_order in memory (bench/in_memory_host.py)
+                self.process.command = [sys.executable, "-m", "bench.in_memory_host"]
+                self.process.start(ready_line="ready")
             self.url = f"{self.process.base_url}/strategy/webhook/{created['webhook_id']}"
         else:
             port = free_port()
@@ -183,38 +187,47 @@ def bench_latency(work: Path, count: int, repeats: int) -> None:
 
 
 def bench_burst(work: Path, count: int, repeats: int) -> None:
+    """``count`` webhooks from 16 clients at once: how fast they are acknowledged, beside
+    the same host with an in-memory queue_order (the queue's share of the cost), and how
+    many orders the broker saw in its busiest second while ours drained them."""
     symbols = [f"B{i:02d}" for i in range(40)]
-    accepted, peaks, drained, errors = [], [], [], [0]
+    accepted = {"ours": [], "in-memory": []}
+    peaks, drained, errors = [], [], {"ours": 0, "in-memory": 0}
     lock = threading.Lock()
     for run in range(repeats):
-        with FakeBroker() as broker:
-            side = Side("ours", work / f"burst-{run}", broker, symbols)
+        for name in ("ours", "in-memory"):
+            with FakeBroker() as broker:
+                side = Side(name, work / f"burst-{name}-{run}", broker, symbols)
 
-            def client(indexes):
-                with httpx.Client(timeout=10) as http:
-                    for i in indexes:
-                        try:
-                            http.post(side.url, json={"symbol": symbols[i % 40], "action": "BUY",
-                                                      "position_size": str(i + 1)}
-                                      ).raise_for_status()
-                        except httpx.HTTPError:
-                            with lock:
-                                errors[0] += 1
+                def client(indexes, name=name, side=side):
+                    with httpx.Client(timeout=10) as http:
+                        for i in indexes:
+                            try:
+                                http.post(side.url, json={"symbol": symbols[i % 40],
+                                                          "action": "BUY",
+                                                          "position_size": str(i + 1)}
+                                          ).raise_for_status()
+                            except httpx.HTTPError:
+                                with lock:
+                                    errors[name] += 1
 
-            started = time.monotonic()
-            threads = [threading.Thread(target=client, args=(range(t, count, 16),))
-                       for t in range(16)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            accepted.append(count / (time.monotonic() - started))
-            broker.wait_for(count, timeout=count / 7 + 60)
-            drained.append(time.monotonic() - started)
-            peaks.append(broker.max_in_window("placeorder", window=1.0))
-            side.stop()
-    report(f"burst: {count} webhooks from 16 clients, accepted/s", spread(accepted, "{:.0f}"),
-           "-", f"errors {errors[0]} in {repeats} runs")
+                started = time.monotonic()
+                threads = [threading.Thread(target=client, args=(range(t, count, 16),))
+                           for t in range(16)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                accepted[name].append(count / (time.monotonic() - started))
+                if name == "ours":
+                    broker.wait_for(count, timeout=count / 7 + 60)
+                    drained.append(time.monotonic() - started)
+                    peaks.append(broker.max_in_window("placeorder", window=1.0))
+                side.stop()
+    share = statistics.median(accepted["ours"]) / statistics.median(accepted["in-memory"])
+    report(f"burst: {count} webhooks from 16 clients, accepted/s vs in-memory queue_order",
+           spread(accepted["ours"], "{:.0f}"), spread(accepted["in-memory"], "{:.0f}"),
+           f"ratio {share:.2f}; errors {errors['ours']} / {errors['in-memory']}")
     report("burst: max orders at the broker in any 1 s", spread(peaks, "{:.0f}"), "limit 10",
            f"drained in {spread(drained, '{:.1f}')} s")
 

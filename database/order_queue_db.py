@@ -293,6 +293,63 @@ _NOT_YET_SENT = {"sent_at": None, "fence_expected": None, "host_instance": None,
                  "host_received_at": None, "host_done_at": None, "host_answer_status": None,
                  "host_answer_body": None}
 
+# The claim path's statements, built once: building them per claim cost more than
+# running them.  Parameters are bound at execution (see ``claim_next``).
+_other = aliased(orders, name="other")
+_IN_FLIGHT = (OrderState.SENDING.value, OrderState.IN_DOUBT.value)
+#: The next PENDING order that may go now: due, not expired, its account lane not
+#: blocked, no unfinished predecessor for its instrument (an earlier one still waiting,
+#: or any on the wire or in doubt: a replayed older order must not pass a newer one in
+#: flight; on PostgreSQL ids may also commit out of order), and for a smart order no
+#: smart order of its instrument still settling (one the broker answered without
+#: placing anything changed no position: nothing to settle).  Exits first, then oldest.
+_CLAIM_CANDIDATE = select(orders).where(
+    orders.c.state == OrderState.PENDING.value,
+    orders.c.available_at <= bindparam("now"),
+    or_(orders.c.expires_at.is_(None), orders.c.expires_at > bindparam("now")),
+    ~exists().where(
+        _other.c.instrument == orders.c.instrument,
+        _other.c.id != orders.c.id,
+        or_(and_(_other.c.id < orders.c.id, _other.c.state == OrderState.PENDING.value),
+            _other.c.state.in_(_IN_FLIGHT))),
+    orders.c.lane_key.not_in(bindparam("blocked", expanding=True)),
+    or_(orders.c.lane != Lane.SMART.value, ~exists().where(
+        _other.c.instrument == orders.c.instrument,
+        _other.c.lane == Lane.SMART.value,
+        _other.c.dispatched_at > bindparam("settling_since"),
+        or_(_other.c.state != OrderState.SENT.value, _other.c.broker_orderid.is_not(None)))),
+).order_by(orders.c.lane_priority, orders.c.id).limit(1)
+#: The claimed row leased: SENDING, a fresh send (no stamp, no receipt yet).
+_CLAIM_ROW = update(orders).where(orders.c.id == bindparam("claimed_id")).values(
+    state=OrderState.SENDING.value, lease_owner=bindparam("owner"),
+    lease_token=bindparam("token"), lease_expires_at=bindparam("lease_until"),
+    dispatched_at=bindparam("claimed_at"), updated_at=bindparam("claimed_at"), **_NOT_YET_SENT)
+#: The send stamp, only while the sender still holds the lease (``stamp_send``).
+_STAMP_ROW = update(orders).where(
+    orders.c.id == bindparam("stamped_id"), orders.c.lease_token == bindparam("token"),
+    orders.c.state == OrderState.SENDING.value,
+).values(**{**_NOT_YET_SENT, "fence_expected": bindparam("fence"),
+            "sent_at": bindparam("stamp"), "dispatched_at": bindparam("stamped_at"),
+            "updated_at": bindparam("stamped_at"), "lease_expires_at": bindparam("lease_until")})
+#: Sends per account lane since a moment, and the oldest of them (all lanes, or one).
+_LANE_SENDS = (select(orders.c.lane_key, func.count(), func.min(orders.c.dispatched_at))
+               .where(orders.c.dispatched_at > bindparam("since"))
+               .group_by(orders.c.lane_key))
+_ONE_LANE_SENDS = (select(orders.c.lane_key, func.count(), func.min(orders.c.dispatched_at))
+                   .where(orders.c.dispatched_at > bindparam("since"),
+                          orders.c.lane == bindparam("lane"))
+                   .group_by(orders.c.lane_key))
+#: When the next thing becomes due: a smart order's settle gap, a retry, a lease.
+_OLDEST_SMART_SEND = select(func.min(orders.c.dispatched_at)).where(
+    orders.c.lane == Lane.SMART.value, orders.c.dispatched_at > bindparam("since"))
+_NEXT_AVAILABLE = select(func.min(orders.c.available_at)).where(
+    orders.c.state.in_([OrderState.PENDING.value, OrderState.IN_DOUBT.value]),
+    orders.c.available_at > bindparam("now"))
+_NEXT_LEASE_EXPIRY = select(func.min(orders.c.lease_expires_at)).where(
+    orders.c.state.in_(_IN_FLIGHT), orders.c.lease_expires_at > bindparam("now"))
+#: A moment no send is stamped after: "nothing settles" when the settle gap is off.
+_NEVER = datetime(9999, 12, 31)
+
 
 def utcnow() -> datetime:
     """Naive UTC now: the one clock format stored in the queue tables."""
@@ -760,6 +817,9 @@ class QueueStore:
     def __init__(self, url: str, *, busy_timeout_ms: int = 5000):
         self.url = url
         self.backend = backend_for(url, busy_timeout_ms)
+        lock_options = self.backend.claim_lock_options()
+        self._claim_candidate = (_CLAIM_CANDIDATE.with_for_update(of=orders, **lock_options)
+                                 if lock_options else _CLAIM_CANDIDATE)
         try:
             self.engine = self.backend.create_engine(url)
         except Exception as exc:  # bad driver options, unreachable server at connect
@@ -876,55 +936,19 @@ class QueueStore:
         Returns ``ClaimResult(None, next_due_at)`` when nothing qualifies, where
         ``next_due_at`` is the earliest moment something may (a hint for sleeping).
         """
+        settling_since = (now - timedelta(seconds=limits.smart_settle)
+                          if limits.smart_settle > 0 else _NEVER)
         with self.transaction() as conn:
             blocked, window_opens_at = self._blocked_lanes(conn, now, limits)
-            other = aliased(orders)
-            # Blocked by an earlier order still waiting, or by any order of the same
-            # instrument on the wire or in doubt (a replayed older order must not pass a
-            # newer one that is in flight; on PostgreSQL ids may also commit out of order).
-            has_unfinished_predecessor = exists().where(
-                other.c.instrument == orders.c.instrument,
-                other.c.id != orders.c.id,
-                or_(and_(other.c.id < orders.c.id,
-                         other.c.state == OrderState.PENDING.value),
-                    other.c.state.in_([OrderState.SENDING.value, OrderState.IN_DOUBT.value])),
-            )
-            conditions = [
-                orders.c.state == OrderState.PENDING.value,
-                orders.c.available_at <= now,
-                or_(orders.c.expires_at.is_(None), orders.c.expires_at > now),
-                ~has_unfinished_predecessor,
-            ]
-            if blocked:
-                conditions.append(orders.c.lane_key.not_in(blocked))
-            if limits.smart_settle > 0:
-                # A smart order the broker answered without placing anything (the
-                # position already matched) changed no position: nothing to settle.
-                settling = exists().where(
-                    other.c.instrument == orders.c.instrument,
-                    other.c.lane == Lane.SMART.value,
-                    other.c.dispatched_at > now - timedelta(seconds=limits.smart_settle),
-                    or_(other.c.state != OrderState.SENT.value,
-                        other.c.broker_orderid.is_not(None)))
-                conditions.append(or_(orders.c.lane != Lane.SMART.value, ~settling))
-            candidate = (select(orders).where(*conditions)
-                         .order_by(orders.c.lane_priority, orders.c.id).limit(1))
-            if lock_options := self.backend.claim_lock_options():
-                candidate = candidate.with_for_update(of=orders, **lock_options)
-            row = conn.execute(candidate).mappings().first()
+            row = conn.execute(self._claim_candidate, {
+                "now": now, "blocked": blocked, "settling_since": settling_since,
+            }).mappings().first()
             if row is None:
                 return ClaimResult(None, self._next_due(conn, now, window_opens_at, limits))
             token = uuid.uuid4().hex
-            conn.execute(
-                update(orders).where(orders.c.id == row["id"]).values(
-                    state=OrderState.SENDING.value,
-                    lease_owner=owner,
-                    lease_token=token,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    dispatched_at=now,
-                    updated_at=now,
-                    **_NOT_YET_SENT,
-                ))
+            conn.execute(_CLAIM_ROW, {
+                "claimed_id": row["id"], "owner": owner, "token": token, "claimed_at": now,
+                "lease_until": now + timedelta(seconds=lease_seconds)})
             return ClaimResult(_claimed(row, token, OrderState.SENDING.value, now), None)
 
     def _blocked_lanes(self, conn: Connection, now: datetime,
@@ -939,11 +963,9 @@ class QueueStore:
                   else list(windows.items()))
         for lane, seconds in groups:
             window = timedelta(seconds=seconds + limits.tolerance)
-            query = (select(orders.c.lane_key, func.count(), func.min(orders.c.dispatched_at))
-                     .where(orders.c.dispatched_at > now - window))
-            if lane is not None:
-                query = query.where(orders.c.lane == lane.value)
-            for lane_key, count, oldest in conn.execute(query.group_by(orders.c.lane_key)):
+            counted = (conn.execute(_LANE_SENDS, {"since": now - window}) if lane is None else
+                       conn.execute(_ONE_LANE_SENDS, {"since": now - window, "lane": lane.value}))
+            for lane_key, count, oldest in counted:
                 if count >= limits.limit_for(lane_key):
                     blocked.append(lane_key)
                     opens = oldest + window if opens is None else min(opens, oldest + window)
@@ -955,23 +977,13 @@ class QueueStore:
         candidates = [window_opens_at] if window_opens_at else []
         if limits.smart_settle > 0:
             gap = timedelta(seconds=limits.smart_settle)
-            settling_since = conn.execute(select(func.min(orders.c.dispatched_at)).where(
-                orders.c.lane == Lane.SMART.value,
-                orders.c.dispatched_at > now - gap)).scalar()
+            settling_since = conn.execute(_OLDEST_SMART_SEND, {"since": now - gap}).scalar()
             if settling_since is not None:
                 candidates.append(settling_since + gap)
-        future_pending = conn.execute(
-            select(func.min(orders.c.available_at)).where(
-                orders.c.state.in_([OrderState.PENDING.value, OrderState.IN_DOUBT.value]),
-                orders.c.available_at > now)).scalar()
-        if future_pending is not None:
-            candidates.append(future_pending)
-        lease_expiry = conn.execute(
-            select(func.min(orders.c.lease_expires_at)).where(
-                orders.c.state.in_([OrderState.SENDING.value, OrderState.IN_DOUBT.value]),
-                orders.c.lease_expires_at > now)).scalar()
-        if lease_expiry is not None:
-            candidates.append(lease_expiry)
+        for statement in (_NEXT_AVAILABLE, _NEXT_LEASE_EXPIRY):
+            moment = conn.execute(statement, {"now": now}).scalar()
+            if moment is not None:
+                candidates.append(moment)
         return min(candidates) if candidates else None
 
     def claim_in_doubt(self, owner: str, *, now: datetime,
@@ -1047,10 +1059,10 @@ class QueueStore:
                 if len(recent) >= limit:
                     opens = recent[-1] + window
                     return SendStamp(wait_seconds=max((opens - sent_at).total_seconds(), 0.001))
-            stamped = self._mark(conn, order.id, order.lease_token, OrderState.SENDING, {
-                **_NOT_YET_SENT, "fence_expected": fence_expected, "sent_at": sent_at,
-                "dispatched_at": now, "updated_at": now,
-                "lease_expires_at": now + timedelta(seconds=lease_seconds)})
+            stamped = conn.execute(_STAMP_ROW, {
+                "stamped_id": order.id, "token": order.lease_token, "stamp": sent_at,
+                "fence": fence_expected, "stamped_at": now,
+                "lease_until": now + timedelta(seconds=lease_seconds)}).rowcount == 1
             return SendStamp(go=stamped, lease_lost=not stamped)
 
     def check_pepper(self) -> bool:
