@@ -10,6 +10,7 @@ PLUGIN_FILES = [
     "database/order_queue_secrets.py",
     "services/order_queue_actions.py",
     "services/order_queue_alerts.py",
+    "services/order_queue_charts.py",
     "services/order_queue_dispatcher.py",
     "services/order_queue_events.py",
     "services/order_queue_fence.py",

@@ -79,6 +79,14 @@ def click_in_dead_row(driver, symbol, xpath):
     wait_until(driver, attempt)
 
 
+def sign_in(driver, url):
+    """Open ``url``, which sends the browser to the login page first, and sign in."""
+    driver.get(url)
+    driver.find_element("name", "username").send_keys("trader")
+    driver.find_element("name", "password").send_keys("pw-for-test")
+    driver.find_element("css selector", "button[type=submit]").click()
+
+
 def text_of(driver, element_id):
     return driver.find_element("id", element_id).text
 
@@ -195,10 +203,7 @@ def test_a_filter_link_opens_filtered_and_an_order_in_doubt_is_settled_from_its_
         for symbol in ("SBIN", "TCS"):
             assert httpx.post(f"{app.base_url}/strategy/webhook/{webhook_id}",
                               json={"symbol": symbol, "action": "BUY"}, timeout=5).status_code == 200
-        browser.get(f"{app.base_url}/order-queue/?reason=in_doubt")
-        browser.find_element(By.NAME, "username").send_keys("trader")
-        browser.find_element(By.NAME, "password").send_keys("pw-for-test")
-        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        sign_in(browser, f"{app.base_url}/order-queue/?reason=in_doubt")
         wait_until(browser, lambda d: text_of(d, "count-dead") == "2")
         texts = wait_until(browser, lambda d: len(dead_row_texts(d)) == 1 and dead_row_texts(d))
         assert "SBIN" in texts[0] and "in_doubt" in texts[0]
@@ -240,10 +245,7 @@ def test_held_instruments_are_settled_from_the_main_page_charts_draw_and_a_filte
         for symbol in symbols:
             assert httpx.post(f"{app.base_url}/strategy/webhook/{webhook_id}",
                               json={"symbol": symbol, "action": "BUY"}, timeout=5).status_code == 200
-        browser.get(f"{app.base_url}/order-queue/")
-        browser.find_element(By.NAME, "username").send_keys("trader")
-        browser.find_element(By.NAME, "password").send_keys("pw-for-test")
-        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        sign_in(browser, f"{app.base_url}/order-queue/")
         wait_until(browser, lambda d: text_of(d, "count-dead") == "4")
 
         # The held row names SBIN and what it waits for; it is settled right there.
