@@ -24,6 +24,7 @@ import enum
 import json
 import os
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -443,6 +444,9 @@ class SendStamp:
     go: bool = False
     lease_lost: bool = False
     wait_seconds: float = 0.0
+    #: ``time.monotonic()`` when the stamp's time was read: the request must leave soon
+    #: after it (waiting for the database before that does not count).
+    taken_at: float = 0.0
 
 
 #: Columns fixed at enqueue: what was asked for, for whom, and when.
@@ -1050,6 +1054,7 @@ class QueueStore:
         with self.transaction() as conn:
             self.backend.lock_lane(conn, order.lane_key)
             sent_at = self.backend.shared_now(conn)
+            taken_at = time.monotonic()
             if limits is not None:
                 limit = limits.limit_for(order.lane_key)
                 window = timedelta(seconds=limits.counted_window(order.lane_key))
@@ -1063,7 +1068,7 @@ class QueueStore:
                 "stamped_id": order.id, "token": order.lease_token, "stamp": sent_at,
                 "fence": fence_expected, "stamped_at": now,
                 "lease_until": now + timedelta(seconds=lease_seconds)}).rowcount == 1
-            return SendStamp(go=stamped, lease_lost=not stamped)
+            return SendStamp(go=stamped, lease_lost=not stamped, taken_at=taken_at)
 
     def check_pepper(self) -> bool:
         """True when this process's ``API_KEY_PEPPER`` is the one the stored API keys
