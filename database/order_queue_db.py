@@ -139,6 +139,11 @@ class Base(DeclarativeBase):
     pass
 
 
+def _partial_index(name: str, columns: tuple[str, ...], where: str) -> Index:
+    """An index over the rows matching ``where`` only, on both backends."""
+    return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
+
+
 class QueuedOrder(Base):
     """One order handed to ``queue_order``.  Identity columns never change after insert."""
 
@@ -190,28 +195,22 @@ class QueuedOrder(Base):
     __table_args__ = (
         # The claim path: pending rows in lane order.  Partial, so it stays small however
         # much history the table holds.
-        Index("ix_order_queue_claim", "lane_priority", "id",
-              sqlite_where=text("state = 'pending'"),
-              postgresql_where=text("state = 'pending'")),
+        _partial_index("ix_order_queue_claim", ("lane_priority", "id"), "state = 'pending'"),
         # "Is an earlier order for this instrument unfinished?"
         Index("ix_order_queue_instrument", "instrument", "state", "id"),
         # Recovery and reconciliation look only at leased / in-doubt rows.
-        Index("ix_order_queue_inflight", "state", "lease_expires_at",
-              sqlite_where=text("state IN ('sending', 'in_doubt')"),
-              postgresql_where=text("state IN ('sending', 'in_doubt')")),
+        _partial_index("ix_order_queue_inflight", ("state", "lease_expires_at"),
+                       "state IN ('sending', 'in_doubt')"),
         # Per-account rate limit: sends in the last window.  This and the next two are
         # partial (NULL until a send), so an enqueue's commit does not write their pages:
         # every index page an insert touches is one more page to fsync.
-        Index("ix_order_queue_dispatched", "dispatched_at",
-              sqlite_where=text("dispatched_at IS NOT NULL"),
-              postgresql_where=text("dispatched_at IS NOT NULL")),
+        _partial_index("ix_order_queue_dispatched", ("dispatched_at",),
+                       "dispatched_at IS NOT NULL"),
         # The send stamp's gate: this lane's stamps in the last window.
-        Index("ix_order_queue_lane_sent", "lane_key", "sent_at",
-              sqlite_where=text("sent_at IS NOT NULL"),
-              postgresql_where=text("sent_at IS NOT NULL")),
-        Index("ix_order_queue_broker_orderid", "broker_orderid",
-              sqlite_where=text("broker_orderid IS NOT NULL"),
-              postgresql_where=text("broker_orderid IS NOT NULL")),
+        _partial_index("ix_order_queue_lane_sent", ("lane_key", "sent_at"),
+                       "sent_at IS NOT NULL"),
+        _partial_index("ix_order_queue_broker_orderid", ("broker_orderid",),
+                       "broker_orderid IS NOT NULL"),
         Index("ix_order_queue_state_updated", "state", "updated_at"),
     )
 
