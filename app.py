@@ -26,7 +26,7 @@ from blueprints.strategy import (
     strategy_bp,
     strategy_cli,
 )
-from database import host_db, order_queue_db
+from database import auth_db, host_db, order_queue_db, paper_broker_db, strategy_db
 from extensions import socketio
 from services.order_queue_service import set_deadline_provider
 from utils.logging import get_logger, setup_logging
@@ -105,7 +105,9 @@ def create_app(test_config=None):
     set_deadline_provider(squareoff_deadline)
     # The start-up DB init list, as in OpenAlgo's app.py.
     db_init_functions = [
-        ("Host DB", host_db.init_db),
+        ("Auth DB", auth_db.init_db),
+        ("Strategy DB", strategy_db.init_db),
+        ("Paper broker DB", paper_broker_db.init_db),
         ("Order Queue DB", order_queue_db.init_db),
     ]
     for name, init_fn in db_init_functions:

@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from database.order_queue_db import QueueStore, RateLimits, utcnow  # noqa: E402
-from tests.app_process import AppProcess, free_port  # noqa: E402
-from tests.fake_broker import FakeBroker, Positions  # noqa: E402
+from tests.support.app_process import AppProcess, free_port  # noqa: E402
+from tests.support.fake_broker import FakeBroker, Positions  # noqa: E402
 
 PEPPER = "b3nch" * 10
 KEY = "k" * 64
@@ -79,14 +79,14 @@ def raw_sqlite_commits(path: Path, count: int) -> list[float]:
 
 def bench_enqueue(work: Path, count: int, repeats: int) -> None:
     from services import order_queue_service
-    from services.order_queue_settings import configure, load_settings
-    from database import order_queue_db
-
-    configure(load_settings({}))
+    from services.order_queue import runtime
+    from services.order_queue.settings import load_settings
     ours_p50, ours_p99, raw_p50, raw_p99, threaded = [], [], [], [], []
     for run in range(repeats):
         raw = raw_sqlite_commits(work / f"raw{run}.db", count)
-        store = order_queue_db.configure(f"sqlite:///{work}/queue{run}.db")
+        store = runtime.build(load_settings({
+            "API_KEY_PEPPER": PEPPER,
+            "ORDER_QUEUE_DATABASE_URL": f"sqlite:///{work}/queue{run}.db"})).store
         store.create_schema()
         times = []
         for i in range(count):

@@ -20,7 +20,7 @@ from sqlalchemy import DateTime, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from database.host_db import Base, db_session
+from database.host_db import Base, create_tables, db_session
 
 DEFAULT_USER = "admin"
 
@@ -42,6 +42,11 @@ class ApiKey(Base):
     key_encrypted: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(
         DateTime, default=lambda: datetime.now(timezone.utc).replace(tzinfo=None))
+
+
+def init_db() -> None:
+    """Create the tables for users and their API keys (the start-up DB init list)."""
+    create_tables(User, ApiKey)
 
 
 def _pepper() -> bytes:

@@ -2,7 +2,8 @@
 
 OpenAlgo keeps users, API keys and strategies in ``db/openalgo.db`` (``DATABASE_URL``);
 the host does the same so the order queue, in its own file, is exercised the way it is
-deployed.  ``configure()`` exists so each test can point the host at a fresh file.
+deployed.  ``configure()`` exists so each test can point the host at a fresh file.  The models
+live in ``auth_db``, ``strategy_db`` and ``paper_broker_db``, each with its ``init_db``.
 """
 
 import os
@@ -57,11 +58,10 @@ def configure(url: str | None = None):
     return _engine
 
 
-def init_db() -> None:
-    """Create the host tables (users, API keys, strategies, paper broker book)."""
-    # Import for the side effect of registering the models on Base.metadata.
-    from database import auth_db, paper_broker_db, strategy_db  # noqa: F401
-
+def create_tables(*tables) -> None:
+    """Create ``tables`` if absent: each host model module's ``init_db`` (the start-up
+    DB init list in app.py names them, as OpenAlgo's does).  This module imports none
+    of them, so models depend on it and never the other way round."""
     if _engine is None:
         configure()
-    Base.metadata.create_all(_engine)
+    Base.metadata.create_all(_engine, tables=[table.__table__ for table in tables])

@@ -14,7 +14,7 @@ import pytz
 from sqlalchemy import DateTime, Float, Integer, String, UniqueConstraint, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from database.host_db import Base, db_session
+from database.host_db import Base, create_tables, db_session
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -67,6 +67,11 @@ class PaperPosition(Base):
     exchange: Mapped[str] = mapped_column(String(10))
     product: Mapped[str] = mapped_column(String(10))
     quantity: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def init_db() -> None:
+    """Create the tables for the paper broker's book (the start-up DB init list)."""
+    create_tables(PaperOrder, PaperPosition)
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from database.host_db import Base, db_session
+from database.host_db import Base, create_tables, db_session
 
 TRADING_MODES = ("LONG", "SHORT", "BOTH")
 
@@ -41,6 +41,11 @@ class StrategySymbolMapping(Base):
     exchange: Mapped[str] = mapped_column(String(16))
     quantity: Mapped[int] = mapped_column(Integer)
     product_type: Mapped[str] = mapped_column(String(8))
+
+
+def init_db() -> None:
+    """Create the tables for strategies and their symbols (the start-up DB init list)."""
+    create_tables(Strategy, StrategySymbolMapping)
 
 
 def create_strategy(name: str, user_id: str, *, trading_mode: str = "LONG",

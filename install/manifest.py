@@ -1,25 +1,46 @@
 """Which files make up the plugin, and what they may import (design §2, §8).
 
-The installer copies exactly these files into OpenAlgo; a test checks each imports
-only what OpenAlgo also provides.
+The single list of plugin files: the installer copies exactly these into OpenAlgo, a
+test checks each imports only what OpenAlgo also provides, and another that every
+file under the plugin's folders (``database/order_queue/``, ``services/order_queue/``,
+``templates/order_queue/``, ``static/order_queue/``) is listed here.
 """
 
 PLUGIN_FILES = [
+    # The public faces, at the names OpenAlgo's code and the installer's edits use.
     "database/order_queue_db.py",
-    "database/order_queue_green.py",
-    "database/order_queue_secrets.py",
-    "services/order_queue_actions.py",
-    "services/order_queue_alerts.py",
-    "services/order_queue_charts.py",
-    "services/order_queue_dispatcher.py",
-    "services/order_queue_events.py",
-    "services/order_queue_fence.py",
-    "services/order_queue_lifecycle.py",
-    "services/order_queue_outcome.py",
-    "services/order_queue_reconciler.py",
     "services/order_queue_service.py",
-    "services/order_queue_settings.py",
     "blueprints/order_queue.py",
+    # Everything behind them, in folders of their own.
+    "database/order_queue/__init__.py",
+    "database/order_queue/api_keys.py",
+    "database/order_queue/backends.py",
+    "database/order_queue/claims.py",
+    "database/order_queue/green.py",
+    "database/order_queue/model.py",
+    "database/order_queue/operator_moves.py",
+    "database/order_queue/reads.py",
+    "database/order_queue/store.py",
+    "database/order_queue/writes.py",
+    "services/order_queue/__init__.py",
+    "services/order_queue/actions.py",
+    "services/order_queue/alerts.py",
+    "services/order_queue/charts.py",
+    "services/order_queue/cli.py",
+    "services/order_queue/clock.py",
+    "services/order_queue/dispatcher.py",
+    "services/order_queue/door.py",
+    "services/order_queue/events.py",
+    "services/order_queue/fence.py",
+    "services/order_queue/orderbook.py",
+    "services/order_queue/outcome.py",
+    "services/order_queue/pacing.py",
+    "services/order_queue/reconciling.py",
+    "services/order_queue/recording.py",
+    "services/order_queue/reports.py",
+    "services/order_queue/runtime.py",
+    "services/order_queue/sending.py",
+    "services/order_queue/settings.py",
     "templates/order_queue/layout.html",
     "templates/order_queue/index.html",
     "templates/order_queue/detail.html",

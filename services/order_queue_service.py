@@ -15,12 +15,9 @@ from typing import Callable
 import pytz
 from flask import g, has_request_context
 
-from database import order_queue_db
 from database.order_queue_db import QueueStorageError
-from services import order_queue_events
-from services.order_queue_lifecycle import holding_reason, wake_dispatcher
-from services.order_queue_reconciler import BROKER_TIMEZONE
-from services.order_queue_settings import current_settings
+from services.order_queue import events, runtime
+from services.order_queue.orderbook import BROKER_TIMEZONE
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -76,17 +73,22 @@ def queue_order(endpoint, payload):
     web request a storage failure is retried for a while first.
     """
     in_request = has_request_context()
-    if (held := holding_reason()) is not None:
+    try:
+        queue = runtime.current()
+        held = queue.holding_reason()
+    except QueueStorageError as exc:  # not set up: nothing can be stored
+        queue, held = None, str(exc)
+    if held is not None:
         # Orders sealed now would be unreadable once the operator restores the pepper.
         logger.error("order NOT queued: %s", held)
         if in_request:
             g.order_queue_storage_error = held
         raise QueueStorageError(held)
     for pause in (*(() if in_request else BACKGROUND_RETRY_PAUSES), None):
-        now = order_queue_db.utcnow()
+        now = queue.clock.now()
         try:
-            order_id = order_queue_db.enqueue_order(
-                endpoint, payload, now=now, max_age_seconds=current_settings().max_age_seconds,
+            order_id = queue.store.enqueue(
+                endpoint, payload, now=now, max_age_seconds=queue.settings.max_age_seconds,
                 deadline=deadline_for(payload, now))
             break
         except QueueStorageError as exc:
@@ -105,6 +107,6 @@ def queue_order(endpoint, payload):
     logger.info("order %s queued: %s %s %s %s qty=%s", order_id, endpoint,
                 payload.get("strategy"), payload.get("symbol"), payload.get("action"),
                 payload.get("quantity"))
-    order_queue_events.publish(order_id, "pending", symbol=payload.get("symbol"),
+    events.publish(order_id, "pending", symbol=payload.get("symbol"),
                                strategy=payload.get("strategy"))
-    wake_dispatcher()
+    queue.wake()

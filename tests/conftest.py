@@ -14,9 +14,10 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from database import order_queue_db
+from database.order_queue.api_keys import use_pepper
 from database.order_queue_db import QueueStore
-from services import order_queue_lifecycle
-from tests.fake_broker import FakeBroker
+from services.order_queue import runtime
+from tests.support.fake_broker import FakeBroker
 
 TEST_PEPPER = "a3f1" * 16
 POSTGRES_URL = os.getenv("ORDER_QUEUE_TEST_POSTGRES_URL",
@@ -25,7 +26,10 @@ POSTGRES_URL = os.getenv("ORDER_QUEUE_TEST_POSTGRES_URL",
 
 @pytest.fixture(autouse=True)
 def _pepper(monkeypatch):
+    """The pepper in the environment (for apps the test starts, whose settings read it)
+    and in the key sealing (for stores a test drives directly)."""
     monkeypatch.setenv("API_KEY_PEPPER", TEST_PEPPER)
+    use_pepper(TEST_PEPPER)
 
 
 def _postgres_or_skip() -> None:
@@ -105,7 +109,7 @@ def make_app(tmp_path, **overrides):
         "ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS": "1",
         "ORDER_QUEUE_RETRY_BASE_SECONDS": "0.05",
         "ORDER_QUEUE_RECONCILE_INTERVAL_SECONDS": "0.2",
-        "ORDER_QUEUE_UPSTREAM_TIMEOUT_SECONDS": "0",  # see tests/app_process.py
+        "ORDER_QUEUE_UPSTREAM_TIMEOUT_SECONDS": "0",  # see tests/support/app_process.py
     }
     config.update({k: str(v) if k.startswith("ORDER_QUEUE_") else v
                    for k, v in overrides.items()})
@@ -123,7 +127,7 @@ def app(request, tmp_path, monkeypatch, _pepper):
         overrides["ORDER_QUEUE_DATABASE_URL"] = request.getfixturevalue("postgres_schema_url")
     application = make_app(tmp_path, **overrides)
     yield application
-    order_queue_lifecycle.stop_dispatcher(timeout=5)
+    runtime.stop_current(timeout=5)
     order_queue_db.get_store().dispose()
 
 

@@ -14,7 +14,7 @@ import threading
 from flask import Request
 from werkzeug.exceptions import ClientDisconnected
 
-from database.order_queue_green import server_model
+from database.order_queue.green import server_model
 
 
 class BodyTimeout(Exception):

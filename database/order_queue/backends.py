@@ -1,0 +1,389 @@
+"""The two storage backends behind one interface: SQLite (embedded default) and PostgreSQL.
+
+Each backend class owns its dialect: connection set-up, how a write transaction and a
+send stamp lock, the shared clock, wake-ups across processes, and the triggers that
+keep the lifecycle's rules in the database itself (allowed state changes, write-once
+identity columns, no deletion of an order that still owes a delivery, an append-only
+attempt trail).  Callers never branch on the database.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import datetime
+from typing import Any, Callable
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, Engine
+
+from database.order_queue.green import run_blocking
+from database.order_queue.model import (
+    ALLOWED_TRANSITIONS,
+    DATABASE_URL_VARIABLE,
+    IDENTITY_COLUMNS,
+    OWING_STATES,
+    QueueStorageError,
+    orders,
+    utcnow,
+)
+from utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+#: Built once: building ``insert().values(...)`` per order cost more than the commit.
+_INSERT_ORDER = orders.insert()
+
+
+_OWING_SQL = ", ".join(f"'{state.value}'" for state in OWING_STATES)
+_TRANSITIONS_SQL = ", ".join(f"'{a}>{b}'" for a, b in ALLOWED_TRANSITIONS)
+TRANSITION_ERROR = "order_queue: this state change is not part of the order lifecycle"
+IDENTITY_ERROR = "order_queue: identity columns are write-once"
+OWING_DELETE_ERROR = "order_queue: an order that still owes a delivery or a decision cannot be deleted"
+ATTEMPTS_ERROR = "order_queue_attempts: the attempt trail is append-only"
+
+
+class _DriverInsert:
+    """An INSERT compiled once for a qmark driver (sqlite3) and run on its own cursor,
+    values converted by the same type processors SQLAlchemy would apply, so what is
+    stored reads back exactly as through SQLAlchemy."""
+
+    def __init__(self, statement, keys: list[str], dialect):
+        compiled = statement.compile(dialect=dialect, column_keys=keys)
+        self.keys = tuple(keys)
+        self.sql = compiled.string
+        self.names = compiled.positiontup
+        columns = statement.table.c
+        self.processors = [columns[name].type.bind_processor(dialect) for name in self.names]
+
+    def run(self, cursor, row: dict[str, Any]) -> int:
+        if tuple(sorted(row)) != self.keys:
+            raise ValueError("an order row must have the same columns every time")
+        cursor.execute(self.sql, [row[name] if process is None else process(row[name])
+                                  for name, process in zip(self.names, self.processors)])
+        return cursor.lastrowid
+
+
+class SqliteBackend:
+    """Embedded default: one file of its own, WAL, ``synchronous=FULL``.
+
+    Every write transaction starts with ``BEGIN IMMEDIATE`` so a read-then-write claim
+    takes the write lock up front and waits on ``busy_timeout`` instead of failing with
+    "database is locked" when another connection wrote in between (design §11).  That
+    needs pysqlite's own transaction handling off (``isolation_level=None``).
+    """
+
+    name = "sqlite"
+
+    def __init__(self, url: str, busy_timeout_ms: int = 5000):
+        path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
+        self.path = os.path.abspath(path) if path and not path.startswith(":memory:") else None
+        self.busy_timeout_ms = busy_timeout_ms
+        self._file_identity = None
+        self._insert_order: _DriverInsert | None = None
+
+    def insert_order(self, engine: Engine, row: dict[str, Any]) -> int:
+        """The enqueue's transaction: ``_INSERT_ORDER``, compiled once, between BEGIN
+        IMMEDIATE and COMMIT on the driver's own connection from the pool.  SQLAlchemy's
+        per-transaction work cost half as much again as the fsync'd commit, which is all
+        an enqueue has to pay."""
+        if self._insert_order is None:
+            self._insert_order = _DriverInsert(_INSERT_ORDER, sorted(row), engine.dialect)
+        connection = engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                order_id = self._insert_order.run(cursor, row)
+                cursor.execute("COMMIT")
+            except BaseException:
+                if connection.driver_connection.in_transaction:
+                    cursor.execute("ROLLBACK")
+                raise
+            return order_id
+        finally:
+            connection.close()
+
+    def create_engine(self, url: str) -> Engine:
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                  "timeout": self.busy_timeout_ms / 1000})
+        busy = self.busy_timeout_ms
+
+        @event.listens_for(engine, "connect")
+        def _configure(dbapi_connection, _record):
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA busy_timeout={busy}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            # INSERT OR REPLACE deletes the row it replaces: with recursive triggers the
+            # delete guard sees that delete too, so an open order cannot be overwritten.
+            cursor.execute("PRAGMA recursive_triggers=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):
+            # On the driver itself: SQLAlchemy's execution path would cost as much as
+            # the enqueue's insert.
+            read_only = conn.get_execution_options().get("queue_read_only")
+            conn.connection.dbapi_connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+        return engine
+
+    def prepare_storage(self, engine: Engine) -> None:
+        """At schema creation only: make the file and its directory, as OpenAlgo does
+        for db/ (afterwards a missing file is a fault, see ``check_writable``)."""
+        if self.path:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            _create_private(self.path)
+            engine.connect().close()
+
+    def lock_schema(self, conn: Connection) -> None:
+        """BEGIN IMMEDIATE already makes concurrent schema creation take turns."""
+
+    def start_listener(self, engine: Engine, wake: Callable[[], None],
+                       stop: threading.Event) -> None:
+        """One process per SQLite file: enqueues wake the dispatcher in-process."""
+
+    def check_writable(self, engine: Engine) -> None:
+        """Refuse writes the disk would not keep.
+
+        A pooled connection keeps writing into a file that was deleted or moved away, and
+        those writes vanish; so a missing file is an error.  A file that came back (a
+        volume remounted, a backup restored) is a new file: the pool is dropped so the
+        next connection opens it.
+        """
+        if not self.path:
+            return
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            raise QueueStorageError(f"queue database file is missing: {self.path}") from None
+        except OSError as exc:
+            raise QueueStorageError(f"queue database file unreachable: {exc}") from exc
+        identity = (stat.st_dev, stat.st_ino)
+        if self._file_identity is not None and identity != self._file_identity:
+            engine.dispose()
+        self._file_identity = identity
+
+    def lock_lane(self, conn: Connection, lane_key: str) -> None:
+        """BEGIN IMMEDIATE already serialises the send stamps too."""
+
+    #: Every process on one SQLite file runs on one machine, under one clock.
+    spans_machines = False
+
+    def shared_now(self, conn: Connection) -> datetime:
+        """This machine's clock: the one every process on the file shares."""
+        return utcnow()
+
+    def claim_lock_options(self) -> dict:
+        return {}
+
+    def notify(self, conn: Connection) -> None:
+        """In-process wake-ups only; nothing to send through the database."""
+
+    def create_triggers(self, conn: Connection) -> None:
+        """Write-once protection in the database itself (design §4), so no code path,
+        script or console session can rewrite what was ordered or erase an open order.
+        Dropped and made again, so a database from an earlier version gets today's."""
+        for statement in self.TRIGGERS:
+            name = statement.split("TRIGGER", 1)[1].split()[0]
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
+            conn.exec_driver_sql(statement)
+
+    TRIGGERS = (
+        f"""CREATE TRIGGER order_queue_identity_write_once
+            BEFORE UPDATE OF {", ".join(IDENTITY_COLUMNS)} ON order_queue
+            BEGIN SELECT RAISE(ABORT, '{IDENTITY_ERROR}'); END""",
+        f"""CREATE TRIGGER order_queue_state_machine
+            BEFORE UPDATE OF state ON order_queue
+            WHEN NEW.state != OLD.state AND (OLD.state || '>' || NEW.state) NOT IN ({_TRANSITIONS_SQL})
+            BEGIN SELECT RAISE(ABORT, '{TRANSITION_ERROR}'); END""",
+        f"""CREATE TRIGGER order_queue_keep_owing_rows
+            BEFORE DELETE ON order_queue WHEN OLD.state IN ({_OWING_SQL})
+            BEGIN SELECT RAISE(ABORT, '{OWING_DELETE_ERROR}'); END""",
+        f"""CREATE TRIGGER order_queue_attempts_no_update
+            BEFORE UPDATE ON order_queue_attempts
+            BEGIN SELECT RAISE(ABORT, '{ATTEMPTS_ERROR}'); END""",
+        # An attempt may go only together with its order (the retention purge).
+        f"""CREATE TRIGGER order_queue_attempts_no_delete
+            BEFORE DELETE ON order_queue_attempts
+            WHEN EXISTS (SELECT 1 FROM order_queue WHERE id = OLD.order_id)
+            BEGIN SELECT RAISE(ABORT, '{ATTEMPTS_ERROR}'); END""",
+    )
+
+
+class PostgresBackend:
+    """Scale-out: several processes share one database.
+
+    Claims skip rows another transaction holds (``FOR UPDATE SKIP LOCKED``), so
+    dispatchers claim side by side; nothing in a claim needs a lock beyond its row: an
+    order whose predecessor another claim is taking still sees that one pending and
+    waits.  Rate limits are exact where the send is stamped, one stamp at a time per
+    account lane (``lock_lane``).  psycopg is imported by SQLAlchemy only when this
+    backend is used.
+    """
+
+    name = "postgresql"
+    _LANE_LOCK_SPACE = 0x0DE0_0A1E  # arbitrary, constant: first key of the lane locks
+    _SCHEMA_LOCK_KEY = 0x0DE0_0A1D  # "order queue schema"
+
+    def create_engine(self, url: str) -> Engine:
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://"):]
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        # An unreachable server must cost a webhook a quick 503, not the kernel's two
+        # minutes of SYN retries; a connect_timeout in the URL wins.
+        connect_args = {} if "connect_timeout" in url else {"connect_timeout": 5}
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+                             connect_args=connect_args)
+
+    def prepare_storage(self, engine: Engine) -> None:
+        """The server owns its storage."""
+
+    def lock_schema(self, conn: Connection) -> None:
+        """Processes starting together against an empty database create the schema one
+        after the other, not all at once (CREATE TABLE races end in unique violations)."""
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._SCHEMA_LOCK_KEY})
+
+    def start_listener(self, engine: Engine, wake: Callable[[], None],
+                       stop: threading.Event) -> threading.Thread:
+        """Wake ``wake`` on every NOTIFY order_queue, from any process, until ``stop``.
+
+        Its own autocommit connection; reconnects after errors.  Polling remains the
+        fallback, so a lost notification costs latency, never an order.
+        """
+        import psycopg  # only ever imported when PostgreSQL is configured
+
+        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+        def next_notification(conn) -> bool:
+            """Wait up to a second for one NOTIFY (psycopg waits in C: off the hub)."""
+            return bool(list(conn.notifies(timeout=1.0, stop_after=1)))
+
+        def listen():
+            while not stop.is_set():
+                conn = None
+                try:
+                    conn = run_blocking(psycopg.connect, dsn, autocommit=True)
+                    run_blocking(conn.execute, "LISTEN order_queue")
+                    wake()  # whatever was committed while nobody listened
+                    while not stop.is_set():
+                        if run_blocking(next_notification, conn):
+                            wake()
+                except Exception as exc:
+                    logger.warning("order queue LISTEN connection failed (%s); retrying", exc)
+                    stop.wait(2.0)
+                finally:
+                    if conn is not None:
+                        run_blocking(conn.close)
+
+        thread = threading.Thread(target=listen, name="order-queue-listen", daemon=True)
+        thread.start()
+        return thread
+
+    def check_writable(self, engine: Engine) -> None:
+        """The server reports its own storage faults."""
+
+    def insert_order(self, engine: Engine, row: dict[str, Any]) -> int:
+        """The enqueue's transaction, with a wake-up for every listening dispatcher."""
+        with engine.begin() as conn:
+            order_id = conn.execute(_INSERT_ORDER, row).inserted_primary_key[0]
+            self.notify(conn)
+        return order_id
+
+    def lock_lane(self, conn: Connection, lane_key: str) -> None:
+        """One send stamp at a time per account lane, across processes (the two-key
+        advisory lock space does not overlap the schema lock's)."""
+        conn.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:lane))"),
+                     {"space": self._LANE_LOCK_SPACE, "lane": lane_key})
+
+    #: Processes on several machines may share the server: their clocks may differ.
+    spans_machines = True
+
+    def shared_now(self, conn: Connection) -> datetime:
+        """The database server's clock: dispatchers on several machines stamp their sends
+        on one clock, so their rate windows agree whatever their own clocks say."""
+        return conn.execute(text("SELECT clock_timestamp() AT TIME ZONE 'UTC'")).scalar()
+
+    def claim_lock_options(self) -> dict:
+        return {"skip_locked": True}
+
+    def notify(self, conn: Connection) -> None:
+        conn.execute(text("SELECT pg_notify('order_queue', '')"))
+
+    def create_triggers(self, conn: Connection) -> None:
+        """The same protection as on SQLite, as PL/pgSQL trigger functions.
+
+        Only the tables' owner can make (or drop, or disable) triggers.  Run the app as a
+        role that does not own the tables (README: "Scaling out on PostgreSQL") and it
+        cannot switch the protection off either; it then leaves the triggers the owner
+        made as they are."""
+        owner = conn.execute(text(
+            "SELECT tableowner FROM pg_tables WHERE schemaname = current_schema() "
+            "AND tablename = 'order_queue'")).scalar()
+        if owner != conn.execute(text("SELECT current_user")).scalar():
+            return
+        for statement in self.TRIGGERS:
+            conn.execute(text(statement))
+
+    _IDENTITY_CHANGED = " OR ".join(f"NEW.{c} IS DISTINCT FROM OLD.{c}" for c in IDENTITY_COLUMNS)
+    TRIGGERS = (
+        f"""CREATE OR REPLACE FUNCTION order_queue_guard() RETURNS trigger AS $$
+            BEGIN
+              IF TG_OP = 'UPDATE' THEN
+                IF {_IDENTITY_CHANGED} THEN RAISE EXCEPTION '{IDENTITY_ERROR}'; END IF;
+                IF NEW.state <> OLD.state AND OLD.state || '>' || NEW.state NOT IN ({_TRANSITIONS_SQL})
+                THEN RAISE EXCEPTION '{TRANSITION_ERROR}'; END IF;
+                RETURN NEW;
+              END IF;
+              IF OLD.state IN ({_OWING_SQL}) THEN RAISE EXCEPTION '{OWING_DELETE_ERROR}'; END IF;
+              RETURN OLD;
+            END $$ LANGUAGE plpgsql""",
+        """CREATE OR REPLACE TRIGGER order_queue_guard BEFORE UPDATE OR DELETE ON order_queue
+            FOR EACH ROW EXECUTE FUNCTION order_queue_guard()""",
+        # TRUNCATE skips row triggers: refuse it while any order still owes something.
+        f"""CREATE OR REPLACE FUNCTION order_queue_truncate_guard() RETURNS trigger AS $$
+            BEGIN
+              IF EXISTS (SELECT 1 FROM order_queue WHERE state IN ({_OWING_SQL})) THEN
+                RAISE EXCEPTION '{OWING_DELETE_ERROR}';
+              END IF;
+              RETURN NULL;
+            END $$ LANGUAGE plpgsql""",
+        """CREATE OR REPLACE TRIGGER order_queue_truncate_guard BEFORE TRUNCATE ON order_queue
+            FOR EACH STATEMENT EXECUTE FUNCTION order_queue_truncate_guard()""",
+        """CREATE OR REPLACE TRIGGER order_queue_attempts_truncate_guard
+            BEFORE TRUNCATE ON order_queue_attempts
+            FOR EACH STATEMENT EXECUTE FUNCTION order_queue_truncate_guard()""",
+        f"""CREATE OR REPLACE FUNCTION order_queue_attempts_guard() RETURNS trigger AS $$
+            BEGIN
+              IF TG_OP = 'DELETE' AND NOT EXISTS
+                  (SELECT 1 FROM order_queue WHERE id = OLD.order_id) THEN
+                RETURN OLD;
+              END IF;
+              RAISE EXCEPTION '{ATTEMPTS_ERROR}';
+            END $$ LANGUAGE plpgsql""",
+        """CREATE OR REPLACE TRIGGER order_queue_attempts_guard
+            BEFORE UPDATE OR DELETE ON order_queue_attempts
+            FOR EACH ROW EXECUTE FUNCTION order_queue_attempts_guard()""",
+    )
+
+
+def _create_private(path: str) -> None:
+    """Create the database file 0600 before SQLite does (its -wal and -shm files take
+    the same mode, and they hold order payloads).  Only when it does not exist yet:
+    closing any descriptor of an open SQLite file drops the process's locks on it."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
+def backend_for(url: str, busy_timeout_ms: int = 5000):
+    if url.startswith("sqlite"):
+        return SqliteBackend(url, busy_timeout_ms)
+    if url.startswith(("postgresql", "postgres://")):
+        return PostgresBackend()
+    raise ValueError(f"{DATABASE_URL_VARIABLE}: unsupported database URL scheme in {url!r}")

@@ -1,0 +1,351 @@
+"""The queue's model: states, lanes, tables, lifecycle rules and the values handed out.
+
+States are an ``Enum`` whose members say how orders enter and leave them; the tables
+are declared once here; ``ALLOWED_TRANSITIONS`` is the lifecycle the database enforces
+(``backends`` turns it into triggers).  Times are naive UTC ``datetime`` values.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+DEFAULT_DATABASE_URL = "sqlite:///db/order_queue.db"
+DATABASE_URL_VARIABLE = "ORDER_QUEUE_DATABASE_URL"
+ERROR_TEXT_LIMIT = 1000
+MESSAGE_TEXT_LIMIT = 500
+
+
+class OrderState(str, enum.Enum):
+    """Where an order is in its life.  Each member says what moves orders in and out."""
+
+    #: Committed by ``enqueue_order``; also re-entered after a transient failure (with a
+    #: later ``available_at``) or after reconciliation found nothing at the broker.
+    #: Leaves by claim (SENDING), expiry (DEAD) or operator cancel (CANCELLED).
+    PENDING = "pending"
+    #: Claimed under a lease; the HTTP request may be on the wire.  Leaves by a mark
+    #: (SENT / PENDING / DEAD / IN_DOUBT) or, if its dispatcher dies, by recovery (IN_DOUBT).
+    SENDING = "sending"
+    #: The send outcome is unknown (timeout after the request left, crash, lost lease).
+    #: Never resent blindly: the reconciler checks the broker's orderbook first.
+    IN_DOUBT = "in_doubt"
+    #: The broker acknowledged the order; ``broker_orderid`` holds its id.  Final.
+    SENT = "sent"
+    #: Dead-lettered with a ``dead_reason``; waits for an operator (replay or dismiss).
+    DEAD = "dead"
+    #: An operator looked at a dead order and closed it.  Final.
+    DISMISSED = "dismissed"
+    #: An operator stopped a pending order before it was sent.  Final.
+    CANCELLED = "cancelled"
+
+
+#: States in which an order still blocks later orders for the same instrument.
+UNFINISHED_STATES = (OrderState.PENDING, OrderState.SENDING, OrderState.IN_DOUBT)
+#: States that still owe a delivery or a decision (rows that may not be deleted).
+OWING_STATES = UNFINISHED_STATES + (OrderState.DEAD,)
+
+
+class Lane(str, enum.Enum):
+    """Smart orders (exits, position sizing) go before regular ones, as upstream."""
+
+    SMART = "smart"
+    REGULAR = "regular"
+
+
+LANE_OF_ENDPOINT = {"placesmartorder": Lane.SMART, "placeorder": Lane.REGULAR}
+#: Claim order within what may go now: exits (a smart order to a flat position: an
+#: exit signal, the squareoff's flatten) before smart entries before regular orders.
+#: Per-instrument order still rules over it: an exit never overtakes an earlier order
+#: for its own instrument.
+EXIT_PRIORITY = 0
+LANE_PRIORITY = {Lane.SMART: 1, Lane.REGULAR: 2}
+
+
+class DeadReason(str, enum.Enum):
+    """Why an order was dead-lettered."""
+
+    REJECTED = "rejected"                  #: the broker API said no (4xx, error body)
+    RETRIES_EXHAUSTED = "retries_exhausted"  #: transient failures used up the budget
+    IN_DOUBT = "in_doubt"                  #: reconciliation could not decide
+    EXPIRED = "expired"                    #: too old to send safely
+    CREDENTIALS = "credentials"            #: API key undecryptable or refused
+
+
+class AttemptKind(str, enum.Enum):
+    SEND = "send"
+    RECONCILE = "reconcile"
+    RECOVERY = "recovery"
+    EXPIRY = "expiry"
+    OPERATOR = "operator"
+
+
+class QueueStorageError(Exception):
+    """The queue database could not be read or written; nothing was acknowledged."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _partial_index(name: str, columns: tuple[str, ...], where: str) -> Index:
+    """An index over the rows matching ``where`` only, on both backends."""
+    return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
+
+
+class QueuedOrder(Base):
+    """One order handed to ``queue_order``.  Identity columns never change after insert."""
+
+    __tablename__ = "order_queue"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # identity: what was asked for
+    endpoint: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str] = mapped_column(Text)  # JSON, apikey removed
+    apikey_token: Mapped[str] = mapped_column(Text)  # Fernet token of the apikey
+    account: Mapped[str] = mapped_column(String(16))
+    strategy: Mapped[str | None] = mapped_column(String(255))
+    symbol: Mapped[str] = mapped_column(String(64))
+    exchange: Mapped[str] = mapped_column(String(16))
+    product: Mapped[str | None] = mapped_column(String(16))
+    instrument: Mapped[str] = mapped_column(String(128))  # account|exchange|symbol|product
+    lane: Mapped[str] = mapped_column(String(16))
+    lane_key: Mapped[str] = mapped_column(String(40))  # lane:account, the rate-limit unit
+    lane_priority: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    # lifecycle
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    available_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime)
+    reconcile_checks: Mapped[int] = mapped_column(Integer, default=0)
+    broker_orderid: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    dead_reason: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # receipt: what the receiving host process saw of the current send (it records them
+    # itself when it runs the plugin; see ``record_receipt``)
+    fence_expected: Mapped[bool | None] = mapped_column(Boolean)
+    host_instance: Mapped[str | None] = mapped_column(String(80))
+    host_received_at: Mapped[datetime | None] = mapped_column(DateTime)
+    host_done_at: Mapped[datetime | None] = mapped_column(DateTime)
+    host_answer_status: Mapped[int | None] = mapped_column(Integer)
+    host_answer_body: Mapped[str | None] = mapped_column(Text)
+    #: When the current send's request was let out (``stamp_send``), on the shared clock;
+    #: NULL while an order is claimed but not yet on its way, so recovery knows that a
+    #: request that was never stamped never left.
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (
+        # The claim path: pending rows in lane order.  Partial, so it stays small however
+        # much history the table holds.
+        _partial_index("ix_order_queue_claim", ("lane_priority", "id"), "state = 'pending'"),
+        # "Is an earlier order for this instrument unfinished?"
+        Index("ix_order_queue_instrument", "instrument", "state", "id"),
+        # Recovery and reconciliation look only at leased / in-doubt rows.
+        _partial_index("ix_order_queue_inflight", ("state", "lease_expires_at"),
+                       "state IN ('sending', 'in_doubt')"),
+        # Per-account rate limit: sends in the last window.  This and the next two are
+        # partial (NULL until a send), so an enqueue's commit does not write their pages:
+        # every index page an insert touches is one more page to fsync.
+        _partial_index("ix_order_queue_dispatched", ("dispatched_at",),
+                       "dispatched_at IS NOT NULL"),
+        # The send stamp's gate: this lane's stamps in the last window.
+        _partial_index("ix_order_queue_lane_sent", ("lane_key", "sent_at"),
+                       "sent_at IS NOT NULL"),
+        _partial_index("ix_order_queue_broker_orderid", ("broker_orderid",),
+                       "broker_orderid IS NOT NULL"),
+        Index("ix_order_queue_state_updated", "state", "updated_at"),
+    )
+
+
+class OrderAttempt(Base):
+    """Append-only trail: every send, reconciliation decision and operator action."""
+
+    __tablename__ = "order_queue_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(Integer, index=True)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    kind: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(32))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    actor: Mapped[str | None] = mapped_column(String(64))
+    broker_orderid: Mapped[str | None] = mapped_column(String(64))
+
+
+class DispatcherRecord(Base):
+    """A running (or stopped) dispatcher and its heartbeat; leases are tied to it."""
+
+    __tablename__ = "order_queue_dispatchers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class QueueMeta(Base):
+    """Facts about the database itself: the pepper check (``check_pepper``)."""
+
+    __tablename__ = "order_queue_meta"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class DepthSample(Base):
+    """The queue's depth per state, sampled about once a minute by a dispatcher, for the
+    admin page's picture of the last hours (the orders table keeps only today's state)."""
+
+    __tablename__ = "order_queue_samples"
+
+    at: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    pending: Mapped[int] = mapped_column(Integer)
+    sending: Mapped[int] = mapped_column(Integer)
+    in_doubt: Mapped[int] = mapped_column(Integer)
+    dead: Mapped[int] = mapped_column(Integer)
+
+
+orders = QueuedOrder.__table__
+meta = QueueMeta.__table__
+samples = DepthSample.__table__
+#: The states a depth sample counts.
+SAMPLED_STATES = ("pending", "sending", "in_doubt", "dead")
+#: How long depth samples are kept.
+SAMPLE_RETENTION = timedelta(days=2)
+PEPPER_CHECK = "pepper_check"
+PEPPER_CHECK_TEXT = "order-queue pepper check"
+attempts = OrderAttempt.__table__
+dispatchers = DispatcherRecord.__table__
+
+
+def expiry_for(now: datetime, max_age_seconds: float | None,
+               deadline: datetime | None) -> datetime | None:
+    """When an order queued (or replayed) at ``now`` stops being worth sending: after
+    ``max_age_seconds`` or at ``deadline`` (its squareoff), whichever is first; a
+    deadline already past is ignored, so the squareoff's own orders still go out."""
+    candidates = [now + timedelta(seconds=max_age_seconds)] if max_age_seconds else []
+    if deadline is not None and deadline > now:
+        candidates.append(deadline)
+    return min(candidates) if candidates else None
+
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: the one clock format stored in the queue tables."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class ClaimedOrder:
+    """An order leased to one dispatcher.  Every mark must present ``lease_token``."""
+
+    id: int
+    endpoint: str
+    payload: dict[str, Any]  # without apikey
+    apikey_token: str
+    lane: str
+    lane_key: str
+    state: str  # SENDING for a send, IN_DOUBT for a reconciliation
+    attempts: int
+    reconcile_checks: int
+    lease_token: str
+    dispatched_at: datetime | None
+    created_at: datetime
+    receipt: "Receipt | None" = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the host process that received the current send recorded of it.
+
+    ``fence_expected``: the host answered the dispatcher's earlier requests with its
+    fence (it runs the plugin), so a request that left no receipt was refused at the
+    door and never reached the order code.  ``instance``: the dispatcher id of the
+    receiving process (whose liveness the dispatchers table tells), or its process id
+    when it had no running dispatcher."""
+
+    fence_expected: bool
+    instance: str | None
+    received_at: datetime | None
+    done_at: datetime | None
+    answer_status: int | None
+    answer_body: str | None
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """What a claim found: an order, or none and the earliest time one may be due."""
+
+    order: ClaimedOrder | None
+    next_due_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Orders per ``window`` seconds allowed per account and lane, and the settle gap
+    between two smart orders for the same instrument (a smart order sizes itself from
+    the position the previous one left, so that one must have settled)."""
+
+    smart: int
+    regular: int
+    window: float
+    smart_settle: float = 0.0
+    #: A lane whose host limit is per minute counts over its own window (else ``window``).
+    smart_window: float | None = None
+    regular_window: float | None = None
+    #: The longest a request may take to leave after its send stamp (the sender stamps
+    #: again when its stamp took longer); windows are counted this much wider.
+    tolerance: float = 0.0
+
+    def limit_for(self, lane_key: str) -> int:
+        return self.smart if lane_key.startswith(Lane.SMART.value) else self.regular
+
+    def window_for(self, lane_key: str) -> float:
+        own = self.smart_window if lane_key.startswith(Lane.SMART.value) else self.regular_window
+        return own or self.window
+
+    def counted_window(self, lane_key: str) -> float:
+        return self.window_for(lane_key) + self.tolerance
+
+
+@dataclass(frozen=True)
+class SendStamp:
+    """The send stamp's decision: ``go`` (stamped: send now), wait ``wait_seconds`` for
+    the lane's window to free a turn, or ``lease_lost`` (another owner: never send)."""
+
+    go: bool = False
+    lease_lost: bool = False
+    wait_seconds: float = 0.0
+    #: ``time.monotonic()`` when the stamp's time was read: the request must leave soon
+    #: after it (waiting for the database before that does not count).
+    taken_at: float = 0.0
+
+
+#: Columns fixed at enqueue: what was asked for, for whom, and when.
+IDENTITY_COLUMNS = ("id", "endpoint", "payload", "apikey_token", "account", "strategy", "symbol",
+                    "exchange", "product", "instrument", "lane", "lane_key", "lane_priority",
+                    "created_at")
+#: Every state change the lifecycle makes (design §3); the database refuses any other,
+#: so an open order cannot be walked straight to "sent" and deleted by hand.
+ALLOWED_TRANSITIONS = (
+    ("pending", "sending"), ("pending", "cancelled"), ("pending", "dead"),
+    ("sending", "sent"), ("sending", "pending"), ("sending", "dead"), ("sending", "in_doubt"),
+    ("in_doubt", "sent"), ("in_doubt", "pending"), ("in_doubt", "dead"),
+    ("dead", "pending"), ("dead", "dismissed"), ("dead", "sent"),
+)

@@ -1,0 +1,129 @@
+"""``QueueStore``: one database, its one transaction gate, its schema, and every operation.
+
+The operations live in four parts, one idea each, mixed into the store so callers see
+one object (``store.claim_next``, ``store.depth``): the claim path (``claims``), the
+write path (``writes``), the operator's moves (``operator_moves``) and the read side
+(``reads``).  Each part keeps its statements named and together at its top, and reaches
+the database only through ``transaction`` (or ``_storage_errors`` around a backend's
+own statement), so transaction discipline is reviewed here.  Dialect differences stay
+in ``backends``.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from sqlalchemy import inspect, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from database.order_queue import api_keys as secrets
+from database.order_queue.backends import backend_for
+from database.order_queue.claims import ClaimPath
+from database.order_queue.model import (
+    Base,
+    OrderState,
+    PEPPER_CHECK,
+    PEPPER_CHECK_TEXT,
+    QueueStorageError,
+    meta,
+    orders,
+)
+from database.order_queue.operator_moves import OperatorMoves
+from database.order_queue.reads import OrderReads
+from database.order_queue.writes import OrderWrites
+
+
+class QueueStore(ClaimPath, OrderWrites, OperatorMoves, OrderReads):
+    """All queue operations against one database."""
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000):
+        self.url = url
+        self.backend = backend_for(url, busy_timeout_ms)
+        try:
+            self.engine = self.backend.create_engine(url)
+        except Exception as exc:  # bad driver options, unreachable server at connect
+            raise QueueStorageError(str(exc)) from exc
+
+    @contextmanager
+    def transaction(self, *, read_only: bool = False) -> Iterator[Connection]:
+        """The one transaction gate: begin, yield, commit, or roll back and re-raise."""
+        with self._storage_errors(writing=not read_only):
+            with self.engine.connect() as conn:
+                if read_only:
+                    conn = conn.execution_options(queue_read_only=True)
+                with conn.begin():
+                    yield conn
+
+    @contextmanager
+    def _storage_errors(self, *, writing: bool) -> Iterator[None]:
+        """Database errors surface as ``QueueStorageError`` so callers can answer 503.
+        After a failed write the pool is dropped: a connection opened while the disk was
+        read-only or unreachable stays that way, and must not outlive the fault."""
+        dbapi = self.engine.dialect.dbapi
+        try:
+            if writing:
+                self.backend.check_writable(self.engine)
+            yield
+        except (SQLAlchemyError, dbapi.Error) as exc:
+            if writing and isinstance(exc, (OperationalError, dbapi.OperationalError)):
+                self.engine.dispose()
+            raise QueueStorageError(str(getattr(exc, "orig", None) or exc)) from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def create_schema(self) -> None:
+        """Create tables, indexes and triggers if absent, in one transaction.  Safe to
+        call on every start, and from several processes starting at once."""
+        try:
+            self.backend.prepare_storage(self.engine)
+        except Exception as exc:
+            raise QueueStorageError(str(exc)) from exc
+        with self.transaction() as conn:
+            self.backend.lock_schema(conn)
+            Base.metadata.create_all(conn)
+            _add_missing_columns(conn)
+            self.backend.create_triggers(conn)
+
+    def start_listener(self, wake: Callable[[], None], stop: threading.Event):
+        """Cross-process wake-ups where the backend has them (PostgreSQL LISTEN)."""
+        return self.backend.start_listener(self.engine, wake, stop)
+
+    def check_pepper(self) -> bool:
+        """True when this process's ``API_KEY_PEPPER`` is the one the stored API keys
+        were sealed with.  The first call on a database seals a check value with the
+        current pepper; later ones must be able to open it.  A changed pepper would
+        make every queued key unreadable (each order dead as ``credentials``), so the
+        caller holds the queue instead of sending."""
+        with self.transaction() as conn:
+            sealed = conn.execute(select(meta.c.value).where(meta.c.key == PEPPER_CHECK)).scalar()
+            if sealed is None:
+                conn.execute(meta.insert().values(key=PEPPER_CHECK,
+                                                  value=secrets.seal(PEPPER_CHECK_TEXT)))
+                return True
+        try:
+            return secrets.unseal(sealed) == PEPPER_CHECK_TEXT
+        except secrets.CredentialsUnavailable:
+            return False
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """A queue database from an earlier version gains the columns and indexes added
+    since (columns all nullable): ``create_all`` makes missing tables only."""
+    for table in Base.metadata.sorted_tables:
+        present = {column["name"] for column in inspect(conn).get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
+        if table is orders and "sent_at" not in present:
+            # Earlier versions kept no send stamp: an order they left in flight may have
+            # been sent, so it counts as stamped at its dispatch time.
+            conn.execute(update(orders).where(
+                orders.c.state.in_([OrderState.SENDING.value, OrderState.IN_DOUBT.value]),
+            ).values(sent_at=orders.c.dispatched_at))
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)

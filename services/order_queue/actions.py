@@ -1,0 +1,154 @@
+"""Operator actions on queued orders: replay, dismiss, cancel, settle (design §4).
+
+One implementation used by the admin page, the JSON API and the CLI.  Each action takes
+a list of order ids (bulk is the general case) and returns one result per id; nothing
+is retried or decided automatically: a human asked for exactly this.
+"""
+
+from dataclasses import asdict, dataclass, field
+
+from database.order_queue_db import DeadReason
+from services import order_queue_service
+from services.order_queue import events, runtime
+from utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+
+@dataclass
+class ActionResult:
+    order_id: int
+    ok: bool
+    message: str
+    #: replay only: the order may already be at the broker, or later orders for the
+    #: same instrument already went out; the replay waits until the operator confirms it
+    needs_confirmation: bool = False
+    later_sent: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[ActionResult]:
+    """Send dead orders again through the dispatcher (same payload, rate limits and
+    per-instrument order).  Without ``confirm``, two kinds are held back with
+    ``needs_confirmation``: an order dead-lettered in doubt (its first request may have
+    placed it; replaying could double it) and an order whose instrument has had a later
+    order sent since (replaying an old entry after its exit went out would open a
+    position nobody wants)."""
+    queue = runtime.current()
+    store, max_age = queue.store, queue.settings.max_age_seconds
+    results = []
+    for order_id in order_ids:
+        row = store.get_order(order_id)
+        later = [later_row["id"] for later_row in store.later_orders_gone_ahead(order_id)]
+        warnings = []
+        if row and row["state"] == "dead" and row["dead_reason"] == DeadReason.IN_DOUBT.value:
+            warnings.append("it may already be at the broker (its first send was never "
+                            "confirmed): check the broker's orderbook")
+        if later:
+            warnings.append(f"later orders for this instrument already went out "
+                            f"({', '.join(map(str, later))})")
+        if warnings and not confirm:
+            results.append(ActionResult(
+                order_id, False, "; ".join(warnings) + "; confirm to replay anyway",
+                needs_confirmation=True, later_sent=later))
+            continue
+        now = queue.clock.now()
+        deadline = order_queue_service.deadline_for(
+            {**row["payload"], "strategy": row["strategy"]}, now) if row else None
+        if store.replay(order_id, now=now, actor=actor, max_age_seconds=max_age,
+                        deadline=deadline):
+            logger.warning("order %s replayed by %s", order_id, actor)
+            events.publish(order_id, "pending", action="replayed")
+            results.append(ActionResult(order_id, True, "replayed: queued for sending"))
+        else:
+            results.append(ActionResult(order_id, False, _why_not(store, order_id, "dead")))
+    if any(result.ok for result in results):
+        queue.wake()
+    return results
+
+
+def settle(order_ids: list[int], actor: str, *, placed: bool, broker_orderid: str | None = None,
+           note: str | None = None) -> list[ActionResult]:
+    """Record what the operator found at the broker for orders whose fate the machine
+    could not tell (in doubt, held or dead-lettered): ``placed`` with the broker's
+    orderid (one order at a time: an orderid belongs to one order) marks it sent; not
+    placed sends it again.  Audited in the attempt trail like every action."""
+    if placed and (len(order_ids) != 1 or not broker_orderid):
+        return [ActionResult(order_id, False, "'placed' needs one order and the broker's "
+                             "order id") for order_id in order_ids]
+    queue = runtime.current()
+    store, results = queue.store, []
+    for order_id in order_ids:
+        now = queue.clock.now()
+        if placed:
+            done = store.settle_placed(order_id, now=now, actor=actor,
+                                       broker_orderid=broker_orderid, note=note)
+            outcome, state = f"settled as placed, broker order id {broker_orderid}", "sent"
+        else:
+            row = store.get_order(order_id)
+            deadline = order_queue_service.deadline_for(
+                {**row["payload"], "strategy": row["strategy"]}, now) if row else None
+            done = store.settle_not_placed(order_id, now=now, actor=actor, note=note,
+                                           max_age_seconds=queue.settings.max_age_seconds,
+                                           deadline=deadline)
+            outcome, state = "settled as not placed: queued for sending", "pending"
+        if done:
+            logger.warning("order %s %s by %s", order_id, outcome, actor)
+            events.publish(order_id, state, action="settled")
+            results.append(ActionResult(order_id, True, outcome))
+        else:
+            results.append(ActionResult(order_id, False, _why_not_settled(store, order_id,
+                                                                          broker_orderid)))
+    if any(result.ok for result in results):
+        queue.wake()
+    return results
+
+
+def _why_not_settled(store, order_id: int, broker_orderid: str | None) -> str:
+    row = store.get_order(order_id)
+    if row is None:
+        return "no such order"
+    if row["state"] == "in_doubt":
+        if broker_orderid and row["broker_orderid"] != broker_orderid:
+            return (f"broker order id {broker_orderid} is already bound to another order, "
+                    f"or the order is being checked right now; try again")
+        return "the order is being checked against the orderbook right now; try again"
+    if row["state"] == "dead" and row["dead_reason"] == "in_doubt":
+        return f"broker order id {broker_orderid} is already bound to another order"
+    return f"only an order in doubt can be settled (this one is {row['state']})"
+
+
+def dismiss(order_ids: list[int], actor: str, *, note: str | None = None) -> list[ActionResult]:
+    """Close dead orders without sending them; the record stays."""
+    return _simple("dismiss", "dismissed", "dead", order_ids, actor, note)
+
+
+def cancel(order_ids: list[int], actor: str, *, note: str | None = None) -> list[ActionResult]:
+    """Stop pending orders before they are sent."""
+    return _simple("cancel", "cancelled", "pending", order_ids, actor, note)
+
+
+def _simple(action: str, new_state: str, required_state: str, order_ids: list[int],
+            actor: str, note: str | None) -> list[ActionResult]:
+    queue = runtime.current()
+    move = getattr(queue.store, action)
+    results = []
+    for order_id in order_ids:
+        if move(order_id, now=queue.clock.now(), actor=actor, note=note):
+            logger.warning("order %s %s by %s%s", order_id, new_state, actor,
+                           f": {note}" if note else "")
+            events.publish(order_id, new_state, action=action)
+            results.append(ActionResult(order_id, True, new_state))
+        else:
+            results.append(ActionResult(order_id, False,
+                                        _why_not(queue.store, order_id, required_state)))
+    return results
+
+
+def _why_not(store, order_id: int, required_state: str) -> str:
+    row = store.get_order(order_id)
+    if row is None:
+        return "no such order"
+    return f"order is {row['state']}, not {required_state}"

@@ -1,0 +1,271 @@
+"""The dispatcher: the loop that takes committed orders from the queue and hands them
+to a small pool of sender threads, so one slow request does not hold up other accounts.
+
+The loop claims (the claim itself keeps per-account budgets and per-instrument order,
+exits first), hands each order to ``sending.Sender`` or, when in doubt, to
+``reconciling.Reconciler``, and sleeps on a ``threading.Event``: ``queue_order`` and
+every finished send wake it at once; a timed wait (``pacing.loop_wait_seconds``) is
+only the fallback for retries, rate windows and heartbeats.  Housekeeping (heartbeat,
+recovery of dead dispatchers' orders, expiry, depth samples, purging) runs at most once
+per heartbeat period.
+
+Under gunicorn + eventlet these threads are green: the HTTP requests cooperate with the
+server's event loop, and every store call runs off it (``order_queue.green``), so the
+server keeps answering while thousands of orders drain.  Starting and stopping the
+dispatcher of a process is ``runtime.py``'s job.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable
+
+import httpx
+
+from database.order_queue_db import ClaimedOrder, QueueStorageError, QueueStore, RateLimits
+from services.order_queue import events
+from services.order_queue.clock import Clock
+from services.order_queue.door import HostDoor
+from services.order_queue.pacing import loop_wait_seconds
+from services.order_queue.reconciling import Reconciler
+from services.order_queue.recording import OutcomeRecorder
+from services.order_queue.sending import Sender
+from services.order_queue.settings import OrderQueueSettings
+from utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+PURGE_INTERVAL_SECONDS = 3600
+#: How often the queue's depth is sampled for the admin page's picture of the last hours.
+SAMPLE_SECONDS = 60
+#: After finding no in-doubt order due, how long before looking again (orders are put
+#: in doubt to be checked seconds later, so half a second late costs nothing).
+IN_DOUBT_LOOK_SECONDS = 0.5
+
+
+@dataclass
+class RunReport:
+    """What one pass of the loop did (for tests and for choosing how long to sleep)."""
+
+    sent: list[int] = field(default_factory=list)
+    reconciling: list[int] = field(default_factory=list)
+    recovered: list[int] = field(default_factory=list)
+    expired: list[int] = field(default_factory=list)
+    next_due_at: datetime | None = None
+
+
+class Dispatcher:
+    """Delivers queued orders; one per process is enough, several may share a database."""
+
+    def __init__(self, store: QueueStore, settings: OrderQueueSettings, *,
+                 clock: Clock | None = None, client: httpx.Client | None = None):
+        self.store = store
+        self.settings = settings
+        self.clock = clock or Clock()
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.limits = RateLimits(smart=settings.smart_rate, regular=settings.regular_rate,
+                                 window=settings.rate_window_seconds,
+                                 smart_settle=settings.smart_settle_seconds,
+                                 smart_window=settings.smart_rate_window_seconds,
+                                 regular_window=settings.regular_rate_window_seconds,
+                                 tolerance=settings.send_tolerance_seconds)
+        self.client = client or httpx.Client(
+            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            limits=httpx.Limits(max_connections=settings.workers + 2))
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self._thread: threading.Thread | None = None
+        self._registered = False
+        self._last_housekeeping: float | None = None
+        self._last_purge: float | None = None
+        self._next_in_doubt_look = 0.0
+        # Learnt from the host's answers (fence.py); until it has answered once, each
+        # pass asks it (a host starting up may not listen yet).
+        self.door = HostDoor(self.client, settings.host_server)
+        recorder = OutcomeRecorder(store, settings, self.clock, actor=self.id)
+        self.sender = Sender(store=store, settings=settings, clock=self.clock,
+                             client=self.client, door=self.door, recorder=recorder,
+                             limits=self.limits, stopping=self._stopping)
+        self.reconciler = Reconciler(store=store, settings=settings, clock=self.clock,
+                                     client=self.client, recorder=recorder)
+        self.last_heartbeat: datetime | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Register, then run the loop in a background thread (it resumes pending work
+        at once; no webhook is needed to get it going)."""
+        if self._thread is not None:
+            return
+        self._register()
+        self._thread = threading.Thread(target=self.run, name="order-queue-dispatcher",
+                                        daemon=True)
+        self._thread.start()
+        self.store.start_listener(self.wake, self._stopping)
+        logger.info("order queue dispatcher %s started", self.id)
+
+    def wake(self) -> None:
+        """Ask the loop to look for work now."""
+        self._wake.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def request_stop(self) -> None:
+        """Stop claiming now, without waiting: safe inside a signal handler, which must
+        hand the thread back to the server so it can answer the requests in flight."""
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop claiming, let in-flight requests finish (bounded), leave the rest pending.
+
+        Returns True if nothing was left in flight.  Orders still in flight after the
+        timeout stay SENDING and are reconciled by the next dispatcher.
+        """
+        timeout = self.settings.shutdown_timeout_seconds if timeout is None else timeout
+        self.request_stop()
+        deadline = self.clock.monotonic() + timeout
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(max(0.0, deadline - self.clock.monotonic()))
+        with self._idle:
+            while self._in_flight and self.clock.monotonic() < deadline:
+                self._idle.wait(max(0.0, deadline - self.clock.monotonic()))
+            drained = self._in_flight == 0
+        # Marked stopped only when nothing is on the wire: otherwise another dispatcher
+        # would reconcile those orders while their requests may still be answered.
+        if drained:
+            try:
+                if self._registered:
+                    self.store.stop_dispatcher(self.id, now=self.clock.now())
+            except QueueStorageError as exc:
+                logger.error("could not record dispatcher %s stop: %s", self.id, exc)
+            self.client.close()
+        logger.info("order queue dispatcher %s stopped (%s)", self.id,
+                    "drained" if drained else "requests still in flight")
+        return drained
+
+    def _register(self) -> None:
+        if not self._registered:
+            self.store.register_dispatcher(self.id, host=socket.gethostname(), pid=os.getpid(),
+                                           now=self.clock.now())
+            self._registered = True
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        """Loop until stopped; an error in one pass is logged and the loop carries on."""
+        while not self._stopping.is_set():
+            wait = self.settings.poll_seconds
+            try:
+                report = self.run_once()
+                wait = loop_wait_seconds(wait, report.next_due_at, self.clock.now())
+            except QueueStorageError as exc:
+                logger.error("order queue storage error in dispatcher: %s", exc)
+            except Exception:
+                logger.exception("order queue dispatcher pass failed; carrying on")
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def run_once(self, now: datetime | None = None) -> RunReport:
+        """One pass: housekeeping when due, then claim work while sender slots are free."""
+        report = RunReport()
+        self._register()
+        self._housekeeping(now, report)
+        if not self.door.known:
+            self.door.probe()
+        while self._free_slot() and not self._stopping.is_set() and \
+                (now is not None or self.clock.monotonic() >= self._next_in_doubt_look):
+            order = self.store.claim_in_doubt(self.id, now=now or self.clock.now(),
+                                              lease_seconds=self.settings.lease_seconds)
+            if order is None:
+                # Most passes follow a finished send; looking again at once would cost
+                # every order one more transaction for nothing.
+                self._next_in_doubt_look = self.clock.monotonic() + IN_DOUBT_LOOK_SECONDS
+                break
+            report.reconciling.append(order.id)
+            self._submit(self.reconciler.reconcile, order)
+        while self._free_slot() and not self._stopping.is_set():
+            claim = self.store.claim_next(self.id, now=now or self.clock.now(),
+                                          lease_seconds=self.settings.lease_seconds,
+                                          limits=self.limits)
+            if claim.order is None:
+                report.next_due_at = claim.next_due_at
+                break
+            report.sent.append(claim.order.id)
+            self._submit(self.sender.send, claim.order)
+        return report
+
+    def _housekeeping(self, now: datetime | None, report: RunReport) -> None:
+        """Heartbeat, in-doubt recovery of dead dispatchers' orders, expiry; at most once
+        per heartbeat period."""
+        tick = self.clock.monotonic()
+        if self._last_housekeeping is not None and now is None and \
+                tick - self._last_housekeeping < self.settings.heartbeat_seconds:
+            return
+        self._last_housekeeping = tick
+        now = now or self.clock.now()
+        self.store.heartbeat(self.id, now=now)
+        self.last_heartbeat = now
+        self.store.record_sample(now=now, every_seconds=SAMPLE_SECONDS)
+        report.recovered = self.store.recover_stale_sending(
+            now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds,
+            check_at=now)
+        for order_id in report.recovered:
+            logger.warning("order %s: its dispatcher stopped mid-send; now in doubt, "
+                           "will be reconciled with the broker's orderbook", order_id)
+            events.publish(order_id, "in_doubt")
+        for row in self.store.expire_pending(now=now):
+            report.expired.append(row["id"])
+            logger.error("order %s dead-lettered: reason=expired strategy=%s symbol=%s "
+                         "queued_at=%s", row["id"], row["strategy"], row["symbol"],
+                         row["created_at"])
+            events.publish(row["id"], "dead", reason="expired",
+                                       symbol=row["symbol"], strategy=row["strategy"])
+        if self._last_purge is None or tick - self._last_purge >= PURGE_INTERVAL_SECONDS:
+            self._last_purge = tick
+            purged = self.store.purge_finished(
+                older_than=now - timedelta(days=self.settings.retention_days))
+            if purged:
+                logger.info("purged %s finished orders older than %s days", purged,
+                            self.settings.retention_days)
+
+    # ------------------------------------------------------------------ sender pool
+
+    def _free_slot(self) -> bool:
+        with self._idle:
+            return self._in_flight < self.settings.workers
+
+    def _submit(self, task: Callable[[ClaimedOrder], None], order: ClaimedOrder) -> None:
+        with self._idle:
+            self._in_flight += 1
+        threading.Thread(target=self._run_task, args=(task, order),
+                         name=f"order-queue-{task.__name__.strip('_')}-{order.id}",
+                         daemon=True).start()
+
+    def _run_task(self, task: Callable[[ClaimedOrder], None], order: ClaimedOrder) -> None:
+        try:
+            task(order)
+        except QueueStorageError as exc:
+            # The send stamp or the outcome could not be written; the lease will expire
+            # and the order will be reconciled, so nothing is lost or doubled.
+            logger.error("order %s: queue storage error, left to recovery: %s", order.id, exc)
+        except Exception:
+            logger.exception("order %s: unexpected error while processing", order.id)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+            self._wake.set()

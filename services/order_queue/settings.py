@@ -1,0 +1,224 @@
+"""Order-queue settings: read once, validated, every default in one place (design §9).
+
+This module is the plugin's only reader of the environment: ``load_settings`` builds an
+``OrderQueueSettings`` at start, and the runtime (``runtime.py``) hands it to whatever
+needs a value.  A bad value fails start-up with a message naming the variable, instead
+of surfacing as a strange dispatcher behaviour at the first order.
+"""
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class OrderQueueSettings:
+    #: Where the queue lives; SQLite file of its own by default, or a PostgreSQL URL.
+    database_url: str = "sqlite:///db/order_queue.db"
+    #: OpenAlgo's ``API_KEY_PEPPER``: the queued API keys are sealed with a key derived
+    #: from it.  Never shown (``repr=False``), so settings can be logged safely.
+    api_key_pepper: str = field(default="", repr=False)
+    #: How long a SQLite write waits for another writer before the webhook answers 503.
+    #: Shorter than OpenAlgo's 15 s: webhook senders give up after a few seconds, and a
+    #: 503 they can see beats a 200 that never arrives.
+    sqlite_busy_timeout_ms: int = 5000
+    #: Most delivery attempts for an order that keeps failing transiently (first try
+    #: included) before it is dead-lettered as retries_exhausted.
+    max_retries: int = 3
+    #: A pending order older than this is not sent (dead-lettered as expired): a market
+    #: order from a signal five minutes ago is a different trade at a different price.
+    max_age_seconds: float = 300.0
+    #: Orders per window per broker account in each lane.  By default the host's own
+    #: limits: OpenAlgo's ``ORDER_RATE_LIMIT`` / ``SMART_ORDER_RATE_LIMIT`` ("10 per
+    #: second" each), else 10 and 10.
+    regular_rate: int = 10
+    smart_rate: int = 10
+    #: Set when a host limit is "N per minute": that lane counts over 60 s.
+    regular_rate_window_seconds: float | None = None
+    smart_rate_window_seconds: float | None = None
+    #: Two smart orders for the same instrument go out at least this far apart, and
+    #: never before the earlier one's outcome is known: a smart order sizes itself from
+    #: the position the previous one left.  (Upstream slept 1 s after every smart order
+    #: of the whole account; different instruments need not wait for each other.)
+    smart_settle_seconds: float = 1.0
+    #: The window those rates are counted over: the broker's (and OpenAlgo's) second.
+    rate_window_seconds: float = 1.0
+    #: Send stamps are counted over windows this much wider, and a request leaves at
+    #: most half of it after its stamp (``Dispatcher._take_turn``); the other half is
+    #: for the trip to the API, well under a millisecond on the same host.  So no
+    #: window at the broker holds more than its limit, at a cost of 5% of the rate
+    #: instead of a blanket safety margin.
+    send_tolerance_seconds: float = 0.05
+    #: The OpenAlgo API the orders are posted to.
+    host_server: str = "http://127.0.0.1:5000"
+    #: Requests in flight at once across all accounts.
+    workers: int = 4
+    #: HTTP timeouts: connecting (order not sent if exceeded) and waiting for the answer
+    #: (outcome unknown if exceeded).
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    #: How long the API we post to may keep working on a request after our client gave
+    #: up: OpenAlgo's own broker client waits up to 120 s, so an order we timed out on
+    #: can still be placed that late.  An in-doubt order is not sent again before then.
+    upstream_timeout_seconds: float = 120.0
+    #: First retry delay; doubles per attempt with jitter, capped.
+    retry_base_seconds: float = 1.0
+    retry_cap_seconds: float = 30.0
+    #: Orderbook checks for an in-doubt order before it is considered not sent, and the
+    #: spacing between them (brokers can take a moment to list a new order).
+    reconcile_checks: int = 3
+    reconcile_interval_seconds: float = 1.5
+    #: After the host process that received an order finished it or died, how long the
+    #: broker may still take to list it: its own processing of a request it already
+    #: had, seconds at most for a retail broker's API (OpenAlgo's 120 s is how long its
+    #: client would wait, not how long a broker takes).  An order not listed by then
+    #: was not placed and is sent again.
+    broker_settle_seconds: float = 5.0
+    #: While the orderbook cannot answer (OpenAlgo's semi_auto mode answers 403; an
+    #: expired broker session; a broker outage), an in-doubt order is held and the
+    #: orderbook asked again with backoff for about this long; then the operator is
+    #: told (dead, reason in_doubt) and can settle it by hand.  Half a minute: whoever
+    #: trades on it should learn soon that an order's fate is unknown.
+    orderbook_wait_seconds: float = 30.0
+    #: Alerts beyond the page (``order_queue_alerts``): a webhook URL (Slack, Discord,
+    #: a Telegram bot's sendMessage with the chat id), how soon the same alert may
+    #: repeat, and how old the oldest pending order may get before it is an alert.
+    alert_webhook_url: str = ""
+    alert_telegram_chat_id: str = ""
+    alert_repeat_seconds: float = 300.0
+    alert_queue_age_seconds: float = 120.0
+    #: Heartbeat period of a dispatcher, and the silence after which its in-flight orders
+    #: are treated as in doubt.
+    heartbeat_seconds: float = 1.0
+    heartbeat_timeout_seconds: float = 5.0
+    #: Fallback poll when nothing wakes the dispatcher (enqueue wakes it at once).
+    poll_seconds: float = 1.0
+    #: Bound on waiting for in-flight requests at shutdown.
+    shutdown_timeout_seconds: float = 15.0
+    #: Sent, dismissed and cancelled orders are purged this many days after they
+    #: finished (dead and open orders never are).
+    retention_days: float = 30.0
+    #: The health check fails when the oldest pending order is older than this...
+    health_max_pending_age_seconds: float = 60.0
+    #: ...and, if set, while any dead order awaits a decision.
+    health_fail_on_dead: bool = False
+
+
+    @property
+    def lease_seconds(self) -> float:
+        """A lease outlives the longest possible request by a margin."""
+        return self.connect_timeout + self.read_timeout + 5.0
+
+    @property
+    def in_progress_seconds(self) -> float:
+        """After sending, how long the order may still reach the broker: our own
+        request, or the API's request to the broker after ours timed out, with margin."""
+        return max(self.lease_seconds, self.upstream_timeout_seconds + 5.0)
+
+
+#: environment variable → (field, parser, minimum)
+_VARIABLES = {
+    "ORDER_QUEUE_DATABASE_URL": ("database_url", str, None),
+    "API_KEY_PEPPER": ("api_key_pepper", str, None),
+    "ORDER_QUEUE_SQLITE_BUSY_TIMEOUT_MS": ("sqlite_busy_timeout_ms", int, 1),
+    "ORDER_QUEUE_MAX_RETRIES": ("max_retries", int, 1),
+    "ORDER_QUEUE_MAX_AGE_SECONDS": ("max_age_seconds", float, 1),
+    "ORDER_QUEUE_REGULAR_RATE": ("regular_rate", int, 1),
+    "ORDER_QUEUE_SMART_RATE": ("smart_rate", int, 1),
+    "ORDER_QUEUE_RATE_WINDOW_SECONDS": ("rate_window_seconds", float, 1.0),
+    "ORDER_QUEUE_SMART_SETTLE_SECONDS": ("smart_settle_seconds", float, 0),
+    "ORDER_QUEUE_SEND_TOLERANCE_SECONDS": ("send_tolerance_seconds", float, 0.01),
+    "HOST_SERVER": ("host_server", str, None),
+    "ORDER_QUEUE_WORKERS": ("workers", int, 1),
+    "ORDER_QUEUE_CONNECT_TIMEOUT": ("connect_timeout", float, 0.1),
+    "ORDER_QUEUE_READ_TIMEOUT": ("read_timeout", float, 0.1),
+    "ORDER_QUEUE_UPSTREAM_TIMEOUT_SECONDS": ("upstream_timeout_seconds", float, 0),
+    "ORDER_QUEUE_RETRY_BASE_SECONDS": ("retry_base_seconds", float, 0.01),
+    "ORDER_QUEUE_RETRY_CAP_SECONDS": ("retry_cap_seconds", float, 0.01),
+    "ORDER_QUEUE_RECONCILE_CHECKS": ("reconcile_checks", int, 1),
+    "ORDER_QUEUE_RECONCILE_INTERVAL_SECONDS": ("reconcile_interval_seconds", float, 0.01),
+    "ORDER_QUEUE_BROKER_SETTLE_SECONDS": ("broker_settle_seconds", float, 0),
+    "ORDER_QUEUE_ORDERBOOK_WAIT_SECONDS": ("orderbook_wait_seconds", float, 0),
+    "ORDER_QUEUE_ALERT_WEBHOOK_URL": ("alert_webhook_url", str, None),
+    "ORDER_QUEUE_ALERT_TELEGRAM_CHAT_ID": ("alert_telegram_chat_id", str, None),
+    "ORDER_QUEUE_ALERT_REPEAT_SECONDS": ("alert_repeat_seconds", float, 0),
+    "ORDER_QUEUE_ALERT_QUEUE_AGE_SECONDS": ("alert_queue_age_seconds", float, 1),
+    "ORDER_QUEUE_HEARTBEAT_SECONDS": ("heartbeat_seconds", float, 0.05),
+    "ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS": ("heartbeat_timeout_seconds", float, 0.1),
+    "ORDER_QUEUE_POLL_SECONDS": ("poll_seconds", float, 0.01),
+    "ORDER_QUEUE_SHUTDOWN_TIMEOUT_SECONDS": ("shutdown_timeout_seconds", float, 0.1),
+    "ORDER_QUEUE_RETENTION_DAYS": ("retention_days", float, 1),
+    "ORDER_QUEUE_HEALTH_MAX_PENDING_AGE_SECONDS": ("health_max_pending_age_seconds", float, 1),
+    "ORDER_QUEUE_HEALTH_FAIL_ON_DEAD": ("health_fail_on_dead", "boolean", None),
+}
+
+
+def _boolean(raw) -> bool:
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+#: The host's own limits (OpenAlgo's .env, flask-limiter syntax), used for a lane whose
+#: ORDER_QUEUE_* rate is not set: variable → (rate field, window field, our variable).
+_HOST_LIMITS = {
+    "ORDER_RATE_LIMIT": ("regular_rate", "regular_rate_window_seconds", "ORDER_QUEUE_REGULAR_RATE"),
+    "SMART_ORDER_RATE_LIMIT": ("smart_rate", "smart_rate_window_seconds", "ORDER_QUEUE_SMART_RATE"),
+}
+_HOST_LIMIT_SYNTAX = re.compile(r"^\s*(\d+)\s*(?:per|/)\s*(second|minute)\s*$", re.I)
+
+
+def parse_host_limit(variable: str, raw: str) -> tuple[int, float | None]:
+    """"10 per second" → (10, None); "100 per minute" → (100, 60.0).  Only the first
+    limit of a list ("10 per second;100 per minute") is used."""
+    match = _HOST_LIMIT_SYNTAX.match(raw.split(";")[0])
+    if match is None or int(match.group(1)) < 1:
+        raise SettingsError(f"{variable}={raw!r} is not a limit like '10 per second' or "
+                            f"'100 per minute'")
+    return int(match.group(1)), (60.0 if match.group(2).lower() == "minute" else None)
+
+
+def load_settings(source: Mapping[str, object] | None = None, *,
+                  overrides: Mapping[str, object] | None = None) -> OrderQueueSettings:
+    """Build settings from ``source`` (default: the environment) with ``overrides``
+    (the host's app.config entries of the same names) on top; blank means default."""
+    source = {**(os.environ if source is None else source), **(overrides or {})}
+    values = {}
+    for host_variable, (rate_field, window_field, ours) in _HOST_LIMITS.items():
+        raw = source.get(host_variable)
+        if isinstance(raw, str) and raw.strip() and not str(source.get(ours) or "").strip():
+            values[rate_field], values[window_field] = parse_host_limit(host_variable, raw)
+    for variable, (attribute, parse, minimum) in _VARIABLES.items():
+        raw = source.get(variable)
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            continue
+        parser = _boolean if parse == "boolean" else parse
+        try:
+            value = parser(raw.strip() if isinstance(raw, str) else raw)
+        except (TypeError, ValueError):
+            kind = "true/false" if parse == "boolean" else parse.__name__
+            raise SettingsError(f"{variable}={raw!r} is not a valid {kind}") from None
+        if minimum is not None and value < minimum:
+            raise SettingsError(f"{variable}={raw!r} must be at least {minimum}")
+        values[attribute] = value
+    settings = OrderQueueSettings(**values)
+    if not settings.host_server.startswith(("http://", "https://")):
+        raise SettingsError(f"HOST_SERVER={settings.host_server!r} must start with http:// or https://")
+    if settings.heartbeat_timeout_seconds <= settings.heartbeat_seconds:
+        raise SettingsError("ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS must exceed "
+                            "ORDER_QUEUE_HEARTBEAT_SECONDS")
+    return settings
+
+
+def setting_names() -> list[str]:
+    """Every variable this module reads (a test checks .env.example documents each)."""
+    return list(_VARIABLES)
+

@@ -1,0 +1,136 @@
+"""Storage faults: the webhook answers 503 and logs at ERROR, nothing half-written, the
+app keeps serving and recovers when the fault clears.  Real files, real locks, a real
+read-only mount."""
+
+import logging
+import shutil
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from database import order_queue_db
+from tests.conftest import make_app
+from tests.support.tcp_proxy import TcpProxy
+from tests.host.test_webhook import add_strategy, post
+
+ALERT = {"symbol": "SBIN", "action": "BUY"}
+
+
+def setup_app(tmp_path, queue_dir, **settings):
+    queue_dir.mkdir(exist_ok=True)
+    app = make_app(tmp_path, ORDER_QUEUE_DATABASE_URL=f"sqlite:///{queue_dir}/order_queue.db",
+                   **settings)
+    strategy = add_strategy(app.test_cli_runner())
+    return app.test_client(), strategy["webhook_id"]
+
+
+def assert_refused(client, webhook_id, caplog):
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        response = post(client, webhook_id, ALERT)
+    assert response.status_code == 503
+    assert "NOT queued" in response.get_json()["error"]
+    assert any(r.levelno == logging.ERROR and "NOT queued" in r.getMessage()
+               for r in caplog.records)
+
+
+def stored_count(queue_dir):
+    with sqlite3.connect(queue_dir / "order_queue.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return conn.execute("SELECT count(*) FROM order_queue").fetchone()[0]
+
+
+def test_locked_longer_than_busy_timeout(tmp_path, caplog):
+    queue_dir = tmp_path / "queue"
+    client, webhook_id = setup_app(tmp_path, queue_dir, ORDER_QUEUE_SQLITE_BUSY_TIMEOUT_MS=300)
+    assert post(client, webhook_id, ALERT).status_code == 200
+    other_writer = sqlite3.connect(queue_dir / "order_queue.db", isolation_level=None)
+    other_writer.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    assert_refused(client, webhook_id, caplog)
+    assert time.monotonic() - started < 5  # bounded by the busy timeout, not hung
+    assert "locked" in caplog.text
+    other_writer.execute("ROLLBACK")
+    other_writer.close()
+    assert post(client, webhook_id, ALERT).status_code == 200
+    assert stored_count(queue_dir) == 2
+
+
+def test_missing_directory_then_restored(tmp_path, caplog):
+    queue_dir = tmp_path / "queue"
+    client, webhook_id = setup_app(tmp_path, queue_dir)
+    assert post(client, webhook_id, ALERT).status_code == 200
+    order_queue_db.get_store().engine.dispose()  # a clean copy for the "restore"
+    backup = tmp_path / "backup"
+    shutil.copytree(queue_dir, backup)
+    shutil.rmtree(queue_dir)
+    assert_refused(client, webhook_id, caplog)
+    assert "missing" in caplog.text
+    assert client.get("/order-queue/api/health").status_code == 503  # visible to monitors
+    shutil.copytree(backup, queue_dir)  # the volume comes back
+    assert post(client, webhook_id, ALERT).status_code == 200
+    assert stored_count(queue_dir) == 2
+
+
+def _mount(*args):
+    return subprocess.run(["mount", *args], capture_output=True, text=True)
+
+
+@pytest.fixture
+def bind_mount(tmp_path):
+    """``view`` shows ``real`` through a bind mount that can be made read-only."""
+    real, view = tmp_path / "real", tmp_path / "view"
+    real.mkdir()
+    view.mkdir()
+    result = _mount("--bind", str(real), str(view))
+    if result.returncode != 0:
+        import os
+
+        if os.getenv("CI", "").lower() == "true":
+            pytest.fail(f"CI needs mount permission for the read-only test: {result.stderr}")
+        pytest.skip(f"cannot bind-mount here (needs root): {result.stderr.strip()}")
+    yield view
+    subprocess.run(["umount", "-l", str(view)], capture_output=True)
+
+
+def test_read_only_volume_then_writable_again(tmp_path, bind_mount, caplog):
+    client, webhook_id = setup_app(tmp_path, bind_mount)
+    assert post(client, webhook_id, ALERT).status_code == 200
+    order_queue_db.get_store().engine.dispose()  # connections reopen while read-only
+    result = _mount("-o", "remount,bind,ro", str(bind_mount))
+    assert result.returncode == 0, result.stderr
+    assert_refused(client, webhook_id, caplog)
+    assert_refused(client, webhook_id, caplog)  # stays refused, never a false 200
+    assert _mount("-o", "remount,bind,rw", str(bind_mount)).returncode == 0
+    assert post(client, webhook_id, ALERT).status_code == 200
+    assert stored_count(bind_mount) == 2
+
+
+def test_postgres_link_cut_then_restored(tmp_path, postgres_schema_url, caplog):
+    """The queue's PostgreSQL connection dies (server restart, failover, network): open
+    connections are reset and new ones refused.  The webhook answers 503 at once rather
+    than hanging, and the first webhook after the link returns is stored."""
+    from sqlalchemy import create_engine, make_url, text
+
+    real = make_url(postgres_schema_url)
+    with TcpProxy((real.host, real.port or 5432)) as proxy:
+        via_proxy = real.set(host="127.0.0.1", port=proxy.port)
+        app = make_app(tmp_path, ORDER_QUEUE_DATABASE_URL=via_proxy.render_as_string(
+            hide_password=False))
+        client = app.test_client()
+        webhook_id = add_strategy(app.test_cli_runner())["webhook_id"]
+        assert post(client, webhook_id, ALERT).status_code == 200
+        proxy.cut()
+        started = time.monotonic()
+        assert_refused(client, webhook_id, caplog)
+        assert time.monotonic() - started < 10
+        assert client.get("/order-queue/api/health").status_code == 503
+        proxy.restore()
+        assert post(client, webhook_id, ALERT).status_code == 200
+        order_queue_db.get_store().dispose()
+    direct = create_engine(postgres_schema_url)
+    with direct.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM order_queue")).scalar() == 2
+    direct.dispose()

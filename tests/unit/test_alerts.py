@@ -1,0 +1,98 @@
+"""Alerts beyond the page reach a real HTTP receiver on loopback, once per key, without
+ever waiting for it."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from database.order_queue_db import utcnow
+from services.order_queue import events
+from services.order_queue.alerts import Alerter
+from services.order_queue.settings import OrderQueueSettings
+
+
+class Receiver:
+    """A webhook receiver (Slack / Discord / Telegram stand-in) that records bodies and
+    can be told to hang."""
+
+    def __init__(self):
+        self.bodies, self.release = [], threading.Event()
+        self.release.set()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                receiver.release.wait(10)
+                receiver.bodies.append(body)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def wait_for(self, count, timeout=10):
+        deadline = time.monotonic() + timeout
+        while len(self.bodies) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return len(self.bodies) >= count
+
+
+@pytest.fixture
+def receiver(monkeypatch):
+    hook = Receiver()
+    hook.settings = OrderQueueSettings(alert_webhook_url=hook.url, alert_telegram_chat_id="42",
+                                       alert_repeat_seconds=60)
+    monkeypatch.setattr(events, "alerter", Alerter(hook.settings))  # nothing remembered
+    yield hook
+    hook.release.set()
+    hook.server.shutdown()
+
+
+def test_an_alert_reaches_the_receiver_once_per_key(receiver):
+    alerter = Alerter(receiver.settings)
+    assert alerter.raise_alert("dead", "7", "order #7 SBIN dead-lettered: rejected")
+    assert not alerter.raise_alert("dead", "7", "order #7 SBIN dead-lettered: rejected")
+    assert alerter.raise_alert("dead", "8", "order #8 TCS dead-lettered: expired")
+    assert receiver.wait_for(2)
+    first = receiver.bodies[0]
+    assert first["text"] == first["content"] == "order #7 SBIN dead-lettered: rejected"
+    assert first["event"] == "dead" and first["chat_id"] == "42"
+    time.sleep(0.3)
+    assert len(receiver.bodies) == 2
+
+
+def test_a_hanging_receiver_never_holds_up_the_caller(receiver):
+    receiver.release.clear()  # the receiver takes the request and does not answer
+    alerter = Alerter(receiver.settings)
+    assert alerter.raise_alert("dead", "1", "first")
+    for n in range(2, 50):
+        alerter.raise_alert("dead", str(n), "more")  # returns at once every time
+    assert receiver.bodies == []
+    receiver.release.set()
+    assert receiver.wait_for(20)
+
+
+def test_a_dead_lettered_order_is_alerted(receiver, store, broker):
+    from services.order_queue.dispatcher import Dispatcher
+    from tests.support.fake_broker import Reject
+
+    broker.script(Reject("RMS: margin exceeds"))
+    store.enqueue("placeorder", {"apikey": "k" * 64, "strategy": "Trend", "symbol": "SBIN",
+                                 "exchange": "NSE", "action": "BUY", "quantity": "1"},
+                  now=utcnow(), max_age_seconds=300)
+    dispatcher = Dispatcher(store, OrderQueueSettings(host_server=broker.base_url))
+    dispatcher.start()
+    try:
+        assert receiver.wait_for(1)
+    finally:
+        dispatcher.stop(timeout=5)
+    assert "SBIN" in receiver.bodies[0]["text"] and "rejected" in receiver.bodies[0]["text"]
+    assert "margin exceeds" in receiver.bodies[0]["text"]

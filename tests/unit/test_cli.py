@@ -1,0 +1,87 @@
+"""``flask order-queue ...``: readable by default, --json for scripts, meaningful exits."""
+
+import json
+import time
+from dataclasses import replace
+
+from database import order_queue_db
+from services.order_queue import runtime
+from tests.unit.test_web import make_order
+
+
+def test_stats_human_and_json(app, runner):
+    make_order("dead")
+    human = runner.invoke(args=["order-queue", "stats"])
+    assert human.exit_code == 0 and "dead" in human.output and "sent today: 0" in human.output
+    assert "dispatchers running: NONE" in human.output
+    data = json.loads(runner.invoke(args=["order-queue", "stats", "--json"]).output)
+    assert data["depth"]["dead"]["regular"] == 1
+
+
+def test_list_and_show(app, runner):
+    order_id = make_order("dead", symbol="TCS", error="RMS rejected")
+    listing = runner.invoke(args=["order-queue", "list", "--state", "dead"])
+    assert f"#{order_id}" in listing.output and "RMS rejected" in listing.output
+    rows = json.loads(runner.invoke(args=["order-queue", "list", "--json"]).output)
+    assert [r["id"] for r in rows] == [order_id]
+    shown = runner.invoke(args=["order-queue", "show", str(order_id)])
+    assert shown.exit_code == 0 and "****9XyZ" in shown.output and "rejected" in shown.output
+    assert runner.invoke(args=["order-queue", "show", "999"]).exit_code == 4
+    assert runner.invoke(args=["order-queue", "list", "--state", "nope"]).exit_code == 2
+
+
+def test_actions_and_exit_codes(app, runner):
+    dead, pending = make_order("dead"), make_order("pending", symbol="INFY")
+    done = runner.invoke(args=["order-queue", "dismiss", str(dead), "--note", "by hand"])
+    assert done.exit_code == 0 and "dismissed" in done.output
+    partial = runner.invoke(args=["order-queue", "cancel", str(pending), "999"])
+    assert partial.exit_code == 1
+    assert order_queue_db.get_store().get_order(pending)["state"] == "cancelled"
+
+
+def test_replay_needs_confirm_after_a_later_send(app, runner):
+    dead = make_order("dead", symbol="SBIN")
+    make_order("sent", symbol="SBIN")
+    held = runner.invoke(args=["order-queue", "replay", str(dead), "--json"])
+    assert held.exit_code == 3 and json.loads(held.output)[0]["needs_confirmation"]
+    done = runner.invoke(args=["order-queue", "replay", str(dead), "--confirm"])
+    assert done.exit_code == 0
+    assert order_queue_db.get_store().get_order(dead)["state"] == "pending"
+
+
+def test_purge_keeps_dead_orders(app, runner):
+    dead, sent = make_order("dead"), make_order("sent", symbol="TCS")
+    time.sleep(0.1)
+    result = runner.invoke(args=["order-queue", "purge", "--days", "0.000001"])  # 86 ms
+    assert result.exit_code == 0 and "purged 1" in result.output
+    assert order_queue_db.get_store().get_order(sent) is None
+    assert order_queue_db.get_store().get_order(dead)["state"] == "dead"
+
+
+def test_settle_in_doubt_orders(app, runner):
+    placed, missing = make_order("dead_in_doubt"), make_order("dead_in_doubt", symbol="TCS")
+    done = runner.invoke(args=["order-queue", "settle", str(placed), "--placed", "B-9"])
+    assert done.exit_code == 0 and "B-9" in done.output
+    again = runner.invoke(args=["order-queue", "settle", str(missing), "--not-placed"])
+    assert again.exit_code == 0
+    store = order_queue_db.get_store()
+    assert store.get_order(placed)["state"] == "sent"
+    assert store.get_order(missing)["state"] == "pending"
+    assert runner.invoke(args=["order-queue", "settle", str(placed)]).exit_code == 2
+    assert runner.invoke(args=["order-queue", "settle", str(placed), "--not-placed"]).exit_code == 1
+
+
+def test_purge_refuses_a_non_positive_age(app, runner):
+    sent = make_order("sent")
+    for days in ("0", "-1"):
+        refused = runner.invoke(args=["order-queue", "purge", "--days", days])
+        assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert order_queue_db.get_store().get_order(sent) is not None
+
+
+def test_an_unreachable_queue_database_is_one_line_and_exit_1(app, runner, tmp_path):
+    runtime.build(replace(runtime.current().settings,
+                          database_url=f"sqlite:///{tmp_path}/missing-dir/gone.db"))
+    result = runner.invoke(args=["order-queue", "stats"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ") and len(result.output.splitlines()) == 1

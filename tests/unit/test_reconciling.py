@@ -1,0 +1,82 @@
+"""When an in-doubt order can be sent again, and what a kept answer decides: pure
+functions, no I/O."""
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from database.order_queue_db import Receipt
+from services.order_queue.outcome import Outcome
+from services.order_queue.reconciling import next_orderbook_try, recorded_verdict, request_over_at
+
+SENT = datetime(2026, 11, 28, 4, 0, 0)
+LONG, SETTLE = 125.0, 5.0
+
+
+def receipt(fence=True, received=None, done=None, status=None, body=None, instance="d1"):
+    return Receipt(fence, instance if received else None, received, done, status, body)
+
+
+def over_at(rec, gone_since=None):
+    return request_over_at(rec, dispatched_at=SENT, receiver_gone_since=gone_since,
+                           settle_seconds=SETTLE, in_progress_seconds=LONG)
+
+
+def test_a_host_without_the_fence_gets_the_long_bound():
+    assert over_at(None) == SENT + timedelta(seconds=LONG)
+    assert over_at(receipt(fence=False)) == SENT + timedelta(seconds=LONG)
+
+
+def test_no_receipt_behind_a_fence_means_it_cannot_be_placed_any_more():
+    assert over_at(receipt()) == SENT
+
+
+def test_a_finished_request_leaves_the_broker_settle_time():
+    done = SENT + timedelta(seconds=2)
+    assert over_at(receipt(received=SENT, done=done)) == done + timedelta(seconds=SETTLE)
+
+
+def test_a_receiver_that_is_gone_leaves_the_settle_time_after_it_went():
+    gone = SENT + timedelta(seconds=4)
+    assert over_at(receipt(received=SENT), gone) == gone + timedelta(seconds=SETTLE)
+
+
+def test_a_live_receiver_may_still_be_working_on_it():
+    received = SENT + timedelta(seconds=1)
+    assert over_at(receipt(received=received)) == received + timedelta(seconds=LONG)
+
+
+@pytest.mark.parametrize("status, body, outcome, orderid", [
+    (200, '{"status": "success", "orderid": "42"}', Outcome.ACCEPTED, "42"),
+    (400, '{"status": "error", "message": "bad symbol"}', Outcome.REJECTED, None),
+    (429, '{"status": "error"}', Outcome.TRANSIENT, None),
+])
+def test_a_kept_answer_is_read_as_its_sender_would_have(status, body, outcome, orderid):
+    verdict = recorded_verdict(receipt(received=SENT, done=SENT, status=status, body=body))
+    assert verdict.outcome is outcome and verdict.orderid == orderid
+
+
+def test_no_kept_answer_decides_nothing():
+    assert recorded_verdict(receipt(received=SENT)) is None
+    assert recorded_verdict(None) is None
+
+
+def test_an_answered_5xx_leaves_only_the_settle_time_even_without_a_door():
+    answered = SENT + timedelta(seconds=1)
+    rec = Receipt(False, None, None, answered, 500, "")
+    assert over_at(rec) == answered + timedelta(seconds=SETTLE)
+
+
+def test_an_unavailable_orderbook_is_asked_again_with_growing_pauses_then_given_up():
+    pauses = []
+    while (pause := next_orderbook_try(len(pauses), interval=1.5, hold_seconds=30)) is not None:
+        pauses.append(pause)
+    assert pauses == [1.5, 3.0, 6.0, 10.0, 9.5]
+    assert next_orderbook_try(0, interval=1.5, hold_seconds=0) is None
+
+
+def test_a_receipt_shows_the_door_even_when_the_sender_did_not_expect_it():
+    received = SENT + timedelta(seconds=1)
+    gone = SENT + timedelta(seconds=3)
+    rec = Receipt(False, "d1", received, None, None, None)
+    assert over_at(rec, gone) == gone + timedelta(seconds=SETTLE)
