@@ -4,6 +4,9 @@ The choice of endpoint and payload per trading mode and the intraday entry / exi
 windows follow OpenAlgo's Strategy Manager; the input checks are stricter (every bad
 field gets a 4xx naming it, never a 500).  Orders leave through ``queue_order``, which is
 the durable queue's: it returns only once the order is committed.
+
+Longer than 400 lines because it is the host's stand-in for OpenAlgo's own strategy
+blueprint (webhook, pages, squareoff scheduler, CLI), kept in one file as OpenAlgo keeps it.
 """
 
 import json

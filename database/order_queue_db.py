@@ -127,7 +127,7 @@ def configure(url: str = DEFAULT_DATABASE_URL, *, busy_timeout_ms: int = 5000) -
     the settings, not this module, read the environment.
 
     The store is handed out wrapped so that, under a green server (gunicorn + eventlet),
-    its calls run off the event loop (``order_queue_green``); it is used the same way."""
+    its calls run off the event loop (``order_queue/green.py``); it is used the same way."""
     global _store
     with _store_lock:
         if _store is not None:

@@ -60,7 +60,7 @@ ALLOWED_PACKAGES = {
 #: OpenAlgo modules the plugin may import; the host reproduces them under the same names
 #: (names used: get_logger, check_session_validity, is_session_valid, socketio).
 #: services.telegram_alert_service: OpenAlgo's own Telegram alerts, imported lazily and
-#: only if present (order_queue_alerts), so a dead order reaches the trader's Telegram
+#: only if present (services/order_queue/alerts.py), so a dead order reaches the trader's Telegram
 #: the way OpenAlgo's order alerts do; the host has no such module and skips it.
 ALLOWED_OPENALGO_MODULES = {"utils.logging", "utils.session", "extensions",
                             "services.telegram_alert_service"}

@@ -19,7 +19,7 @@ from sqlalchemy import inspect, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from database.order_queue import api_keys as secrets
+from database.order_queue import api_keys
 from database.order_queue.backends import backend_for
 from database.order_queue.claims import ClaimPath
 from database.order_queue.model import (
@@ -102,11 +102,11 @@ class QueueStore(ClaimPath, OrderWrites, OperatorMoves, OrderReads):
             sealed = conn.execute(select(meta.c.value).where(meta.c.key == PEPPER_CHECK)).scalar()
             if sealed is None:
                 conn.execute(meta.insert().values(key=PEPPER_CHECK,
-                                                  value=secrets.seal(PEPPER_CHECK_TEXT)))
+                                                  value=api_keys.seal(PEPPER_CHECK_TEXT)))
                 return True
         try:
-            return secrets.unseal(sealed) == PEPPER_CHECK_TEXT
-        except secrets.CredentialsUnavailable:
+            return api_keys.unseal(sealed) == PEPPER_CHECK_TEXT
+        except api_keys.CredentialsUnavailable:
             return False
 
 

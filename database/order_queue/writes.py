@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from database.order_queue import api_keys as secrets
+from database.order_queue import api_keys
 from database.order_queue.model import (
     AttemptKind,
     ClaimedOrder,
@@ -70,7 +70,7 @@ class OrderWrites:
             if not isinstance(payload.get(field), str) or not payload[field]:
                 raise ValueError(f"payload needs a non-empty string {field!r}")
         stored_payload = {k: v for k, v in payload.items() if k != "apikey"}
-        apikey_token, account = secrets.seal_with_account(api_key)
+        apikey_token, account = api_keys.seal_with_account(api_key)
         product = str(payload.get("product") or "")
         row = {
             "endpoint": endpoint,

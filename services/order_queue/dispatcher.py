@@ -251,9 +251,20 @@ class Dispatcher:
     def _submit(self, task: Callable[[ClaimedOrder], None], order: ClaimedOrder) -> None:
         with self._idle:
             self._in_flight += 1
-        threading.Thread(target=self._run_task, args=(task, order),
-                         name=f"order-queue-{task.__name__.strip('_')}-{order.id}",
-                         daemon=True).start()
+        try:
+            threading.Thread(target=self._run_task, args=(task, order),
+                             name=f"order-queue-{task.__name__.strip('_')}-{order.id}",
+                             daemon=True).start()
+        except RuntimeError:
+            # The interpreter is shutting down (a server that exits without a signal we
+            # see): no new thread may start.  The order was claimed but never stamped,
+            # so the next start puts it straight back to pending; stop claiming.
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+            self.request_stop()
+            logger.info("order queue dispatcher %s: the interpreter is shutting down; "
+                        "order %s was not sent and goes back to the queue", self.id, order.id)
 
     def _run_task(self, task: Callable[[ClaimedOrder], None], order: ClaimedOrder) -> None:
         try:

@@ -2,7 +2,7 @@
 
 Every state change is published as ``order_queue:order``; a dead-lettered order is also
 published as ``order_queue:dead`` so the page can raise an alert, and raised as an alert
-beyond the page (``order_queue_alerts``).  Publishing never breaks the queue: without a
+beyond the page (``alerts.py``).  Publishing never breaks the queue: without a
 Socket.IO server (CLI, tests, a worker process) the page events are a no-op, and an emit
 error is logged and swallowed.
 """

@@ -49,7 +49,7 @@ class OrderQueueSettings:
     #: The window those rates are counted over: the broker's (and OpenAlgo's) second.
     rate_window_seconds: float = 1.0
     #: Send stamps are counted over windows this much wider, and a request leaves at
-    #: most half of it after its stamp (``Dispatcher._take_turn``); the other half is
+    #: most half of it after its stamp (``Sender.take_turn``); the other half is
     #: for the trip to the API, well under a millisecond on the same host.  So no
     #: window at the broker holds more than its limit, at a cost of 5% of the rate
     #: instead of a blanket safety margin.
@@ -85,7 +85,7 @@ class OrderQueueSettings:
     #: told (dead, reason in_doubt) and can settle it by hand.  Half a minute: whoever
     #: trades on it should learn soon that an order's fate is unknown.
     orderbook_wait_seconds: float = 30.0
-    #: Alerts beyond the page (``order_queue_alerts``): a webhook URL (Slack, Discord,
+    #: Alerts beyond the page (``alerts.py``): a webhook URL (Slack, Discord,
     #: a Telegram bot's sendMessage with the chat id), how soon the same alert may
     #: repeat, and how old the oldest pending order may get before it is an alert.
     alert_webhook_url: str = ""

@@ -19,6 +19,7 @@ PEPPER = "a3f1" * 16
 def app(tmp_path, monkeypatch):
     monkeypatch.setenv("API_KEY_PEPPER", PEPPER)
     host_db.configure(f"sqlite:///{tmp_path}/host.db")
+    auth_db.init_db()
     paper_broker_db.init_db()
     app = Flask(__name__)
     app.register_blueprint(paper_broker_bp)

@@ -1,6 +1,5 @@
 """Webhook → committed row → broker, the Strategy Manager's rules, and bad input."""
 
-import json
 import logging
 import time
 from datetime import datetime, timedelta
@@ -12,24 +11,11 @@ from blueprints.strategy import IST, squareoff_positions, start_scheduler, stop_
 from database import order_queue_db
 from database.auth_db import get_api_key_for_tradingview
 from tests.conftest import make_app
-
-
-def add_strategy(runner, *extra, name="Trend", symbol="SBIN", quantity="10", mode="LONG"):
-    result = runner.invoke(args=["strategy", "add", "--name", name, "--symbol", symbol,
-                                 "--exchange", "NSE", "--quantity", quantity, "--product",
-                                 "MIS", "--mode", mode, *extra])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+from tests.support.helpers import add_strategy, post
 
 
 def queued():
     return order_queue_db.get_store().list_orders()
-
-
-def post(client, webhook_id, body):
-    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
-    return client.post(f"/strategy/webhook/{webhook_id}", data=data,
-                       content_type="application/json")
 
 
 def test_webhook_order_reaches_the_broker_with_the_exact_payload(tmp_path, broker):

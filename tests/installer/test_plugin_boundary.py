@@ -19,7 +19,7 @@ PROJECT_PACKAGES = {"database", "services", "blueprints", "utils"}
 
 
 # Imported inside functions only: psycopg when PostgreSQL is configured; eventlet and
-# gevent when they already run the process (order_queue_green), as in OpenAlgo's image.
+# gevent when they already run the process (database/order_queue/green.py), as in OpenAlgo's image.
 LAZY_ONLY = {"psycopg", "eventlet", "gevent"}
 
 

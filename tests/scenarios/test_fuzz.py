@@ -9,7 +9,7 @@ import pytest
 
 from database import order_queue_db
 from database.auth_db import ensure_user
-from tests.host.test_webhook import add_strategy
+from tests.support.helpers import add_strategy
 
 SEED = 20261128
 ODD_VALUES = [None, True, 0, -1, 1, 10**40, -10**40, 1.5, float("1e308"), "", " ", "BUY",

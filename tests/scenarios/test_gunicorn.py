@@ -21,23 +21,12 @@ from collections import Counter
 import httpx
 
 from tests.support.app_process import AppProcess, fire_alerts
-from tests.conftest import TEST_PEPPER
 from tests.support.fake_broker import Stall
-from tests.support.server_venv import server_python
+from tests.support.helpers import gunicorn_process
 from tests.support.tcp_proxy import TcpProxy
 
 SYMBOLS = [f"G{i:02d}" for i in range(20)]
 PROBE_LIMIT_SECONDS = 1.0
-
-
-def gunicorn_process(workdir, host_server, queue_url, **settings) -> AppProcess:
-    process = AppProcess(workdir, host_server, TEST_PEPPER, ORDER_QUEUE_DATABASE_URL=queue_url,
-                         ORDER_QUEUE_WORKERS="4", LOG_LEVEL="INFO", **settings)
-    python = server_python()
-    process.command = [str(python), "-m", "gunicorn", "--worker-class", "eventlet",
-                       "--workers", "1", "--timeout", "300", "--graceful-timeout", "30",
-                       "--bind", f"127.0.0.1:{process.port}", "wsgi:app"]
-    return process
 
 
 def worker_pids(master_pid: int) -> list[int]:

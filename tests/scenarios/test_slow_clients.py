@@ -10,9 +10,9 @@ import time
 import httpx
 import pytest
 
-from tests.support.app_process import AppProcess
 from tests.conftest import TEST_PEPPER
-from tests.scenarios.test_gunicorn import gunicorn_process
+from tests.support.app_process import AppProcess
+from tests.support.helpers import gunicorn_process
 
 BODY_SECONDS = 4
 

@@ -13,7 +13,7 @@ import pytest
 from database import order_queue_db
 from tests.conftest import make_app
 from tests.support.tcp_proxy import TcpProxy
-from tests.host.test_webhook import add_strategy, post
+from tests.support.helpers import add_strategy, post
 
 ALERT = {"symbol": "SBIN", "action": "BUY"}
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from database import order_queue_db
 from services.order_queue import runtime
-from tests.unit.test_web import make_order
+from tests.support.helpers import make_order
 
 
 def test_stats_human_and_json(app, runner):

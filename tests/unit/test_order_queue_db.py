@@ -1,4 +1,9 @@
-"""Contract of the queue storage, run against SQLite and PostgreSQL alike."""
+"""Contract of the queue storage, run against SQLite and PostgreSQL alike.
+
+Longer than 400 lines: one contract for every part of ``database/order_queue`` (claims,
+writes, operator moves, reads, triggers, upgrades), kept in one module so both backends
+prove the same list.
+"""
 
 import time
 from datetime import datetime, timedelta
