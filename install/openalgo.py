@@ -352,7 +352,14 @@ def uninstall(target: Path, out=sys.stdout) -> int:
 
 
 def _remove_empty_parents(root: Path, folder: Path) -> None:
-    while folder != root and folder.exists() and not any(folder.iterdir()):
+    """Remove the plugin's folders once emptied; one left holding only Python's cache of
+    the modules just removed (``__pycache__``) counts as empty."""
+    while folder != root and folder.exists():
+        entries = list(folder.iterdir())
+        if any(entry.name != "__pycache__" for entry in entries):
+            return
+        for cache in entries:
+            shutil.rmtree(cache)
         folder.rmdir()
         folder = folder.parent
 

@@ -78,12 +78,15 @@ class OrderQueueRuntime:
         Raises ``QueueStorageError`` when the queue database cannot be reached; hosts
         call ``start_when_ready``, which never raises."""
         with self._lock:
-            if self.dispatcher is None or not self.dispatcher.alive:
-                # Known before it sends: its own host's door names it in receipts.
-                dispatcher = Dispatcher(self.store, self.settings, clock=self.clock)
-                dispatcher.start()
-                self.dispatcher = dispatcher
-            return self.dispatcher
+            return self._start_locked()
+
+    def _start_locked(self) -> Dispatcher:
+        if self.dispatcher is None or not self.dispatcher.alive:
+            # Known before it sends: its own host's door names it in receipts.
+            dispatcher = Dispatcher(self.store, self.settings, clock=self.clock)
+            dispatcher.start()
+            self.dispatcher = dispatcher
+        return self.dispatcher
 
     def start_when_ready(self, *, host_ready=None, handle_signals: bool = False) -> None:
         """Start the dispatcher once ``host_ready`` (an Event, or None) is set and the
@@ -128,7 +131,12 @@ class OrderQueueRuntime:
             self.store.create_schema()
             if not self.store.check_pepper():
                 raise PepperChanged(PEPPER_CHANGED)
-            self.start_dispatcher()
+            with self._lock:
+                # Checked under the lock ``stop`` takes: a stop that came while the
+                # database was being prepared wins, and no dispatcher outlives it.
+                if self._stop_starting.is_set():
+                    return True
+                self._start_locked()
         except (QueueStorageError, PepperChanged) as exc:
             first = self.start_problem is None
             self.start_problem = (str(exc), self.start_problem[1] if self.start_problem

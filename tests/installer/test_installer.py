@@ -72,6 +72,18 @@ def test_uninstall_restores_the_original_tree_byte_for_byte(tree):
     assert not (tree / "services").exists() and not (tree / ".order_queue_plugin").exists()
 
 
+def test_uninstall_leaves_no_plugin_folder_behind_after_openalgo_ran_it(tree):
+    original = snapshot(tree)
+    run(tree)
+    for folder in ("database/order_queue", "services/order_queue"):  # Python's cache of a run
+        cache = tree / folder / "__pycache__"
+        cache.mkdir()
+        (cache / "store.cpython-312.pyc").write_bytes(b"compiled")
+    assert run(tree, "--uninstall")[0] == 0
+    assert not (tree / "database" / "order_queue").exists()
+    assert snapshot(tree) == original
+
+
 def test_uninstall_keeps_changes_made_since_and_removes_only_the_plugin(tree):
     """OpenAlgo updated (or hand-edited) after install: those changes survive."""
     original = snapshot(tree)
