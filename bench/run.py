@@ -30,6 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from database.order_queue.api_keys import use_pepper  # noqa: E402
 from database.order_queue_db import QueueStore, RateLimits, utcnow  # noqa: E402
 from tests.support.app_process import AppProcess, free_port  # noqa: E402
 from tests.support.fake_broker import FakeBroker, Positions  # noqa: E402
@@ -394,7 +395,6 @@ def bench_recovery(work: Path, pending: int, big_pending: int, repeats: int) -> 
                 folder.mkdir()
                 store = QueueStore(f"sqlite:///{folder}/order_queue.db")
                 store.create_schema()
-                os.environ["API_KEY_PEPPER"] = PEPPER
                 if count:
                     bulk_pending(store, count)
                 if in_doubt:
@@ -455,7 +455,6 @@ def bench_postgres(work: Path, count: int, repeats: int) -> None:
             schema_url = f"{url}?options=-csearch_path%3D{schema}"
             store = QueueStore(schema_url)
             store.create_schema()
-            os.environ["API_KEY_PEPPER"] = PEPPER
             for i in range(count):
                 store.enqueue("placeorder", payload(f"P{i % 200}", i + 1, accounts[i % 16]),
                               now=utcnow(), max_age_seconds=3600)
@@ -536,6 +535,7 @@ def main() -> None:
 
     q = args.quick
     os.environ["API_KEY_PEPPER"] = PEPPER
+    use_pepper(PEPPER)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
         work = Path(tmp)

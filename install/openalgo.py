@@ -190,17 +190,21 @@ def install(target: Path, *, dry_run: bool = False, out=sys.stdout) -> int:
     copies = [path for path in PLUGIN_FILES
               if not (target / path).exists()
               or (target / path).read_bytes() != (SOURCE_ROOT / path).read_bytes()]
+    record = _read_record(target)
+    stale = _left_from_an_earlier_version(record)
     if dry_run:
+        for path in stale:
+            print(f"would remove (no longer part of the plugin): {path}", file=out)
         for path in copies:
             print(f"would {'replace' if (target / path).exists() else 'add'}: {path}", file=out)
         for path, (original, patched) in plans.items():
             out.writelines(difflib.unified_diff(original.splitlines(True), patched.splitlines(True),
                                                 f"a/{path}", f"b/{path}"))
-        if not copies and all(o == p for o, p in plans.values()):
+        if not copies and not stale and all(o == p for o, p in plans.values()):
             print("already installed and current: nothing to do", file=out)
         return 0
     state = _state(target)
-    record = _read_record(target)
+    _remove_stale(target, record, stale, out)
     for path, content in _fresh_originals(target, record, plans).items():
         _keep_original(target, path, content)
     for path in copies:
@@ -215,10 +219,35 @@ def install(target: Path, *, dry_run: bool = False, out=sys.stdout) -> int:
                               for path in record["edited"] + PLUGIN_FILES})
     state.mkdir(exist_ok=True)
     (state / "installed.json").write_text(json.dumps(record, indent=2))
-    changed = len(copies) + sum(o != p for o, p in plans.values())
+    changed = len(stale) + len(copies) + sum(o != p for o, p in plans.values())
     print(f"installed into {target}: {changed} files changed" if changed
           else f"already installed in {target}: nothing changed", file=out)
     return 0
+
+
+def _left_from_an_earlier_version(record: dict) -> list[str]:
+    """Files an earlier install copied that are no longer part of the plugin (an
+    upgrade that moved or split modules): left in place, they would be stale code."""
+    return [path for path in record["added"] + record["replaced"] if path not in PLUGIN_FILES]
+
+
+def _remove_stale(target: Path, record: dict, stale: list[str], out) -> None:
+    """Undo an earlier install's copy of each ``stale`` file: an added one is removed, a
+    replaced one gets the checkout's original back (unless changed since)."""
+    for path in stale:
+        file = target / path
+        if path in record["added"]:
+            file.unlink(missing_ok=True)
+            _remove_empty_parents(target, file.parent)
+            record["added"].remove(path)
+        else:
+            if file.exists() and _changed_since_install(record, path, file.read_bytes()):
+                print(f"{path} changed since install: left as it is", file=out)
+            else:
+                shutil.copy2(_state(target) / "original" / path, file)
+            record["replaced"].remove(path)
+        record["written"].pop(path, None)
+        print(f"removed (no longer part of the plugin): {path}", file=out)
 
 
 def _read_record(target: Path) -> dict:

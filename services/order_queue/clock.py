@@ -21,6 +21,12 @@ from database.order_queue_db import utcnow
 
 #: How often the offset to the shared clock is measured again.
 SYNC_SECONDS = 30.0
+#: Reads per measurement; the one with the shortest round trip is kept (NTP's rule: the
+#: offset is known to within half the round trip, and a read that queued behind other
+#: store calls before reaching the server says little).
+SYNC_READS = 3
+#: A measurement whose best round trip is longer than this is not trusted over the last.
+SYNC_MAX_ROUND_TRIP = 0.25
 
 
 class Clock:
@@ -33,6 +39,7 @@ class Clock:
         self._local = local
         self.monotonic = monotonic
         self._offset = timedelta(0)
+        self._measured = False
         self._synced_at: float | None = None
         self._lock = threading.Lock()
 
@@ -43,20 +50,26 @@ class Clock:
         return self._local() + self._offset
 
     def sync(self) -> timedelta:
-        """Measure the offset to the shared clock now and return it.  A failed read
-        keeps the last offset (the database may be briefly unreachable)."""
-        before = self._local()
-        try:
-            shared = self._read_shared()
-        except Exception:
-            with self._lock:
-                self._synced_at = self.monotonic()
-            return self._offset
-        after = self._local()
+        """Measure the offset to the shared clock now and return it.  A failed read, or
+        one too slow to trust once an offset is known, keeps the last offset (the
+        database may be briefly unreachable or busy)."""
+        best: tuple[timedelta, timedelta] | None = None  # (round trip, offset)
+        for _ in range(SYNC_READS):
+            before = self._local()
+            try:
+                shared = self._read_shared()
+            except Exception:
+                break
+            after = self._local()
+            sample = (after - before, shared - (before + (after - before) / 2))
+            best = sample if best is None or sample[0] < best[0] else best
         with self._lock:
-            self._offset = shared - (before + (after - before) / 2)
             self._synced_at = self.monotonic()
-        return self._offset
+            trusted = best is not None and (
+                best[0].total_seconds() <= SYNC_MAX_ROUND_TRIP or not self._measured)
+            if trusted:
+                self._offset, self._measured = best[1], True
+            return self._offset
 
     def _sync_due(self) -> bool:
         with self._lock:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -256,12 +257,16 @@ class Dispatcher:
                              name=f"order-queue-{task.__name__.strip('_')}-{order.id}",
                              daemon=True).start()
         except RuntimeError:
-            # The interpreter is shutting down (a server that exits without a signal we
-            # see): no new thread may start.  The order was claimed but never stamped,
-            # so the next start puts it straight back to pending; stop claiming.
+            # No thread could start.  The order was claimed but never stamped: recovery
+            # puts it straight back to pending (at the next start, or once its lease
+            # lapses).  At interpreter shutdown (a server exiting without a signal we
+            # see) this dispatcher stops claiming; otherwise the pass fails, is logged,
+            # and the loop tries again.
             with self._idle:
                 self._in_flight -= 1
                 self._idle.notify_all()
+            if not sys.is_finalizing():
+                raise
             self.request_stop()
             logger.info("order queue dispatcher %s: the interpreter is shutting down; "
                         "order %s was not sent and goes back to the queue", self.id, order.id)

@@ -4,7 +4,9 @@ the settings, the clock, the store and the dispatcher.  Start and stop go throug
 - **Build.** ``build(settings)`` (from the admin blueprint's ``init_app``) hands the
   pepper to the key sealing, points the store at its database, and replaces any earlier
   runtime (tests build one per app).  ``current()`` is how the rest of the plugin finds
-  it; nothing else keeps process-wide state.
+  it.  The little other process-wide state is set from it at build and nowhere else: the
+  store behind ``order_queue_db``'s seed functions, the sealing's pepper, the alerter's
+  settings.
 - **Start.** ``start_when_ready`` waits for the host's own start-up (OpenAlgo sets
   ``app.db_ready`` once its databases are initialised; sending earlier competes with
   that start-up for OpenAlgo's SQLite write lock).  If the queue database cannot be
@@ -30,7 +32,7 @@ import threading
 from datetime import datetime
 
 from database import order_queue_db
-from database.order_queue.api_keys import CredentialsUnavailable, use_pepper
+from database.order_queue.api_keys import CredentialsUnavailable, seal, use_pepper
 from database.order_queue.green import server_model, spawn
 from database.order_queue_db import QueueStorageError, QueueStore
 from services.order_queue.alerts import alerter
@@ -135,7 +137,7 @@ class OrderQueueRuntime:
                 # Checked under the lock ``stop`` takes: a stop that came while the
                 # database was being prepared wins, and no dispatcher outlives it.
                 if self._stop_starting.is_set():
-                    return True
+                    return False  # nothing to start; the starter's loop ends on the flag
                 self._start_locked()
         except (QueueStorageError, PepperChanged) as exc:
             first = self.start_problem is None
@@ -253,6 +255,7 @@ def build(settings: OrderQueueSettings) -> OrderQueueRuntime:
     global _current
     try:
         use_pepper(settings.api_key_pepper)
+        seal("start-up check")  # derives the key now, not on a request's time
     except CredentialsUnavailable as exc:
         raise SettingsError(str(exc)) from None
     with _build_lock:

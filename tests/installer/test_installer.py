@@ -1,6 +1,7 @@
 """``python -m install.openalgo`` against a miniature OpenAlgo tree (tests/support/fixtures/openalgo)."""
 
 import io
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -70,6 +71,25 @@ def test_uninstall_restores_the_original_tree_byte_for_byte(tree):
     assert run(tree, "--uninstall")[0] == 0
     assert snapshot(tree) == original
     assert not (tree / "services").exists() and not (tree / ".order_queue_plugin").exists()
+
+
+def test_upgrading_removes_files_an_earlier_version_installed_and_no_longer_has(tree):
+    original = snapshot(tree)
+    run(tree)
+    # What an install of the previous layout left: a module that has since been split.
+    old = tree / "services" / "order_queue_dispatcher.py"
+    old.write_text("# the previous version's dispatcher\n")
+    state = tree / ".order_queue_plugin" / "installed.json"
+    record = json.loads(state.read_text())
+    record["added"].append("services/order_queue_dispatcher.py")
+    state.write_text(json.dumps(record))
+    assert "would remove (no longer part of the plugin): services/order_queue_dispatcher.py" \
+        in run(tree, "--dry-run")[1]
+    code, report = run(tree)
+    assert code == 0 and "removed (no longer part of the plugin)" in report
+    assert not old.exists()
+    assert run(tree, "--uninstall")[0] == 0
+    assert snapshot(tree) == original
 
 
 def test_uninstall_leaves_no_plugin_folder_behind_after_openalgo_ran_it(tree):
