@@ -133,13 +133,15 @@ def create_app(test_config=None):
 
     @app.after_request
     def _security_headers(response):
-        """What OpenAlgo sets for itself, so the admin page meets the same rules here."""
+        """What OpenAlgo sets for itself by default (its ``csp.py`` without
+        ``CSP_SCRIPT_SRC``: no inline script), so the browser tests hold the admin page
+        to the same rules here."""
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault(
             "Content-Security-Policy",
-            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' "
+            "default-src 'self'; script-src 'self'; style-src 'self' "
             "'unsafe-inline'; img-src 'self' data:; connect-src 'self' ws: wss:; "
             "object-src 'none'; form-action 'self'; frame-ancestors 'none'")
         return response

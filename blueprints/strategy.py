@@ -33,7 +33,7 @@ from database.strategy_db import (
     get_symbol_mappings,
     toggle_strategy,
 )
-from services.order_queue_service import queue_order, squareoff_utc
+from services.order_queue_service import queue_order, register_squareoffs, squareoff_utc
 from utils.logging import get_logger
 from utils.request_body import BodyTimeout, read_body
 
@@ -294,26 +294,46 @@ def _queue_flatten(strategy_name: str, mapping, api_key: str) -> int:
         return 0
 
 
-def sync_squareoff_jobs(scheduler: BackgroundScheduler) -> None:
-    """One cron job (IST) per active intraday strategy with a squareoff time.
+def schedule_squareoff(strategy_id: int) -> None:
+    """One cron job (IST) for an intraday strategy's squareoff, replacing any earlier
+    one; as OpenAlgo's, it runs this module's ``squareoff_positions`` as bound when
+    called.  Nothing is scheduled before the scheduler is started."""
+    strategy = get_strategy(strategy_id)
+    if _scheduler is None or strategy is None or not strategy.is_intraday \
+            or not strategy.squareoff_time:
+        return
+    hour, minute = (int(part) for part in strategy.squareoff_time.split(":"))
+    _scheduler.add_job(squareoff_positions, "cron", hour=hour, minute=minute,
+                       args=[strategy_id], id=f"squareoff_{strategy_id}",
+                       replace_existing=True, timezone=IST)
 
-    Runs at start and every minute, so strategies added from the CLI are picked up.
-    """
+
+#: Each strategy's (active, intraday, squareoff time) at the last look; None before the first.
+_seen_strategies: dict[int, tuple] | None = None
+
+
+def follow_strategy_changes() -> None:
+    """Stands in for OpenAlgo's strategy pages, which call ``schedule_squareoff`` when a
+    strategy is created, toggled or its times edited (here strategies change from the
+    CLI, in another process, so this looks every minute).  Like OpenAlgo it schedules
+    nothing for strategies as they were at start: squareoffs that survive a restart are
+    the order queue's job (``services/order_queue/squareoffs.py``)."""
     from database.host_db import db_session
 
+    global _seen_strategies
     try:
-        wanted = {}
+        first_look, seen = _seen_strategies is None, _seen_strategies or {}
         for strategy in get_all_strategies():
-            if strategy.is_intraday and strategy.is_active and strategy.squareoff_time:
-                wanted[f"squareoff_{strategy.id}"] = (strategy.id, strategy.squareoff_time)
-        for job in scheduler.get_jobs():
-            if job.id.startswith("squareoff_") and job.id not in wanted:
-                job.remove()
-        for job_id, (strategy_id, at) in wanted.items():
-            hour, minute = (int(part) for part in at.split(":"))
-            scheduler.add_job(squareoff_positions, "cron", hour=hour, minute=minute,
-                              args=[strategy_id], id=job_id, replace_existing=True,
-                              timezone=IST)
+            state = (strategy.is_active, strategy.is_intraday, strategy.squareoff_time)
+            changed = not first_look and seen.get(strategy.id) != state
+            seen[strategy.id] = state
+            if not changed:
+                continue
+            if strategy.is_active:
+                schedule_squareoff(strategy.id)
+            elif _scheduler is not None and _scheduler.get_job(f"squareoff_{strategy.id}"):
+                _scheduler.remove_job(f"squareoff_{strategy.id}")
+        _seen_strategies = seen
     finally:
         db_session.remove()
 
@@ -321,14 +341,15 @@ def sync_squareoff_jobs(scheduler: BackgroundScheduler) -> None:
 def start_scheduler() -> BackgroundScheduler:
     """Start the squareoff scheduler once, from the app's start-up path (not at import,
     which would run it twice under the reloader)."""
-    global _scheduler
+    global _scheduler, _seen_strategies
     if _scheduler is None:
+        _seen_strategies = None
         _scheduler = BackgroundScheduler(
             timezone=IST, job_defaults={"coalesce": True, "misfire_grace_time": 300,
                                         "max_instances": 1})
-        sync_squareoff_jobs(_scheduler)
-        _scheduler.add_job(sync_squareoff_jobs, "interval", minutes=1, args=[_scheduler],
-                           id="sync_squareoff_jobs", replace_existing=True)
+        follow_strategy_changes()
+        _scheduler.add_job(follow_strategy_changes, "interval", minutes=1,
+                           id="follow_strategy_changes", replace_existing=True)
         _scheduler.start()
     return _scheduler
 
@@ -338,6 +359,20 @@ def stop_scheduler() -> None:
     if _scheduler is not None:
         _scheduler.shutdown(wait=False)
         _scheduler = None
+
+
+def _release_session() -> None:
+    from database.host_db import db_session
+
+    db_session.remove()
+
+
+# As the installer does in OpenAlgo: the queue re-registers squareoffs at start, runs one
+# missed while the app was down, and runs each at most once a day.
+squareoff_positions = register_squareoffs(
+    "strategy", all_strategies=get_all_strategies, get_strategy=get_strategy,
+    mappings=get_symbol_mappings, schedule=schedule_squareoff, fire=squareoff_positions,
+    release=_release_session)
 
 
 # --------------------------------------------------------------------------- CLI

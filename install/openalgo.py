@@ -90,6 +90,48 @@ def _order_queue_squareoff_deadline(payload, now_utc):
 set_deadline_provider(_order_queue_squareoff_deadline)
 """
 
+# The same for blueprints/chartink.py, from its own ChartinkStrategy model.
+CHARTINK_DEADLINE_BLOCK = f"""
+
+{MARK}: a Chartink entry still queued at its strategy's squareoff is expired, not sent.
+from services.order_queue_service import set_deadline_provider, squareoff_utc  # noqa: E402
+
+
+def _order_queue_chartink_squareoff_deadline(payload, now_utc):
+    squareoffs = [s.squareoff_time for s in ChartinkStrategy.query.filter_by(
+        name=payload.get("strategy"), is_intraday=True) if s.squareoff_time]
+    return min((squareoff_utc(t, now_utc) for t in squareoffs), default=None)
+
+
+set_deadline_provider(_order_queue_chartink_squareoff_deadline, "chartink")
+"""
+
+
+def squareoff_block(source: str) -> str:
+    """Appended to a blueprint with a squareoff scheduler: its squareoffs are registered
+    again at start, one missed while the app was down runs once, none runs twice a day
+    (services/order_queue/squareoffs.py).  The blueprint's own functions are handed over;
+    its ``schedule_squareoff`` then schedules the returned ``squareoff_positions``."""
+    return f"""
+
+{MARK}: {source} squareoffs survive a restart and run at most once a day.
+from services.order_queue_service import register_squareoffs  # noqa: E402
+
+squareoff_positions = register_squareoffs(  # noqa: F811
+    "{source}", all_strategies=get_all_strategies, get_strategy=get_strategy,
+    mappings=get_symbol_mappings, schedule=schedule_squareoff, fire=squareoff_positions,
+    release=db_session.remove)
+"""
+
+
+#: What a blueprint must have for ``squareoff_block``: the scheduler's two functions and
+#: the names the block hands over (a missing one would fail the blueprint's import).
+SQUAREOFF_NEEDS = (r"^def schedule_squareoff\(strategy_id\):",
+                   r"^def squareoff_positions\(strategy_id\):",
+                   r"^[ \t]+get_all_strategies,$", r"^[ \t]+get_strategy,$",
+                   r"^[ \t]+get_symbol_mappings,$", r"^[ \t]+db_session,$")
+QUEUE_ORDER = r"^def queue_order\(endpoint, payload\):"
+
 
 class InstallError(Exception):
     """The checkout does not look as expected; nothing was written."""
@@ -104,7 +146,7 @@ class Edit:
     anchor: str | None
     text: str
     before: bool = False
-    requires: str | None = None  # a line that must exist (for append edits)
+    requires: tuple[str, ...] = ()  # lines that must exist (for append edits)
 
     def present(self, content: str) -> bool:
         """Whether ``content`` carries this edit (its first line is enough to tell)."""
@@ -114,8 +156,9 @@ class Edit:
         if self.present(content):
             return content  # already there: idempotent
         if self.anchor is None:
-            if self.requires and not re.search(self.requires, content, re.M):
-                raise InstallError(f"{self.path}: anchor not found: {self.requires!r}")
+            for needed in self.requires:
+                if not re.search(needed, content, re.M):
+                    raise InstallError(f"{self.path}: anchor not found: {needed!r}")
             return content.rstrip("\n") + "\n" + self.text
         match = re.search(self.anchor, content, re.M)
         if match is None:
@@ -141,7 +184,8 @@ class Edit:
         return line.sub("", content, count=1)
 
 
-EDITS = [
+#: Edits every install needs: the start-up list, the plugin's wiring, sessions, settings.
+CORE_EDITS = [
     Edit("app.py", r"^from database\.strategy_db import init_db as ensure_strategy_tables_exists",
          f"from database.order_queue_db import init_db as ensure_order_queue_tables_exists  {MARK}"),
     Edit("app.py", r"^from blueprints\.strategy import strategy_bp\b",
@@ -157,20 +201,74 @@ EDITS = [
          f"order_queue_plugin.handle_signals()  {MARK}: graceful stop on SIGTERM / SIGINT"),
     Edit("utils/db_sessions.py", r'^[ \t]*\("database\.strategy_db", "db_session"\),',
          f'("database.order_queue_db", "db_session"),  {MARK}'),
-    Edit("blueprints/strategy.py", None, REBIND_BLOCK,
-         requires=r"^def queue_order\(endpoint, payload\):"),
-    Edit("blueprints/strategy.py", None, DEADLINE_BLOCK,
-         requires=r"^(from database\.strategy_db import .*\bStrategy\b|[ \t]+Strategy,$)"),
-    Edit("blueprints/chartink.py", None, REBIND_BLOCK,
-         requires=r"^def queue_order\(endpoint, payload\):"),
-    Edit(".sample.env", None, ENV_BLOCK, requires=r"^API_KEY_PEPPER\s*="),
+    Edit(".sample.env", None, ENV_BLOCK, requires=(r"^API_KEY_PEPPER\s*=",)),
 ]
+
+
+@dataclass(frozen=True)
+class QueuePath:
+    """A blueprint that carries its own in-memory queue and ``queue_order``: made durable
+    when that function is there.  OpenAlgo retired the legacy Strategy processor after
+    August 2026 (its strategy.py lost ``queue_order``) while Chartink kept its queue, so
+    each is patched on its own, and an install refuses only when neither is there."""
+
+    name: str
+    path: str
+    edits: tuple[Edit, ...]
+
+    def applies_to(self, target: Path) -> bool:
+        file = target / self.path
+        return file.exists() and re.search(QUEUE_ORDER, file.read_text(encoding="utf-8"),
+                                           re.M) is not None
+
+
+QUEUE_PATHS = (
+    QueuePath("Strategy webhooks (/strategy/webhook) and squareoffs", "blueprints/strategy.py", (
+        Edit("blueprints/strategy.py", None, REBIND_BLOCK, requires=(QUEUE_ORDER,)),
+        Edit("blueprints/strategy.py", None, DEADLINE_BLOCK, requires=(
+            r"^(from database\.strategy_db import .*\bStrategy\b|[ \t]+Strategy,$)",)),
+        Edit("blueprints/strategy.py", None, squareoff_block("strategy"),
+             requires=SQUAREOFF_NEEDS),
+    )),
+    QueuePath("Chartink webhooks (/chartink/webhook) and squareoffs", "blueprints/chartink.py", (
+        Edit("blueprints/chartink.py", None, REBIND_BLOCK, requires=(QUEUE_ORDER,)),
+        Edit("blueprints/chartink.py", None, CHARTINK_DEADLINE_BLOCK, requires=(
+            r"^(from database\.chartink_db import .*\bChartinkStrategy\b"
+            r"|[ \t]+ChartinkStrategy,$)",)),
+        Edit("blueprints/chartink.py", None, squareoff_block("chartink"),
+             requires=SQUAREOFF_NEEDS),
+    )),
+)
+
+#: Every edit the plugin may make (uninstall looks for each).
+EDITS = CORE_EDITS + [edit for queue_path in QUEUE_PATHS for edit in queue_path.edits]
+
+
+def durable_paths(target: Path) -> tuple[list[QueuePath], list[QueuePath]]:
+    """(patched, left alone): which of the checkout's queue paths the install covers."""
+    patched = [queue_path for queue_path in QUEUE_PATHS if queue_path.applies_to(target)]
+    return patched, [queue_path for queue_path in QUEUE_PATHS if queue_path not in patched]
+
+
+def coverage_report(target: Path) -> list[str]:
+    """One line per queue path: durable, or why not."""
+    patched, skipped = durable_paths(target)
+    return ([f"durable: {p.name}" for p in patched] +
+            [f"NOT durable: {p.name}: {p.path} has no queue_order(endpoint, payload) "
+             f"(this OpenAlgo does not queue orders there)" for p in skipped])
 
 
 def planned_contents(target: Path) -> dict[str, tuple[str, str]]:
     """{path: (original, patched)} for every edited file; raises InstallError."""
+    if not target.is_dir():
+        raise InstallError(f"{target} does not exist or is not a folder: give the path of "
+                           f"an OpenAlgo checkout")
+    patched, _skipped = durable_paths(target)
+    if not patched:
+        raise InstallError("no queue to make durable: neither blueprints/strategy.py nor "
+                           "blueprints/chartink.py has queue_order(endpoint, payload)")
     plans: dict[str, list[str]] = {}
-    for edit in EDITS:
+    for edit in CORE_EDITS + [edit for queue_path in patched for edit in queue_path.edits]:
         if edit.path not in plans:
             file = target / edit.path
             if not file.exists():
@@ -222,6 +320,8 @@ def install(target: Path, *, dry_run: bool = False, out=sys.stdout) -> int:
     changed = len(stale) + len(copies) + sum(o != p for o, p in plans.values())
     print(f"installed into {target}: {changed} files changed" if changed
           else f"already installed in {target}: nothing changed", file=out)
+    for line in coverage_report(target):
+        print(line, file=out)
     return 0
 
 
@@ -342,6 +442,8 @@ def check(target: Path, out=sys.stdout) -> int:
         print(problem, file=out)
     if not problems:
         print("installed and current", file=out)
+        for line in coverage_report(target):
+            print(line, file=out)
     return 1 if problems else 0
 
 

@@ -3,7 +3,8 @@
 It keeps upstream's signature (``queue_order(endpoint, payload)``), so OpenAlgo's
 webhook handlers and squareoff scheduler call it unchanged, and it returns only once
 the order is committed: a caller that gets no exception may answer 200.  The host's
-squareoff deadline reaches the queue through ``set_deadline_provider``.
+squareoff deadlines reach the queue through ``set_deadline_provider``, and its
+squareoff jobs through ``register_squareoffs``.
 """
 
 from __future__ import annotations
@@ -12,49 +13,62 @@ import time
 from datetime import datetime
 from typing import Callable
 
-import pytz
 from flask import g, has_request_context
 
 from database.order_queue_db import QueueStorageError
-from services.order_queue import events, runtime
-from services.order_queue.orderbook import BROKER_TIMEZONE
+from services.order_queue import events, runtime, squareoffs
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
 
 DeadlineProvider = Callable[[dict, datetime], "datetime | None"]
 
-_deadline_provider: DeadlineProvider | None = None
+#: The host's deadline providers, one per strategy manager ("strategy", "chartink").
+_deadline_providers: dict[str, DeadlineProvider] = {}
 
 
 def deadline_for(payload: dict, now: datetime) -> datetime | None:
-    """The host's deadline for this order, or None.  A failing provider costs the
-    deadline (the age limit still applies), never the order."""
-    if _deadline_provider is None:
-        return None
-    try:
-        return _deadline_provider(payload, now)
-    except Exception:
-        logger.exception("deadline lookup failed for %s %s; only the age limit applies",
-                         payload.get("strategy"), payload.get("symbol"))
-        return None
+    """The earliest of the host's deadlines for this order, or None.  A failing
+    provider costs its deadline (the age limit still applies), never the order."""
+    deadlines = []
+    for source, provider in list(_deadline_providers.items()):
+        try:
+            deadline = provider(payload, now)
+        except Exception:
+            logger.exception("%s deadline lookup failed for %s %s; only the age limit "
+                             "applies", source, payload.get("strategy"), payload.get("symbol"))
+            continue
+        if deadline is not None:
+            deadlines.append(deadline)
+    return min(deadlines, default=None)
 
 
-def set_deadline_provider(provider: DeadlineProvider | None) -> None:
+def set_deadline_provider(provider: DeadlineProvider | None, source: str = "strategy") -> None:
     """Host hook: ``provider(payload, now)`` returns the naive-UTC moment after which the
     order must not be sent (its strategy's squareoff today), or None.  OpenAlgo's
-    strategies live in the host's database, which the plugin does not import."""
-    global _deadline_provider
-    _deadline_provider = provider
+    strategies live in the host's database, which the plugin does not import; each
+    strategy manager (``source``) gives its own, and the earliest deadline wins."""
+    if provider is None:
+        _deadline_providers.pop(source, None)
+    else:
+        _deadline_providers[source] = provider
 
 
 def squareoff_utc(squareoff_time: str, now_utc: datetime) -> datetime:
     """A strategy's ``HH:MM`` squareoff (IST, as OpenAlgo stores it) on the trading day
     of ``now_utc``, as naive UTC: what deadline providers return."""
-    hour, minute = (int(part) for part in squareoff_time.split(":"))
-    today = pytz.utc.localize(now_utc).astimezone(BROKER_TIMEZONE)
-    local = BROKER_TIMEZONE.localize(datetime(today.year, today.month, today.day, hour, minute))
-    return local.astimezone(pytz.utc).replace(tzinfo=None)
+    return squareoffs.ist_moment_utc(squareoff_time, now_utc)
+
+
+def register_squareoffs(source: str, *, all_strategies, get_strategy, mappings, schedule,
+                        fire, release=None):
+    """Host hook: the strategy manager ``source`` hands over its squareoff functions, so
+    its squareoffs survive a restart and run at most once a day
+    (``services/order_queue/squareoffs.py``).  Returns the ``squareoff_positions`` the
+    host binds in place of ``fire``."""
+    return squareoffs.register(squareoffs.SquareoffSource(
+        name=source, all_strategies=all_strategies, get_strategy=get_strategy,
+        mappings=mappings, schedule=schedule, fire=fire, release=release))
 
 
 #: A caller outside a web request (a squareoff job) has nobody to answer 503 to, and

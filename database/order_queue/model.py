@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, Index, Integer, String, Text, text
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -221,7 +231,39 @@ class DepthSample(Base):
     dead: Mapped[int] = mapped_column(Integer)
 
 
+class SquareoffRecord(Base):
+    """A strategy's squareoff on one IST trading day: run on time, caught up at start,
+    or missed.  The unique key makes it happen at most once per day and squareoff time,
+    whichever process (or scheduler, or catch-up) gets there first."""
+
+    __tablename__ = "order_queue_squareoffs"
+    __table_args__ = (UniqueConstraint("source", "strategy_id", "trading_day", "squareoff_time",
+                                       name="uq_order_queue_squareoff_once_a_day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: Which of the host's strategy managers: "strategy" or "chartink".
+    source: Mapped[str] = mapped_column(String(16))
+    strategy_id: Mapped[int] = mapped_column(Integer)
+    strategy_name: Mapped[str] = mapped_column(String(255))
+    #: The IST date, YYYY-MM-DD.
+    trading_day: Mapped[str] = mapped_column(String(10))
+    #: The strategy's HH:MM (IST) when it ran; a later edit of the time is a new squareoff.
+    squareoff_time: Mapped[str] = mapped_column(String(5))
+    #: ``SquareoffOutcome``.
+    outcome: Mapped[str] = mapped_column(String(16))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class SquareoffOutcome(str, enum.Enum):
+    """What became of a day's squareoff."""
+
+    ON_TIME = "on_time"  # the host's scheduler ran it at its minute
+    CAUGHT_UP = "caught_up"  # its minute passed while the app was down; run at start
+    MISSED = "missed"  # its minute passed and the start came too late to run it
+
+
 orders = QueuedOrder.__table__
+squareoffs = SquareoffRecord.__table__
 meta = QueueMeta.__table__
 samples = DepthSample.__table__
 #: The states a depth sample counts.

@@ -1,12 +1,12 @@
 """``QueueStore``: one database, its one transaction gate, its schema, and every operation.
 
-The operations live in four parts, one idea each, mixed into the store so callers see
+The operations live in five parts, one idea each, mixed into the store so callers see
 one object (``store.claim_next``, ``store.depth``): the claim path (``claims``), the
-write path (``writes``), the operator's moves (``operator_moves``) and the read side
-(``reads``).  Each part keeps its statements named and together at its top, and reaches
-the database only through ``transaction`` (or ``_storage_errors`` around a backend's
-own statement), so transaction discipline is reviewed here.  Dialect differences stay
-in ``backends``.
+write path (``writes``), the operator's moves (``operator_moves``), the read side
+(``reads``) and the squareoff log (``squareoff_log``).  Each part keeps its statements
+named and together at its top, and reaches the database only through ``transaction``
+(or ``_storage_errors`` around a backend's own statement), so transaction discipline is
+reviewed here.  Dialect differences stay in ``backends``.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ from database.order_queue.model import (
 )
 from database.order_queue.operator_moves import OperatorMoves
 from database.order_queue.reads import OrderReads
+from database.order_queue.squareoff_log import SquareoffLog
 from database.order_queue.writes import OrderWrites
 
 
-class QueueStore(ClaimPath, OrderWrites, OperatorMoves, OrderReads):
+class QueueStore(ClaimPath, OrderWrites, OperatorMoves, OrderReads, SquareoffLog):
     """All queue operations against one database."""
 
     def __init__(self, url: str, *, busy_timeout_ms: int = 5000):

@@ -12,8 +12,9 @@ from datetime import datetime, timedelta
 import pytz
 
 from database.order_queue.api_keys import CredentialsUnavailable, mask, unseal
+from database.order_queue.model import SquareoffOutcome
 from database.order_queue_db import OrderState, QueueStorageError
-from services.order_queue import charts
+from services.order_queue import charts, squareoffs
 from services.order_queue.runtime import OrderQueueRuntime
 from services.order_queue.settings import OrderQueueSettings
 
@@ -56,6 +57,11 @@ def stats_report(queue: OrderQueueRuntime) -> dict:
         "smart_rate": settings.smart_rate,
         "rate_window_seconds": settings.rate_window_seconds,
     }
+    report["squareoffs_today"] = [
+        {"source": row["source"], "strategy": row["strategy_name"],
+         "squareoff_time": row["squareoff_time"], "outcome": row["outcome"],
+         "recorded_at": iso(row["recorded_at"])}
+        for row in store.squareoffs_since(squareoffs.trading_day(now))]
     report["now"] = iso(now)
     return report
 
@@ -87,7 +93,15 @@ def health_report(queue: OrderQueueRuntime) -> tuple[dict, bool]:
                         f"(limit {settings.health_max_pending_age_seconds:.0f}s)")
     if settings.health_fail_on_dead and report["dead"]:
         problems.append(f"{report['dead']} dead orders await a decision")
-    report.update(status="ok" if not problems else "unhealthy", problems=problems)
+    # Said, not failed on: a squareoff of today that ran late or not at all is for the
+    # trader to look at; the queue itself is well.
+    warnings = [f"squareoff of {s['strategy']!r} ({s['source']}, {s['squareoff_time']} IST) " + ("caught up at start" if s["outcome"] ==
+                                                  SquareoffOutcome.CAUGHT_UP.value
+                                                  else "MISSED: check positions by hand")
+                for s in report["squareoffs_today"]
+                if s["outcome"] != SquareoffOutcome.ON_TIME.value]
+    report.update(status="ok" if not problems else "unhealthy", problems=problems,
+                  warnings=warnings)
     return report, not problems
 
 

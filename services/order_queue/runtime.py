@@ -35,6 +35,7 @@ from database import order_queue_db
 from database.order_queue.api_keys import CredentialsUnavailable, seal, use_pepper
 from database.order_queue.green import server_model, spawn
 from database.order_queue_db import QueueStorageError, QueueStore
+from services.order_queue import squareoffs
 from services.order_queue.alerts import alerter
 from services.order_queue.clock import Clock
 from services.order_queue.dispatcher import Dispatcher
@@ -72,6 +73,7 @@ class OrderQueueRuntime:
         self._watchdog: threading.Thread | None = None
         self._stop_watching = threading.Event()
         self._graceful_stop = False  # set by the first signal; the next goes to the previous
+        self._squareoffs_checked = False
 
     # ------------------------------------------------------------------ start
 
@@ -153,7 +155,18 @@ class OrderQueueRuntime:
         if self.start_problem is not None:
             logger.info("order queue database reachable again; dispatcher started")
         self.start_problem = None
+        self._check_squareoffs_once()
         return True
+
+    def _check_squareoffs_once(self) -> None:
+        """Once per runtime, with the dispatcher running: the host's squareoffs that a
+        restart would otherwise lose (``squareoffs.py``), off the start-up path."""
+        with self._lock:
+            if self._squareoffs_checked:
+                return
+            self._squareoffs_checked = True
+        threading.Thread(target=squareoffs.catch_up, args=(self,),
+                         name="order-queue-squareoffs", daemon=True).start()
 
     # ------------------------------------------------------------------ watching
 

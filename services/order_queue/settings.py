@@ -100,6 +100,11 @@ class OrderQueueSettings:
     poll_seconds: float = 1.0
     #: Bound on waiting for in-flight requests at shutdown.
     shutdown_timeout_seconds: float = 15.0
+    #: A strategy's squareoff whose minute passed while the app was down is run at
+    #: start if the start comes within this many minutes of it (and before the session
+    #: closes); later it is reported as missed.  A quarter of an hour covers a crash and
+    #: restart; an exit much later than that is a decision for the trader.
+    squareoff_catchup_minutes: float = 15.0
     #: Sent, dismissed and cancelled orders are purged this many days after they
     #: finished (dead and open orders never are).
     retention_days: float = 30.0
@@ -152,6 +157,7 @@ _VARIABLES = {
     "ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS": ("heartbeat_timeout_seconds", float, 0.1),
     "ORDER_QUEUE_POLL_SECONDS": ("poll_seconds", float, 0.01),
     "ORDER_QUEUE_SHUTDOWN_TIMEOUT_SECONDS": ("shutdown_timeout_seconds", float, 0.1),
+    "ORDER_QUEUE_SQUAREOFF_CATCHUP_MINUTES": ("squareoff_catchup_minutes", float, 0),
     "ORDER_QUEUE_RETENTION_DAYS": ("retention_days", float, 1),
     "ORDER_QUEUE_HEALTH_MAX_PENDING_AGE_SECONDS": ("health_max_pending_age_seconds", float, 1),
     "ORDER_QUEUE_HEALTH_FAIL_ON_DEAD": ("health_fail_on_dead", "boolean", None),

@@ -125,12 +125,28 @@
     document.getElementById("lanes-sent").textContent =
       "smart " + stats.sent_today_by_lane.smart + " · regular " + stats.sent_today_by_lane.regular;
     document.getElementById("oldest-pending").textContent = age(stats.oldest_pending_age_seconds);
+    renderSquareoffs(stats.squareoffs_today || []);
     var d = stats.dispatcher;
     document.getElementById("dispatcher-status").textContent =
       (d.alive ? "Running" : "NOT RUNNING") + (d.ids.length ? " · " + d.ids.join(", ") : "") +
       (d.last_heartbeat ? " · last heartbeat " + d.last_heartbeat : "") +
       " · limits per account: regular " + d.regular_rate + ", smart " + d.smart_rate +
       " per " + d.rate_window_seconds + "s";
+  }
+
+  /* Today's squareoffs; one caught up at start or missed stands out. */
+  function renderSquareoffs(rows) {
+    var list = document.getElementById("squareoffs");
+    var words = { on_time: "ran on time", caught_up: "caught up at start (the app was down at its minute)",
+                  missed: "MISSED: the app started too late; check positions by hand" };
+    list.replaceChildren.apply(list, rows.map(function (row) {
+      var item = document.createElement("li");
+      item.className = "squareoff squareoff-" + row.outcome;
+      item.textContent = row.squareoff_time + " IST · " + row.source + " · " + row.strategy +
+        " · " + (words[row.outcome] || row.outcome);
+      return item;
+    }));
+    document.getElementById("squareoffs-empty").hidden = rows.length > 0;
   }
 
   function selectedIds() {
@@ -411,5 +427,8 @@
     localStorage.setItem("oq-theme", next);
   });
 
-  window.OrderQueue = { initIndex: initIndex, initDetail: initDetail };
+  /* The page says which it is (no inline script: OpenAlgo's CSP allows none). */
+  var page = document.body.dataset.page;
+  if (page === "index") { initIndex(); }
+  if (page === "detail") { initDetail(Number(document.body.dataset.orderId)); }
 })();

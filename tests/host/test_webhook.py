@@ -7,7 +7,13 @@ from datetime import datetime, timedelta
 import pytest
 
 from blueprints import order_queue
-from blueprints.strategy import IST, squareoff_positions, start_scheduler, stop_scheduler
+from blueprints.strategy import (
+    IST,
+    follow_strategy_changes,
+    squareoff_positions,
+    start_scheduler,
+    stop_scheduler,
+)
 from database import order_queue_db
 from database.auth_db import get_api_key_for_tradingview
 from tests.conftest import make_app
@@ -224,11 +230,12 @@ def test_squareoff_rides_out_a_locked_queue_database(tmp_path, caplog):
     holder.close()
 
 
-def test_squareoff_is_scheduled_as_an_ist_cron_job(app, runner):
-    strategy = add_strategy(runner, "--intraday", "--start", "09:30", "--end", "14:00",
-                            "--squareoff", "15:10")
+def test_a_strategy_created_while_running_gets_an_ist_cron_squareoff(app, runner):
     scheduler = start_scheduler()
     try:
+        strategy = add_strategy(runner, "--intraday", "--start", "09:30", "--end", "14:00",
+                                "--squareoff", "15:10")
+        follow_strategy_changes()  # what OpenAlgo's page does on create
         job = scheduler.get_job(f"squareoff_{strategy['strategy_id']}")
         assert job is not None
         fields = {f.name: str(f) for f in job.trigger.fields}
@@ -258,7 +265,7 @@ def test_entry_still_queued_at_squareoff_is_expired_not_sent(tmp_path, broker, m
     strategy = add_strategy(app.test_cli_runner(), "--intraday", "--start", "09:30",
                             "--end", "14:00", "--squareoff", "15:10",)
     # The squareoff is two seconds away (the real clock decides "now" in the queue).
-    monkeypatch.setattr(order_queue_service, "_deadline_provider",
+    monkeypatch.setitem(order_queue_service._deadline_providers, "strategy",
                         lambda payload, now: now + timedelta(seconds=2))
     app.config["HOST_CLOCK"] = lambda: IST.localize(datetime(2026, 11, 23, 10, 0))
     assert post(app.test_client(), strategy["webhook_id"],

@@ -255,10 +255,11 @@ def test_a_plugin_update_over_an_old_install_uninstalls_to_the_original(tree, tm
     for path in ("services/order_queue_service.py", "services/order_queue/settings.py"):
         with open(plugin_v1 / path, "a") as file:
             file.write("# plugin v1\n")
-    new_app_edit = [e for e in installer.EDITS if e.path == "app.py"][-1]
+    new_app_edit = [e for e in installer.CORE_EDITS if e.path == "app.py"][-1]
     with monkeypatch.context() as v1:
         v1.setattr(installer, "SOURCE_ROOT", plugin_v1)
-        v1.setattr(installer, "EDITS", [e for e in installer.EDITS if e is not new_app_edit])
+        v1.setattr(installer, "CORE_EDITS",
+                   [e for e in installer.CORE_EDITS if e is not new_app_edit])
         assert run(tree)[0] == 0
     code, report = run(tree)
     assert code == 0 and "3 files changed" in report
@@ -284,12 +285,16 @@ def test_check_notices_an_outdated_plugin_file(tree):
     assert code == 1 and "outdated: services/order_queue_service.py" in report
 
 
-@pytest.mark.parametrize("edit", installer.EDITS, ids=lambda e: f"{e.path}:{e.anchor or e.requires}")
-def test_missing_anchor_is_refused_and_nothing_is_written(tree, edit):
-    file = tree / edit.path
-    pattern = edit.anchor or edit.requires
+ANCHORS = [(edit, pattern) for edit in installer.EDITS
+           for pattern in ((edit.anchor,) if edit.anchor else edit.requires)
+           if pattern != installer.QUEUE_ORDER]
+
+
+@pytest.mark.parametrize("edit,pattern", ANCHORS, ids=lambda v: getattr(v, "path", v))
+def test_missing_anchor_is_refused_and_nothing_is_written(tree, edit, pattern):
     import re
 
+    file = tree / edit.path
     file.write_text(re.sub(pattern, "# (moved elsewhere)", file.read_text(), flags=re.M))
     before = snapshot(tree)
     result = subprocess.run([sys.executable, "-m", "install.openalgo", str(tree)], cwd=ROOT,
@@ -297,6 +302,35 @@ def test_missing_anchor_is_refused_and_nothing_is_written(tree, edit):
     assert result.returncode == 2
     assert edit.path in result.stderr and "anchor not found" in result.stderr
     assert "nothing was written" in result.stderr
+    assert snapshot(tree) == before
+
+
+def without_queue_order(tree, path):
+    """The blueprint as upstream left it after retiring its in-memory queue."""
+    file = tree / path
+    file.write_text(file.read_text().replace("def queue_order(endpoint, payload):",
+                                             "def place_in_process(endpoint, payload):"))
+
+
+def test_a_blueprint_without_queue_order_is_left_alone_and_the_report_says_so(tree):
+    without_queue_order(tree, "blueprints/strategy.py")
+    strategy_before = (tree / "blueprints/strategy.py").read_bytes()
+    code, report = run(tree)
+    assert code == 0
+    assert (tree / "blueprints/strategy.py").read_bytes() == strategy_before
+    assert "durable: Chartink webhooks" in report
+    assert "NOT durable: Strategy webhooks" in report and "has no queue_order" in report
+    assert "register_squareoffs(" in (tree / "blueprints/chartink.py").read_text()
+    code, report = run(tree, "--check")
+    assert code == 0 and "NOT durable: Strategy webhooks" in report
+
+
+def test_an_openalgo_with_no_queue_at_all_is_refused(tree):
+    without_queue_order(tree, "blueprints/strategy.py")
+    without_queue_order(tree, "blueprints/chartink.py")
+    before = snapshot(tree)
+    with pytest.raises(installer.InstallError, match="no queue to make durable"):
+        run(tree)
     assert snapshot(tree) == before
 
 
@@ -334,6 +368,35 @@ PATCHED_APP_SCRIPT = textwrap.dedent("""
     assert deadline_for({"strategy": "swing"}, morning) is None
     assert deadline_for({"strategy": "nobody"}, morning) is None
 
+    # Chartink's entries expire at its strategies' squareoff too.
+    from database.chartink_db import ChartinkStrategy, ChartinkSymbolMapping
+    from database.chartink_db import db_session as chartink_session
+    chartink_session.add(ChartinkStrategy(name="scan", is_intraday=True,
+                                          squareoff_time="15:05"))
+    chartink_session.commit()
+    assert deadline_for({"strategy": "scan"}, morning) == datetime(2026, 11, 23, 9, 35)
+
+    # Squareoffs: the installed blocks hand both blueprints' functions to the queue, which
+    # registers each active intraday squareoff again and runs one missed while down.
+    from database.strategy_db import StrategySymbolMapping
+    from blueprints import chartink, strategy
+    from services.order_queue import squareoffs
+    db_session.add(StrategySymbolMapping(strategy_id=1, symbol="SBIN", exchange="NSE",
+                                         quantity=1, product_type="MIS"))
+    db_session.commit()
+    chartink_session.add(ChartinkSymbolMapping(strategy_id=1, chartink_symbol="TCS",
+                                               exchange="NSE", quantity=1, product_type="MIS"))
+    chartink_session.commit()
+    monday_1512_ist = datetime(2026, 11, 30, 9, 42)
+    runtime.current().clock.now = lambda: monday_1512_ist
+    done = squareoffs.catch_up(runtime.current())
+    # Chartink's 15:05 was 7 minutes ago: run now; the Strategy's 15:15 is still ahead.
+    assert [(d["source"], d["outcome"]) for d in done] == [("chartink", "caught_up")], done
+    assert set(strategy.scheduled_jobs) == {"squareoff_1"}, strategy.scheduled_jobs
+    assert set(chartink.scheduled_jobs) == {"squareoff_1"}, chartink.scheduled_jobs
+    job = chartink.scheduled_jobs["squareoff_1"][0]
+    assert job(1) is None  # the scheduler's own run that day: already done
+
     # Another writer holds the queue database past the busy timeout: the host's
     # catch-all 500 becomes a 503, and the next webhook after the fault goes through.
     blocker = sqlite3.connect(os.environ["QUEUE_DB"], isolation_level=None)
@@ -363,7 +426,7 @@ def test_patched_tree_imports_and_webhooks_reach_the_durable_queue(tree, tmp_pat
     assert "patched app ok" in result.stdout
     with sqlite3.connect(queue_db) as conn:
         rows = conn.execute("SELECT strategy, symbol FROM order_queue ORDER BY id").fetchall()
-    assert rows == [("s1", "SBIN"), ("c1", "SBIN"), ("s1", "INFY")]
+    assert rows == [("s1", "SBIN"), ("c1", "SBIN"), ("scan", "TCS"), ("s1", "INFY")], rows
 
 
 SIGTERM_SCRIPT = textwrap.dedent("""

@@ -43,6 +43,7 @@ def _browser_or_skip(tmp_path):
                  "--disable-sync", "--no-first-run", "--window-size=1280,900",
                  f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
@@ -51,7 +52,12 @@ def browser(tmp_path):
     driver = _browser_or_skip(tmp_path)
     driver.set_page_load_timeout(30)
     yield driver
+    # The host serves OpenAlgo's default policy (scripts from 'self' only): an inline
+    # script or handler would be refused, and the page would never start.
+    refused = [entry["message"] for entry in driver.get_log("browser")
+               if "Content Security Policy" in entry["message"]]
     driver.quit()
+    assert not refused, refused
 
 
 def wait_until(driver, predicate, timeout=15):

@@ -155,7 +155,8 @@ def test_four_workers_starting_at_once_on_an_empty_database(tmp_path, postgres_s
             "SELECT count(*) FROM information_schema.triggers "
             "WHERE trigger_schema = current_schema()")).scalar()
     store.dispose()
-    assert tables == 5 and triggers >= 2  # orders, attempts, dispatchers, meta, samples
+    assert tables == 6 and triggers >= 2  # orders, attempts, dispatchers, meta, samples,
+    # squareoffs
 
 
 def test_an_enqueue_in_another_process_wakes_the_worker_at_once(tmp_path, postgres_schema_url,
