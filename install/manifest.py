@@ -30,6 +30,7 @@ PLUGIN_FILES = [
     "services/order_queue/cli.py",
     "services/order_queue/clock.py",
     "services/order_queue/dispatcher.py",
+    "services/order_queue/drain.py",
     "services/order_queue/door.py",
     "services/order_queue/events.py",
     "services/order_queue/fence.py",

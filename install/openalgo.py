@@ -29,13 +29,16 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
+import io
 import json
 import re
 import shutil
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from install import venv_hook
 from install.manifest import PLUGIN_FILES
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
@@ -283,11 +286,17 @@ def _state(target: Path) -> Path:
     return target / STATE_DIR
 
 
-def install(target: Path, *, dry_run: bool = False, out=sys.stdout) -> int:
+def install(target: Path, *, dry_run: bool = False, out=sys.stdout, venv: Path | None = None,
+            source_root: Path | None = None, hook: bool = True) -> int:
+    """Install (or bring up to date) the plugin in ``target``.  ``venv``: OpenAlgo's
+    virtual environment for the start-up hook (found if not given); ``source_root``:
+    where the plugin files come from (this repository; the checkout itself when the
+    hook re-applies edits)."""
+    source_root = source_root or SOURCE_ROOT
     plans = planned_contents(target)  # all anchors checked before anything is written
     copies = [path for path in PLUGIN_FILES
               if not (target / path).exists()
-              or (target / path).read_bytes() != (SOURCE_ROOT / path).read_bytes()]
+              or (target / path).read_bytes() != (source_root / path).read_bytes()]
     record = _read_record(target)
     stale = _left_from_an_earlier_version(record)
     if dry_run:
@@ -308,7 +317,7 @@ def install(target: Path, *, dry_run: bool = False, out=sys.stdout) -> int:
     for path in copies:
         _record_copy(target, record, path)
         (target / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(SOURCE_ROOT / path, target / path)
+        shutil.copy2(source_root / path, target / path)
     for path, (original, patched) in plans.items():
         if original != patched:
             (target / path).write_text(patched, encoding="utf-8")
@@ -316,6 +325,8 @@ def install(target: Path, *, dry_run: bool = False, out=sys.stdout) -> int:
     record["written"].update({path: _digest((target / path).read_bytes())
                               for path in record["edited"] + PLUGIN_FILES})
     state.mkdir(exist_ok=True)
+    if hook:
+        _install_start_up_hook(target, venv, record, out)
     (state / "installed.json").write_text(json.dumps(record, indent=2))
     changed = len(stale) + len(copies) + sum(o != p for o, p in plans.values())
     print(f"installed into {target}: {changed} files changed" if changed
@@ -323,6 +334,49 @@ def install(target: Path, *, dry_run: bool = False, out=sys.stdout) -> int:
     for line in coverage_report(target):
         print(line, file=out)
     return 0
+
+
+def _install_start_up_hook(target: Path, venv: Path | None, record: dict, out) -> None:
+    """Keep a copy of this installer in the checkout and the hook in OpenAlgo's virtual
+    environment, so an OpenAlgo update cannot switch the queue off (``venv_hook.py``)."""
+    venv_hook.keep_installer(_state(target))
+    found = venv_hook.find_venv(target, venv)
+    if found is None:
+        print("WARNING: no virtual environment found (.venv or venv in the checkout, venv "
+              "beside it; or give --venv): without the start-up hook an OpenAlgo update "
+              "switches the queue off until this installer runs again", file=out)
+        return
+    venv_hook.remove_hook([f for f in record.get("hook", []) if not f.startswith(str(found))])
+    record["hook"] = venv_hook.install_hook(target, found)
+    print(f"start-up hook in {found}: the queue stays in force after an OpenAlgo update",
+          file=out)
+
+
+def reapply(target: Path) -> list[str]:
+    """Put back the edits an OpenAlgo update removed, from the plugin files already in
+    the checkout; returns the files edited.  Raises ``InstallError`` (nothing written)
+    when an anchor is gone.  Serialised with other processes starting at once."""
+    with _lock(_state(target) / "reapply.lock"):
+        plans = planned_contents(target)
+        missing = [path for path, (original, patched) in plans.items() if original != patched]
+        if missing:
+            install(target, out=io.StringIO(), source_root=target, hook=False)
+        return missing
+
+
+@contextmanager
+def _lock(path: Path):
+    try:
+        import fcntl
+    except ImportError:  # Windows: one process starts OpenAlgo there
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _left_from_an_earlier_version(record: dict) -> list[str]:
@@ -423,28 +477,53 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def check(target: Path, out=sys.stdout) -> int:
-    problems = []
+def check(target: Path, out=sys.stdout, *, verbose: bool = False) -> int:
+    """Exit status 0 when the queue is in force in ``target``: installed, current, and
+    every edit made, or missing only because an OpenAlgo update removed them and the
+    start-up hook puts them back at the next start.  Says why not otherwise."""
+    if not target.is_dir():
+        print(f"{target} does not exist or is not a folder", file=out)
+        return 1
     if not (_state(target) / "installed.json").exists():
-        problems.append("not installed (no .order_queue_plugin/installed.json)")
+        print(f"not installed in {target} (run: python -m install.openalgo {target}, from "
+              f"the plugin's folder)", file=out)
+        if verbose:
+            for path in PLUGIN_FILES:
+                if not (target / path).exists():
+                    print(f"missing: {path}", file=out)
+        return 1
+    record = _read_record(target)
+    problems = []
     for path in PLUGIN_FILES:
         if not (target / path).exists():
             problems.append(f"missing: {path}")
         elif (target / path).read_bytes() != (SOURCE_ROOT / path).read_bytes():
             problems.append(f"outdated: {path}")
+    missing_edits = []
     try:
-        for path, (original, patched) in planned_contents(target).items():
-            if original != patched:
-                problems.append(f"edit missing in {path}")
+        missing_edits = [path for path, (original, patched) in planned_contents(target).items()
+                         if original != patched]
     except InstallError as exc:
-        problems.append(str(exc))
+        problems.append(f"NOT in force, and cannot be put back: {exc}")
+    hook_ok = venv_hook.hook_present(record.get("hook", []))
+    if missing_edits and not (hook_ok and not problems):
+        problems += [f"edit missing in {path}" for path in missing_edits]
     for problem in problems:
         print(problem, file=out)
-    if not problems:
+    if problems:
+        return 1
+    if missing_edits:
+        print(f"in force: the edits to {', '.join(missing_edits)} are missing (an OpenAlgo "
+              f"update removed them) and the start-up hook puts them back when OpenAlgo "
+              f"next starts; running the installer again puts them back now", file=out)
+    else:
         print("installed and current", file=out)
-        for line in coverage_report(target):
-            print(line, file=out)
-    return 1 if problems else 0
+    for line in coverage_report(target):
+        print(line, file=out)
+    if not hook_ok:
+        print("WARNING: no start-up hook: an OpenAlgo update switches the queue off until "
+              "the installer runs again (install with --venv PATH)", file=out)
+    return 0
 
 
 def uninstall(target: Path, out=sys.stdout) -> int:
@@ -477,6 +556,7 @@ def uninstall(target: Path, out=sys.stdout) -> int:
     for path in record["added"]:
         (target / path).unlink(missing_ok=True)
         _remove_empty_parents(target, (target / path).parent)
+    venv_hook.remove_hook(record.get("hook", []))
     shutil.rmtree(state)
     print(f"uninstalled from {target}: originals restored", file=out)
     return 0
@@ -503,14 +583,18 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--dry-run", action="store_true", help="show what would change")
     mode.add_argument("--check", action="store_true", help="exit 0 only if installed and current")
     mode.add_argument("--uninstall", action="store_true", help="restore the original files")
+    parser.add_argument("--venv", type=Path,
+                        help="OpenAlgo's virtual environment, for the start-up hook (default: "
+                             ".venv or venv in the checkout, or venv beside it)")
+    parser.add_argument("--verbose", action="store_true", help="--check: list every file")
     args = parser.parse_args(argv)
     target = args.openalgo.resolve()
     try:
         if args.check:
-            return check(target)
+            return check(target, verbose=args.verbose)
         if args.uninstall:
             return uninstall(target)
-        return install(target, dry_run=args.dry_run)
+        return install(target, dry_run=args.dry_run, venv=args.venv)
     except InstallError as exc:
         print(f"refusing: {exc}; nothing was written", file=sys.stderr)
         return 2

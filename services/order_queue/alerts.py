@@ -89,6 +89,20 @@ class Alerter:
                 self._deliver(alert)
             except Exception:  # a broken channel must not end the thread
                 logger.exception("order queue alert could not be delivered")
+            finally:
+                self._pending.task_done()
+
+    def wait_delivered(self, timeout: float) -> bool:
+        """Wait until every queued alert was handed to its channels (a process about
+        to exit); False if that took longer than ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._pending.all_tasks_done:
+            while self._pending.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._pending.all_tasks_done.wait(remaining)
+        return True
 
     def _deliver(self, alert: Alert) -> None:
         now = self._clock()
