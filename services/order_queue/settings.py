@@ -98,8 +98,12 @@ class OrderQueueSettings:
     heartbeat_timeout_seconds: float = 5.0
     #: Fallback poll when nothing wakes the dispatcher (enqueue wakes it at once).
     poll_seconds: float = 1.0
-    #: Bound on waiting for in-flight requests at shutdown.
-    shutdown_timeout_seconds: float = 15.0
+    #: Bound on waiting for in-flight requests at shutdown.  ``docker compose stop``
+    #: (OpenAlgo's compose file sets no ``stop_grace_period``) kills 10 s after SIGTERM,
+    #: and gunicorn 25's master spends 2 s closing its control socket before it passes
+    #: SIGTERM on to the worker: 4 s leaves the server 4 s more to close.  A request
+    #: still out when it runs out is settled by the reconciler after the restart.
+    shutdown_timeout_seconds: float = 4.0
     #: A strategy's squareoff whose minute passed while the app was down is run at
     #: start if the start comes within this many minutes of it (and before the session
     #: closes); later it is reported as missed.  A quarter of an hour covers a crash and

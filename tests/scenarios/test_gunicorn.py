@@ -148,6 +148,54 @@ def test_worker_sigkill_and_master_sigterm_mid_burst(tmp_path, broker, queue_url
     assert probe.slowest < PROBE_LIMIT_SECONDS, f"slowest probe {probe.slowest:.2f}s"
 
 
+def test_docker_stop_sigterm_then_sigkill_ten_seconds_later(tmp_path, broker, queue_url):
+    """``docker compose stop`` with OpenAlgo's compose file: SIGTERM, and SIGKILL to every
+    process 10 s later.  Requests stall at the broker past the drain bound, so some are
+    on the wire when the stop comes: the default bound lets the server exit by itself
+    before the kill, and after the restart every acknowledged order is booked once,
+    none left in doubt or dead."""
+    broker.default = Stall(8.0)  # longer than the drain bound: the stop cannot wait them out
+    app = gunicorn_process(tmp_path, broker.base_url, queue_url)
+    webhook_id = json.loads(app.flask("strategy", "add", "--name", "Docker", "--symbol",
+                                      SYMBOLS[0], "--quantity", "1"))["webhook_id"]
+    app.flask("strategy", "map", "--name", "Docker", "--quantity", "1",
+              *(arg for symbol in SYMBOLS[1:] for arg in ("--symbol", symbol)))
+    url = f"{app.base_url}/strategy/webhook/{webhook_id}"
+    acknowledged, lock = set(), threading.Lock()
+    burst = [(SYMBOLS[i % len(SYMBOLS)], 500 + i) for i in range(40)]
+    try:
+        app.start(timeout=60)
+        threads = fire_alerts(url, burst, acknowledged, lock)
+        wait_for_acks(acknowledged, 15)
+        assert broker.wait_for(2, timeout=20)  # requests are on the wire, stalled
+        app.process.send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        try:
+            app.process.wait(10)
+            exited_by_itself = True
+        except subprocess.TimeoutExpired:
+            exited_by_itself = False
+            app.kill()
+        took = time.monotonic() - stopped_at
+        for thread in threads:
+            thread.join()
+        broker.default = Stall(0.0)
+        app.start(timeout=60)
+        drained = wait_until_drained(app, acknowledged, broker)
+        assert drained, app.log()[-4000:]
+        time.sleep(1.0)  # a duplicate, if any, would arrive now
+        depth = httpx.get(f"{app.base_url}/order-queue/api/health", timeout=5).json()["depth"]
+    finally:
+        app.stop()
+    booked = Counter((entry["symbol"], int(entry["quantity"])) for entry in broker.book)
+    print(f"\ndocker stop: exited by itself={exited_by_itself} after {took:.1f}s "
+          f"acknowledged={len(acknowledged)} booked={len(booked)}")
+    assert exited_by_itself, f"still running 10 s after SIGTERM:\n{app.log()[-4000:]}"
+    assert acknowledged <= set(booked), sorted(acknowledged - set(booked))[:10]
+    assert not {key: n for key, n in booked.items() if n > 1}
+    assert sum(depth["dead"].values()) == 0, depth
+
+
 def wait_until_drained(app: AppProcess, acknowledged: set, broker, timeout: float = 90) -> bool:
     """True once health shows nothing pending, sending or in doubt, and every
     acknowledged order is booked."""
