@@ -29,6 +29,7 @@ from blueprints.strategy import (
 from database import auth_db, host_db, order_queue_db, paper_broker_db, strategy_db
 from extensions import socketio
 from services.order_queue_service import set_deadline_provider
+from utils import rate_limit
 from utils.logging import get_logger, setup_logging
 
 logger = get_logger(__name__)
@@ -92,6 +93,8 @@ def create_app(test_config=None):
         # A client that has not sent its whole request by then is cut off (408).
         REQUEST_BODY_TIMEOUT_SECONDS=_positive_seconds("REQUEST_BODY_TIMEOUT_SECONDS", 20.0),
         PAPER_BROKER_LATENCY_MS=_non_negative_int("PAPER_BROKER_LATENCY_MS"),
+        # OpenAlgo's webhook limit ("100 per minute" there); none here unless set.
+        WEBHOOK_RATE_LIMIT=os.getenv("WEBHOOK_RATE_LIMIT") or None,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=os.getenv("SESSION_COOKIE_SECURE", "").lower() == "true",
@@ -123,6 +126,7 @@ def create_app(test_config=None):
     app.register_blueprint(paper_broker_bp)
     csrf.exempt(strategy_bp)  # webhooks come from TradingView / ChartInk, not a browser
     csrf.exempt(paper_broker_bp)  # API-key authenticated REST API
+    rate_limit.init_app(app)
     app.cli.add_command(strategy_cli)
     app.cli.add_command(user_cli)
     socketio.init_app(app)

@@ -25,7 +25,12 @@ from extensions import socketio
 from services.order_queue import actions, fence, reports, runtime
 from services.order_queue.cli import order_queue_cli
 from services.order_queue.events import NAMESPACE
-from services.order_queue.settings import OrderQueueSettings, load_settings, setting_names
+from services.order_queue.settings import (
+    OrderQueueSettings,
+    host_setting_names,
+    load_settings,
+    setting_names,
+)
 from utils.session import check_session_validity, is_session_valid
 
 IST = pytz.timezone("Asia/Kolkata")
@@ -50,11 +55,13 @@ order_queue_bp = Blueprint(
 def init_app(app) -> OrderQueueSettings:
     """Validate settings (the environment, app.config entries of the same names on
     top), build the runtime, register web, door and CLI.  Raises ``SettingsError``."""
-    settings = load_settings(overrides={name: app.config[name] for name in setting_names()
-                                        if name in app.config})
+    settings = load_settings(overrides={
+        name: app.config[name] for name in setting_names() + host_setting_names()
+        if app.config.get(name) is not None})
     app.extensions["order_queue"] = runtime.build(settings)
     app.register_blueprint(order_queue_bp)
     app.after_request(_storage_failure_is_503)
+    app.after_request(_refused_webhook_is_429)
     fence.init_app(app)
     app.cli.add_command(order_queue_cli)
     socketio.on_event("connect", _live_connect, namespace=NAMESPACE)
@@ -76,6 +83,30 @@ def _storage_failure_is_503(response):
     unavailable.status_code = 503
     unavailable.headers["Retry-After"] = "5"
     return unavailable
+
+
+#: The host's webhooks that queue orders (OpenAlgo's Strategy and Chartink managers).
+WEBHOOK_PATHS = ("/strategy/webhook/", "/chartink/webhook/")
+
+
+def _refused_webhook_is_429(response):
+    """OpenAlgo answers a webhook its rate limit refuses (``WEBHOOK_RATE_LIMIT``) with a
+    redirect to its HTML page ``/rate-limited``: a sender that follows redirects gets
+    a 200 page and believes the alert was taken, one that does not sees a 302 it does
+    not understand.  On the webhook paths the refusal is said as it is: 429, JSON,
+    ``Retry-After``; and counted for health and the page."""
+    refused = response.status_code == 429 or (
+        response.status_code in (301, 302, 303, 307, 308)
+        and (response.location or "").endswith("/rate-limited"))
+    if not refused or not request.path.startswith(WEBHOOK_PATHS):
+        return response
+    queue = runtime.current()
+    queue.note_refused_webhook(request.path)
+    answer = jsonify(status="error", error="Rate limit exceeded: alert NOT taken, send it "
+                                           "again after Retry-After seconds")
+    answer.status_code = 429
+    answer.headers["Retry-After"] = str(round(queue.settings.webhook_limit_window_seconds))
+    return answer
 
 
 def _live_connect(auth=None):

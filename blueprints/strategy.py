@@ -35,6 +35,7 @@ from database.strategy_db import (
 )
 from services.order_queue_service import queue_order, register_squareoffs, squareoff_utc
 from utils.logging import get_logger
+from utils.rate_limit import webhook_limit
 from utils.request_body import BodyTimeout, read_body
 
 logger = get_logger(__name__)
@@ -72,6 +73,7 @@ def _now_ist() -> datetime:
 
 
 @strategy_bp.route("/webhook/<webhook_id>", methods=["POST"])
+@webhook_limit
 def webhook(webhook_id):
     """Turn a TradingView-style alert into a queued order; 200 only once it is stored.
 

@@ -62,6 +62,8 @@ def stats_report(queue: OrderQueueRuntime) -> dict:
          "squareoff_time": row["squareoff_time"], "outcome": row["outcome"],
          "recorded_at": iso(row["recorded_at"])}
         for row in store.squareoffs_since(squareoffs.trading_day(now))]
+    count, last = queue.refused_webhooks  # this process's: the limit is kept per process
+    report["webhooks_refused"] = {"count": count, "last_at": iso(last)}
     report["now"] = iso(now)
     return report
 

@@ -74,6 +74,8 @@ class OrderQueueRuntime:
         self._stop_watching = threading.Event()
         self._graceful_stop = False  # set by the first signal; the next goes to the previous
         self._squareoffs_checked = False
+        #: Webhooks the host's rate limit refused in this process: count, last moment.
+        self.refused_webhooks: tuple[int, datetime | None] = (0, None)
 
     # ------------------------------------------------------------------ start
 
@@ -220,6 +222,14 @@ class OrderQueueRuntime:
             "start_problem": problem[0] if problem else None,
             "start_problem_since": problem[1] if problem else None,
         }
+
+    def note_refused_webhook(self, path: str) -> None:
+        """Count an alert the host's rate limit refused: the sender has to send it again,
+        and a trader should see that happening."""
+        with self._lock:
+            count, _last = self.refused_webhooks
+            self.refused_webhooks = (count + 1, self.clock.now())
+        logger.warning("webhook refused by the host's rate limit (429): %s", path)
 
     def wake(self) -> None:
         """Have this process's dispatcher look for work now (no-op if none runs here)."""

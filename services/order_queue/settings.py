@@ -109,6 +109,10 @@ class OrderQueueSettings:
     #: closes); later it is reported as missed.  A quarter of an hour covers a crash and
     #: restart; an exit much later than that is a decision for the trader.
     squareoff_catchup_minutes: float = 15.0
+    #: The host's webhook limit (OpenAlgo's ``WEBHOOK_RATE_LIMIT``, "100 per minute"
+    #: per client address): a webhook it refuses is answered 429 with this many
+    #: seconds in ``Retry-After`` (the limit's window), not OpenAlgo's redirect.
+    webhook_limit_window_seconds: float = 60.0
     #: Sent, dismissed and cancelled orders are purged this many days after they
     #: finished (dead and open orders never are).
     retention_days: float = 30.0
@@ -219,6 +223,10 @@ def load_settings(source: Mapping[str, object] | None = None, *,
         if minimum is not None and value < minimum:
             raise SettingsError(f"{variable}={raw!r} must be at least {minimum}")
         values[attribute] = value
+    webhook_limit = source.get("WEBHOOK_RATE_LIMIT")
+    if isinstance(webhook_limit, str) and webhook_limit.strip():
+        _count, window = parse_host_limit("WEBHOOK_RATE_LIMIT", webhook_limit)
+        values["webhook_limit_window_seconds"] = window or 1.0
     settings = OrderQueueSettings(**values)
     if not settings.host_server.startswith(("http://", "https://")):
         raise SettingsError(f"HOST_SERVER={settings.host_server!r} must start with http:// or https://")
@@ -229,6 +237,11 @@ def load_settings(source: Mapping[str, object] | None = None, *,
 
 
 def setting_names() -> list[str]:
-    """Every variable this module reads (a test checks .env.example documents each)."""
+    """Every variable of the queue's own (a test checks .env.example documents each)."""
     return list(_VARIABLES)
+
+
+def host_setting_names() -> list[str]:
+    """The host's variables the queue also reads: its rate limits."""
+    return [*_HOST_LIMITS, "WEBHOOK_RATE_LIMIT"]
 

@@ -300,3 +300,22 @@ def test_position_size_must_be_a_plain_bounded_number(client, runner, size):
     answer = post(client, webhook_id, {"symbol": "SBIN", "action": "BUY", "position_size": size})
     assert answer.status_code == 400 and "position_size" in answer.get_json()["error"]
     assert queued() == []
+
+
+def test_a_webhook_refused_by_the_rate_limit_is_an_honest_429_and_counted(tmp_path):
+    """OpenAlgo redirects a refused webhook to its HTML page /rate-limited (a sender that
+    follows it sees 200): on the webhook path it is a 429 with JSON and Retry-After."""
+    app = make_app(tmp_path, WEBHOOK_RATE_LIMIT="3 per minute")
+    client = app.test_client()
+    strategy = add_strategy(app.test_cli_runner())
+    answers = [post(client, strategy["webhook_id"], {"symbol": "SBIN", "action": "BUY"})
+               for _ in range(5)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+    refused = answers[-1]
+    assert refused.headers["Retry-After"] == "60"
+    assert "NOT taken" in refused.get_json()["error"]
+    assert len(queued()) == 3  # nothing was queued for the refused ones
+    # Elsewhere the host's own answer stands (OpenAlgo's redirect outside /api/).
+    assert client.get("/rate-limited").status_code == 200
+    stats = order_queue.reports.stats_report(order_queue.runtime.current())
+    assert stats["webhooks_refused"]["count"] == 2
