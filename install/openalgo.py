@@ -348,8 +348,12 @@ def _install_start_up_hook(target: Path, venv: Path | None, record: dict, out) -
         return
     venv_hook.remove_hook([f for f in record.get("hook", []) if not f.startswith(str(found))])
     record["hook"] = venv_hook.install_hook(target, found)
+    record["venv"] = str(found)
     print(f"start-up hook in {found}: the queue stays in force after an OpenAlgo update",
           file=out)
+    missing = venv_hook.missing_postgres_driver(target, found)
+    if missing:
+        print(f"WARNING: {missing}", file=out)
 
 
 def reapply(target: Path) -> list[str]:
@@ -506,6 +510,10 @@ def check(target: Path, out=sys.stdout, *, verbose: bool = False) -> int:
     except InstallError as exc:
         problems.append(f"NOT in force, and cannot be put back: {exc}")
     hook_ok = venv_hook.hook_present(record.get("hook", []))
+    venv = venv_hook.find_venv(target, Path(record["venv"]) if record.get("venv") else None)
+    missing_driver = venv_hook.missing_postgres_driver(target, venv)
+    if missing_driver:
+        problems.append(missing_driver)
     if missing_edits and not (hook_ok and not problems):
         problems += [f"edit missing in {path}" for path in missing_edits]
     for problem in problems:

@@ -15,7 +15,9 @@ OpenAlgo update" has the longer version):
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 HOOK_MODULE = "order_queue_plugin_hook.py"
@@ -72,3 +74,31 @@ def keep_installer(state: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name in INSTALLER_FILES:
         shutil.copy2(HERE / name, folder / name)
+
+
+def queue_database_url(target: Path) -> str:
+    """``ORDER_QUEUE_DATABASE_URL`` as OpenAlgo will see it: its ``.env`` (where
+    OpenAlgo's settings live), else the installer's environment, else the default."""
+    env_file = target / ".env"
+    if env_file.exists():
+        for line in env_file.read_text(encoding="utf-8", errors="replace").splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() == "ORDER_QUEUE_DATABASE_URL" and value.strip():
+                return value.strip().strip("'\"")
+    return os.environ.get("ORDER_QUEUE_DATABASE_URL") or "sqlite:///db/order_queue.db"
+
+
+def missing_postgres_driver(target: Path, venv: Path | None) -> str | None:
+    """What to install, and where, when the queue is to live in PostgreSQL and OpenAlgo's
+    environment lacks psycopg (not in OpenAlgo's requirements); None when nothing is
+    missing or it cannot be told (no environment found)."""
+    if not queue_database_url(target).startswith(("postgresql", "postgres:")) or venv is None:
+        return None
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    found = subprocess.run([str(python), "-c", "import psycopg"], capture_output=True)
+    if found.returncode == 0:
+        return None
+    return (f"ORDER_QUEUE_DATABASE_URL names PostgreSQL but psycopg is not installed in "
+            f"{venv}: install it there with `{python} -m pip install 'psycopg[binary]"
+            f"==3.2.13'` (uv: `uv pip install --python {python} 'psycopg[binary]==3.2.13'`;"
+            f" Docker: add that line to the derived image), then restart OpenAlgo")

@@ -168,3 +168,23 @@ def test_uninstall_takes_the_start_up_hook_away(openalgo):
     assert not (site / "order_queue_plugin.pth").exists()
     assert not (site / "order_queue_plugin_hook.py").exists()
     assert git(checkout, "status", "--porcelain") == ""
+
+
+def test_a_postgresql_queue_without_its_driver_says_what_to_install_and_where(openalgo):
+    _upstream, checkout = openalgo
+    (checkout / ".env").write_text("ORDER_QUEUE_DATABASE_URL='postgresql://u@db/openalgo'\n")
+    # The checkout's environment finds this project's packages, psycopg among them;
+    # hide it the way a fresh OpenAlgo environment lacks it.
+    [site] = (checkout / ".venv").glob("lib/python3*/site-packages")
+    (site / "no_psycopg.py").write_text(
+        "import sys\nsys.modules['psycopg'] = None  # as if not installed\n")
+    (site / "zz_no_psycopg.pth").write_text("import no_psycopg\n")
+    out = installer.io.StringIO()
+    assert installer.install(checkout, out=out) == 0
+    assert "psycopg is not installed in" in out.getvalue()
+    assert "pip install 'psycopg[binary]==3.2.13'" in out.getvalue()
+    code, report = check(checkout)
+    assert code == 1 and "psycopg is not installed" in report, report
+    (site / "zz_no_psycopg.pth").unlink()
+    code, report = check(checkout)
+    assert code == 0, report
