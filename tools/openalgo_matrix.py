@@ -578,11 +578,39 @@ class QueueState:
         return sum(self.states[s] for s in UNFINISHED_STATES)
 
 
+def queue_url_of(checkout: Path) -> str:
+    """The cell's ORDER_QUEUE_DATABASE_URL from its .env ('' = the SQLite default)."""
+    env = checkout / ".env"
+    found = re.search(r"^ORDER_QUEUE_DATABASE_URL\s*=\s*'([^']*)'", env.read_text(), re.M) \
+        if env.exists() else None
+    return found.group(1) if found else ""
+
+
+def _queue_query(checkout: Path, sql: str) -> list[tuple]:
+    """``sql`` on the cell's queue database: db/order_queue.db, or PostgreSQL through
+    ``psql`` (its schema named in the URL's search_path option)."""
+    url = queue_url_of(checkout)
+    if not url.startswith("postgresql"):
+        return _query(checkout / "db" / "order_queue.db", sql)
+    base, _, options = url.partition("?")
+    schema = re.search(r"search_path%3D(\w+)", options).group(1)
+    proc = subprocess.run(["psql", base, "-At", "-F", "\x1f", "-v", "ON_ERROR_STOP=1", "-c",
+                           f"SET search_path TO {schema}; {sql}"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    if proc.returncode != 0:
+        return []  # the schema's tables are not created yet
+    rows = []
+    for line in proc.stdout.splitlines():
+        if line == "SET":
+            continue
+        rows.append(tuple(int(v) if v.isdigit() else (v or None) for v in line.split("\x1f")))
+    return rows
+
+
 def read_queue(checkout: Path) -> QueueState:
-    """Rows of db/order_queue.db (empty when the plugin is not installed)."""
+    """Rows of the queue database (empty when the plugin is not installed)."""
     result = QueueState()
-    rows = _query(checkout / "db" / "order_queue.db",
-                  "SELECT symbol, payload, state, dead_reason FROM order_queue")
+    rows = _queue_query(checkout, "SELECT symbol, payload, state, dead_reason FROM order_queue")
     for symbol, payload, state, reason in rows:
         try:
             action = str(json.loads(payload).get("action", "?")).upper()
@@ -594,9 +622,8 @@ def read_queue(checkout: Path) -> QueueState:
             result.held[(symbol, action)] += 1
         if state == "dead":
             result.dead_reasons[reason or "?"] += 1
-    for kind, outcome, n in _query(checkout / "db" / "order_queue.db",
-                                   "SELECT kind, outcome, count(*) FROM order_queue_attempts "
-                                   "GROUP BY kind, outcome"):
+    for kind, outcome, n in _queue_query(checkout, "SELECT kind, outcome, count(*) FROM "
+                                                   "order_queue_attempts GROUP BY kind, outcome"):
         result.attempts[f"{kind}:{outcome}"] = n
     return result
 
@@ -801,6 +828,15 @@ def prepare_checkout(src: Path, checkout: Path, mode: str, patched: bool, args,
                      "--check"], plugin_root, 60, "plugin install --check")
     port, ws_port, zmq_port = free_port(), free_port(), free_port()
     write_env(checkout, port, ws_port, zmq_port)
+    if args.queue_url:
+        schema = f"oq_matrix_{uuid.uuid4().hex[:10]}"
+        run_checked(["psql", args.queue_url, "-c", f"CREATE SCHEMA {schema}"], checkout, 30,
+                    "creating the cell's schema")
+        separator = "&" if "?" in args.queue_url else "?"
+        with open(checkout / ".env", "a") as env:
+            env.write(f"\nORDER_QUEUE_DATABASE_URL = '{args.queue_url}{separator}"
+                      f"options=-csearch_path%3D{schema}'\n")
+        log(f"[{label}] queue database: PostgreSQL schema {schema}")
     webhook_id = str(uuid.uuid4())
     seed = {"user": "admin", "webhook_id": webhook_id, "symbols": SYMBOLS,
             "product": PRODUCT, "mode": mode, "broker": OFFLINE_BROKER}
@@ -1091,6 +1127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-path", default="",
                         help="probe URL path (default: plugin health, or / unpatched)")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--queue-url", default="",
+                        help="a PostgreSQL URL: each cell's queue in a fresh schema there "
+                             "(OpenAlgo's environment needs psycopg); default: SQLite")
     parser.add_argument("--oa-python", default=DEFAULT_OA_PYTHON)
     parser.add_argument("--installer-python", default=DEFAULT_INSTALLER_PYTHON)
     parser.add_argument("--plugin-ref", default="",
