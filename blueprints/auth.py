@@ -12,7 +12,7 @@ import click
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from flask.cli import AppGroup
 
-from database.auth_db import DEFAULT_USER, authenticate_user, ensure_user
+from database.auth_db import DEFAULT_USER, authenticate_user, ensure_api_key, ensure_user
 
 auth_bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -95,10 +95,29 @@ def logout():
 user_cli = AppGroup("user", help="Users who may log in to the admin page.")
 
 
+#: As OpenAlgo's own password rules ask: long enough that guessing it online is hopeless.
+MIN_PASSWORD_LENGTH = 8
+
+
+def _long_enough(_ctx, _param, password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise click.BadParameter(f"must be at least {MIN_PASSWORD_LENGTH} characters")
+    return password
+
+
 @user_cli.command("set-password")
 @click.option("--username", default=DEFAULT_USER, show_default=True)
-@click.password_option()
+@click.password_option(callback=_long_enough,
+                       help=f"At least {MIN_PASSWORD_LENGTH} characters (asked if not given).")
 def set_password_command(username, password):
     """Create the user if needed and set its password."""
     ensure_user(username, password)
     click.echo(f"password set for {username}")
+
+
+@user_cli.command("api-key")
+@click.option("--username", default=DEFAULT_USER, show_default=True)
+def api_key_command(username):
+    """Print the user's API key (creating one if it has none), for calls to /api/v1.
+    Shown here on request only: never logged, never in a page."""
+    click.echo(ensure_api_key(username))

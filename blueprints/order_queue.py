@@ -16,10 +16,12 @@ render values with Jinja's escaping and the page script writes them with
 import json
 import os
 from datetime import datetime, timedelta
+from functools import wraps
 
 import pytz
 from flask import Blueprint, abort, g, jsonify, render_template, request, session
 
+from database.order_queue.model import MAX_ORDER_ID
 from database.order_queue_db import DeadReason, OrderState, QueueStorageError
 from extensions import socketio
 from services.order_queue import actions, fence, reports, runtime
@@ -37,7 +39,6 @@ IST = pytz.timezone("Asia/Kolkata")
 MAX_PAGE_SIZE = 200
 MAX_BULK = 500
 MAX_PAGE = 1_000_000
-MAX_ORDER_ID = 2**63 - 1  # the databases' integer range
 
 # The page brings its own templates and static files (OpenAlgo's React UI has neither
 # a Jinja templates folder nor a static folder any more), served from /order-queue/static.
@@ -132,6 +133,23 @@ def handle_signals() -> list[str]:
 
 
 # --------------------------------------------------------------------------- requests
+
+
+def api_login_required(view):
+    """The JSON API's own answer to a caller without a session: 401 with JSON.  The
+    host's ``check_session_validity`` (OpenAlgo's redirects every caller to its HTML
+    login) still guards the rest, so the host's own session rules apply too."""
+    guarded = check_session_validity(view)
+
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if not is_session_valid():
+            return jsonify(status="error", error="login required: sign in to OpenAlgo and "
+                                                 "call again with its session cookie"), 401
+        return guarded(*args, **kwargs)
+
+    return wrapped
+
 
 
 def _filters(args) -> dict:
@@ -229,13 +247,13 @@ def health():
 
 
 @order_queue_bp.route("/api/stats")
-@check_session_validity
+@api_login_required
 def api_stats():
     return jsonify(reports.stats_report(runtime.current()))
 
 
 @order_queue_bp.route("/api/orders")
-@check_session_validity
+@api_login_required
 def api_orders():
     filters, (page, per_page) = _filters(request.args), _page(request.args)
     queue = runtime.current()
@@ -246,20 +264,20 @@ def api_orders():
 
 
 @order_queue_bp.route("/api/orders/<int:order_id>")
-@check_session_validity
+@api_login_required
 def api_order(order_id):
     return jsonify(_order_detail(order_id))
 
 
 @order_queue_bp.route("/api/charts")
-@check_session_validity
+@api_login_required
 def api_charts():
     """The page's pictures as SVG markup (``charts.py``)."""
     return jsonify(reports.charts_report(runtime.current()))
 
 
 @order_queue_bp.route("/api/held")
-@check_session_validity
+@api_login_required
 def api_held():
     """Instruments held back, each with what its order waits for and until when."""
     return jsonify({"held": reports.held_report(runtime.current())})
@@ -306,7 +324,7 @@ def _action_response(results):
 
 
 @order_queue_bp.route("/api/orders/replay", methods=["POST"])
-@check_session_validity
+@api_login_required
 def api_replay():
     ids, options = _action_request()
     return _action_response(actions.replay(ids, session["user"],
@@ -314,7 +332,7 @@ def api_replay():
 
 
 @order_queue_bp.route("/api/orders/dismiss", methods=["POST"])
-@check_session_validity
+@api_login_required
 def api_dismiss():
     ids, options = _action_request()
     return _action_response(actions.dismiss(ids, session["user"],
@@ -322,7 +340,7 @@ def api_dismiss():
 
 
 @order_queue_bp.route("/api/orders/settle", methods=["POST"])
-@check_session_validity
+@api_login_required
 def api_settle():
     """``{"ids": [...], "placed": true, "broker_orderid": "X"}`` or ``"placed": false``."""
     ids, options = _action_request()
@@ -338,7 +356,7 @@ def api_settle():
 
 
 @order_queue_bp.route("/api/orders/cancel", methods=["POST"])
-@check_session_validity
+@api_login_required
 def api_cancel():
     ids, options = _action_request()
     return _action_response(actions.cancel(ids, session["user"],

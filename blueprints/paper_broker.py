@@ -102,7 +102,9 @@ def _order_fields(data: dict, min_quantity: int) -> dict:
 def _authenticated_request() -> tuple[dict, str]:
     """The JSON body and its owner's user id; raises for a bad body or API key."""
     try:
-        data = request.get_json(silent=True)
+        # Parsed whatever the Content-Type, as the webhook does: curl's default
+        # (form-urlencoded) must not turn a JSON object into "not a JSON object".
+        data = request.get_json(force=True, silent=True)
     except RecursionError:
         raise ApiError("Request body is nested too deeply") from None
     if not isinstance(data, dict):

@@ -20,7 +20,13 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.cli import AppGroup
 from sqlalchemy.exc import SQLAlchemyError
 
-from database.auth_db import DEFAULT_USER, ensure_api_key, ensure_user, get_api_key_for_tradingview
+from database.auth_db import (
+    DEFAULT_USER,
+    PepperChanged,
+    ensure_api_key,
+    ensure_user,
+    get_api_key_for_tradingview,
+)
 from database.order_queue_db import QueueStorageError
 from database.strategy_db import (
     TRADING_MODES,
@@ -100,6 +106,9 @@ def webhook(webhook_id):
         endpoint, payload = build_order(strategy, mapping, action, position_size, api_key)
     except WebhookError as exc:
         return jsonify({"status": "error", "error": str(exc)}), exc.status
+    except PepperChanged as exc:
+        logger.error("webhook %s: %s", webhook_id, exc)
+        return _unavailable(str(exc))
     except SQLAlchemyError:
         logger.exception("webhook %s: strategy database unavailable; order NOT queued",
                          webhook_id)
@@ -153,6 +162,9 @@ def _validated_signal(strategy, data: dict) -> tuple[str, int]:
     if missing:
         raise WebhookError(f"Missing required fields: {', '.join(missing)}")
     symbol = data["symbol"]
+    if isinstance(symbol, str):
+        # Symbols are upper case at every exchange: "sbin" means SBIN, as "buy" means BUY.
+        symbol = data["symbol"] = symbol.strip().upper()
     if not isinstance(symbol, str) or not SYMBOL_PATTERN.match(symbol):
         raise WebhookError("Field 'symbol' must be a trading symbol such as SBIN "
                            "(letters, digits, & - _ . ; at most 40)")

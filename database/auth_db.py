@@ -13,7 +13,7 @@ import secrets
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from sqlalchemy import DateTime, Integer, String, Text, select
@@ -101,12 +101,24 @@ def ensure_api_key(user_id: str) -> str:
     return api_key
 
 
+class PepperChanged(Exception):
+    """The stored API keys were encrypted with another ``API_KEY_PEPPER``."""
+
+
+PEPPER_CHANGED = ("API_KEY_PEPPER is not the one the API keys were stored with: put the "
+                  "previous API_KEY_PEPPER back in .env and restart; nothing was queued")
+
+
 def get_api_key_for_tradingview(user_id: str) -> str | None:
-    """The user's API key in clear text (what the webhook handler puts in the payload)."""
+    """The user's API key in clear text (what the webhook handler puts in the payload).
+    Raises ``PepperChanged`` when it cannot be decrypted with this pepper."""
     row = db_session.scalar(select(ApiKey).where(ApiKey.user_id == user_id))
     if row is None:
         return None
-    return _fernet(_pepper()).decrypt(row.key_encrypted.encode()).decode()
+    try:
+        return _fernet(_pepper()).decrypt(row.key_encrypted.encode()).decode()
+    except InvalidToken:
+        raise PepperChanged(PEPPER_CHANGED) from None
 
 
 def verify_api_key(api_key: str) -> str | None:

@@ -29,6 +29,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 DEFAULT_DATABASE_URL = "sqlite:///db/order_queue.db"
 DATABASE_URL_VARIABLE = "ORDER_QUEUE_DATABASE_URL"
 ERROR_TEXT_LIMIT = 1000
+#: The largest order id the databases can hold (their 64-bit integer range).
+MAX_ORDER_ID = 2**63 - 1
 MESSAGE_TEXT_LIMIT = 500
 
 

@@ -7,7 +7,7 @@ is retried or decided automatically: a human asked for exactly this.
 
 from dataclasses import asdict, dataclass, field
 
-from database.order_queue_db import DeadReason
+from database.order_queue_db import DeadReason, OrderState
 from services import order_queue_service
 from services.order_queue import events, runtime
 from utils.logging import get_logger
@@ -41,9 +41,13 @@ def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[A
     results = []
     for order_id in order_ids:
         row = store.get_order(order_id)
+        if row is None or row["state"] != OrderState.DEAD.value:
+            # Said first: asking to confirm a replay that cannot happen misleads.
+            results.append(ActionResult(order_id, False, _why_not(store, order_id, "dead")))
+            continue
         later = [later_row["id"] for later_row in store.later_orders_gone_ahead(order_id)]
         warnings = []
-        if row and row["state"] == "dead" and row["dead_reason"] == DeadReason.IN_DOUBT.value:
+        if row["dead_reason"] == DeadReason.IN_DOUBT.value:
             warnings.append("it may already be at the broker (its first send was never "
                             "confirmed): check the broker's orderbook")
         if later:
@@ -56,7 +60,7 @@ def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[A
             continue
         now = queue.clock.now()
         deadline = order_queue_service.deadline_for(
-            {**row["payload"], "strategy": row["strategy"]}, now) if row else None
+            {**row["payload"], "strategy": row["strategy"]}, now)
         if store.replay(order_id, now=now, actor=actor, max_age_seconds=max_age,
                         deadline=deadline):
             logger.warning("order %s replayed by %s", order_id, actor)

@@ -12,6 +12,7 @@ from datetime import timedelta
 import click
 from flask.cli import AppGroup
 
+from database.order_queue.model import MAX_ORDER_ID
 from database.order_queue_db import DeadReason, OrderState, QueueStorageError
 from services.order_queue import actions, runtime
 from services.order_queue.reports import order_detail, order_json, stats_report
@@ -94,7 +95,7 @@ def list_command(state, strategy, symbol, reason, limit, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def show_command(order_id, as_json):
     """One order with its payload (API key masked) and attempt trail."""
-    detail = order_detail(runtime.current(), order_id)
+    detail = order_detail(runtime.current(), order_id) if _in_range(order_id) else None
     if detail is None:
         click.echo(f"no order {order_id}", err=True)
         raise SystemExit(EXIT_NOT_FOUND)
@@ -109,6 +110,19 @@ def show_command(order_id, as_json):
         click.echo(f"  {attempt['at']} {attempt['kind']:<9} {attempt['outcome']:<16} "
                    f"{attempt['http_status'] or '':<4} {attempt['actor'] or ''} "
                    f"{attempt['message'] or ''}")
+
+
+def _in_range(order_id: int) -> bool:
+    """Whether an id can exist at all (beyond the databases' integer range, none can)."""
+    return 0 < order_id <= MAX_ORDER_ID
+
+
+def _act(action, order_ids, *args, **kwargs) -> list:
+    """``action`` on the ids that can exist; the others are reported as unknown."""
+    known = [order_id for order_id in order_ids if _in_range(order_id)]
+    results = action(known, *args, **kwargs) if known else []
+    return results + [actions.ActionResult(order_id, False, "no such order")
+                      for order_id in order_ids if not _in_range(order_id)]
 
 
 def _report(results, as_json) -> None:
@@ -131,7 +145,7 @@ def _report(results, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def replay_command(order_ids, confirm, as_json):
     """Send dead orders again."""
-    _report(actions.replay(list(order_ids), CLI_ACTOR, confirm=confirm), as_json)
+    _report(_act(actions.replay, order_ids, CLI_ACTOR, confirm=confirm), as_json)
 
 
 @order_queue_cli.command("settle")
@@ -145,8 +159,8 @@ def settle_command(order_ids, broker_orderid, not_placed, note, as_json):
     """Settle orders in doubt with what the broker's orderbook shows."""
     if bool(broker_orderid) == not_placed:
         raise click.UsageError("give exactly one of --placed BROKER_ORDER_ID or --not-placed")
-    _report(actions.settle(list(order_ids), CLI_ACTOR, placed=not not_placed,
-                           broker_orderid=broker_orderid, note=note), as_json)
+    _report(_act(actions.settle, order_ids, CLI_ACTOR, placed=not not_placed,
+                 broker_orderid=broker_orderid, note=note), as_json)
 
 
 @order_queue_cli.command("dismiss")
@@ -155,7 +169,7 @@ def settle_command(order_ids, broker_orderid, not_placed, note, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def dismiss_command(order_ids, note, as_json):
     """Close dead orders without sending them."""
-    _report(actions.dismiss(list(order_ids), CLI_ACTOR, note=note), as_json)
+    _report(_act(actions.dismiss, order_ids, CLI_ACTOR, note=note), as_json)
 
 
 @order_queue_cli.command("cancel")
@@ -164,7 +178,7 @@ def dismiss_command(order_ids, note, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def cancel_command(order_ids, note, as_json):
     """Stop pending orders before they are sent."""
-    _report(actions.cancel(list(order_ids), CLI_ACTOR, note=note), as_json)
+    _report(_act(actions.cancel, order_ids, CLI_ACTOR, note=note), as_json)
 
 
 @order_queue_cli.command("worker")

@@ -1,5 +1,6 @@
 """The paper broker answers OpenAlgo's /api/v1 order endpoints with OpenAlgo's shapes."""
 
+import json
 import re
 import threading
 from datetime import datetime, timedelta
@@ -317,3 +318,11 @@ def test_orderids_unique_under_concurrent_requests(app, apikey):
     assert [(o["action"], o["quantity"]) for o in book] == [("BUY", "1"), ("SELL", "1")] * (
         threads * per_thread // 2)
     assert position() == 0
+
+
+def test_a_json_body_without_its_content_type_is_read_as_json(client, apikey):
+    """curl's -d sends application/x-www-form-urlencoded unless told otherwise."""
+    client.post("/api/v1/placeorder", json=order(apikey))
+    answer = client.post("/api/v1/orderbook", data=json.dumps({"apikey": apikey}),
+                         content_type="application/x-www-form-urlencoded")
+    assert answer.status_code == 200, answer.get_json()

@@ -319,3 +319,35 @@ def test_a_webhook_refused_by_the_rate_limit_is_an_honest_429_and_counted(tmp_pa
     assert client.get("/rate-limited").status_code == 200
     stats = order_queue.reports.stats_report(order_queue.runtime.current())
     assert stats["webhooks_refused"]["count"] == 2
+
+
+def test_a_changed_pepper_answers_503_saying_what_to_do(tmp_path, monkeypatch):
+    from database.order_queue.api_keys import use_pepper
+    from services.order_queue import runtime
+
+    app = make_app(tmp_path)
+    strategy = add_strategy(app.test_cli_runner())
+    order_queue.start(app)  # seals the queue's pepper check with the first pepper
+    runtime.stop_current(timeout=5)
+    monkeypatch.setenv("API_KEY_PEPPER", "b" * 64)
+    use_pepper("b" * 64)
+    app = make_app(tmp_path)
+    order_queue.start(app)
+    try:
+        answer = post(app.test_client(), strategy["webhook_id"], {"symbol": "SBIN", "action": "BUY"})
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "5"
+        assert "put the previous API_KEY_PEPPER back in .env" in answer.get_json()["error"]
+        health = app.test_client().get("/order-queue/api/health")
+        assert health.status_code == 503
+        assert any("API_KEY_PEPPER" in p for p in health.get_json()["problems"])
+    finally:
+        runtime.stop_current(timeout=5)
+
+
+def test_a_lowercase_symbol_is_the_upper_case_one(app, runner, client):
+    strategy = add_strategy(runner)
+    answer = post(client, strategy["webhook_id"], {"symbol": " sbin ", "action": "buy"})
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["message"] == "Order queued successfully for SBIN"
+    assert [row["symbol"] for row in queued()] == ["SBIN"]

@@ -85,3 +85,31 @@ def test_an_unreachable_queue_database_is_one_line_and_exit_1(app, runner, tmp_p
     result = runner.invoke(args=["order-queue", "stats"])
     assert result.exit_code == 1
     assert result.output.startswith("error: ") and len(result.output.splitlines()) == 1
+
+
+def test_an_id_beyond_the_databases_range_is_an_unknown_order(app, runner):
+    huge = str(2**64)
+    shown = runner.invoke(args=["order-queue", "show", huge])
+    assert shown.exit_code == 4 and "Traceback" not in shown.output
+    assert shown.output.strip() == f"no order {huge}"
+    replayed = runner.invoke(args=["order-queue", "replay", huge])
+    assert replayed.exit_code == 1 and "no such order" in replayed.output
+
+
+def test_replaying_an_order_that_is_not_dead_is_refused_before_any_confirmation(app, runner):
+    sent = make_order("sent", symbol="INFY")
+    make_order("sent", symbol="INFY")  # a later order for the instrument went out
+    replayed = runner.invoke(args=["order-queue", "replay", str(sent)])
+    assert replayed.exit_code == 1, replayed.output
+    assert "order is sent, not dead" in replayed.output
+    assert "confirm" not in replayed.output
+
+
+def test_the_api_key_is_shown_on_request_and_passwords_have_a_minimum(app, runner):
+    shown = runner.invoke(args=["user", "api-key"])
+    assert shown.exit_code == 0
+    key = shown.output.strip()
+    assert len(key) == 64 and runner.invoke(args=["user", "api-key"]).output.strip() == key
+    short = runner.invoke(args=["user", "set-password", "--password", "short"])
+    assert short.exit_code == 2 and "at least 8 characters" in short.output
+    assert runner.invoke(args=["user", "set-password", "--password", "long-enough"]).exit_code == 0

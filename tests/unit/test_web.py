@@ -53,8 +53,12 @@ def test_every_order_queue_route_requires_a_session(app, client):
     for method, url in routes:
         body = {"ids": [1]} if method == "POST" else None
         as_browser = client.open(url, method=method)
-        assert as_browser.status_code == 302, (method, url)  # a page visit goes to login
-        assert as_browser.headers["Location"].startswith("/auth/login")
+        if "/api/" in url:  # a JSON API says so in JSON, whoever asks
+            assert as_browser.status_code == 401, (method, url)
+            assert "login required" in as_browser.get_json()["error"]
+        else:  # a page visit goes to login
+            assert as_browser.status_code == 302, (method, url)
+            assert as_browser.headers["Location"].startswith("/auth/login")
         as_script = client.open(url, method=method, json=body,
                                 headers={"Accept": "application/json"})
         assert as_script.status_code == 401, (method, url)  # fetch() gets JSON, not HTML
