@@ -833,9 +833,12 @@ def prepare_checkout(src: Path, checkout: Path, mode: str, patched: bool, args,
         run_checked(["psql", args.queue_url, "-c", f"CREATE SCHEMA {schema}"], checkout, 30,
                     "creating the cell's schema")
         separator = "&" if "?" in args.queue_url else "?"
-        with open(checkout / ".env", "a") as env:
-            env.write(f"\nORDER_QUEUE_DATABASE_URL = '{args.queue_url}{separator}"
-                      f"options=-csearch_path%3D{schema}'\n")
+        url = f"{args.queue_url}{separator}options=-csearch_path%3D{schema}"
+        env = checkout / ".env"
+        text, found = re.subn(r"^ORDER_QUEUE_DATABASE_URL\s*=.*$",
+                              lambda _m: f"ORDER_QUEUE_DATABASE_URL = '{url}'",
+                              env.read_text(), flags=re.M)
+        env.write_text(text if found else text + f"\nORDER_QUEUE_DATABASE_URL = '{url}'\n")
         log(f"[{label}] queue database: PostgreSQL schema {schema}")
     webhook_id = str(uuid.uuid4())
     seed = {"user": "admin", "webhook_id": webhook_id, "symbols": SYMBOLS,
