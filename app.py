@@ -10,6 +10,7 @@ WSGI entry point), once the databases are ready.
 import gc
 import os
 import secrets
+import socket
 from datetime import timedelta
 
 from dotenv import load_dotenv
@@ -170,8 +171,22 @@ class TimedRequestHandler(WSGIRequestHandler):
     ever (``main`` sets ``timeout``; under gunicorn ``utils.request_body`` bounds it)."""
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Before anything starts: a busy port would otherwise end the app only after its
+    dispatcher started, with Werkzeug's message, which does not name the setting."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"port {port} on {host} is in use ({exc.strerror}): set FLASK_PORT "
+                             f"(and FLASK_HOST_IP for the address), in .env or the "
+                             f"environment") from None
+
+
 def main() -> None:
     app = create_app()
+    _check_port_free(app.config["FLASK_HOST"], app.config["FLASK_PORT"])
     start_background_services(app)
     # Start-up objects never die: keep them out of the collector, so full collections
     # stay short and do not stall a request between its rate-limit turn and the wire.

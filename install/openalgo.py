@@ -49,7 +49,8 @@ ENV_BLOCK = f"""
 {MARK}: durable order queue settings (see the plugin's README and .env.example)
 # The queue's own database: SQLite file by default, or a PostgreSQL URL.
 ORDER_QUEUE_DATABASE_URL='sqlite:///db/order_queue.db'
-# Delivery attempts (first included) on 408/429/5xx before an order is dead-lettered.
+# Delivery attempts (first included) on 408/425/429, or a 5xx found not placed, before an
+# order is dead-lettered.
 ORDER_QUEUE_MAX_RETRIES='3'
 # Pending orders older than this many seconds are dead-lettered as expired, not sent.
 ORDER_QUEUE_MAX_AGE_SECONDS='300'

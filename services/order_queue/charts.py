@@ -109,6 +109,8 @@ def _line_chart(title: str, series: list[Series], span: float, unit: str,
     def y_of(value: float) -> float:
         return TOP + plot_h * (1 - value / top)
 
+    # The unit goes with the title: beside the axis it sat on the top tick's label.
+    title = f"{title} ({unit})"
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" '
              f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
              f'aria-label="{escape(title, {chr(34): "&quot;"})}">',
@@ -119,7 +121,6 @@ def _line_chart(title: str, series: list[Series], span: float, unit: str,
                      f'y2="{y:.1f}"/>')
         parts.append(f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
                      f'{_number(top * fraction)}</text>')
-    parts.append(f'<text class="axis" x="4" y="{TOP - 4}">{escape(unit)}</text>')
     for ago, label in ticks:
         parts.append(f'<text class="axis" x="{x_of(ago):.1f}" y="{HEIGHT - 6}" '
                      f'text-anchor="middle">{escape(label)}</text>')

@@ -118,6 +118,9 @@
       var lanes = stats.depth[state];
       var count = document.getElementById("count-" + state);
       if (count) { count.textContent = lanes.smart + lanes.regular; }
+      if (state === "dead") {  /* red only when something waits for a human */
+        document.getElementById("card-dead").classList.toggle("card-danger", lanes.smart + lanes.regular > 0);
+      }
       document.getElementById("lanes-" + state).textContent =
         "smart " + lanes.smart + " · regular " + lanes.regular;
     });

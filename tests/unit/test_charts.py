@@ -65,3 +65,14 @@ def test_no_data_says_so_and_text_is_escaped():
     assert re.search(r"&lt;script&gt;", charts._line_chart("<script>", [], 60, "ms", []))
     assert charts._nice_ceiling(0) == 1 and charts._nice_ceiling(11) == 20
     assert charts._nice_ceiling(400) == 500
+
+
+def test_the_unit_is_in_the_title_not_on_the_top_tick():
+    svg = charts._line_chart("Webhook to broker", [charts.Series("p50", "s-p50", [(0, 80.0)])],
+                             60, "ms", [])
+    texts = re.findall(r'<text class="([^"]+)" x="([\d.]+)" y="([\d.]+)"[^>]*>([^<]*)<', svg)
+    assert ("chart-title", "Webhook to broker (ms)") in [(c, t) for c, _, _, t in texts]
+    axis = [(float(x), float(y), t) for c, x, y, t in texts if c == "axis"]
+    top_tick = min(axis, key=lambda label: label[1])
+    assert top_tick[2] == "100"  # the highest label on the y axis is a number, alone
+    assert all(t != "ms" for _, _, t in axis)
