@@ -41,6 +41,10 @@ TRANSITION_ERROR = "order_queue: this state change is not part of the order life
 IDENTITY_ERROR = "order_queue: identity columns are write-once"
 OWING_DELETE_ERROR = "order_queue: an order that still owes a delivery or a decision cannot be deleted"
 ATTEMPTS_ERROR = "order_queue_attempts: the attempt trail is append-only"
+REPLACE_ERROR = "order_queue: a row with this id exists; rows are never replaced"
+#: Only an order dead in doubt may be marked sent (the operator's settle "placed"); a
+#: rejected or expired one was never placed, and "sent" would let it be purged.
+_DEAD_TO_SENT_NEEDS = "in_doubt"
 
 
 class _DriverInsert:
@@ -118,7 +122,8 @@ class SqliteBackend:
             cursor.execute(f"PRAGMA busy_timeout={busy}")
             cursor.execute("PRAGMA foreign_keys=ON")
             # INSERT OR REPLACE deletes the row it replaces: with recursive triggers the
-            # delete guard sees that delete too, so an open order cannot be overwritten.
+            # delete guard sees that delete too.  (The insert guards below hold for any
+            # connection, with or without this.)
             cursor.execute("PRAGMA recursive_triggers=ON")
             cursor.close()
 
@@ -198,8 +203,20 @@ class SqliteBackend:
             BEGIN SELECT RAISE(ABORT, '{IDENTITY_ERROR}'); END""",
         f"""CREATE TRIGGER order_queue_state_machine
             BEFORE UPDATE OF state ON order_queue
-            WHEN NEW.state != OLD.state AND (OLD.state || '>' || NEW.state) NOT IN ({_TRANSITIONS_SQL})
+            WHEN NEW.state != OLD.state AND ((OLD.state || '>' || NEW.state) NOT IN ({_TRANSITIONS_SQL})
+              OR (OLD.state = 'dead' AND NEW.state = 'sent'
+                  AND COALESCE(OLD.dead_reason, '') != '{_DEAD_TO_SENT_NEEDS}'))
             BEGIN SELECT RAISE(ABORT, '{TRANSITION_ERROR}'); END""",
+        # INSERT OR REPLACE runs no delete trigger on a connection without
+        # recursive_triggers (a plain sqlite3 console): refuse the insert itself.
+        f"""CREATE TRIGGER order_queue_no_replace
+            BEFORE INSERT ON order_queue
+            WHEN EXISTS (SELECT 1 FROM order_queue WHERE id = NEW.id)
+            BEGIN SELECT RAISE(ABORT, '{REPLACE_ERROR}'); END""",
+        f"""CREATE TRIGGER order_queue_attempts_no_replace
+            BEFORE INSERT ON order_queue_attempts
+            WHEN EXISTS (SELECT 1 FROM order_queue_attempts WHERE id = NEW.id)
+            BEGIN SELECT RAISE(ABORT, '{ATTEMPTS_ERROR}'); END""",
         f"""CREATE TRIGGER order_queue_keep_owing_rows
             BEFORE DELETE ON order_queue WHEN OLD.state IN ({_OWING_SQL})
             BEGIN SELECT RAISE(ABORT, '{OWING_DELETE_ERROR}'); END""",
@@ -335,7 +352,9 @@ class PostgresBackend:
             BEGIN
               IF TG_OP = 'UPDATE' THEN
                 IF {_IDENTITY_CHANGED} THEN RAISE EXCEPTION '{IDENTITY_ERROR}'; END IF;
-                IF NEW.state <> OLD.state AND OLD.state || '>' || NEW.state NOT IN ({_TRANSITIONS_SQL})
+                IF NEW.state <> OLD.state AND (OLD.state || '>' || NEW.state NOT IN ({_TRANSITIONS_SQL})
+                    OR (OLD.state = 'dead' AND NEW.state = 'sent'
+                        AND COALESCE(OLD.dead_reason, '') <> '{_DEAD_TO_SENT_NEEDS}'))
                 THEN RAISE EXCEPTION '{TRANSITION_ERROR}'; END IF;
                 RETURN NEW;
               END IF;

@@ -258,14 +258,16 @@ def test_held_instruments_are_settled_from_the_main_page_charts_draw_and_a_filte
         held = wait_until(browser, lambda d: "SBIN" in text_of(d, "held") and text_of(d, "held"))
         assert "placed or not" in held
         wait_until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chart-latency polyline")) == 2)
-        OUTPUT.mkdir(exist_ok=True)  # the incident at a glance: desktop, dark, phone
+        assert "card-danger" in browser.find_element(By.ID, "card-dead").get_attribute("class")
+        OUTPUT.mkdir(exist_ok=True)  # the incident at a glance: desktop and phone, both themes
         browser.save_screenshot(str(OUTPUT / "incident_desktop.png"))
         browser.find_element(By.ID, "theme-toggle").click()
         browser.save_screenshot(str(OUTPUT / "incident_dark.png"))
-        browser.find_element(By.ID, "theme-toggle").click()
         browser.set_window_size(390, 844)
         assert browser.execute_script(
             "return document.documentElement.scrollWidth <= window.innerWidth + 1")
+        browser.save_screenshot(str(OUTPUT / "incident_phone_dark.png"))
+        browser.find_element(By.ID, "theme-toggle").click()
         browser.save_screenshot(str(OUTPUT / "incident_phone.png"))
         browser.set_window_size(1280, 900)
         browser.find_element(By.CSS_SELECTOR, "#held input").send_keys("B-9001")
@@ -293,6 +295,7 @@ def test_held_instruments_are_settled_from_the_main_page_charts_draw_and_a_filte
         button.click()
         browser.switch_to.alert.accept()
         wait_until(browser, lambda d: text_of(d, "count-dead") == "0")
+        assert "card-danger" not in browser.find_element(By.ID, "card-dead").get_attribute("class")
         assert broker.wait_for(3 + 1 + 1, timeout=15)  # 3 replayed, INFY, SBIN's lost send
     finally:
         app.stop()

@@ -433,7 +433,7 @@ def test_an_open_order_cannot_be_replaced_or_truncated(store):
               "attempts, available_at, reconcile_checks, updated_at"
     rewritten = columns.replace("payload", "'{}'")  # same id, another payload
     if store.backend.name == "sqlite":
-        with pytest.raises(QueueStorageError, match="cannot be deleted"):
+        with pytest.raises(QueueStorageError, match="never replaced"):
             raw(store, f"INSERT OR REPLACE INTO order_queue ({columns}) "
                        f"SELECT {rewritten} FROM order_queue WHERE id = :id", id=order_id)
     else:
@@ -657,3 +657,44 @@ def test_an_earlier_version_in_flight_order_counts_as_sent_after_the_upgrade(tmp
     assert upgraded.recover_stale_sending(now=later, heartbeat_timeout=5,
                                           check_at=later) == [order_id]
     upgraded.dispose()
+
+
+def test_a_plain_connection_cannot_replace_a_dead_order_or_an_attempt(tmp_path):
+    """A sqlite3 console has no recursive_triggers: the schema refuses the insert itself."""
+    import sqlite3
+
+    store = QueueStore(f"sqlite:///{tmp_path}/queue.db")
+    store.create_schema()
+    enqueue(store)
+    claimed = claim(store)
+    store.mark_dead(claimed, now=T0, actor="d1", reason=DeadReason.REJECTED,
+                    outcome="rejected", error="RMS", http_status=400)
+    store.dispose()
+    console = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
+    assert console.execute("PRAGMA recursive_triggers").fetchone() == (0,)
+    with pytest.raises(sqlite3.DatabaseError, match="never replaced"):
+        console.execute("INSERT OR REPLACE INTO order_queue SELECT * FROM order_queue "
+                        "WHERE id = ?", (claimed.id,))
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        console.execute("INSERT OR REPLACE INTO order_queue_attempts "
+                        "SELECT * FROM order_queue_attempts")
+    assert console.execute("SELECT state, dead_reason FROM order_queue").fetchall() == [
+        ("dead", "rejected")]
+    console.close()
+
+
+@pytest.mark.parametrize("reason, allowed", [(DeadReason.REJECTED, False),
+                                             (DeadReason.EXPIRED, False),
+                                             (DeadReason.IN_DOUBT, True)])
+def test_only_an_order_dead_in_doubt_may_be_marked_sent(store, reason, allowed):
+    enqueue(store)
+    claimed = claim(store)
+    store.mark_dead(claimed, now=T0, actor="d1", reason=reason, outcome="x", error="e")
+    move = "UPDATE order_queue SET state = 'sent' WHERE id = :id"
+    if allowed:  # the operator's settle "placed, broker order id X"
+        raw(store, move, id=claimed.id)
+        assert store.get_order(claimed.id)["state"] == "sent"
+    else:  # never placed: "sent" would let the retention purge erase it
+        with pytest.raises(QueueStorageError, match="not part of the order lifecycle"):
+            raw(store, move, id=claimed.id)
+        assert store.get_order(claimed.id)["state"] == "dead"
