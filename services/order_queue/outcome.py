@@ -4,7 +4,11 @@ Pure functions, so the rules a trader's money depends on read in one place and a
 tested without a network:
 
 * the request never left (connect refused, DNS, connect timeout): NOT_SENT, retry freely;
-* 408 / 425 / 429: TRANSIENT, retry with backoff while the budget lasts;
+* 429: THROTTLED: the API's own limiter refused the request before any order code ran
+  (inside OpenAlgo: flask-limiter, "10 per 1 second" per client address), so nothing
+  was placed; retried after ``Retry-After`` (or a rate window) without spending the
+  retry budget, until the order's own expiry;
+* 408 / 425: TRANSIENT, retry with backoff while the budget lasts;
 * 5xx: UNKNOWN: OpenAlgo answers 500 when a broker module raises, which can happen after
   the broker booked the order, so it is reconciled before any resend;
 * 400 / 404 / 422 / other 4xx, or a 2xx whose body says ``status: error``: REJECTED;
@@ -25,6 +29,7 @@ import httpx
 class Outcome(str, enum.Enum):
     ACCEPTED = "accepted"
     NOT_SENT = "not_sent"
+    THROTTLED = "throttled"
     TRANSIENT = "transient"
     REJECTED = "rejected"
     CREDENTIALS = "credentials"
@@ -37,9 +42,14 @@ class Verdict:
     http_status: int | None = None
     orderid: str | None = None
     message: str = ""
+    #: THROTTLED: the seconds the API asked us to wait (its ``Retry-After``), if it said.
+    retry_after: float | None = None
 
 
-_TRANSIENT_STATUSES = {408, 425, 429}
+_TRANSIENT_STATUSES = {408, 425}
+#: The longest ``Retry-After`` taken at its word; a larger one is capped (the order's
+#: own expiry bounds how long it keeps trying).
+MAX_RETRY_AFTER_SECONDS = 30.0
 
 
 def classify_response(response: httpx.Response) -> Verdict:
@@ -52,6 +62,9 @@ def classify_response(response: httpx.Response) -> Verdict:
     if status >= 500:
         return Verdict(Outcome.UNKNOWN, status, message=message or "the API failed; the "
                        "order may have been placed before it did")
+    if status == 429:
+        return Verdict(Outcome.THROTTLED, status, message=message,
+                       retry_after=_retry_after(response))
     if status in _TRANSIENT_STATUSES:
         return Verdict(Outcome.TRANSIENT, status, message=message)
     if 200 <= status < 300:
@@ -70,6 +83,16 @@ def classify_exception(exc: Exception) -> Verdict:
                         httpx.UnsupportedProtocol)):
         return Verdict(Outcome.NOT_SENT, message=f"{type(exc).__name__}: {exc}")
     return Verdict(Outcome.UNKNOWN, message=f"{type(exc).__name__}: {exc}")
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (the number form; an HTTP date is not worth trusting a
+    clock for), capped at ``MAX_RETRY_AFTER_SECONDS``."""
+    try:
+        seconds = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def _json_object(response: httpx.Response) -> dict | None:

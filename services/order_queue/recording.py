@@ -59,6 +59,16 @@ class OutcomeRecorder:
             if done:
                 logger.warning("order %s not sent (%s); retrying", order.id, verdict.message)
                 self.publish(order, "pending", error=verdict.message)
+        elif outcome is Outcome.THROTTLED:
+            wait = max(timedelta(seconds=verdict.retry_after or 0.0), self._backoff(1))
+            done = self.store.mark_failed(order, retry_at=now + wait,
+                                          outcome=outcome.value, error=describe(verdict),
+                                          counts_as_attempt=False,
+                                          http_status=verdict.http_status, **common)
+            if done:
+                logger.warning("order %s throttled by the API's limiter (%s); retrying, "
+                               "no attempt spent", order.id, describe(verdict))
+                self.publish(order, "pending", error=describe(verdict))
         elif outcome is Outcome.TRANSIENT:
             done = self._transient(order, verdict, common)
         elif outcome is Outcome.UNKNOWN:

@@ -95,8 +95,10 @@ def test_resumes_pending_work_on_start_without_a_wake(store, broker, dispatch):
 
 
 @pytest.mark.parametrize("behaviours, state, reason, attempts, broker_hits", [
-    ([Status(429)] * 3, "dead", "retries_exhausted", 3, 3),
-    ([Status(429), Status(408)], "sent", None, 3, 3),
+    ([Status(408)] * 3, "dead", "retries_exhausted", 3, 3),
+    ([Status(408), Status(425)], "sent", None, 3, 3),
+    # The API's own limiter refused it before any order code ran: no attempt spent.
+    ([Status(429)] * 4, "sent", None, 1, 5),
     ([Status(400, {"status": "error", "message": "Invalid symbol"})], "dead", "rejected", 1, 1),
     ([Status(401)], "dead", "credentials", 1, 1),
     ([Status(403, {"status": "error", "message": "Invalid openalgo apikey"})],

@@ -53,13 +53,26 @@ def test_not_sent_goes_back_without_using_the_budget_and_not_before_the_window(
 
 def test_transient_retries_until_the_budget_is_spent(store, clock, recorder):
     order = claimed(store, clock)
-    recorder.apply(order, Verdict(Outcome.TRANSIENT, 429, message="slow down"), 5.0)
+    recorder.apply(order, Verdict(Outcome.TRANSIENT, 408, message="slow down"), 5.0)
     assert store.get_order(order.id)["state"] == "pending"
     again = store.claim_next("test-dispatcher", now=clock.now() + timedelta(seconds=60),
                              lease_seconds=30, limits=UNLIMITED).order
-    recorder.apply(again, Verdict(Outcome.TRANSIENT, 429, message="slow down"), 5.0)
+    recorder.apply(again, Verdict(Outcome.TRANSIENT, 408, message="slow down"), 5.0)
     row = store.get_order(order.id)
     assert (row["state"], row["dead_reason"], row["attempts"]) == ("dead", "retries_exhausted", 2)
+
+
+def test_throttled_goes_back_without_using_the_budget_after_retry_after(store, clock,
+                                                                        recorder):
+    order = claimed(store, clock)
+    before = clock.now()
+    recorder.apply(order, Verdict(Outcome.THROTTLED, 429, message="10 per 1 second",
+                                  retry_after=3.0), latency_ms=2.0)
+    row = store.get_order(order.id)
+    assert (row["state"], row["attempts"]) == ("pending", 0)
+    assert row["available_at"] >= before + timedelta(seconds=3)
+    [attempt] = store.list_attempts(order.id)
+    assert (attempt["outcome"], attempt["http_status"]) == ("throttled", 429)
 
 
 @pytest.mark.parametrize("verdict, state, reason", [
