@@ -121,7 +121,8 @@ class _NoThreadSession:
 db_session = _NoThreadSession()
 
 
-def configure(url: str = DEFAULT_DATABASE_URL, *, busy_timeout_ms: int = 5000) -> QueueStore:
+def configure(url: str = DEFAULT_DATABASE_URL, *, busy_timeout_ms: int = 5000,
+              disk_reserve_bytes: int = 0) -> QueueStore:
     """Point the module at ``url`` and return the store; replaces any previous store.
     The runtime (``services.order_queue.runtime``) calls it with the configured URL:
     the settings, not this module, read the environment.
@@ -132,7 +133,8 @@ def configure(url: str = DEFAULT_DATABASE_URL, *, busy_timeout_ms: int = 5000) -
     with _store_lock:
         if _store is not None:
             _store.dispose()
-        _store = OffloadedCalls(QueueStore(url, busy_timeout_ms=busy_timeout_ms),
+        _store = OffloadedCalls(QueueStore(url, busy_timeout_ms=busy_timeout_ms,
+                                           disk_reserve_bytes=disk_reserve_bytes),
                                 inline=frozenset({"start_listener", "transaction"}))
     return _store
 

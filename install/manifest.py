@@ -16,6 +16,7 @@ PLUGIN_FILES = [
     "database/order_queue/api_keys.py",
     "database/order_queue/backends.py",
     "database/order_queue/claims.py",
+    "database/order_queue/disk_reserve.py",
     "database/order_queue/green.py",
     "database/order_queue/model.py",
     "database/order_queue/operator_moves.py",

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 
+from database.order_queue.disk_reserve import DiskReserve
 from database.order_queue.green import run_blocking
 from database.order_queue.model import (
     ALLOWED_TRANSITIONS,
@@ -36,6 +37,8 @@ _INSERT_ORDER = orders.insert()
 
 
 _OWING_SQL = ", ".join(f"'{state.value}'" for state in OWING_STATES)
+#: The WAL is cut back to this size after each checkpoint (``journal_size_limit``).
+WAL_SIZE_LIMIT_BYTES = 8 * 1024 * 1024
 _TRANSITIONS_SQL = ", ".join(f"'{a}>{b}'" for a, b in ALLOWED_TRANSITIONS)
 TRANSITION_ERROR = "order_queue: this state change is not part of the order lifecycle"
 IDENTITY_ERROR = "order_queue: identity columns are write-once"
@@ -79,10 +82,11 @@ class SqliteBackend:
 
     name = "sqlite"
 
-    def __init__(self, url: str, busy_timeout_ms: int = 5000):
+    def __init__(self, url: str, busy_timeout_ms: int = 5000, disk_reserve_bytes: int = 0):
         path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
         self.path = os.path.abspath(path) if path and not path.startswith(":memory:") else None
         self.busy_timeout_ms = busy_timeout_ms
+        self.reserve = DiskReserve(self.path, disk_reserve_bytes) if self.path else None
         self._file_identity = None
         self._insert_order: _DriverInsert | None = None
 
@@ -125,6 +129,9 @@ class SqliteBackend:
             # delete guard sees that delete too.  (The insert guards below hold for any
             # connection, with or without this.)
             cursor.execute("PRAGMA recursive_triggers=ON")
+            # After each checkpoint the WAL is cut back to this size: under a steady load
+            # it cannot keep the size of its busiest moment for ever.
+            cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -143,6 +150,27 @@ class SqliteBackend:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             _create_private(self.path)
             engine.connect().close()
+            self.reserve.keep()
+
+    def check_room(self) -> None:
+        """Refuse a new order while the disk is full (``disk_reserve``): what room
+        there is belongs to the orders already stored."""
+        if self.reserve is not None and not self.reserve.admits_new_orders():
+            raise QueueStorageError(
+                f"the queue's disk is full (since {self.reserve.full_since:%H:%M:%S} UTC, "
+                f"{os.path.dirname(self.path)}): order NOT queued; orders already stored "
+                f"still go out; free some space and intake resumes by itself")
+
+    def on_disk_full(self, now: datetime) -> None:
+        if self.reserve is not None:
+            self.reserve.on_full(now)
+
+    def storage_warning(self) -> str | None:
+        """Why new orders are refused now, for health and the page; None if they are not."""
+        if self.reserve is None or self.reserve.full_since is None:
+            return None
+        return (f"queue disk full since {self.reserve.full_since:%Y-%m-%dT%H:%M:%S}Z: "
+                f"webhooks answer 503, orders already stored still go out")
 
     def lock_schema(self, conn: Connection) -> None:
         """BEGIN IMMEDIATE already makes concurrent schema creation take turns."""
@@ -243,6 +271,16 @@ class PostgresBackend:
     """
 
     name = "postgresql"
+
+    # The database server owns its disk: a full one fails writes, which answer 503.
+    def check_room(self) -> None:
+        pass
+
+    def on_disk_full(self, now: datetime) -> None:
+        pass
+
+    def storage_warning(self) -> str | None:
+        return None
     _LANE_LOCK_SPACE = 0x0DE0_0A1E  # arbitrary, constant: first key of the lane locks
     _SCHEMA_LOCK_KEY = 0x0DE0_0A1D  # "order queue schema"
 
@@ -400,9 +438,9 @@ def _create_private(path: str) -> None:
         pass
 
 
-def backend_for(url: str, busy_timeout_ms: int = 5000):
+def backend_for(url: str, busy_timeout_ms: int = 5000, disk_reserve_bytes: int = 0):
     if url.startswith("sqlite"):
-        return SqliteBackend(url, busy_timeout_ms)
+        return SqliteBackend(url, busy_timeout_ms, disk_reserve_bytes)
     if url.startswith(("postgresql", "postgres://")):
         return PostgresBackend()
     raise ValueError(f"{DATABASE_URL_VARIABLE}: unsupported database URL scheme in {url!r}")

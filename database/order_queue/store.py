@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from database.order_queue import api_keys
 from database.order_queue.backends import backend_for
+from database.order_queue.disk_reserve import is_disk_full
 from database.order_queue.claims import ClaimPath
 from database.order_queue.model import (
     Base,
@@ -30,6 +31,7 @@ from database.order_queue.model import (
     QueueStorageError,
     meta,
     orders,
+    utcnow,
 )
 from database.order_queue.operator_moves import OperatorMoves
 from database.order_queue.reads import OrderReads
@@ -40,9 +42,9 @@ from database.order_queue.writes import OrderWrites
 class QueueStore(ClaimPath, OrderWrites, OperatorMoves, OrderReads, SquareoffLog):
     """All queue operations against one database."""
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 5000):
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000, disk_reserve_bytes: int = 0):
         self.url = url
-        self.backend = backend_for(url, busy_timeout_ms)
+        self.backend = backend_for(url, busy_timeout_ms, disk_reserve_bytes)
         try:
             self.engine = self.backend.create_engine(url)
         except Exception as exc:  # bad driver options, unreachable server at connect
@@ -71,10 +73,16 @@ class QueueStore(ClaimPath, OrderWrites, OperatorMoves, OrderReads, SquareoffLog
         except (SQLAlchemyError, dbapi.Error) as exc:
             if writing and isinstance(exc, (OperationalError, dbapi.OperationalError)):
                 self.engine.dispose()
+            if is_disk_full(exc):
+                self.backend.on_disk_full(utcnow())
             raise QueueStorageError(str(getattr(exc, "orig", None) or exc)) from exc
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def storage_warning(self) -> str | None:
+        """Why new orders are refused now (a full disk), or None."""
+        return self.backend.storage_warning()
 
     def create_schema(self) -> None:
         """Create tables, indexes and triggers if absent, in one transaction.  Safe to

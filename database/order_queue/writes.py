@@ -93,6 +93,7 @@ class OrderWrites:
             "expires_at": expiry_for(now, max_age_seconds, deadline),
             "updated_at": now,
         }
+        self.backend.check_room()
         with self._storage_errors(writing=True):
             return int(self.backend.insert_order(self.engine, row))
 

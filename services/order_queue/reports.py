@@ -62,6 +62,7 @@ def stats_report(queue: OrderQueueRuntime) -> dict:
          "squareoff_time": row["squareoff_time"], "outcome": row["outcome"],
          "recorded_at": iso(row["recorded_at"])}
         for row in store.squareoffs_since(squareoffs.trading_day(now))]
+    report["storage_warning"] = store.storage_warning()
     count, last = queue.refused_webhooks  # this process's: the limit is kept per process
     report["webhooks_refused"] = {"count": count, "last_at": iso(last)}
     report["now"] = iso(now)
@@ -93,6 +94,8 @@ def health_report(queue: OrderQueueRuntime) -> tuple[dict, bool]:
     if age is not None and age > settings.health_max_pending_age_seconds:
         problems.append(f"oldest pending order is {age:.0f}s old "
                         f"(limit {settings.health_max_pending_age_seconds:.0f}s)")
+    if report["storage_warning"]:
+        problems.append(report["storage_warning"])
     if settings.health_fail_on_dead and report["dead"]:
         problems.append(f"{report['dead']} dead orders await a decision")
     # Said, not failed on: a squareoff of today that ran late or not at all is for the

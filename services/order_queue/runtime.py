@@ -285,8 +285,9 @@ def build(settings: OrderQueueSettings) -> OrderQueueRuntime:
         previous = _current
         if previous is not None:
             previous.stop(timeout=5)
-        store = order_queue_db.configure(settings.database_url,
-                                         busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+        store = order_queue_db.configure(
+            settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+            disk_reserve_bytes=int(settings.disk_reserve_mb * 1024 * 1024))
         alerter.settings = settings
         _current = OrderQueueRuntime(settings, store)
         return _current

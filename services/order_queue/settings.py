@@ -27,6 +27,10 @@ class OrderQueueSettings:
     #: Shorter than OpenAlgo's 15 s: webhook senders give up after a few seconds, and a
     #: 503 they can see beats a 200 that never arrives.
     sqlite_busy_timeout_ms: int = 5000
+    #: Room kept on the SQLite queue's disk for the orders already stored: when the disk
+    #: fills, this reserve is given up so they still go out while new ones are refused
+    #: (``database/order_queue/disk_reserve.py``).  0 turns it off.
+    disk_reserve_mb: float = 16.0
     #: Most delivery attempts for an order that keeps failing transiently (first try
     #: included) before it is dead-lettered as retries_exhausted.
     max_retries: int = 3
@@ -139,6 +143,7 @@ _VARIABLES = {
     "ORDER_QUEUE_DATABASE_URL": ("database_url", str, None),
     "API_KEY_PEPPER": ("api_key_pepper", str, None),
     "ORDER_QUEUE_SQLITE_BUSY_TIMEOUT_MS": ("sqlite_busy_timeout_ms", int, 1),
+    "ORDER_QUEUE_DISK_RESERVE_MB": ("disk_reserve_mb", float, 0),
     "ORDER_QUEUE_MAX_RETRIES": ("max_retries", int, 1),
     "ORDER_QUEUE_MAX_AGE_SECONDS": ("max_age_seconds", float, 1),
     "ORDER_QUEUE_REGULAR_RATE": ("regular_rate", int, 1),

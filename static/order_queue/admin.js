@@ -135,6 +135,7 @@
       (d.last_heartbeat ? " · last heartbeat " + d.last_heartbeat : "") +
       " · limits per account: regular " + d.regular_rate + ", smart " + d.smart_rate +
       " per " + d.rate_window_seconds + "s";
+    document.getElementById("storage-warning").textContent = stats.storage_warning || "";
     var refused = stats.webhooks_refused;
     document.getElementById("webhooks-refused").textContent = refused && refused.count ?
       refused.count + " webhooks refused by the host's rate limit (answered 429: the sender " +

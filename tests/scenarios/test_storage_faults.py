@@ -134,3 +134,90 @@ def test_postgres_link_cut_then_restored(tmp_path, postgres_schema_url, caplog):
     with direct.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM order_queue")).scalar() == 2
     direct.dispose()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs of its own, to fill up."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    result = _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk))
+    if result.returncode != 0:
+        import os
+
+        if os.getenv("CI", "").lower() == "true":
+            pytest.fail(f"CI needs mount permission for the disk-full test: {result.stderr}")
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def fill(disk) -> None:
+    """Write a filler file until the disk refuses more."""
+    with open(disk / "filler", "wb") as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        except OSError:
+            pass
+
+
+def test_a_full_disk_refuses_new_orders_and_still_sends_the_stored_ones(tmp_path, small_disk,
+                                                                         broker, caplog):
+    from blueprints import order_queue
+    from services.order_queue import runtime
+
+    client, webhook_id = setup_app(tmp_path, small_disk, HOST_SERVER=broker.base_url,
+                                   ORDER_QUEUE_DISK_RESERVE_MB="0.5")
+    assert (small_disk / "order_queue.db-reserve").stat().st_size == 512 * 1024
+    stored = [post(client, webhook_id, {"symbol": "SBIN", "action": "BUY",
+                                        "position_size": str(n)}) for n in range(5)]
+    assert [a.status_code for a in stored] == [200] * 5
+    fill(small_disk)
+    refused = post(client, webhook_id, ALERT)  # the write that finds the disk full
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+    assert not (small_disk / "order_queue.db-reserve").exists()  # room for what is stored
+    caplog.clear()
+    again = post(client, webhook_id, ALERT)  # refused at once: the room stays theirs
+    assert again.status_code == 503 and "NOT queued" in again.get_json()["error"]
+    assert "the queue's disk is full" in caplog.text
+    health = client.get("/order-queue/api/health")
+    assert health.status_code == 503
+    assert any("queue disk full" in p for p in health.get_json()["problems"])
+    order_queue.start(client.application)  # the dispatcher writes claims and outcomes
+    try:
+        assert broker.wait_for(5, timeout=20), "the stored orders did not go out"
+        (small_disk / "filler").unlink()  # space comes back
+        assert post(client, webhook_id, ALERT).status_code == 200  # no restart needed
+        assert (small_disk / "order_queue.db-reserve").exists()
+        assert broker.wait_for(6, timeout=20)
+    finally:
+        runtime.stop_current(timeout=5)
+    assert stored_count(small_disk) == 6  # nothing half-written, integrity ok
+
+
+def test_the_wal_is_cut_back_after_a_long_reader_let_it_grow(tmp_path):
+    """A reader that holds its snapshot (a backup, a long report) keeps checkpoints from
+    finishing and the WAL grows meanwhile; once it lets go, the WAL goes back to its
+    limit instead of keeping the size of that moment on disk for ever."""
+    from database.order_queue.backends import WAL_SIZE_LIMIT_BYTES
+    from database.order_queue.store import QueueStore
+    from database.order_queue_db import utcnow
+    from tests.support.helpers import payload
+
+    store = QueueStore(f"sqlite:///{tmp_path}/queue.db")
+    store.create_schema()
+    wal = tmp_path / "queue.db-wal"
+    reader = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM order_queue").fetchone()  # holds its snapshot
+    while wal.stat().st_size <= 2 * WAL_SIZE_LIMIT_BYTES:
+        for n in range(100):
+            store.enqueue("placeorder", payload(f"S{n}"), now=utcnow(), max_age_seconds=300)
+    reader.execute("COMMIT")
+    reader.close()
+    for n in range(1200):  # past the next automatic checkpoint and the WAL's reset
+        store.enqueue("placeorder", payload(f"T{n}"), now=utcnow(), max_age_seconds=300)
+    assert wal.stat().st_size <= WAL_SIZE_LIMIT_BYTES  # (measured while connections are open)
+    store.dispose()
