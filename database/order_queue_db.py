@@ -17,7 +17,7 @@ proposal's functions over the configured store.  The store itself lives in the
 
 Nothing else in the code base issues SQL against the queue tables.
 
-Lifecycle (design §3)::
+Lifecycle (docs/design.md, "Lifecycle")::
 
     enqueue ──commit──► PENDING ──claim (lease)──► SENDING ──stamp, 2xx + orderid──► SENT
     SENDING ── transient error, budget left ──► PENDING (later)

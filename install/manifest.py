@@ -1,4 +1,4 @@
-"""Which files make up the plugin, and what they may import (design §2, §8).
+"""Which files make up the plugin, and what they may import (docs/design.md, "Layout").
 
 The single list of plugin files: the installer copies exactly these into OpenAlgo, a
 test checks each imports only what OpenAlgo also provides, and another that every

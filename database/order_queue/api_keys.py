@@ -1,4 +1,4 @@
-"""Keeping the broker API key out of the queue database in plain text (design §5).
+"""Keeping the broker API key out of the queue database in plain text (docs/design.md, "Secrets").
 
 A webhook payload carries ``apikey``.  The queue stores it Fernet-encrypted with a key
 derived from ``API_KEY_PEPPER`` (as OpenAlgo does for its own tokens) and identifies the

@@ -76,7 +76,7 @@ class SqliteBackend:
 
     Every write transaction starts with ``BEGIN IMMEDIATE`` so a read-then-write claim
     takes the write lock up front and waits on ``busy_timeout`` instead of failing with
-    "database is locked" when another connection wrote in between (design §11).  That
+    "database is locked" when another connection wrote in between (docs/design.md, "Pitfalls").  That
     needs pysqlite's own transaction handling off (``isolation_level=None``).
     """
 
@@ -217,7 +217,7 @@ class SqliteBackend:
         """In-process wake-ups only; nothing to send through the database."""
 
     def create_triggers(self, conn: Connection) -> None:
-        """Write-once protection in the database itself (design §4), so no code path,
+        """Write-once protection in the database itself (docs/design.md, "Dead letters and the record"), so no code path,
         script or console session can rewrite what was ordered or erase an open order.
         Dropped and made again, so a database from an earlier version gets today's."""
         for statement in self.TRIGGERS:

@@ -385,7 +385,7 @@ class SendStamp:
 IDENTITY_COLUMNS = ("id", "endpoint", "payload", "apikey_token", "account", "strategy", "symbol",
                     "exchange", "product", "instrument", "lane", "lane_key", "lane_priority",
                     "created_at")
-#: Every state change the lifecycle makes (design §3); the database refuses any other,
+#: Every state change the lifecycle makes (docs/design.md, "Lifecycle"); the database refuses any other,
 #: so an open order cannot be walked straight to "sent" and deleted by hand.
 ALLOWED_TRANSITIONS = (
     ("pending", "sending"), ("pending", "cancelled"), ("pending", "dead"),

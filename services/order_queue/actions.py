@@ -1,4 +1,4 @@
-"""Operator actions on queued orders: replay, dismiss, cancel, settle (design §4).
+"""Operator actions on queued orders: replay, dismiss, cancel, settle (docs/design.md, "Dead letters and the record").
 
 One implementation used by the admin page, the JSON API and the CLI.  Each action takes
 a list of order ids (bulk is the general case) and returns one result per id; nothing

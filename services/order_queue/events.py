@@ -1,4 +1,4 @@
-"""Live order-queue events for the admin page, over the host's Socket.IO (design §7).
+"""Live order-queue events for the admin page, over the host's Socket.IO (docs/design.md, "Operating it").
 
 Every state change is published as ``order_queue:order``; a dead-lettered order is also
 published as ``order_queue:dead`` so the page can raise an alert, and raised as an alert

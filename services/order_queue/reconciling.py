@@ -1,4 +1,4 @@
-"""Settling an order whose send outcome is unknown (design §3), never by sending it
+"""Settling an order whose send outcome is unknown (docs/design.md, "The reconciler's decision"), never by sending it
 blindly again.
 
 In order of evidence: the answer its host kept at the door (``recorded_verdict``);

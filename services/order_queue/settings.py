@@ -1,4 +1,4 @@
-"""Order-queue settings: read once, validated, every default in one place (design §9).
+"""Order-queue settings: read once, validated, every default in one place (docs/design.md, "Settings").
 
 This module is the plugin's only reader of the environment: ``load_settings`` builds an
 ``OrderQueueSettings`` at start, and the runtime (``runtime.py``) hands it to whatever

@@ -1,5 +1,5 @@
 """Plugin files import only the standard library, OpenAlgo's own packages, the three
-OpenAlgo modules the host reproduces, and each other (design §8)."""
+OpenAlgo modules the host reproduces, and each other (docs/design.md, "What the plugin may import")."""
 
 import ast
 import sys

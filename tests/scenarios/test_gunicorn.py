@@ -80,6 +80,15 @@ class Probe:
                     self.answered += 1
 
 
+def strategy_on_every_symbol(app: AppProcess, name: str) -> str:
+    """A strategy mapping every one of ``SYMBOLS``; returns its webhook URL."""
+    webhook_id = json.loads(app.flask("strategy", "add", "--name", name, "--symbol",
+                                      SYMBOLS[0], "--quantity", "1"))["webhook_id"]
+    app.flask("strategy", "map", "--name", name, "--quantity", "1",
+              *(arg for symbol in SYMBOLS[1:] for arg in ("--symbol", symbol)))
+    return f"{app.base_url}/strategy/webhook/{webhook_id}"
+
+
 def wait_for_acks(acknowledged: set, count: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while len(acknowledged) < count and time.monotonic() < deadline:
@@ -89,11 +98,7 @@ def wait_for_acks(acknowledged: set, count: int, timeout: float = 20) -> None:
 def test_worker_sigkill_and_master_sigterm_mid_burst(tmp_path, broker, queue_url):
     broker.default = Stall(0.2)  # requests are in flight at the broker when the kill lands
     app = gunicorn_process(tmp_path, broker.base_url, queue_url)
-    webhook_id = json.loads(app.flask("strategy", "add", "--name", "Gunicorn", "--symbol",
-                                      SYMBOLS[0], "--quantity", "1"))["webhook_id"]
-    app.flask("strategy", "map", "--name", "Gunicorn", "--quantity", "1",
-              *(arg for symbol in SYMBOLS[1:] for arg in ("--symbol", symbol)))
-    url = f"{app.base_url}/strategy/webhook/{webhook_id}"
+    url = strategy_on_every_symbol(app, "Gunicorn")
     acknowledged, lock = set(), threading.Lock()
     bursts = [[(SYMBOLS[i % len(SYMBOLS)], 1000 * round_ + i) for i in range(60)]
               for round_ in range(1, 4)]
@@ -156,11 +161,7 @@ def test_docker_stop_sigterm_then_sigkill_ten_seconds_later(tmp_path, broker, qu
     none left in doubt or dead."""
     broker.default = Stall(8.0)  # longer than the drain bound: the stop cannot wait them out
     app = gunicorn_process(tmp_path, broker.base_url, queue_url)
-    webhook_id = json.loads(app.flask("strategy", "add", "--name", "Docker", "--symbol",
-                                      SYMBOLS[0], "--quantity", "1"))["webhook_id"]
-    app.flask("strategy", "map", "--name", "Docker", "--quantity", "1",
-              *(arg for symbol in SYMBOLS[1:] for arg in ("--symbol", symbol)))
-    url = f"{app.base_url}/strategy/webhook/{webhook_id}"
+    url = strategy_on_every_symbol(app, "Docker")
     acknowledged, lock = set(), threading.Lock()
     burst = [(SYMBOLS[i % len(SYMBOLS)], 500 + i) for i in range(40)]
     try:

@@ -3,6 +3,7 @@ app keeps serving and recovers when the fault clears.  Real files, real locks, a
 read-only mount."""
 
 import logging
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -78,19 +79,22 @@ def _mount(*args):
     return subprocess.run(["mount", *args], capture_output=True, text=True)
 
 
+def _mount_or_skip(*args, needed_for: str) -> None:
+    """Mount, or skip the test where mounting is refused (never in CI, which runs as root)."""
+    result = _mount(*args)
+    if result.returncode != 0:
+        if os.getenv("CI", "").lower() == "true":
+            pytest.fail(f"CI needs mount permission for {needed_for}: {result.stderr}")
+        pytest.skip(f"cannot mount here (needs root): {result.stderr.strip()}")
+
+
 @pytest.fixture
 def bind_mount(tmp_path):
     """``view`` shows ``real`` through a bind mount that can be made read-only."""
     real, view = tmp_path / "real", tmp_path / "view"
     real.mkdir()
     view.mkdir()
-    result = _mount("--bind", str(real), str(view))
-    if result.returncode != 0:
-        import os
-
-        if os.getenv("CI", "").lower() == "true":
-            pytest.fail(f"CI needs mount permission for the read-only test: {result.stderr}")
-        pytest.skip(f"cannot bind-mount here (needs root): {result.stderr.strip()}")
+    _mount_or_skip("--bind", str(real), str(view), needed_for="the read-only test")
     yield view
     subprocess.run(["umount", "-l", str(view)], capture_output=True)
 
@@ -141,13 +145,8 @@ def small_disk(tmp_path):
     """A 4 MB tmpfs of its own, to fill up."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    result = _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk))
-    if result.returncode != 0:
-        import os
-
-        if os.getenv("CI", "").lower() == "true":
-            pytest.fail(f"CI needs mount permission for the disk-full test: {result.stderr}")
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+    _mount_or_skip("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk),
+                   needed_for="the disk-full test")
     yield disk
     subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 

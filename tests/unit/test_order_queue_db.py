@@ -556,7 +556,7 @@ def test_a_replayed_order_waits_for_a_later_one_in_doubt(store):
 
 
 def test_the_seed_named_module_functions_work_on_the_configured_store(tmp_path):
-    """The proposal's names are the module's public face (design §2)."""
+    """The proposal's names are the module's public face (docs/design.md, "Layout")."""
     from database import order_queue_db as q
 
     q.configure(f"sqlite:///{tmp_path}/face.db")
