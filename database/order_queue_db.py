@@ -17,12 +17,8 @@ proposal's functions over the configured store.  The store itself lives in the
 
 Nothing else in the code base issues SQL against the queue tables.
 
-Lifecycle (docs/design.md, "Lifecycle")::
-
-    enqueue ──commit──► PENDING ──claim (lease)──► SENDING ──stamp, 2xx + orderid──► SENT
-    SENDING ── transient error, budget left ──► PENDING (later)
-    SENDING ── rejection / budget spent ──► DEAD
-    SENDING ── outcome unknown / lease lost ──► IN_DOUBT ── reconciled ──► SENT | PENDING | DEAD
+The lifecycle these functions move orders through is drawn once, in docs/design.md
+("Lifecycle").
 """
 
 from __future__ import annotations
@@ -177,7 +173,8 @@ def mark_failed(order: ClaimedOrder, **kwargs) -> bool:
 
 def recover_stale_processing_orders(*, now: datetime, heartbeat_timeout: float,
                                     check_at: datetime) -> list[int]:
-    """Unlike the seed, stale in-flight orders become IN_DOUBT, never PENDING."""
+    """Unlike the seed, a stale in-flight order that was stamped (its request may have
+    left) becomes IN_DOUBT; only one never stamped goes straight back to PENDING."""
     return get_store().recover_stale_sending(now=now, heartbeat_timeout=heartbeat_timeout,
                                              check_at=check_at)
 
