@@ -108,7 +108,8 @@ class Reconciler:
             reason = (DeadReason.CREDENTIALS if outcome is Outcome.CREDENTIALS
                       else DeadReason.REJECTED)
             self.recorder.dead(order, reason, verdict, kind=AttemptKind.RECONCILE)
-        elif outcome is Outcome.TRANSIENT and (verdict.http_status or 500) < 500:
+        elif outcome in (Outcome.TRANSIENT, Outcome.THROTTLED) \
+                and (verdict.http_status or 500) < 500:
             self.recorder.release(order, f"the host answered {describe(verdict)}: not placed")
         else:
             return False

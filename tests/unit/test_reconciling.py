@@ -49,7 +49,8 @@ def test_a_live_receiver_may_still_be_working_on_it():
 @pytest.mark.parametrize("status, body, outcome, orderid", [
     (200, '{"status": "success", "orderid": "42"}', Outcome.ACCEPTED, "42"),
     (400, '{"status": "error", "message": "bad symbol"}', Outcome.REJECTED, None),
-    (429, '{"status": "error"}', Outcome.TRANSIENT, None),
+    (429, '{"status": "error"}', Outcome.THROTTLED, None),
+    (408, '{"status": "error"}', Outcome.TRANSIENT, None),
 ])
 def test_a_kept_answer_is_read_as_its_sender_would_have(status, body, outcome, orderid):
     verdict = recorded_verdict(receipt(received=SENT, done=SENT, status=status, body=body))
