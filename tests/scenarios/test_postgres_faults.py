@@ -25,19 +25,18 @@ ADMIN_URL = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
 
 class SessionKiller(threading.Thread):
     """Terminates every session named ``application_name`` every ``every`` seconds, and
-    restarts the server once after ``restart_after`` seconds."""
+    restarts the server once, as soon as ``restart_when()`` says (mid-burst)."""
 
-    def __init__(self, application_name: str, every: float = 0.3, restart_after: float = 2.0):
+    def __init__(self, application_name: str, restart_when, every: float = 0.3):
         super().__init__(daemon=True)
-        self.name_to_kill, self.every, self.restart_after = application_name, every, restart_after
+        self.name_to_kill, self.every, self.restart_when = application_name, every, restart_when
         self.stop_event = threading.Event()
         self.terminated = 0
         self.restarted = False
 
     def run(self):
-        started = time.monotonic()
         while not self.stop_event.wait(self.every):
-            if not self.restarted and time.monotonic() - started > self.restart_after:
+            if not self.restarted and self.restart_when():
                 restart = subprocess.run(["pg_ctlcluster", "15", "main", "restart"],
                                          capture_output=True, text=True, timeout=60)
                 self.restarted = restart.returncode == 0
@@ -71,7 +70,7 @@ def test_sessions_terminated_and_the_server_restarted_mid_burst(tmp_path, broker
     url = strategy_on_every_symbol(app, "Faults")
     acknowledged, lock = set(), threading.Lock()
     burst = [(SYMBOLS[i % len(SYMBOLS)], 100 + i) for i in range(150)]
-    killer = SessionKiller(application_name)
+    killer = SessionKiller(application_name, restart_when=lambda: len(acknowledged) >= 50)
     try:
         app.start(timeout=60)
         killer.start()
