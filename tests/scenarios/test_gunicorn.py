@@ -22,7 +22,7 @@ import httpx
 
 from tests.support.app_process import AppProcess, fire_alerts
 from tests.support.fake_broker import Stall
-from tests.support.helpers import gunicorn_process
+from tests.support.helpers import gunicorn_process, strategy_on_symbols
 from tests.support.tcp_proxy import TcpProxy
 
 SYMBOLS = [f"G{i:02d}" for i in range(20)]
@@ -81,12 +81,7 @@ class Probe:
 
 
 def strategy_on_every_symbol(app: AppProcess, name: str) -> str:
-    """A strategy mapping every one of ``SYMBOLS``; returns its webhook URL."""
-    webhook_id = json.loads(app.flask("strategy", "add", "--name", name, "--symbol",
-                                      SYMBOLS[0], "--quantity", "1"))["webhook_id"]
-    app.flask("strategy", "map", "--name", name, "--quantity", "1",
-              *(arg for symbol in SYMBOLS[1:] for arg in ("--symbol", symbol)))
-    return f"{app.base_url}/strategy/webhook/{webhook_id}"
+    return strategy_on_symbols(app, name, SYMBOLS)
 
 
 def wait_for_acks(acknowledged: set, count: int, timeout: float = 20) -> None:
