@@ -18,7 +18,6 @@ import os
 from datetime import datetime, timedelta
 from functools import wraps
 
-import pytz
 from flask import Blueprint, abort, g, jsonify, render_template, request, session
 
 from database.order_queue.model import MAX_ORDER_ID
@@ -27,6 +26,7 @@ from extensions import socketio
 from services.order_queue import actions, fence, reports, runtime
 from services.order_queue.cli import order_queue_cli
 from services.order_queue.events import NAMESPACE
+from services.order_queue.ist import ist_to_utc
 from services.order_queue.settings import (
     OrderQueueSettings,
     host_setting_names,
@@ -35,7 +35,6 @@ from services.order_queue.settings import (
 )
 from utils.session import check_session_validity, is_session_valid
 
-IST = pytz.timezone("Asia/Kolkata")
 MAX_PAGE_SIZE = 200
 MAX_BULK = 500
 MAX_PAGE = 1_000_000
@@ -171,7 +170,7 @@ def _filters(args) -> dict:
         if args.get(name):
             try:
                 day = datetime.strptime(args[name], "%Y-%m-%d")
-                start = IST.localize(day).astimezone(pytz.utc).replace(tzinfo=None)
+                start = ist_to_utc(day)
                 filters[name] = start + (timedelta(days=1) if name == "until" else timedelta())
             except (ValueError, OverflowError):
                 abort(400, description=f"{name} must be a date YYYY-MM-DD")

@@ -5,8 +5,7 @@ windows follow OpenAlgo's Strategy Manager; the input checks are stricter (every
 field gets a 4xx naming it, never a 500).  Orders leave through ``queue_order``, which is
 the durable queue's: it returns only once the order is committed.
 
-Longer than 400 lines because it is the host's stand-in for OpenAlgo's own strategy
-blueprint (webhook, pages, squareoff scheduler, CLI), kept in one file as OpenAlgo keeps it.
+Kept in one file (webhook, squareoff scheduler, CLI), as OpenAlgo keeps its blueprint.
 """
 
 import json

@@ -35,6 +35,7 @@ PLUGIN_FILES = [
     "services/order_queue/door.py",
     "services/order_queue/events.py",
     "services/order_queue/fence.py",
+    "services/order_queue/ist.py",
     "services/order_queue/orderbook.py",
     "services/order_queue/outcome.py",
     "services/order_queue/pacing.py",

@@ -17,6 +17,7 @@ from flask import g, has_request_context
 
 from database.order_queue_db import QueueStorageError
 from services.order_queue import events, runtime, squareoffs
+from services.order_queue.ist import ist_moment_utc
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -57,7 +58,7 @@ def set_deadline_provider(provider: DeadlineProvider | None, source: str = "stra
 def squareoff_utc(squareoff_time: str, now_utc: datetime) -> datetime:
     """A strategy's ``HH:MM`` squareoff (IST, as OpenAlgo stores it) on the trading day
     of ``now_utc``, as naive UTC: what deadline providers return."""
-    return squareoffs.ist_moment_utc(squareoff_time, now_utc)
+    return ist_moment_utc(squareoff_time, now_utc)
 
 
 def register_squareoffs(source: str, *, all_strategies, get_strategy, mappings, schedule,

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
-import pytz
 
+from services.order_queue.ist import ist_to_utc
 
-BROKER_TIMEZONE = pytz.timezone("Asia/Kolkata")
 _TIMESTAMP_FORMATS = ("%d-%b-%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S",
                       "%d-%m-%Y %H:%M:%S")
 
@@ -77,7 +76,7 @@ def parse_broker_timestamp(value) -> datetime | None:
             local = datetime.strptime(value.strip(), fmt)
         except ValueError:
             continue
-        return BROKER_TIMEZONE.localize(local).astimezone(pytz.utc).replace(tzinfo=None)
+        return ist_to_utc(local)
     return None
 
 

@@ -9,23 +9,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import pytz
-
 from database.order_queue.api_keys import CredentialsUnavailable, mask, unseal
 from database.order_queue.model import SquareoffOutcome
 from database.order_queue_db import OrderState, QueueStorageError
-from services.order_queue import charts, squareoffs
+from services.order_queue import charts
+from services.order_queue.ist import day_start_utc, trading_day
 from services.order_queue.runtime import OrderQueueRuntime
 from services.order_queue.settings import OrderQueueSettings
-
-IST = pytz.timezone("Asia/Kolkata")
-
-
-def day_start_utc(now: datetime) -> datetime:
-    """Midnight IST (the trading day) of ``now``, as naive UTC."""
-    local = pytz.utc.localize(now).astimezone(IST)
-    midnight = IST.localize(datetime(local.year, local.month, local.day))
-    return midnight.astimezone(pytz.utc).replace(tzinfo=None)
 
 
 def iso(value):
@@ -61,7 +51,7 @@ def stats_report(queue: OrderQueueRuntime) -> dict:
         {"source": row["source"], "strategy": row["strategy_name"],
          "squareoff_time": row["squareoff_time"], "outcome": row["outcome"],
          "recorded_at": iso(row["recorded_at"])}
-        for row in store.squareoffs_since(squareoffs.trading_day(now))]
+        for row in store.squareoffs_since(trading_day(now))]
     report["storage_warning"] = store.storage_warning()
     count, last = queue.refused_webhooks  # this process's: the limit is kept per process
     report["webhooks_refused"] = {"count": count, "last_at": iso(last)}

@@ -39,11 +39,10 @@ import pytz
 
 from database.order_queue.model import QueueStorageError, SquareoffOutcome
 from services.order_queue.alerts import alerter
+from services.order_queue.ist import IST, ist_moment_utc, trading_day
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
-
-IST = pytz.timezone("Asia/Kolkata")
 
 #: When each exchange's regular session closes (IST).  An exchange not listed counts as
 #: closing with the equity market, the earliest.
@@ -52,19 +51,6 @@ SESSION_CLOSE = {
     "CDS": "17:00", "BCD": "17:00", "NCDEX": "17:00", "MCX": "23:30",
 }
 EARLIEST_CLOSE = "15:30"
-
-
-def ist_moment_utc(hhmm: str, now_utc: datetime) -> datetime:
-    """``HH:MM`` (IST) on the IST day of ``now_utc``, as naive UTC."""
-    hour, minute = (int(part) for part in hhmm.split(":"))
-    today = pytz.utc.localize(now_utc).astimezone(IST)
-    local = IST.localize(datetime(today.year, today.month, today.day, hour, minute))
-    return local.astimezone(pytz.utc).replace(tzinfo=None)
-
-
-def trading_day(now_utc: datetime) -> str:
-    """The IST date of ``now_utc``, YYYY-MM-DD."""
-    return pytz.utc.localize(now_utc).astimezone(IST).strftime("%Y-%m-%d")
 
 
 class Decision(str, Enum):

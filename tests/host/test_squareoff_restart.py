@@ -13,8 +13,8 @@ from blueprints.strategy import start_scheduler, stop_scheduler
 from database import order_queue_db
 from services.order_queue import runtime, squareoffs
 from services.order_queue.alerts import Alerter
+from services.order_queue.ist import ist_moment_utc
 from services.order_queue.settings import OrderQueueSettings
-from services.order_queue.squareoffs import ist_moment_utc
 from tests.support.alert_receiver import Receiver
 from tests.support.helpers import add_strategy
 

@@ -13,9 +13,17 @@ from database.order_queue.api_keys import use_pepper
 from database.order_queue_db import OrderState
 from services.order_queue.clock import Clock
 from services.order_queue.dispatcher import Dispatcher
-from services.order_queue.orderbook import BROKER_TIMEZONE as IST
+from services.order_queue.ist import IST
 from services.order_queue.settings import OrderQueueSettings
-from tests.support.fake_broker import AcceptThenHang, BookThenFail, Drop, Hold, Reject, Stall, Status
+from tests.support.fake_broker import (
+    AcceptThenHang,
+    BookThenFail,
+    Drop,
+    Hold,
+    Reject,
+    Stall,
+    Status,
+)
 
 KEY = "k" * 64
 OTHER_KEY = "o" * 64

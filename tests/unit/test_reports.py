@@ -2,7 +2,8 @@
 
 from datetime import datetime, timedelta
 
-from services.order_queue.reports import day_start_utc, iso, order_json, waits_for
+from services.order_queue.ist import day_start_utc
+from services.order_queue.reports import iso, order_json, waits_for
 from services.order_queue.settings import OrderQueueSettings
 
 NOW = datetime(2026, 11, 28, 4, 0, 0)  # 09:30 IST

@@ -5,7 +5,8 @@ import threading
 from datetime import datetime, timedelta
 
 from database.order_queue.model import SquareoffOutcome
-from services.order_queue.squareoffs import Decision, decide, ist_moment_utc, trading_day
+from services.order_queue.ist import ist_moment_utc, trading_day
+from services.order_queue.squareoffs import Decision, decide
 
 WINDOW = timedelta(minutes=15)
 MONDAY = datetime(2026, 11, 30)  # a Monday
