@@ -1,7 +1,7 @@
 """The dispatcher against a real HTTP fake broker on 127.0.0.1, on both backends.
 
-Longer than 400 lines: it covers the dispatcher with its sender, reconciler and recorder
-together (every outcome, pacing, reconciliation, stop), each test a short scenario.
+The dispatcher with its sender, reconciler and recorder together (every outcome,
+pacing, reconciliation, stop), each test a short scenario.
 """
 
 import time

@@ -1,8 +1,8 @@
 """Contract of the queue storage, run against SQLite and PostgreSQL alike.
 
-Longer than 400 lines: one contract for every part of ``database/order_queue`` (claims,
-writes, operator moves, reads, triggers, upgrades), kept in one module so both backends
-prove the same list.
+One contract for every part of ``database/order_queue`` (claims, writes, operator
+moves, reads, triggers, upgrades), kept in one module so both backends prove the same
+list.
 """
 
 import time

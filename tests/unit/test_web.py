@@ -1,6 +1,6 @@
 """Admin page, JSON API, auth on every route, CSRF, live events, loud failures.
 
-Longer than 400 lines: one short test per route and per rule of the page and its API.
+One short test per route and per rule of the page and its API.
 """
 
 import logging
