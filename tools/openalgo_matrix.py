@@ -83,6 +83,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 MAIN = Path(__file__).resolve().parents[1]
@@ -607,6 +608,17 @@ def _queue_query(checkout: Path, sql: str) -> list[tuple]:
     return rows
 
 
+def last_settled_at(checkout: Path) -> float | None:
+    """When (epoch seconds) the last in-doubt order was settled by the reconciler: found at
+    the broker, known not placed, or decided from the host's kept answer."""
+    rows = _queue_query(checkout, "SELECT max(at) FROM order_queue_attempts WHERE kind = "
+                                  "'reconcile' AND outcome <> 'not_found_yet'")
+    if not rows or not rows[0][0]:
+        return None
+    at = datetime.fromisoformat(str(rows[0][0]))
+    return at.replace(tzinfo=timezone.utc).timestamp()
+
+
 def read_queue(checkout: Path) -> QueueState:
     """Rows of the queue database (empty when the plugin is not installed)."""
     result = QueueState()
@@ -670,6 +682,8 @@ class CellResult:
     dead_other: dict = field(default_factory=dict)
     left_unfinished: int | None = None
     restart_to_last_filed: float | None = None
+    #: last restart to the last in-doubt order settled (found, or known not placed)
+    restart_to_last_settled: float | None = None
     drained: bool = False
     slowest_probe_ms: float = 0.0
     probe_timeouts: int = 0
@@ -964,6 +978,9 @@ class Cell:
             r.duplicated += max(0, filed[key] - allowed)
         if self.monitor.last_change:
             r.restart_to_last_filed = self.monitor.last_change - self.last_restart
+        settled = last_settled_at(self.checkout) if self.patched else None
+        if settled is not None and settled >= self.last_restart:
+            r.restart_to_last_settled = settled - self.last_restart
         r.slowest_probe_ms = self.probe.slowest * 1000
         r.slowest_probe_at = self.probe.slowest_at
         r.probe_timeouts = self.probe.timeouts
@@ -1086,6 +1103,11 @@ def print_table(results: list[CellResult]) -> None:
           "another reason; left = pending/sending/in_doubt at the end; restart->last = last "
           "restart to last order filed;\nprobe ms = slowest probe answer while up; hook ms = "
           "slowest webhook answer while up.")
+    for r in results:
+        if r.restart_to_last_settled is not None:
+            print(f"[{r.server} / {r.mode}] recovery: last in-doubt order settled "
+                  f"{r.restart_to_last_settled:.1f} s after the last restart; backlog: last "
+                  f"order filed {r.restart_to_last_filed or 0:.1f} s after it")
     for r in results:
         print(f"\n[{r.server} / {r.mode} / {'durable' if r.patched else 'memory'}] "
               f"kills: {', '.join(r.kills) or '-'}; answers: {r.statuses}; refused "
