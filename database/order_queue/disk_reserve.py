@@ -54,7 +54,7 @@ class DiskReserve:
                 return False
             descriptor = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
             try:
-                os.posix_fallocate(descriptor, 0, self.size_bytes)
+                _allocate(descriptor, self.size_bytes)
             except OSError:
                 os.close(descriptor)
                 os.unlink(self.path)
@@ -87,3 +87,15 @@ class DiskReserve:
 
     def _free_bytes(self) -> int:
         return shutil.disk_usage(os.path.dirname(self.path) or ".").free
+
+
+def _allocate(descriptor: int, size: int) -> None:
+    """Really take ``size`` bytes of the disk (a sparse file would take none): the
+    system call where there is one (Linux), else zeros written out (macOS)."""
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(descriptor, 0, size)
+        return
+    chunk = b"\0" * (1024 * 1024)
+    for offset in range(0, size, len(chunk)):
+        os.write(descriptor, chunk[: size - offset])
+    os.fsync(descriptor)

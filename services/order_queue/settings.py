@@ -230,8 +230,13 @@ def load_settings(source: Mapping[str, object] | None = None, *,
         values[attribute] = value
     webhook_limit = source.get("WEBHOOK_RATE_LIMIT")
     if isinstance(webhook_limit, str) and webhook_limit.strip():
-        _count, window = parse_host_limit("WEBHOOK_RATE_LIMIT", webhook_limit)
-        values["webhook_limit_window_seconds"] = window or 1.0
+        # Only the Retry-After of a refused webhook depends on it: a form this parser
+        # does not know ("1000 per day") keeps the default rather than stop the host.
+        try:
+            _count, window = parse_host_limit("WEBHOOK_RATE_LIMIT", webhook_limit)
+            values["webhook_limit_window_seconds"] = window or 1.0
+        except SettingsError:
+            pass
     settings = OrderQueueSettings(**values)
     if not settings.host_server.startswith(("http://", "https://")):
         raise SettingsError(f"HOST_SERVER={settings.host_server!r} must start with http:// or https://")

@@ -78,3 +78,9 @@ def test_first_run_writes_a_private_env_but_never_over_sealed_orders(tmp_path, m
     app.bootstrap_env()
     assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600
     assert "API_KEY_PEPPER=" in (tmp_path / ".env").read_text()
+
+
+def test_the_host_webhook_limit_sets_retry_after_and_never_stops_the_start():
+    assert load_settings({"WEBHOOK_RATE_LIMIT": "100 per minute"}).webhook_limit_window_seconds == 60
+    assert load_settings({"WEBHOOK_RATE_LIMIT": "5 per second"}).webhook_limit_window_seconds == 1
+    assert load_settings({"WEBHOOK_RATE_LIMIT": "1000 per day"}).webhook_limit_window_seconds == 60
