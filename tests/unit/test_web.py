@@ -334,8 +334,16 @@ def test_health_reasons(tmp_path, broker):
     order_queue.start(app)
     try:
         assert client.get("/order-queue/api/health").status_code == 200
+        # Dead-lettered by the running dispatcher itself (a helper that claims the order
+        # by hand would race it for the claim).
+        broker.behaviour_for = lambda body: Reject("Symbol not tradable")
         with app.app_context():
-            make_order("dead")
+            order_id = make_order("pending")
+        runtime.current().wake()
+        deadline = time.monotonic() + 10
+        while order_queue_db.get_store().get_order(order_id)["state"] != "dead":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         report = client.get("/order-queue/api/health")
         assert report.status_code == 503
         assert report.get_json()["problems"] == ["1 dead orders await a decision"]
