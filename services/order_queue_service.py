@@ -55,6 +55,13 @@ def set_deadline_provider(provider: DeadlineProvider | None, source: str = "stra
         _deadline_providers[source] = provider
 
 
+def _deadline_on_queue_time(clock, payload: dict, now: datetime) -> datetime | None:
+    """The providers' deadline (a wall-clock moment: the squareoff in IST) on the queue's
+    steady time, so a step of this machine's clock cannot send an order past it."""
+    deadline = deadline_for(payload, clock.to_wall(now))
+    return None if deadline is None else clock.from_wall(deadline)
+
+
 def squareoff_utc(squareoff_time: str, now_utc: datetime) -> datetime:
     """A strategy's ``HH:MM`` squareoff (IST, as OpenAlgo stores it) on the trading day
     of ``now_utc``, as naive UTC: what deadline providers return."""
@@ -104,7 +111,7 @@ def queue_order(endpoint, payload):
         try:
             order_id = queue.store.enqueue(
                 endpoint, payload, now=now, max_age_seconds=queue.settings.max_age_seconds,
-                deadline=deadline_for(payload, now))
+                deadline=_deadline_on_queue_time(queue.clock, payload, now))
             break
         except QueueStorageError as exc:
             logger.error("order NOT queued (storage failure): %s %s %s: %s%s", endpoint,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import cached_property
 
@@ -199,8 +200,9 @@ class ClaimPath:
                 lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now))
             return _claimed(row, token, OrderState.IN_DOUBT.value, row["dispatched_at"])
 
-    def stamp_send(self, order: ClaimedOrder, *, now: datetime, lease_seconds: float,
-                   fence_expected: bool = False, limits: RateLimits | None = None) -> SendStamp:
+    def stamp_send(self, order: ClaimedOrder, *, clock: Callable[[], datetime],
+                   lease_seconds: float, fence_expected: bool = False,
+                   limits: RateLimits | None = None) -> SendStamp:
         """Just before the request leaves: confirm the lease is still held, take the
         account lane's turn, and record the moment of sending with a lease from it.
 
@@ -211,11 +213,14 @@ class ClaimPath:
         is stamped before it leaves and none leaves later than that, no window at the
         broker ever holds more than the limit, across processes too.  The reconciler
         also counts from this stamp, so a request held up after its claim is not judged
-        missing before it could have arrived.
+        missing before it could have arrived.  ``clock`` (the queue's ``Clock.now``) is
+        read under the lock; on a backend shared across machines the stamp itself is the
+        database server's time.
         """
         with self.transaction() as conn:
             self.backend.lock_lane(conn, order.lane_key)
-            sent_at = self.backend.shared_now(conn)
+            now = clock()
+            sent_at = self.backend.shared_now(conn) if self.backend.spans_machines else now
             taken_at = time.monotonic()
             if limits is not None:
                 limit = limits.limit_for(order.lane_key)

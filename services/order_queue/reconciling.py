@@ -69,7 +69,8 @@ class Reconciler:
             else:
                 record.check_again(order, f"orderbook unavailable: {exc}", pause)
             return
-        result = find_matches(order.endpoint, order.payload, order.dispatched_at, book)
+        result = find_matches(order.endpoint, order.payload,
+                              self.clock.to_wall(order.dispatched_at), book)
         unbound = sorted(set(result.orderids) - self.store.bound_broker_orderids(
             result.orderids, excluding=order.id))
         now = self.clock.now()

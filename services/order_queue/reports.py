@@ -36,7 +36,8 @@ def stats_report(queue: OrderQueueRuntime) -> dict:
     process: with ``flask order-queue worker`` processes doing the sending, a web
     process without a dispatcher of its own is still served."""
     now, settings, store = queue.clock.now(), queue.settings, queue.store
-    report = store.stats(now=now, day_start=day_start_utc(now))
+    report = store.stats(now=now, day_start=queue.clock.from_wall(
+        day_start_utc(queue.clock.to_wall(now))))
     live = store.live_dispatchers(now=now,
                                   heartbeat_timeout=settings.heartbeat_timeout_seconds)
     report["dispatcher"] = {
@@ -51,8 +52,9 @@ def stats_report(queue: OrderQueueRuntime) -> dict:
         {"source": row["source"], "strategy": row["strategy_name"],
          "squareoff_time": row["squareoff_time"], "outcome": row["outcome"],
          "recorded_at": iso(row["recorded_at"])}
-        for row in store.squareoffs_since(trading_day(now))]
+        for row in store.squareoffs_since(trading_day(queue.clock.to_wall(now)))]
     report["storage_warning"] = store.storage_warning()
+    report["clock_warnings"] = queue.clock.warnings()
     count, last = queue.refused_webhooks  # this process's: the limit is kept per process
     report["webhooks_refused"] = {"count": count, "last_at": iso(last)}
     report["now"] = iso(now)
@@ -89,12 +91,13 @@ def health_report(queue: OrderQueueRuntime) -> tuple[dict, bool]:
     if settings.health_fail_on_dead and report["dead"]:
         problems.append(f"{report['dead']} dead orders await a decision")
     # Said, not failed on: a squareoff of today that ran late or not at all is for the
-    # trader to look at; the queue itself is well.
-    warnings = [f"squareoff of {s['strategy']!r} ({s['source']}, {s['squareoff_time']} IST) " + ("caught up at start" if s["outcome"] ==
-                                                  SquareoffOutcome.CAUGHT_UP.value
-                                                  else "MISSED: check positions by hand")
+    # trader to look at, as is a clock that stepped; the queue itself is well.
+    warnings = [f"squareoff of {s['strategy']!r} ({s['source']}, {s['squareoff_time']} IST) "
+                + ("caught up at start" if s["outcome"] == SquareoffOutcome.CAUGHT_UP.value
+                   else "MISSED: check positions by hand")
                 for s in report["squareoffs_today"]
                 if s["outcome"] != SquareoffOutcome.ON_TIME.value]
+    warnings += report["clock_warnings"]
     report.update(status="ok" if not problems else "unhealthy", problems=problems,
                   warnings=warnings)
     return report, not problems

@@ -89,7 +89,8 @@ class Sender:
         while slow_stamps < SLOW_STAMPS_ALLOWED and self.clock.monotonic() < give_up_at:
             if self.stopping.is_set():
                 break
-            stamp = self.store.stamp_send(order, now=self.clock.now(),
+            self.clock.now()  # any due sync of the shared clock happens here, not in the call
+            stamp = self.store.stamp_send(order, clock=self.clock.read,
                                           lease_seconds=self.settings.lease_seconds,
                                           fence_expected=self.door.fences, limits=self.limits)
             if stamp.lease_lost:

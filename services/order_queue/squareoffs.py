@@ -135,7 +135,7 @@ def _run_on_time(source: SquareoffSource, strategy_id: int):
         now = queue.clock.now()
         first = queue.store.claim_squareoff(
             source=source.name, strategy_id=strategy.id, strategy_name=strategy.name,
-            trading_day=trading_day(now), squareoff_time=strategy.squareoff_time,
+            trading_day=trading_day(queue.clock.to_wall(now)), squareoff_time=strategy.squareoff_time,
             outcome=SquareoffOutcome.ON_TIME, now=now)
     except QueueStorageError as exc:
         logger.error("squareoff of %s strategy %s could not be recorded (%s): running it "

@@ -136,6 +136,7 @@
       " · limits per account: regular " + d.regular_rate + ", smart " + d.smart_rate +
       " per " + d.rate_window_seconds + "s";
     document.getElementById("storage-warning").textContent = stats.storage_warning || "";
+    document.getElementById("clock-warning").textContent = (stats.clock_warnings || []).join("; ");
     var refused = stats.webhooks_refused;
     document.getElementById("webhooks-refused").textContent = refused && refused.count ?
       refused.count + " webhooks refused by the host's rate limit (answered 429: the sender " +

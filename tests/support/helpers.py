@@ -68,6 +68,7 @@ def strategy_on_symbols(app: AppProcess, name: str, symbols: list[str]) -> str:
     """A strategy of ``app`` mapping every one of ``symbols``; returns its webhook URL."""
     webhook_id = json.loads(app.flask("strategy", "add", "--name", name, "--symbol",
                                       symbols[0], "--quantity", "1"))["webhook_id"]
-    app.flask("strategy", "map", "--name", name, "--quantity", "1",
-              *(arg for symbol in symbols[1:] for arg in ("--symbol", symbol)))
+    if symbols[1:]:
+        app.flask("strategy", "map", "--name", name, "--quantity", "1",
+                  *(arg for symbol in symbols[1:] for arg in ("--symbol", symbol)))
     return f"{app.base_url}/strategy/webhook/{webhook_id}"

@@ -400,7 +400,7 @@ def test_send_time_not_claim_time_counts_for_rate_and_reconciliation(store, brok
     order_id = enqueue(store)
     # This dispatcher's clock runs 30 s after the claim: the send happens "later".
     dispatcher = Dispatcher(store, settings,
-                            clock=Clock(local=lambda: utcnow() + timedelta(seconds=30)))
+                            clock=Clock(wall=lambda: utcnow() + timedelta(seconds=30)))
     claimed_at = utcnow()
     order = store.claim_next(dispatcher.id, now=claimed_at, lease_seconds=60,
                              limits=dispatcher.limits).order

@@ -18,7 +18,7 @@ def queued_and_claimed(app):
                "action": "BUY", "quantity": "1", "pricetype": "MARKET", "product": "MIS"}
     store.enqueue("placeorder", payload, now=utcnow(), max_age_seconds=300)
     order = store.claim_next("d1", now=utcnow(), lease_seconds=30, limits=LIMITS).order
-    assert store.stamp_send(order, now=utcnow(), lease_seconds=30, fence_expected=True).go
+    assert store.stamp_send(order, clock=utcnow, lease_seconds=30, fence_expected=True).go
     return store, order, payload
 
 
