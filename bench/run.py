@@ -313,12 +313,12 @@ def bench_flatten(work: Path, count: int, repeats: int, label: str) -> None:
 # --------------------------------------------------------------------------- 5. growth
 
 
-def fill_finished(store: QueueStore, count: int) -> None:
+def fill_finished(store: QueueStore, count: int, age: timedelta = timedelta(days=1)) -> None:
     template = {"endpoint": "placeorder", "payload": "{}", "apikey_token": "x", "account": "a",
                 "strategy": "Old", "symbol": "OLD", "exchange": "NSE", "product": "MIS",
                 "instrument": "a|NSE|OLD|MIS", "lane": "regular", "lane_key": "regular:a",
                 "lane_priority": 1, "state": "sent", "attempts": 1, "reconcile_checks": 0}
-    now = utcnow() - timedelta(days=1)
+    now = utcnow() - age
     with store.engine.begin() as conn:
         from database.order_queue_db import orders
 
@@ -328,7 +328,8 @@ def fill_finished(store: QueueStore, count: int) -> None:
             conn.execute(orders.insert(), batch[:count] if count < 10_000 else batch)
 
 
-def claim_mark_cost(store: QueueStore, count: int) -> float:
+def claim_mark_times(store: QueueStore, count: int) -> list[float]:
+    """Seconds per claim + mark sent, for ``count`` fresh orders."""
     limits = RateLimits(smart=10**6, regular=10**6, window=1.1)
     for i in range(count):
         store.enqueue("placeorder", payload(f"G{i}", i + 1), now=utcnow(), max_age_seconds=600)
@@ -338,7 +339,87 @@ def claim_mark_cost(store: QueueStore, count: int) -> float:
         claim = store.claim_next("bench", now=utcnow(), lease_seconds=30, limits=limits).order
         store.mark_sent(claim, now=utcnow(), actor="bench", broker_orderid="1")
         times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
+    return times
+
+
+def claim_mark_cost(store: QueueStore, count: int) -> float:
+    return statistics.median(claim_mark_times(store, count)) * 1000
+
+
+def sent_orders(store: QueueStore, count: int) -> None:
+    """``count`` orders taken, claimed, stamped and marked sent through the store (each
+    with its payload, sealed key and attempt row), as a day of trading leaves them."""
+    limits = RateLimits(smart=10**6, regular=10**6, window=1.1)
+    for i in range(count):
+        store.enqueue("placeorder", payload(f"S{i % 200}", i % 50 + 1), now=utcnow(),
+                      max_age_seconds=600)
+        claim = store.claim_next("bench", now=utcnow(), lease_seconds=30, limits=limits).order
+        store.stamp_send(claim, clock=utcnow, lease_seconds=30)
+        store.mark_sent(claim, now=utcnow(), actor="bench", broker_orderid=str(10**14 + i))
+
+
+def file_mb(store: QueueStore, path: Path) -> float:
+    """The database file's size with its WAL checkpointed into it (the store closed)."""
+    store.dispose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path.stat().st_size / 1e6
+
+
+def bench_size(work: Path, count: int) -> None:
+    """The queue database's size per 100,000 sent orders, beside the same orders' payloads
+    written as JSON lines (the least any record of them could take)."""
+    path = work / "size.db"
+    store = QueueStore(f"sqlite:///{path}")
+    store.create_schema()
+    empty = file_mb(store, path)
+    sent_orders(store, count)
+    per_100k = (file_mb(store, path) - empty) * 100_000 / count
+    lines = sum(len(json.dumps(payload(f"S{i % 200}", i % 50 + 1))) + 1 for i in range(count))
+    store.dispose()
+    report("queue database size per 100,000 sent orders (MB) vs their payloads as JSON lines",
+           f"{per_100k:.1f}", f"{lines * 100_000 / count / 1e6:.1f}",
+           f"measured over {count:,} orders; with ORDER_QUEUE_RETENTION_DAYS=30 a trader "
+           f"sending 1,000 orders a day keeps about {per_100k * 0.3:.0f} MB")
+
+
+def bench_purging(work: Path, big: int, repeats: int) -> None:
+    """Claim + mark while the retention purge removes ``big`` finished orders in batches
+    (as the dispatcher does), beside the same store with nothing being purged."""
+    from database.order_queue_db import PURGE_BATCH
+
+    quiet, purging, purged_during = [], [], []
+    for _ in range(repeats):
+        for label, times in (("quiet", quiet), ("purging", purging)):
+            path = work / f"purge-{label}.db"
+            store = QueueStore(f"sqlite:///{path}")
+            store.create_schema()
+            fill_finished(store, big, age=timedelta(days=40))
+            stop, purged = threading.Event(), [0]
+
+            def purge() -> None:
+                while not stop.is_set():
+                    batch = store.purge_finished(older_than=utcnow() - timedelta(days=30))
+                    purged[0] += batch
+                    if batch < PURGE_BATCH:
+                        return
+                    time.sleep(0.02)  # the dispatcher purges once per pass
+
+            purger = threading.Thread(target=purge) if label == "purging" else None
+            if purger:
+                purger.start()
+            times.extend(claim_mark_times(store, 500))
+            stop.set()
+            if purger:
+                purger.join()
+                purged_during.append(purged[0])
+            store.dispose()
+            path.unlink()
+    report(f"claim+mark p50 / p99 (ms) while {big:,} old orders are purged vs nothing purged",
+           f"{pct(purging, 50) * 1000:.3f} / {pct(purging, 99) * 1000:.3f}",
+           f"{pct(quiet, 50) * 1000:.3f} / {pct(quiet, 99) * 1000:.3f}",
+           f"ratio p50 {pct(purging, 50) / pct(quiet, 50):.2f}; "
+           f"{statistics.median(purged_during):,.0f} purged meanwhile, {PURGE_BATCH} per batch")
 
 
 def bench_growth(work: Path, big: int, repeats: int) -> None:
@@ -555,6 +636,8 @@ def main() -> None:
                 bench_flatten(work, 50, repeats, "squareoff of 50 open positions")
         if wanted("growth"):
             bench_growth(work, 20_000 if q else 1_000_000, repeats)
+            bench_size(work, 500 if q else 5_000)
+            bench_purging(work, 20_000 if q else 200_000, repeats)
         if wanted("recovery"):
             bench_recovery(work, 200 if q else 10_000, 1_000 if q else 100_000, repeats)
         if wanted("postgres") and not args.skip_postgres:

@@ -55,6 +55,7 @@ from database.order_queue.model import (
     orders,
     utcnow,
 )
+from database.order_queue.operator_moves import PURGE_BATCH
 from database.order_queue.store import QueueStore
 
 __all__ = [  # the public face: the model, the store, and the seed's functions
@@ -63,6 +64,7 @@ __all__ = [  # the public face: the model, the store, and the seed's functions
     "IDENTITY_COLUMNS",
     "LANE_OF_ENDPOINT",
     "OWING_STATES",
+    "PURGE_BATCH",
     "UNFINISHED_STATES",
     "AttemptKind",
     "ClaimedOrder",

@@ -202,5 +202,7 @@ def purge_command(days):
     """Delete finished orders (sent, dismissed, cancelled) older than the retention."""
     queue = runtime.current()
     days = days if days is not None else queue.settings.retention_days
-    purged = queue.store.purge_finished(older_than=queue.clock.now() - timedelta(days=days))
+    older_than, purged = queue.clock.now() - timedelta(days=days), 0
+    while batch := queue.store.purge_finished(older_than=older_than):
+        purged += batch
     click.echo(f"purged {purged} finished orders older than {days:g} days")

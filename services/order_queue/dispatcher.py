@@ -28,7 +28,13 @@ from typing import Callable
 
 import httpx
 
-from database.order_queue_db import ClaimedOrder, QueueStorageError, QueueStore, RateLimits
+from database.order_queue_db import (
+    PURGE_BATCH,
+    ClaimedOrder,
+    QueueStorageError,
+    QueueStore,
+    RateLimits,
+)
 from services.order_queue import events
 from services.order_queue.clock import Clock
 from services.order_queue.door import HostDoor
@@ -86,6 +92,7 @@ class Dispatcher:
         self._registered = False
         self._last_housekeeping: float | None = None
         self._last_purge: float | None = None
+        self._purge_more = False  # the last purge batch was full: more are past retention
         self._next_in_doubt_look = 0.0
         # Learnt from the host's answers (fence.py); until it has answered once, each
         # pass asks it (a host starting up may not listen yet).
@@ -235,10 +242,13 @@ class Dispatcher:
                          row["created_at"])
             events.publish(row["id"], "dead", reason="expired",
                                        symbol=row["symbol"], strategy=row["strategy"])
-        if self._last_purge is None or tick - self._last_purge >= PURGE_INTERVAL_SECONDS:
+        if self._purge_more or self._last_purge is None or \
+                tick - self._last_purge >= PURGE_INTERVAL_SECONDS:
+            # One small batch per pass while a backlog lasts: claims go on between them.
             self._last_purge = tick
             purged = self.store.purge_finished(
                 older_than=now - timedelta(days=self.settings.retention_days))
+            self._purge_more = purged == PURGE_BATCH
             if purged:
                 logger.info("purged %s finished orders older than %s days", purged,
                             self.settings.retention_days)

@@ -437,3 +437,31 @@ def test_a_stopped_dispatcher_with_a_request_in_flight_is_not_resent(store, brok
     row = wait_final(store, order_id, timeout=20)
     time.sleep(0.5)
     assert row["state"] == "sent" and len(broker.book) == 1, store.list_attempts(order_id)
+
+
+def test_a_retention_backlog_is_purged_in_batches_while_orders_still_go_out(store, broker,
+                                                                           dispatch):
+    """A year of finished orders past retention, found at start: the dispatcher removes
+    them a batch per pass, and a new order is sent meanwhile, not after the backlog."""
+    from sqlalchemy import insert
+
+    from database.order_queue_db import PURGE_BATCH, orders, utcnow
+
+    old = utcnow() - timedelta(days=400)
+    row = {"endpoint": "placeorder", "payload": "{}", "apikey_token": "x", "account": "a",
+           "strategy": "Old", "symbol": "OLD", "exchange": "NSE", "product": "MIS",
+           "instrument": "a|NSE|OLD|MIS", "lane": "regular", "lane_key": "regular:a",
+           "lane_priority": 1, "state": "sent", "attempts": 1, "reconcile_checks": 0,
+           "created_at": old, "available_at": old, "updated_at": old, "finished_at": old,
+           "dispatched_at": old}
+    backlog = 3 * PURGE_BATCH + 7
+    with store.engine.begin() as conn:
+        conn.execute(insert(orders), [row] * backlog)
+    dispatcher = dispatch()
+    order_id = enqueue(store)
+    assert wait_final(store, order_id)["state"] == "sent"
+    deadline = time.monotonic() + 15
+    while len(store.list_orders(limit=10_000)) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r["id"] for r in store.list_orders(limit=10_000)] == [order_id]
+    assert dispatcher.alive

@@ -418,7 +418,8 @@ PATHS = {"pending": [], "sending": ["sending"], "in_doubt": ["sending", "in_doub
 def finish(store, state, at=T0):
     order_id = enqueue(store, symbol=f"S{state}")
     for step in PATHS[state]:
-        raw(store, "UPDATE order_queue SET state = :state, finished_at = :at WHERE id = :id",
+        raw(store, "UPDATE order_queue SET state = :state, finished_at = :at, updated_at = :at "
+                   "WHERE id = :id",
             state=step, at=at, id=order_id)
     return order_id
 
@@ -487,6 +488,15 @@ def test_purge_removes_only_old_finished_orders_and_their_trails(store):
     remaining = {row["id"] for row in store.list_orders()}
     assert remaining == {old_dead, new_sent, pending}
     assert old_dismissed not in remaining and store.list_attempts(old_sent) == []
+
+
+def test_purge_goes_in_batches_so_a_backlog_never_holds_the_writer_long(store):
+    old = [finish(store, "sent", at=T0) for _ in range(5)]
+    assert store.purge_finished(older_than=T0 + timedelta(days=30), limit=2) == 2
+    assert store.purge_finished(older_than=T0 + timedelta(days=30), limit=2) == 2
+    assert store.purge_finished(older_than=T0 + timedelta(days=30), limit=2) == 1
+    assert store.purge_finished(older_than=T0 + timedelta(days=30), limit=2) == 0
+    assert not {row["id"] for row in store.list_orders()} & set(old)
 
 
 # ----------------------------------------------------------------- operator actions
