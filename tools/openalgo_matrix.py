@@ -115,6 +115,7 @@ LOG_PATTERNS = {
     "ERROR lines": r"\berror\b in ",
     "order queue dead": r"dead-letter|dead letter|\bdead\b.*reason",
     "in doubt": r"in.doubt",
+    "429 from OpenAlgo's limiter": r"throttled by the api's limiter",
 }
 #: Expected noise, not counted: analyzer mode's quote lookups for the module-less broker.
 LOG_NOISE = re.compile(r"broker\.offline|broker module 'broker\.offline")
@@ -907,6 +908,10 @@ class Cell:
         burst = Burst(self.port, self.webhook_path, orders, args.threads, args.gap,
                       self.ledger, self.window)
         burst.start()
+        if args.no_kill:  # a calm burst: every webhook answered, nothing killed
+            burst.join()
+            self.result.rounds += 1
+            return
         kill_after = self.rng.randint(int(size * 0.2), int(size * 0.7))
         deadline = time.monotonic() + 60
         while burst.answered < kill_after and burst.is_alive() and time.monotonic() < deadline:
@@ -1136,6 +1141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", default="dev,gunicorn")
     parser.add_argument("--modes", default="analyzer,semi_auto")
     parser.add_argument("--rounds", type=int, default=6, help="kill rounds per cell")
+    parser.add_argument("--no-kill", action="store_true",
+                        help="bursts without kills (pacing against OpenAlgo's limiter)")
     parser.add_argument("--unpatched", action="store_true",
                         help="baseline: plain OpenAlgo with its in-memory queue")
     parser.add_argument("--burst", type=int, default=0,

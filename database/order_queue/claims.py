@@ -151,7 +151,7 @@ class ClaimPath:
         groups = ([(None, windows[Lane.SMART])] if len(set(windows.values())) == 1
                   else list(windows.items()))
         for lane, seconds in groups:
-            window = timedelta(seconds=seconds + limits.tolerance)
+            window = timedelta(seconds=seconds + limits.tolerance + limits.jitter)
             counted = (conn.execute(_LANE_SENDS, {"since": now - window}) if lane is None else
                        conn.execute(_ONE_LANE_SENDS, {"since": now - window, "lane": lane.value}))
             for lane_key, count, oldest in counted:

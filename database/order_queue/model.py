@@ -356,6 +356,9 @@ class RateLimits:
     #: The longest a request may take to leave after its send stamp (the sender stamps
     #: again when its stamp took longer); windows are counted this much wider.
     tolerance: float = 0.0
+    #: How much later than its neighbours the host's limiter may count a request;
+    #: windows are counted this much wider again.
+    jitter: float = 0.0
 
     def limit_for(self, lane_key: str) -> int:
         return self.smart if lane_key.startswith(Lane.SMART.value) else self.regular
@@ -365,7 +368,7 @@ class RateLimits:
         return own or self.window
 
     def counted_window(self, lane_key: str) -> float:
-        return self.window_for(lane_key) + self.tolerance
+        return self.window_for(lane_key) + self.tolerance + self.jitter
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,8 @@ class Dispatcher:
                                  smart_settle=settings.smart_settle_seconds,
                                  smart_window=settings.smart_rate_window_seconds,
                                  regular_window=settings.regular_rate_window_seconds,
-                                 tolerance=settings.send_tolerance_seconds)
+                                 tolerance=settings.send_tolerance_seconds,
+                                 jitter=settings.host_jitter_seconds)
         self.client = client or httpx.Client(
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
             limits=httpx.Limits(max_connections=settings.workers + 2))

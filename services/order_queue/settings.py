@@ -58,6 +58,12 @@ class OrderQueueSettings:
     #: window at the broker holds more than its limit, at a cost of 5% of the rate
     #: instead of a blanket safety margin.
     send_tolerance_seconds: float = 0.05
+    #: How much later than the requests around it the host's limiter may count one:
+    #: OpenAlgo's server takes requests in turn, so requests stamped inside the budget
+    #: can reach its limiter bunched closer than they left.  Windows are counted this
+    #: much wider again (measured inside OpenAlgo: README, "Pacing against OpenAlgo's
+    #: limiter").
+    host_jitter_seconds: float = 0.2
     #: The OpenAlgo API the orders are posted to.
     host_server: str = "http://127.0.0.1:5000"
     #: Requests in flight at once across all accounts.
@@ -151,6 +157,7 @@ _VARIABLES = {
     "ORDER_QUEUE_RATE_WINDOW_SECONDS": ("rate_window_seconds", float, 1.0),
     "ORDER_QUEUE_SMART_SETTLE_SECONDS": ("smart_settle_seconds", float, 0),
     "ORDER_QUEUE_SEND_TOLERANCE_SECONDS": ("send_tolerance_seconds", float, 0.01),
+    "ORDER_QUEUE_HOST_JITTER_SECONDS": ("host_jitter_seconds", float, 0),
     "HOST_SERVER": ("host_server", str, None),
     "ORDER_QUEUE_WORKERS": ("workers", int, 1),
     "ORDER_QUEUE_CONNECT_TIMEOUT": ("connect_timeout", float, 0.1),
