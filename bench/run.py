@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from database.order_queue.api_keys import use_pepper  # noqa: E402
 from database.order_queue_db import QueueStore, RateLimits, utcnow  # noqa: E402
+from bench.upstream_model import READY_LINE  # noqa: E402
 from tests.support.app_process import AppProcess, free_port  # noqa: E402
 from tests.support.fake_broker import FakeBroker, Positions  # noqa: E402
 
@@ -42,6 +43,8 @@ LATENCIES: dict[str, list[float]] = {}
 
 
 def report(name: str, ours: str, baseline: str, note: str = "") -> None:
+    if SERVING["label_rows"]:
+        name = f"[{serving_label()}] {name}"
     ROWS.append((name, ours, baseline, note))
     print(f"  {name}: {ours}  |  baseline {baseline}  {note}", flush=True)
 
@@ -122,37 +125,80 @@ def bench_enqueue(work: Path, count: int, repeats: int) -> None:
 # --------------------------------------------------------------------------- 2-4. end to end
 
 
+#: What the systems under test run on (``--server``, ``--queue``): set per pass by main.
+SERVING = {"server": "dev", "queue": "sqlite", "label_rows": False, "drain": True}
+POSTGRES_URL = os.getenv("ORDER_QUEUE_TEST_POSTGRES_URL",
+                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def serving_label() -> str:
+    server = "gunicorn + eventlet" if SERVING["server"] == "gunicorn" else "dev server"
+    return f"{server}, {'PostgreSQL' if SERVING['queue'] == 'postgres' else 'SQLite'}"
+
+
+def fresh_postgres_schema(name: str) -> str:
+    """A URL whose tables live in a new, empty schema ``name`` of the test database."""
+    admin = QueueStore(POSTGRES_URL)
+    with admin.engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+    admin.dispose()
+    return f"{POSTGRES_URL}?options=-csearch_path%3D{name}"
+
+
+def gunicorn_command(port: int, target: str) -> list[str]:
+    """OpenAlgo's production server: gunicorn, one eventlet worker."""
+    from tests.support.server_venv import server_python
+
+    return [str(server_python()), "-m", "gunicorn", "--worker-class", "eventlet",
+            "--workers", "1", "--bind", f"127.0.0.1:{port}", target]
+
+
 class Side:
-    """One system under test: our app, or the upstream model, posting to ``broker``."""
+    """One system under test: our app, the same host with an in-memory queue, or the
+    upstream model, posting to ``broker``, on the server ``SERVING`` names."""
 
     def __init__(self, name: str, work: Path, broker: FakeBroker, symbols: list[str]):
         self.name, self.broker = name, broker
         work.mkdir()
+        gunicorn = SERVING["server"] == "gunicorn"
         if name in ("ours", "in-memory"):
-            self.process = AppProcess(work, broker.base_url, PEPPER, LOG_LEVEL="WARNING")
+            queue = ({"ORDER_QUEUE_DATABASE_URL": fresh_postgres_schema(f"bench_{work.name}")}
+                     if SERVING["queue"] == "postgres" and name == "ours" else {})
+            self.process = AppProcess(work, broker.base_url, PEPPER, LOG_LEVEL="WARNING",
+                                      **queue)
             created = json.loads(self.process.flask(
                 "strategy", "add", "--name", "Bench", "--symbol", symbols[0], "--quantity", "1"))
             self.process.flask("strategy", "map", "--name", "Bench", "--quantity", "1",
                                *(a for s in symbols[1:] for a in ("--symbol", s)))
             if name == "ours":
+                if gunicorn:
+                    self.process.command = gunicorn_command(self.process.port, "wsgi:app")
                 self.process.start()
             else:  # the same host, its queue_order in memory (bench/in_memory_host.py)
-                self.process.command = [sys.executable, "-m", "bench.in_memory_host"]
-                self.process.start(ready_line="ready")
+                self.process.command = (
+                    gunicorn_command(self.process.port, "bench.in_memory_host:create_app()")
+                    if gunicorn else [sys.executable, "-m", "bench.in_memory_host"])
+                self.process.start(ready_line=READY_LINE)
             self.url = f"{self.process.base_url}/strategy/webhook/{created['webhook_id']}"
         else:
             port = free_port()
-            self.process = AppProcess(work, broker.base_url, PEPPER, command=[
-                sys.executable, "-m", "bench.upstream_model", "--port", str(port),
-                "--broker", broker.base_url])
-            self.process.start(ready_line="ready")
+            command = (gunicorn_command(port, "bench.upstream_model:create_served_app()")
+                       if gunicorn else [sys.executable, "-m", "bench.upstream_model",
+                                         "--port", str(port), "--broker", broker.base_url])
+            self.process = AppProcess(work, broker.base_url, PEPPER, command=command,
+                                      UPSTREAM_MODEL_BROKER=broker.base_url)
+            self.process.start(ready_line=READY_LINE)
             self.url = f"http://127.0.0.1:{port}/strategy/webhook/bench"
         self.client = httpx.Client(timeout=10)
+        self.answer_times: list[float] = []
 
     def fire(self, symbol: str, action: str, quantity: int) -> float:
         sent = time.time()
+        started = time.perf_counter()
         response = self.client.post(self.url, json={"symbol": symbol, "action": action,
                                                     "position_size": str(quantity)})
+        self.answer_times.append(time.perf_counter() - started)
         response.raise_for_status()
         return sent
 
@@ -162,11 +208,15 @@ class Side:
 
 
 def bench_latency(work: Path, count: int, repeats: int) -> None:
+    """One webhook every 200 ms: webhook to broker beside the upstream model, and the
+    webhook's answer beside the same host with an in-memory ``queue_order`` (what storing
+    the order costs the sender's wait, on this server)."""
     symbols = [f"L{i:02d}" for i in range(20)]
     p50s = {"ours": [], "upstream": []}
     p99s = {"ours": [], "upstream": []}
+    answers = {"ours": [], "in-memory": []}
     for run in range(repeats):
-        for name in ("ours", "upstream"):
+        for name in ("ours", "in-memory", "upstream"):
             with FakeBroker() as broker:
                 side = Side(name, work / f"latency-{name}-{run}", broker, symbols)
                 try:
@@ -174,19 +224,27 @@ def bench_latency(work: Path, count: int, repeats: int) -> None:
                     for i in range(count):
                         sent[i + 1] = side.fire(symbols[i % 20], "BUY", i + 1)
                         time.sleep(0.2)
-                    broker.wait_for(count, timeout=30)
+                    if name != "in-memory":
+                        broker.wait_for(count, timeout=30)
                     latencies = [(r.wall_time - sent[int(r.body["quantity"])]) * 1000
                                  for r in broker.received if r.body]
                 finally:
                     side.stop()
-            p50s[name].append(pct(latencies, 50))
-            p99s[name].append(pct(latencies, 99))
-            LATENCIES.setdefault(name, []).extend(latencies)
+            if name in answers:
+                answers[name].append(pct(side.answer_times, 50) * 1000)
+            if name in p50s:
+                p50s[name].append(pct(latencies, 50))
+                p99s[name].append(pct(latencies, 99))
+                LATENCIES.setdefault(f"{name} ({serving_label()})", []).extend(latencies)
     ratio = statistics.median(p50s["ours"]) / statistics.median(p50s["upstream"])
     report(f"webhook→broker p50 (ms), {count} orders at 5/s", spread(p50s["ours"], "{:.1f}"),
            spread(p50s["upstream"], "{:.1f}"), f"ours/theirs {ratio:.2f}")
     report("webhook→broker p99 (ms)", spread(p99s["ours"], "{:.1f}"),
            spread(p99s["upstream"], "{:.1f}"))
+    added = statistics.median(answers["ours"]) - statistics.median(answers["in-memory"])
+    report("webhook answer p50 (ms) vs the same host with an in-memory queue_order",
+           spread(answers["ours"], "{:.2f}"), spread(answers["in-memory"], "{:.2f}"),
+           f"storing the order adds {added:.2f} ms")
 
 
 def bench_burst(work: Path, count: int, repeats: int) -> None:
@@ -222,7 +280,7 @@ def bench_burst(work: Path, count: int, repeats: int) -> None:
                 for thread in threads:
                     thread.join()
                 accepted[name].append(count / (time.monotonic() - started))
-                if name == "ours":
+                if name == "ours" and SERVING["drain"]:
                     broker.wait_for(count, timeout=count / 7 + 60)
                     drained.append(time.monotonic() - started)
                     peaks.append(broker.max_in_window("placeorder", window=1.0))
@@ -231,8 +289,9 @@ def bench_burst(work: Path, count: int, repeats: int) -> None:
     report(f"burst: {count} webhooks from 16 clients, accepted/s vs in-memory queue_order",
            spread(accepted["ours"], "{:.0f}"), spread(accepted["in-memory"], "{:.0f}"),
            f"ratio {share:.2f}; errors {errors['ours']} / {errors['in-memory']}")
-    report("burst: max orders at the broker in any 1 s", spread(peaks, "{:.0f}"), "limit 10",
-           f"drained in {spread(drained, '{:.1f}')} s")
+    if peaks:
+        report("burst: max orders at the broker in any 1 s", spread(peaks, "{:.0f}"),
+               "limit 10", f"drained in {spread(drained, '{:.1f}')} s")
 
 
 def bench_lanes(work: Path, repeats: int) -> None:
@@ -580,6 +639,7 @@ def write_table(path: Path) -> None:
 
 
 def write_plot(path: Path) -> None:
+    """Webhook-to-broker p50 and p99 per server and queue, ours beside the upstream model."""
     try:
         import matplotlib
 
@@ -588,13 +648,21 @@ def write_plot(path: Path) -> None:
     except ImportError:
         print("(no plot: pip install -r bench/requirements.txt)")
         return
-    figure, axis = plt.subplots(figsize=(8, 4))
-    for name, values in LATENCIES.items():
-        axis.hist(values, bins=40, alpha=0.6, label=f"{name} (p50 {pct(values, 50):.0f} ms)")
-    axis.set_xlabel("webhook → broker latency (ms)")
-    axis.set_ylabel("orders")
-    axis.set_title("Durable queue vs upstream in-memory queue, 1 order per 200 ms")
-    axis.legend()
+    names = list(LATENCIES)
+    figure, axis = plt.subplots(figsize=(9, 0.55 * len(names) + 1.2))
+    rows = range(len(names))
+    p50 = [pct(LATENCIES[name], 50) for name in names]
+    p99 = [pct(LATENCIES[name], 99) for name in names]
+    axis.barh([r + 0.2 for r in rows], p99, height=0.4, color="#b8c4d6", label="p99")
+    axis.barh([r - 0.2 for r in rows], p50, height=0.4, color="#3a6ea5", label="p50")
+    for r, (a, b) in enumerate(zip(p50, p99)):
+        axis.text(a, r - 0.2, f" {a:.0f}", va="center", fontsize=8)
+        axis.text(b, r + 0.2, f" {b:.0f}", va="center", fontsize=8)
+    axis.set_yticks(list(rows), names, fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlabel("webhook → broker (ms), one order every 200 ms")
+    axis.set_title("Durable queue vs upstream's in-memory queue, per server")
+    axis.legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
@@ -608,8 +676,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--only", help="comma-separated figures to run (enqueue, latency, "
                         "burst, lanes, flatten, growth, recovery, postgres); default all")
+    parser.add_argument("--server", default="dev",
+                        help="servers for the end-to-end figures (latency, burst, lanes, "
+                             "flatten), comma-separated: dev (Werkzeug), gunicorn (gunicorn "
+                             "+ eventlet, one worker, as OpenAlgo's image); default dev")
+    parser.add_argument("--queue", default="sqlite",
+                        help="where our queue lives for those figures: sqlite, postgres, "
+                             "or both comma-separated; default sqlite")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
+    servings = [(server, queue) for server in args.server.split(",")
+                for queue in args.queue.split(",")]
+    for server, queue in servings:
+        if server not in ("dev", "gunicorn") or queue not in ("sqlite", "postgres"):
+            parser.error(f"unknown server or queue: {server}, {queue}")
 
     def wanted(figure: str) -> bool:
         return only is None or figure in only
@@ -624,16 +704,24 @@ def main() -> None:
         repeats = 1 if q else args.repeats
         if wanted("enqueue"):
             bench_enqueue(work, 200 if q else 5000, repeats)
-        if wanted("latency"):
-            bench_latency(work, 10 if q else 300, repeats)
-        if wanted("burst"):
-            bench_burst(work, 40 if q else 2000, repeats)
-        if wanted("lanes") and not q:
-            bench_lanes(work, repeats)
-        if wanted("flatten"):
-            bench_flatten(work, 5 if q else 30, repeats, "flatten 30 symbols of one account")
-            if not q:
-                bench_flatten(work, 50, repeats, "squareoff of 50 open positions")
+        for number, (server, queue) in enumerate(servings):
+            # The burst's drain (about four minutes) is measured on the first only.
+            SERVING.update(server=server, queue=queue, label_rows=len(servings) > 1,
+                           drain=number == 0)
+            pass_work = work / f"{server}-{queue}"
+            pass_work.mkdir()
+            if wanted("latency"):
+                bench_latency(pass_work, 10 if q else 300, repeats)
+            if wanted("burst"):
+                bench_burst(pass_work, 40 if q else 2000, repeats)
+            if wanted("lanes") and not q:
+                bench_lanes(pass_work, repeats)
+            if wanted("flatten"):
+                bench_flatten(pass_work, 5 if q else 30, repeats,
+                              "flatten 30 symbols of one account")
+                if not q:
+                    bench_flatten(pass_work, 50, repeats, "squareoff of 50 open positions")
+        SERVING.update(server="dev", queue="sqlite", label_rows=False)
         if wanted("growth"):
             bench_growth(work, 20_000 if q else 1_000_000, repeats)
             bench_size(work, 500 if q else 5_000)

@@ -8,6 +8,8 @@ its code) behind the same webhook shape our app has: BUY enters (placeorder), SE
 (placesmartorder), ``position_size`` sets the quantity.
 
     python -m bench.upstream_model --port 5101 --broker http://127.0.0.1:5102
+    UPSTREAM_MODEL_BROKER=http://127.0.0.1:5102 \
+        gunicorn -k eventlet -w 1 'bench.upstream_model:create_served_app()'
 """
 
 import argparse
@@ -19,6 +21,9 @@ from collections import deque
 import httpx
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
+
+#: Printed once the app is built (not "ready": eventlet's deprecation notice says "already").
+READY_LINE = "bench host listening"
 
 regular_orders: queue.Queue = queue.Queue()
 smart_orders: queue.Queue = queue.Queue()
@@ -66,6 +71,17 @@ def create_app() -> Flask:
     return app
 
 
+def create_served_app() -> Flask:
+    """For gunicorn (``bench.upstream_model:create_served_app()``): the app with its drain
+    thread started, posting to ``UPSTREAM_MODEL_BROKER``; prints ``READY_LINE``."""
+    import os
+
+    threading.Thread(target=drain, args=(os.environ["UPSTREAM_MODEL_BROKER"],),
+                     daemon=True).start()
+    print(READY_LINE, flush=True)
+    return create_app()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -73,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     threading.Thread(target=drain, args=(args.broker,), daemon=True).start()
     server = make_server("127.0.0.1", args.port, create_app(), threaded=True)
-    print("ready", flush=True)
+    print(READY_LINE, flush=True)
     server.serve_forever()
 
 

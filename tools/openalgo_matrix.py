@@ -137,7 +137,8 @@ user = cfg["user"]
 if user_db.add_user(user, user + "@example.invalid", secrets.token_urlsafe(16) + "Aa1!",
                     is_admin=True) is None:
     sys.exit("add_user failed")
-auth_db.upsert_api_key(user, secrets.token_hex(32))
+api_key = secrets.token_hex(32)
+auth_db.upsert_api_key(user, api_key)
 strategy = strategy_db.create_strategy(name="Matrix", webhook_id=cfg["webhook_id"],
                                        user_id=user, is_intraday=False, trading_mode="LONG")
 if strategy is None:
@@ -163,6 +164,7 @@ else:
     symbol.db_session.commit()
     sandbox_db.db_session.commit()
 print("SEEDED", json.dumps({"strategy_id": strategy.id, "mode": cfg["mode"]}))
+print("APIKEY", api_key)  # read by the caller for direct placement; never logged
 '''
 
 
@@ -831,8 +833,8 @@ def wait_dispatcher(port: int, timeout: float) -> dict:
 
 
 def prepare_checkout(src: Path, checkout: Path, mode: str, patched: bool, args,
-                     plugin_root: Path, label: str) -> tuple[int, str]:
-    """Copy, install the plugin, write .env, seed; returns (port, webhook id)."""
+                     plugin_root: Path, label: str) -> tuple[int, str, str]:
+    """Copy, install the plugin, write .env, seed; returns (port, webhook id, API key)."""
     log(f"[{label}] copying {src} -> {checkout}")
     copy_checkout(src, checkout)
     if patched:
@@ -861,7 +863,8 @@ def prepare_checkout(src: Path, checkout: Path, mode: str, patched: bool, args,
     out = run_checked([args.oa_python, "-c", SEED_SNIPPET, json.dumps(seed)], checkout,
                       180, "seeding OpenAlgo")
     log(f"[{label}] seeded: {[l for l in out.splitlines() if l.startswith('SEEDED')]}")
-    return port, webhook_id
+    api_key = next(line.split()[1] for line in out.splitlines() if line.startswith("APIKEY"))
+    return port, webhook_id, api_key
 
 
 class Cell:
@@ -1014,7 +1017,7 @@ def run_cell(src: Path, server_kind: str, mode: str, args, rng: random.Random,
     result.log_path = str(log_path)
     server = cell = None
     try:
-        port, webhook_id = prepare_checkout(src, checkout, mode, patched, args, plugin_root,
+        port, webhook_id, _ = prepare_checkout(src, checkout, mode, patched, args, plugin_root,
                                             label)
         server = Server(server_kind, checkout, port, args.oa_python, log_path)
         registry.append(server)

@@ -63,7 +63,7 @@ class OrderQueueSettings:
     #: can reach its limiter bunched closer than they left.  Windows are counted this
     #: much wider again (measured inside OpenAlgo: README, "Pacing against OpenAlgo's
     #: limiter").
-    host_jitter_seconds: float = 0.2
+    host_jitter_seconds: float = 0.3
     #: The OpenAlgo API the orders are posted to.
     host_server: str = "http://127.0.0.1:5000"
     #: Requests in flight at once across all accounts.
