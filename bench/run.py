@@ -235,7 +235,8 @@ def bench_latency(work: Path, count: int, repeats: int) -> None:
             if name in p50s:
                 p50s[name].append(pct(latencies, 50))
                 p99s[name].append(pct(latencies, 99))
-                LATENCIES.setdefault(f"{name} ({serving_label()})", []).extend(latencies)
+                label = serving_label() if name == "ours" else serving_label().split(",")[0]
+                LATENCIES.setdefault(f"{name} ({label})", []).extend(latencies)
     ratio = statistics.median(p50s["ours"]) / statistics.median(p50s["upstream"])
     report(f"webhook→broker p50 (ms), {count} orders at 5/s", spread(p50s["ours"], "{:.1f}"),
            spread(p50s["upstream"], "{:.1f}"), f"ours/theirs {ratio:.2f}")
@@ -638,8 +639,20 @@ def write_table(path: Path) -> None:
     path.write_text("\n".join(lines) + f"\n\nMachine: {machine()}\n")
 
 
+def direct_placement_latencies(path: Path) -> None:
+    """Add the calm alert-to-filed latencies of ``tools/openalgo_direct.py`` (its
+    results.json): direct placement and the queue, inside the real OpenAlgo."""
+    for server, results in json.loads(path.read_text()).items():
+        name = "gunicorn + eventlet" if server == "gunicorn" else "dev server"
+        for result in results:
+            if result["scenario"] == "calm":
+                road = "direct placement" if result["road"] == "direct" else "queue"
+                LATENCIES[f"inside OpenAlgo, {road} ({name})"] = result["latencies_ms"]
+
+
 def write_plot(path: Path) -> None:
-    """Webhook-to-broker p50 and p99 per server and queue, ours beside the upstream model."""
+    """Webhook-to-broker p50 and p99 per server and queue, ours beside the upstream model
+    (and, given ``--direct``, alert to filed inside OpenAlgo, direct beside the queue)."""
     try:
         import matplotlib
 
@@ -660,7 +673,7 @@ def write_plot(path: Path) -> None:
         axis.text(b, r + 0.2, f" {b:.0f}", va="center", fontsize=8)
     axis.set_yticks(list(rows), names, fontsize=8)
     axis.invert_yaxis()
-    axis.set_xlabel("webhook → broker (ms), one order every 200 ms")
+    axis.set_xlabel("alert → broker (ms), calm traffic")
     axis.set_title("Durable queue vs upstream's in-memory queue, per server")
     axis.legend(loc="lower right")
     figure.tight_layout()
@@ -680,6 +693,9 @@ def main() -> None:
                         help="servers for the end-to-end figures (latency, burst, lanes, "
                              "flatten), comma-separated: dev (Werkzeug), gunicorn (gunicorn "
                              "+ eventlet, one worker, as OpenAlgo's image); default dev")
+    parser.add_argument("--direct", type=Path, default=None,
+                        help="results.json of tools/openalgo_direct.py: its calm latencies "
+                             "join the plot")
     parser.add_argument("--queue", default="sqlite",
                         help="where our queue lives for those figures: sqlite, postgres, "
                              "or both comma-separated; default sqlite")
@@ -733,6 +749,9 @@ def main() -> None:
     name = "table-quick.md" if q else ("table.md" if only is None else "table-partial.md")
     write_table(args.out / name)
     if not q and wanted("latency"):
+        if args.direct:
+            direct_placement_latencies(args.direct)
+        (args.out / "latencies.json").write_text(json.dumps(LATENCIES))
         write_plot(args.out / "latency.png")
     print(f"\nwritten to {args.out}")
 
