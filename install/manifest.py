@@ -59,8 +59,17 @@ PLUGIN_FILES = [
 
 #: Third-party packages in OpenAlgo's requirements.txt that plugin code may import.
 ALLOWED_PACKAGES = {
-    "flask", "flask_socketio", "flask_wtf", "sqlalchemy", "apscheduler", "httpx",
-    "cryptography", "dotenv", "pytz", "click", "werkzeug",
+    "flask",
+    "flask_socketio",
+    "flask_wtf",
+    "sqlalchemy",
+    "apscheduler",
+    "httpx",
+    "cryptography",
+    "dotenv",
+    "pytz",
+    "click",
+    "werkzeug",
 }
 
 #: OpenAlgo modules the plugin may import; the host reproduces them under the same names
@@ -68,5 +77,9 @@ ALLOWED_PACKAGES = {
 #: services.telegram_alert_service: OpenAlgo's own Telegram alerts, imported lazily and
 #: only if present (services/order_queue/alerts.py), so a dead order reaches the trader's Telegram
 #: the way OpenAlgo's order alerts do; the host has no such module and skips it.
-ALLOWED_OPENALGO_MODULES = {"utils.logging", "utils.session", "extensions",
-                            "services.telegram_alert_service"}
+ALLOWED_OPENALGO_MODULES = {
+    "utils.logging",
+    "utils.session",
+    "extensions",
+    "services.telegram_alert_service",
+}

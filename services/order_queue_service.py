@@ -10,8 +10,8 @@ squareoff jobs through ``register_squareoffs``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from flask import g, has_request_context
 
@@ -36,8 +36,12 @@ def deadline_for(payload: dict, now: datetime) -> datetime | None:
         try:
             deadline = provider(payload, now)
         except Exception:
-            logger.exception("%s deadline lookup failed for %s %s; only the age limit "
-                             "applies", source, payload.get("strategy"), payload.get("symbol"))
+            logger.exception(
+                "%s deadline lookup failed for %s %s; only the age limit applies",
+                source,
+                payload.get("strategy"),
+                payload.get("symbol"),
+            )
             continue
         if deadline is not None:
             deadlines.append(deadline)
@@ -68,15 +72,24 @@ def squareoff_utc(squareoff_time: str, now_utc: datetime) -> datetime:
     return ist_moment_utc(squareoff_time, now_utc)
 
 
-def register_squareoffs(source: str, *, all_strategies, get_strategy, mappings, schedule,
-                        fire, release=None):
+def register_squareoffs(
+    source: str, *, all_strategies, get_strategy, mappings, schedule, fire, release=None
+):
     """Host hook: the strategy manager ``source`` hands over its squareoff functions, so
     its squareoffs survive a restart and run at most once a day
     (``services/order_queue/squareoffs.py``).  Returns the ``squareoff_positions`` the
     host binds in place of ``fire``."""
-    return squareoffs.register(squareoffs.SquareoffSource(
-        name=source, all_strategies=all_strategies, get_strategy=get_strategy,
-        mappings=mappings, schedule=schedule, fire=fire, release=release))
+    return squareoffs.register(
+        squareoffs.SquareoffSource(
+            name=source,
+            all_strategies=all_strategies,
+            get_strategy=get_strategy,
+            mappings=mappings,
+            schedule=schedule,
+            fire=fire,
+            release=release,
+        )
+    )
 
 
 #: A caller outside a web request (a squareoff job) has nobody to answer 503 to, and
@@ -110,13 +123,22 @@ def queue_order(endpoint, payload):
         now = queue.clock.now()
         try:
             order_id = queue.store.enqueue(
-                endpoint, payload, now=now, max_age_seconds=queue.settings.max_age_seconds,
-                deadline=_deadline_on_queue_time(queue.clock, payload, now))
+                endpoint,
+                payload,
+                now=now,
+                max_age_seconds=queue.settings.max_age_seconds,
+                deadline=_deadline_on_queue_time(queue.clock, payload, now),
+            )
             break
         except QueueStorageError as exc:
-            logger.error("order NOT queued (storage failure): %s %s %s: %s%s", endpoint,
-                         payload.get("strategy"), payload.get("symbol"), exc,
-                         "" if pause is None else f"; trying again in {pause} s")
+            logger.error(
+                "order NOT queued (storage failure): %s %s %s: %s%s",
+                endpoint,
+                payload.get("strategy"),
+                payload.get("symbol"),
+                exc,
+                "" if pause is None else f"; trying again in {pause} s",
+            )
             if pause is None:
                 if in_request:
                     # OpenAlgo's webhook view catches every exception and answers 500;
@@ -126,9 +148,16 @@ def queue_order(endpoint, payload):
             time.sleep(pause)
     if in_request:
         g.order_queue_stored = g.get("order_queue_stored", 0) + 1
-    logger.info("order %s queued: %s %s %s %s qty=%s", order_id, endpoint,
-                payload.get("strategy"), payload.get("symbol"), payload.get("action"),
-                payload.get("quantity"))
-    events.publish(order_id, "pending", symbol=payload.get("symbol"),
-                               strategy=payload.get("strategy"))
+    logger.info(
+        "order %s queued: %s %s %s %s qty=%s",
+        order_id,
+        endpoint,
+        payload.get("strategy"),
+        payload.get("symbol"),
+        payload.get("action"),
+        payload.get("quantity"),
+    )
+    events.publish(
+        order_id, "pending", symbol=payload.get("symbol"), strategy=payload.get("strategy")
+    )
     queue.wake()

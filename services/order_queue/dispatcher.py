@@ -22,9 +22,9 @@ import socket
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable
 
 import httpx
 
@@ -69,22 +69,32 @@ class RunReport:
 class Dispatcher:
     """Delivers queued orders; one per process is enough, several may share a database."""
 
-    def __init__(self, store: QueueStore, settings: OrderQueueSettings, *,
-                 clock: Clock | None = None, client: httpx.Client | None = None):
+    def __init__(
+        self,
+        store: QueueStore,
+        settings: OrderQueueSettings,
+        *,
+        clock: Clock | None = None,
+        client: httpx.Client | None = None,
+    ):
         self.store = store
         self.settings = settings
         self.clock = clock or Clock()
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.limits = RateLimits(smart=settings.smart_rate, regular=settings.regular_rate,
-                                 window=settings.rate_window_seconds,
-                                 smart_settle=settings.smart_settle_seconds,
-                                 smart_window=settings.smart_rate_window_seconds,
-                                 regular_window=settings.regular_rate_window_seconds,
-                                 tolerance=settings.send_tolerance_seconds,
-                                 jitter=settings.host_jitter_seconds)
+        self.limits = RateLimits(
+            smart=settings.smart_rate,
+            regular=settings.regular_rate,
+            window=settings.rate_window_seconds,
+            smart_settle=settings.smart_settle_seconds,
+            smart_window=settings.smart_rate_window_seconds,
+            regular_window=settings.regular_rate_window_seconds,
+            tolerance=settings.send_tolerance_seconds,
+            jitter=settings.host_jitter_seconds,
+        )
         self.client = client or httpx.Client(
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            limits=httpx.Limits(max_connections=settings.workers + 2))
+            limits=httpx.Limits(max_connections=settings.workers + 2),
+        )
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._idle = threading.Condition()
@@ -99,11 +109,19 @@ class Dispatcher:
         # pass asks it (a host starting up may not listen yet).
         self.door = HostDoor(self.client, settings.host_server)
         recorder = OutcomeRecorder(store, settings, self.clock, actor=self.id)
-        self.sender = Sender(store=store, settings=settings, clock=self.clock,
-                             client=self.client, door=self.door, recorder=recorder,
-                             limits=self.limits, stopping=self._stopping)
-        self.reconciler = Reconciler(store=store, settings=settings, clock=self.clock,
-                                     client=self.client, recorder=recorder)
+        self.sender = Sender(
+            store=store,
+            settings=settings,
+            clock=self.clock,
+            client=self.client,
+            door=self.door,
+            recorder=recorder,
+            limits=self.limits,
+            stopping=self._stopping,
+        )
+        self.reconciler = Reconciler(
+            store=store, settings=settings, clock=self.clock, client=self.client, recorder=recorder
+        )
         self.last_heartbeat: datetime | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -114,8 +132,7 @@ class Dispatcher:
         if self._thread is not None:
             return
         self._register()
-        self._thread = threading.Thread(target=self.run, name="order-queue-dispatcher",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.run, name="order-queue-dispatcher", daemon=True)
         self._thread.start()
         self.store.start_listener(self.wake, self._stopping)
         logger.info("order queue dispatcher %s started", self.id)
@@ -162,14 +179,18 @@ class Dispatcher:
             except QueueStorageError as exc:
                 logger.error("could not record dispatcher %s stop: %s", self.id, exc)
             self.client.close()
-        logger.info("order queue dispatcher %s stopped (%s)", self.id,
-                    "drained" if drained else "requests still in flight")
+        logger.info(
+            "order queue dispatcher %s stopped (%s)",
+            self.id,
+            "drained" if drained else "requests still in flight",
+        )
         return drained
 
     def _register(self) -> None:
         if not self._registered:
-            self.store.register_dispatcher(self.id, host=socket.gethostname(), pid=os.getpid(),
-                                           now=self.clock.now())
+            self.store.register_dispatcher(
+                self.id, host=socket.gethostname(), pid=os.getpid(), now=self.clock.now()
+            )
             self._registered = True
 
     # ------------------------------------------------------------------ the loop
@@ -195,10 +216,14 @@ class Dispatcher:
         self._housekeeping(now, report)
         if not self.door.known:
             self.door.probe()
-        while self._free_slot() and not self._stopping.is_set() and \
-                (now is not None or self.clock.monotonic() >= self._next_in_doubt_look):
-            order = self.store.claim_in_doubt(self.id, now=now or self.clock.now(),
-                                              lease_seconds=self.settings.lease_seconds)
+        while (
+            self._free_slot()
+            and not self._stopping.is_set()
+            and (now is not None or self.clock.monotonic() >= self._next_in_doubt_look)
+        ):
+            order = self.store.claim_in_doubt(
+                self.id, now=now or self.clock.now(), lease_seconds=self.settings.lease_seconds
+            )
             if order is None:
                 # Most passes follow a finished send; looking again at once would cost
                 # every order one more transaction for nothing.
@@ -207,9 +232,12 @@ class Dispatcher:
             report.reconciling.append(order.id)
             self._submit(self.reconciler.reconcile, order)
         while self._free_slot() and not self._stopping.is_set():
-            claim = self.store.claim_next(self.id, now=now or self.clock.now(),
-                                          lease_seconds=self.settings.lease_seconds,
-                                          limits=self.limits)
+            claim = self.store.claim_next(
+                self.id,
+                now=now or self.clock.now(),
+                lease_seconds=self.settings.lease_seconds,
+                limits=self.limits,
+            )
             if claim.order is None:
                 report.next_due_at = claim.next_due_at
                 break
@@ -221,8 +249,11 @@ class Dispatcher:
         """Heartbeat, in-doubt recovery of dead dispatchers' orders, expiry; at most once
         per heartbeat period."""
         tick = self.clock.monotonic()
-        if self._last_housekeeping is not None and now is None and \
-                tick - self._last_housekeeping < self.settings.heartbeat_seconds:
+        if (
+            self._last_housekeeping is not None
+            and now is None
+            and tick - self._last_housekeeping < self.settings.heartbeat_seconds
+        ):
             return
         self._last_housekeeping = tick
         now = now or self.clock.now()
@@ -230,29 +261,44 @@ class Dispatcher:
         self.last_heartbeat = now
         self.store.record_sample(now=now, every_seconds=SAMPLE_SECONDS)
         report.recovered = self.store.recover_stale_sending(
-            now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds,
-            check_at=now)
+            now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds, check_at=now
+        )
         for order_id in report.recovered:
-            logger.warning("order %s: its dispatcher stopped mid-send; now in doubt, "
-                           "will be reconciled with the broker's orderbook", order_id)
+            logger.warning(
+                "order %s: its dispatcher stopped mid-send; now in doubt, "
+                "will be reconciled with the broker's orderbook",
+                order_id,
+            )
             events.publish(order_id, "in_doubt")
         for row in self.store.expire_pending(now=now):
             report.expired.append(row["id"])
-            logger.error("order %s dead-lettered: reason=expired strategy=%s symbol=%s "
-                         "queued_at=%s", row["id"], row["strategy"], row["symbol"],
-                         row["created_at"])
-            events.publish(row["id"], "dead", reason="expired",
-                                       symbol=row["symbol"], strategy=row["strategy"])
-        if self._purge_more or self._last_purge is None or \
-                tick - self._last_purge >= PURGE_INTERVAL_SECONDS:
+            logger.error(
+                "order %s dead-lettered: reason=expired strategy=%s symbol=%s queued_at=%s",
+                row["id"],
+                row["strategy"],
+                row["symbol"],
+                row["created_at"],
+            )
+            events.publish(
+                row["id"], "dead", reason="expired", symbol=row["symbol"], strategy=row["strategy"]
+            )
+        if (
+            self._purge_more
+            or self._last_purge is None
+            or tick - self._last_purge >= PURGE_INTERVAL_SECONDS
+        ):
             # One small batch per pass while a backlog lasts: claims go on between them.
             self._last_purge = tick
             purged = self.store.purge_finished(
-                older_than=now - timedelta(days=self.settings.retention_days))
+                older_than=now - timedelta(days=self.settings.retention_days)
+            )
             self._purge_more = purged == PURGE_BATCH
             if purged:
-                logger.info("purged %s finished orders older than %s days", purged,
-                            self.settings.retention_days)
+                logger.info(
+                    "purged %s finished orders older than %s days",
+                    purged,
+                    self.settings.retention_days,
+                )
 
     # ------------------------------------------------------------------ sender pool
 
@@ -264,9 +310,12 @@ class Dispatcher:
         with self._idle:
             self._in_flight += 1
         try:
-            threading.Thread(target=self._run_task, args=(task, order),
-                             name=f"order-queue-{task.__name__.strip('_')}-{order.id}",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._run_task,
+                args=(task, order),
+                name=f"order-queue-{task.__name__.strip('_')}-{order.id}",
+                daemon=True,
+            ).start()
         except RuntimeError:
             # No thread could start.  The order was claimed but never stamped: recovery
             # puts it straight back to pending (at the next start, or once its lease
@@ -279,8 +328,12 @@ class Dispatcher:
             if not sys.is_finalizing():
                 raise
             self.request_stop()
-            logger.info("order queue dispatcher %s: the interpreter is shutting down; "
-                        "order %s was not sent and goes back to the queue", self.id, order.id)
+            logger.info(
+                "order queue dispatcher %s: the interpreter is shutting down; "
+                "order %s was not sent and goes back to the queue",
+                self.id,
+                order.id,
+            )
 
     def _run_task(self, task: Callable[[ClaimedOrder], None], order: ClaimedOrder) -> None:
         try:

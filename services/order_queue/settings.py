@@ -1,4 +1,5 @@
-"""Order-queue settings: read once, validated, every default in one place (docs/design.md, "Settings").
+"""Order-queue settings: read once, validated, every default in one place
+(docs/design.md, "Settings").
 
 This module is the plugin's only reader of the environment: ``load_settings`` builds an
 ``OrderQueueSettings`` at start, and the runtime (``runtime.py``) hands it to whatever
@@ -8,8 +9,8 @@ of surfacing as a strange dispatcher behaviour at the first order.
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 
 class SettingsError(ValueError):
@@ -131,7 +132,6 @@ class OrderQueueSettings:
     #: ...and, if set, while any dead order awaits a decision.
     health_fail_on_dead: bool = False
 
-
     @property
     def lease_seconds(self) -> float:
         """A lease outlives the longest possible request by a margin."""
@@ -203,17 +203,19 @@ _HOST_LIMIT_SYNTAX = re.compile(r"^\s*(\d+)\s*(?:per|/)\s*(second|minute)\s*$", 
 
 
 def parse_host_limit(variable: str, raw: str) -> tuple[int, float | None]:
-    """"10 per second" → (10, None); "100 per minute" → (100, 60.0).  Only the first
+    """ "10 per second" → (10, None); "100 per minute" → (100, 60.0).  Only the first
     limit of a list ("10 per second;100 per minute") is used."""
     match = _HOST_LIMIT_SYNTAX.match(raw.split(";")[0])
     if match is None or int(match.group(1)) < 1:
-        raise SettingsError(f"{variable}={raw!r} is not a limit like '10 per second' or "
-                            f"'100 per minute'")
+        raise SettingsError(
+            f"{variable}={raw!r} is not a limit like '10 per second' or '100 per minute'"
+        )
     return int(match.group(1)), (60.0 if match.group(2).lower() == "minute" else None)
 
 
-def load_settings(source: Mapping[str, object] | None = None, *,
-                  overrides: Mapping[str, object] | None = None) -> OrderQueueSettings:
+def load_settings(
+    source: Mapping[str, object] | None = None, *, overrides: Mapping[str, object] | None = None
+) -> OrderQueueSettings:
     """Build settings from ``source`` (default: the environment) with ``overrides``
     (the host's app.config entries of the same names) on top; blank means default."""
     source = {**(os.environ if source is None else source), **(overrides or {})}
@@ -246,10 +248,13 @@ def load_settings(source: Mapping[str, object] | None = None, *,
             pass
     settings = OrderQueueSettings(**values)
     if not settings.host_server.startswith(("http://", "https://")):
-        raise SettingsError(f"HOST_SERVER={settings.host_server!r} must start with http:// or https://")
+        raise SettingsError(
+            f"HOST_SERVER={settings.host_server!r} must start with http:// or https://"
+        )
     if settings.heartbeat_timeout_seconds <= settings.heartbeat_seconds:
-        raise SettingsError("ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS must exceed "
-                            "ORDER_QUEUE_HEARTBEAT_SECONDS")
+        raise SettingsError(
+            "ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS must exceed ORDER_QUEUE_HEARTBEAT_SECONDS"
+        )
     return settings
 
 
@@ -261,4 +266,3 @@ def setting_names() -> list[str]:
 def host_setting_names() -> list[str]:
     """The host's variables the queue also reads: its rate limits."""
     return [*_HOST_LIMITS, "WEBHOOK_RATE_LIMIT"]
-
