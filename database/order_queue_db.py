@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from database.order_queue.green import OffloadedCalls
 from database.order_queue.model import (
@@ -103,7 +103,7 @@ __all__ = [  # the public face: the model, the store, and the seed's functions
 # OpenAlgo's database modules expose plain functions over a module-level engine; these
 # keep the seed proposal's names (enqueue_order, mark_sent, ...) over the configured store.
 
-_store: OffloadedCalls | None = None
+_store: QueueStore | None = None
 _store_lock = threading.Lock()
 
 
@@ -132,9 +132,16 @@ def configure(
     with _store_lock:
         if _store is not None:
             _store.dispose()
-        _store = OffloadedCalls(
-            QueueStore(url, busy_timeout_ms=busy_timeout_ms, disk_reserve_bytes=disk_reserve_bytes),
-            inline=frozenset({"start_listener", "transaction"}),
+        # The wrapper offers the store's own methods (run off the event loop), so it
+        # stands in for a QueueStore; its __getattr__ is invisible to the type checker.
+        _store = cast(
+            QueueStore,
+            OffloadedCalls(
+                QueueStore(
+                    url, busy_timeout_ms=busy_timeout_ms, disk_reserve_bytes=disk_reserve_bytes
+                ),
+                inline=frozenset({"start_listener", "transaction"}),
+            ),
         )
     return _store
 

@@ -174,7 +174,9 @@ class Edit:
         line_start = content.rfind("\n", 0, match.start()) + 1
         line_end = content.find("\n", match.end())
         line_end = len(content) if line_end == -1 else line_end + 1
-        indent = re.match(r"[ \t]*", content[line_start:]).group(0)
+        indent_match = re.match(r"[ \t]*", content[line_start:])
+        assert indent_match is not None  # [ \t]* matches any text, if only emptily
+        indent = indent_match.group(0)
         block = "".join(f"{indent}{line}\n" for line in self.text.splitlines())
         at = line_start if self.before else line_end
         return content[:at] + block + content[at:]

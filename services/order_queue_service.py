@@ -119,6 +119,7 @@ def queue_order(endpoint, payload):
         if in_request:
             g.order_queue_storage_error = held
         raise QueueStorageError(held)
+    assert queue is not None  # without a runtime, held says why and we raised above
     for pause in (*(() if in_request else BACKGROUND_RETRY_PAUSES), None):
         now = queue.clock.now()
         try:

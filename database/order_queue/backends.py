@@ -147,7 +147,7 @@ class SqliteBackend:
         self.path = os.path.abspath(path) if path and not path.startswith(":memory:") else None
         self.busy_timeout_ms = busy_timeout_ms
         self.reserve = DiskReserve(self.path, disk_reserve_bytes) if self.path else None
-        self._file_identity = None
+        self._file_identity: tuple[int, int] | None = None  # (device, inode)
         self._insert_order: _DriverInsert | None = None
 
     def insert_order(self, engine: Engine, row: dict[str, Any]) -> int:
@@ -165,7 +165,9 @@ class SqliteBackend:
                 order_id = self._insert_order.run(cursor, row)
                 cursor.execute("COMMIT")
             except BaseException:
-                if connection.driver_connection.in_transaction:
+                driver_connection = connection.driver_connection
+                assert driver_connection is not None  # a checked-out connection has one
+                if driver_connection.in_transaction:
                     cursor.execute("ROLLBACK")
                 raise
             return order_id
@@ -211,12 +213,14 @@ class SqliteBackend:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             _create_private(self.path)
             engine.connect().close()
+            assert self.reserve is not None  # made whenever there is a path
             self.reserve.keep()
 
     def check_room(self) -> None:
         """Refuse a new order while the disk is full (``disk_reserve``): what room
         there is belongs to the orders already stored."""
         if self.reserve is not None and not self.reserve.admits_new_orders():
+            assert self.path is not None  # a reserve is made only for a file
             raise QueueStorageError(
                 f"the queue's disk is full (since {self.reserve.full_since:%H:%M:%S} UTC, "
                 f"{os.path.dirname(self.path)}): order NOT queued; orders already stored "
@@ -415,7 +419,9 @@ class PostgresBackend:
     def insert_order(self, engine: Engine, row: dict[str, Any]) -> int:
         """The enqueue's transaction, with a wake-up for every listening dispatcher."""
         with engine.begin() as conn:
-            order_id = conn.execute(_INSERT_ORDER, row).inserted_primary_key[0]
+            inserted = conn.execute(_INSERT_ORDER, row).inserted_primary_key
+            assert inserted is not None  # a single-row insert reports its key
+            order_id = inserted[0]
             self.notify(conn)
         return order_id
 
@@ -433,7 +439,9 @@ class PostgresBackend:
     def shared_now(self, conn: Connection) -> datetime:
         """The database server's clock: dispatchers on several machines stamp their sends
         on one clock, so their rate windows agree whatever their own clocks say."""
-        return conn.execute(text("SELECT clock_timestamp() AT TIME ZONE 'UTC'")).scalar()
+        now = conn.execute(text("SELECT clock_timestamp() AT TIME ZONE 'UTC'")).scalar()
+        assert now is not None  # clock_timestamp() is never NULL
+        return now
 
     def claim_lock_options(self) -> dict:
         return {"skip_locked": True}

@@ -57,6 +57,7 @@ class StoreCore:
         After a failed write the pool is dropped: a connection opened while the disk was
         read-only or unreachable stays that way, and must not outlive the fault."""
         dbapi = self.engine.dialect.dbapi
+        assert dbapi is not None  # a created engine has loaded its driver module
         try:
             if writing:
                 self.backend.check_writable(self.engine)

@@ -629,12 +629,14 @@ class OrderWrites(StoreCore):
             newest = conn.execute(_NEWEST_SAMPLE).scalar()  # another process may have
             if newest is not None and newest > fresh_after:
                 return False
-            counts = dict(
+            counts: dict[str, int] = dict(
                 conn.execute(
                     select(orders.c.state, func.count())
                     .where(orders.c.state.in_(SAMPLED_STATES))
                     .group_by(orders.c.state)
-                ).all()
+                )
+                .tuples()  # rows as (state, count) tuples (for the type checker; no-op)
+                .all()
             )
             conn.execute(
                 insert(samples).values(

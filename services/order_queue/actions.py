@@ -105,6 +105,7 @@ def settle(
     for order_id in order_ids:
         now = queue.clock.now()
         if placed:
+            assert broker_orderid is not None  # 'placed' without one returned above
             done = store.settle_placed(
                 order_id, now=now, actor=actor, broker_orderid=broker_orderid, note=note
             )

@@ -12,6 +12,7 @@ Pure functions: facts in (from ``QueueStore.chart_facts``), markup out.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from xml.sax.saxutils import escape
@@ -113,7 +114,7 @@ def _line_chart(
     span: float,
     unit: str,
     ticks: list[tuple[float, str]],
-    limits: list[tuple[str, float]] = (),
+    limits: Sequence[tuple[str, float]] = (),
 ) -> str:
     """One chart: time runs left to right up to now; y from 0 to the largest value."""
     values = [y for s in series for _, y in s.points] + [y for _, y in limits]
@@ -154,7 +155,7 @@ def _line_chart(
             f'<line class="limit" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" '
             f'y2="{y:.1f}"><title>{escape(label)}</title></line>'
         )
-    legend_x = LEFT
+    legend_x: float = LEFT
     for s in series:
         parts.append(f'<text class="legend {s.css}" x="{legend_x}" y="30">{escape(s.label)}</text>')
         legend_x += 6.5 * len(s.label) + 14

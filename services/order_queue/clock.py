@@ -120,6 +120,9 @@ class Clock:
         for _ in range(SYNC_READS):
             before, wall_before = self._steady(), self._wall()
             try:
+                # now() calls this only with a shared clock (and without one the call
+                # fails into the except below, as calling None did).
+                assert self._read_shared is not None
                 shared = self._read_shared()
             except Exception:
                 break
@@ -132,6 +135,7 @@ class Clock:
                 best[0].total_seconds() <= SYNC_MAX_ROUND_TRIP or not self._measured
             )
             if trusted:
+                assert best is not None  # trusted only with a measurement
                 self._offset, self._disagreement, self._measured = best[1], best[2], True
             return self._offset
 

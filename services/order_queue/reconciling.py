@@ -86,6 +86,7 @@ class Reconciler:
             else:
                 record.check_again(order, f"orderbook unavailable: {exc}", pause)
             return
+        assert order.dispatched_at is not None  # an in-doubt order's send was stamped
         result = find_matches(
             order.endpoint, order.payload, self.clock.to_wall(order.dispatched_at), book
         )
@@ -162,6 +163,7 @@ class Reconciler:
             gone_since = self.store.dispatcher_gone_since(
                 receipt.instance, now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds
             )
+        assert order.dispatched_at is not None  # an in-doubt order's send was stamped
         return request_over_at(
             receipt,
             dispatched_at=order.dispatched_at,

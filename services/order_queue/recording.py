@@ -9,7 +9,8 @@ dispatcher that lost the order to another records nothing but the evidence.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TypedDict
 
 from database.order_queue_db import AttemptKind, ClaimedOrder, DeadReason, QueueStore
 from services.order_queue import events
@@ -28,6 +29,14 @@ def describe(verdict: Verdict) -> str:
     return f"{status}{verdict.message}".strip() or verdict.outcome.value
 
 
+class _Common(TypedDict):
+    """What every mark of a send's outcome is given."""
+
+    now: datetime
+    actor: str
+    latency_ms: float
+
+
 class OutcomeRecorder:
     """Records verdicts for one dispatcher (``actor`` in the attempt trail)."""
 
@@ -40,7 +49,7 @@ class OutcomeRecorder:
     def apply(self, order: ClaimedOrder, verdict: Verdict, latency_ms: float) -> None:
         """Record the outcome of a send."""
         now = self.clock.now()
-        common = {"now": now, "actor": self.actor, "latency_ms": latency_ms}
+        common: _Common = {"now": now, "actor": self.actor, "latency_ms": latency_ms}
         outcome = verdict.outcome
         if outcome is Outcome.ACCEPTED:
             done = self.store.mark_sent(
@@ -134,7 +143,7 @@ class OutcomeRecorder:
                 outcome.value,
             )
 
-    def _transient(self, order: ClaimedOrder, verdict: Verdict, common: dict) -> bool:
+    def _transient(self, order: ClaimedOrder, verdict: Verdict, common: _Common) -> bool:
         used = order.attempts + 1
         if used >= self.settings.max_retries:
             return self.dead(

@@ -9,8 +9,9 @@ of surfacing as a strange dispatcher behaviour at the first order.
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 
 class SettingsError(ValueError):
@@ -144,8 +145,11 @@ class OrderQueueSettings:
         return max(self.lease_seconds, self.upstream_timeout_seconds + 5.0)
 
 
+#: How a variable's text is read: a type to call on it, or "boolean" (``_boolean``).
+_Parse = Callable[[Any], str | int | float] | Literal["boolean"]
+
 #: environment variable → (field, parser, minimum)
-_VARIABLES = {
+_VARIABLES: dict[str, tuple[str, _Parse, float | None]] = {
     "ORDER_QUEUE_DATABASE_URL": ("database_url", str, None),
     "API_KEY_PEPPER": ("api_key_pepper", str, None),
     "ORDER_QUEUE_SQLITE_BUSY_TIMEOUT_MS": ("sqlite_busy_timeout_ms", int, 1),
@@ -219,7 +223,7 @@ def load_settings(
     """Build settings from ``source`` (default: the environment) with ``overrides``
     (the host's app.config entries of the same names) on top; blank means default."""
     source = {**(os.environ if source is None else source), **(overrides or {})}
-    values = {}
+    values: dict[str, Any] = {}  # field name → value, checked by OrderQueueSettings
     for host_variable, (rate_field, window_field, ours) in _HOST_LIMITS.items():
         raw = source.get(host_variable)
         if isinstance(raw, str) and raw.strip() and not str(source.get(ours) or "").strip():
@@ -234,8 +238,10 @@ def load_settings(
         except (TypeError, ValueError):
             kind = "true/false" if parse == "boolean" else parse.__name__
             raise SettingsError(f"{variable}={raw!r} is not a valid {kind}") from None
-        if minimum is not None and value < minimum:
-            raise SettingsError(f"{variable}={raw!r} must be at least {minimum}")
+        if minimum is not None:
+            assert not isinstance(value, str)  # a minimum is only ever set for a number
+            if value < minimum:
+                raise SettingsError(f"{variable}={raw!r} must be at least {minimum}")
         values[attribute] = value
     webhook_limit = source.get("WEBHOOK_RATE_LIMIT")
     if isinstance(webhook_limit, str) and webhook_limit.strip():
