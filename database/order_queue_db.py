@@ -30,6 +30,7 @@ from typing import Any, cast
 from database.order_queue.green import OffloadedCalls
 from database.order_queue.model import (
     ALLOWED_TRANSITIONS,
+    DEFAULT_BUSY_TIMEOUT_MS,
     DEFAULT_DATABASE_URL,
     IDENTITY_COLUMNS,
     LANE_OF_ENDPOINT,
@@ -60,6 +61,7 @@ from database.order_queue.store import QueueStore
 
 __all__ = [  # the public face: the model, the store, and the seed's functions
     "ALLOWED_TRANSITIONS",
+    "DEFAULT_BUSY_TIMEOUT_MS",
     "DEFAULT_DATABASE_URL",
     "IDENTITY_COLUMNS",
     "LANE_OF_ENDPOINT",
@@ -120,7 +122,10 @@ db_session = _NoThreadSession()
 
 
 def configure(
-    url: str = DEFAULT_DATABASE_URL, *, busy_timeout_ms: int = 5000, disk_reserve_bytes: int = 0
+    url: str = DEFAULT_DATABASE_URL,
+    *,
+    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    disk_reserve_bytes: int = 0,
 ) -> QueueStore:
     """Point the module at ``url`` and return the store; replaces any previous store.
     The runtime (``services.order_queue.runtime``) calls it with the configured URL:

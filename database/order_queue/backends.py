@@ -23,6 +23,7 @@ from database.order_queue.green import run_blocking
 from database.order_queue.model import (
     ALLOWED_TRANSITIONS,
     DATABASE_URL_VARIABLE,
+    DEFAULT_BUSY_TIMEOUT_MS,
     IDENTITY_COLUMNS,
     OWING_STATES,
     QueueStorageError,
@@ -142,7 +143,9 @@ class SqliteBackend:
 
     name = "sqlite"
 
-    def __init__(self, url: str, busy_timeout_ms: int = 5000, disk_reserve_bytes: int = 0):
+    def __init__(
+        self, url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, disk_reserve_bytes: int = 0
+    ):
         path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
         self.path = os.path.abspath(path) if path and not path.startswith(":memory:") else None
         self.busy_timeout_ms = busy_timeout_ms
@@ -522,7 +525,9 @@ def _create_private(path: str) -> None:
         pass
 
 
-def backend_for(url: str, busy_timeout_ms: int = 5000, disk_reserve_bytes: int = 0) -> Backend:
+def backend_for(
+    url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, disk_reserve_bytes: int = 0
+) -> Backend:
     """The backend for ``url``: SQLite (a file of this machine) or PostgreSQL."""
     if url.startswith("sqlite"):
         return SqliteBackend(url, busy_timeout_ms, disk_reserve_bytes)

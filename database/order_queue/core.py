@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from database.order_queue.backends import backend_for
 from database.order_queue.disk_reserve import is_disk_full
 from database.order_queue.model import (
+    DEFAULT_BUSY_TIMEOUT_MS,
     MESSAGE_TEXT_LIMIT,
     AttemptKind,
     QueueStorageError,
@@ -33,7 +34,13 @@ _INSERT_ATTEMPT = attempts.insert()
 class StoreCore:
     """The engine, the backend, the transaction gate and the attempt trail."""
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 5000, disk_reserve_bytes: int = 0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        disk_reserve_bytes: int = 0,
+    ):
         self.url = url
         self.backend = backend_for(url, busy_timeout_ms, disk_reserve_bytes)
         try:

@@ -32,6 +32,8 @@ ERROR_TEXT_LIMIT = 1000
 #: The largest order id the databases can hold (their 64-bit integer range).
 MAX_ORDER_ID = 2**63 - 1
 MESSAGE_TEXT_LIMIT = 500
+#: How long an SQLite write waits for another writer before it fails (503 to a webhook).
+DEFAULT_BUSY_TIMEOUT_MS = 5000
 
 
 def truncate(value: str | None, limit: int) -> str | None:

@@ -23,7 +23,6 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import httpx
@@ -53,17 +52,6 @@ SAMPLE_SECONDS = 60
 #: After finding no in-doubt order due, how long before looking again (orders are put
 #: in doubt to be checked seconds later, so half a second late costs nothing).
 IN_DOUBT_LOOK_SECONDS = 0.5
-
-
-@dataclass
-class RunReport:
-    """What one pass of the loop did (for tests and for choosing how long to sleep)."""
-
-    sent: list[int] = field(default_factory=list)
-    reconciling: list[int] = field(default_factory=list)
-    recovered: list[int] = field(default_factory=list)
-    expired: list[int] = field(default_factory=list)
-    next_due_at: datetime | None = None
 
 
 class Dispatcher:
@@ -122,7 +110,6 @@ class Dispatcher:
         self.reconciler = Reconciler(
             store=store, settings=settings, clock=self.clock, client=self.client, recorder=recorder
         )
-        self.last_heartbeat: datetime | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -200,8 +187,7 @@ class Dispatcher:
         while not self._stopping.is_set():
             wait = self.settings.poll_seconds
             try:
-                report = self.run_once()
-                wait = loop_wait_seconds(wait, report.next_due_at, self.clock.now())
+                wait = loop_wait_seconds(wait, self.run_once(), self.clock.now())
             except QueueStorageError as exc:
                 logger.error("order queue storage error in dispatcher: %s", exc)
             except Exception:
@@ -209,61 +195,56 @@ class Dispatcher:
             self._wake.wait(wait)
             self._wake.clear()
 
-    def run_once(self, now: datetime | None = None) -> RunReport:
-        """One pass: housekeeping when due, then claim work while sender slots are free."""
-        report = RunReport()
+    def run_once(self) -> datetime | None:
+        """One pass: housekeeping when due, then claim work while sender slots are free.
+        Returns when the next order becomes due, if known (the loop sleeps until then)."""
         self._register()
-        self._housekeeping(now, report)
+        self._housekeeping()
         if not self.door.known:
             self.door.probe()
         while (
             self._free_slot()
             and not self._stopping.is_set()
-            and (now is not None or self.clock.monotonic() >= self._next_in_doubt_look)
+            and self.clock.monotonic() >= self._next_in_doubt_look
         ):
             order = self.store.claim_in_doubt(
-                self.id, now=now or self.clock.now(), lease_seconds=self.settings.lease_seconds
+                self.id, now=self.clock.now(), lease_seconds=self.settings.lease_seconds
             )
             if order is None:
                 # Most passes follow a finished send; looking again at once would cost
                 # every order one more transaction for nothing.
                 self._next_in_doubt_look = self.clock.monotonic() + IN_DOUBT_LOOK_SECONDS
                 break
-            report.reconciling.append(order.id)
             self._submit(self.reconciler.reconcile, order)
         while self._free_slot() and not self._stopping.is_set():
             claim = self.store.claim_next(
                 self.id,
-                now=now or self.clock.now(),
+                now=self.clock.now(),
                 lease_seconds=self.settings.lease_seconds,
                 limits=self.limits,
             )
             if claim.order is None:
-                report.next_due_at = claim.next_due_at
-                break
-            report.sent.append(claim.order.id)
+                return claim.next_due_at
             self._submit(self.sender.send, claim.order)
-        return report
+        return None
 
-    def _housekeeping(self, now: datetime | None, report: RunReport) -> None:
-        """Heartbeat, in-doubt recovery of dead dispatchers' orders, expiry; at most once
-        per heartbeat period."""
+    def _housekeeping(self) -> None:
+        """Heartbeat, in-doubt recovery of dead dispatchers' orders, expiry, retention; at
+        most once per heartbeat period."""
         tick = self.clock.monotonic()
         if (
             self._last_housekeeping is not None
-            and now is None
             and tick - self._last_housekeeping < self.settings.heartbeat_seconds
         ):
             return
         self._last_housekeeping = tick
-        now = now or self.clock.now()
+        now = self.clock.now()
         self.store.heartbeat(self.id, now=now)
-        self.last_heartbeat = now
         self.store.record_sample(now=now, every_seconds=SAMPLE_SECONDS)
-        report.recovered = self.store.recover_stale_sending(
+        recovered = self.store.recover_stale_sending(
             now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds, check_at=now
         )
-        for order_id in report.recovered:
+        for order_id in recovered:
             logger.warning(
                 "order %s: its dispatcher stopped mid-send; now in doubt, "
                 "will be reconciled with the broker's orderbook",
@@ -271,7 +252,6 @@ class Dispatcher:
             )
             events.publish(order_id, "in_doubt")
         for row in self.store.expire_pending(now=now):
-            report.expired.append(row["id"])
             logger.error(
                 "order %s dead-lettered: reason=expired strategy=%s symbol=%s queued_at=%s",
                 row["id"],

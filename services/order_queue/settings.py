@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from database.order_queue_db import DEFAULT_BUSY_TIMEOUT_MS
+
 
 class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
@@ -28,7 +30,7 @@ class OrderQueueSettings:
     #: How long a SQLite write waits for another writer before the webhook answers 503.
     #: Shorter than OpenAlgo's 15 s: webhook senders give up after a few seconds, and a
     #: 503 they can see beats a 200 that never arrives.
-    sqlite_busy_timeout_ms: int = 5000
+    sqlite_busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
     #: Room kept on the SQLite queue's disk for the orders already stored: when the disk
     #: fills, this reserve is given up so they still go out while new ones are refused
     #: (``database/order_queue/disk_reserve.py``).  0 turns it off.
