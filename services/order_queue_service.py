@@ -10,42 +10,17 @@ squareoff jobs through ``register_squareoffs``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import datetime
 
 from flask import g, has_request_context
 
 from database.order_queue_db import QueueStorageError
-from services.order_queue import events, runtime, squareoffs
+from services.order_queue import deadlines, events, runtime, squareoffs
+from services.order_queue.deadlines import DeadlineProvider
 from services.order_queue.ist import ist_moment_utc
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
-
-DeadlineProvider = Callable[[dict, datetime], "datetime | None"]
-
-#: The host's deadline providers, one per strategy manager ("strategy", "chartink").
-_deadline_providers: dict[str, DeadlineProvider] = {}
-
-
-def deadline_for(payload: dict, now: datetime) -> datetime | None:
-    """The earliest of the host's deadlines for this order, or None.  A failing
-    provider costs its deadline (the age limit still applies), never the order."""
-    deadlines = []
-    for source, provider in list(_deadline_providers.items()):
-        try:
-            deadline = provider(payload, now)
-        except Exception:
-            logger.exception(
-                "%s deadline lookup failed for %s %s; only the age limit applies",
-                source,
-                payload.get("strategy"),
-                payload.get("symbol"),
-            )
-            continue
-        if deadline is not None:
-            deadlines.append(deadline)
-    return min(deadlines, default=None)
 
 
 def set_deadline_provider(provider: DeadlineProvider | None, source: str = "strategy") -> None:
@@ -53,17 +28,7 @@ def set_deadline_provider(provider: DeadlineProvider | None, source: str = "stra
     order must not be sent (its strategy's squareoff today), or None.  OpenAlgo's
     strategies live in the host's database, which the plugin does not import; each
     strategy manager (``source``) gives its own, and the earliest deadline wins."""
-    if provider is None:
-        _deadline_providers.pop(source, None)
-    else:
-        _deadline_providers[source] = provider
-
-
-def _deadline_on_queue_time(clock, payload: dict, now: datetime) -> datetime | None:
-    """The providers' deadline (a wall-clock moment: the squareoff in IST) on the queue's
-    steady time, so a step of this machine's clock cannot send an order past it."""
-    deadline = deadline_for(payload, clock.to_wall(now))
-    return None if deadline is None else clock.from_wall(deadline)
+    deadlines.set_provider(provider, source)
 
 
 def squareoff_utc(squareoff_time: str, now_utc: datetime) -> datetime:
@@ -128,7 +93,7 @@ def queue_order(endpoint, payload):
                 payload,
                 now=now,
                 max_age_seconds=queue.settings.max_age_seconds,
-                deadline=_deadline_on_queue_time(queue.clock, payload, now),
+                deadline=deadlines.on_queue_time(queue.clock, payload, now),
             )
             break
         except QueueStorageError as exc:

@@ -9,8 +9,7 @@ is retried or decided automatically: a human asked for exactly this.
 from dataclasses import asdict, dataclass, field
 
 from database.order_queue_db import DeadReason, OrderState
-from services import order_queue_service
-from services.order_queue import events, runtime
+from services.order_queue import deadlines, events, runtime
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -69,8 +68,8 @@ def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[A
             )
             continue
         now = queue.clock.now()
-        deadline = order_queue_service.deadline_for(
-            {**row["payload"], "strategy": row["strategy"]}, now
+        deadline = deadlines.on_queue_time(
+            queue.clock, {**row["payload"], "strategy": row["strategy"]}, now
         )
         if store.replay(order_id, now=now, actor=actor, max_age_seconds=max_age, deadline=deadline):
             logger.warning("order %s replayed by %s", order_id, actor)
@@ -113,8 +112,8 @@ def settle(
         else:
             row = store.get_order(order_id)
             deadline = (
-                order_queue_service.deadline_for(
-                    {**row["payload"], "strategy": row["strategy"]}, now
+                deadlines.on_queue_time(
+                    queue.clock, {**row["payload"], "strategy": row["strategy"]}, now
                 )
                 if row
                 else None

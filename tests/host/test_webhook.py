@@ -330,7 +330,7 @@ def test_squareoff_deadline_is_today_at_squareoff_ist(app, runner):
 
 
 def test_entry_still_queued_at_squareoff_is_expired_not_sent(tmp_path, broker, monkeypatch):
-    from services import order_queue_service
+    from services.order_queue import deadlines
 
     broker.refuse()  # the API is down, so the entry waits in the queue
     app = make_app(tmp_path, HOST_SERVER=broker.base_url)
@@ -346,7 +346,7 @@ def test_entry_still_queued_at_squareoff_is_expired_not_sent(tmp_path, broker, m
     )
     # The squareoff is two seconds away (the real clock decides "now" in the queue).
     monkeypatch.setitem(
-        order_queue_service._deadline_providers,
+        deadlines._providers,
         "strategy",
         lambda payload, now: now + timedelta(seconds=2),
     )

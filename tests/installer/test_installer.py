@@ -386,7 +386,7 @@ PATCHED_APP_SCRIPT = textwrap.dedent("""
     import app
     from database.strategy_db import Strategy, db_session
     from services.order_queue import runtime
-    from services.order_queue_service import deadline_for
+    from services.order_queue.deadlines import deadline_for
 
     assert app.app.db_ready.wait(20)
     for _ in range(400):  # the dispatcher starts once db_ready is set
