@@ -45,16 +45,20 @@ def bootstrap_env() -> None:
     if not os.path.exists(ENV_FILE) and not os.getenv("API_KEY_PEPPER"):
         queue_file = os.path.join(os.path.dirname(ENV_FILE), "db", "order_queue.db")
         if os.path.exists(queue_file):
-            raise SystemExit(f"{ENV_FILE} is missing but {queue_file} exists: its queued API "
-                             f"keys are sealed with the API_KEY_PEPPER of that .env. Restore "
-                             f"the .env (or set API_KEY_PEPPER) and start again; a new "
-                             f"pepper would leave every queued order unreadable.")
+            raise SystemExit(
+                f"{ENV_FILE} is missing but {queue_file} exists: its queued API "
+                f"keys are sealed with the API_KEY_PEPPER of that .env. Restore "
+                f"the .env (or set API_KEY_PEPPER) and start again; a new "
+                f"pepper would leave every queued order unreadable."
+            )
         # Created 0600 from the start: the secrets are never readable by others.
         descriptor = os.open(ENV_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write("# Generated on first run; see .env.example for every setting.\n"
-                         f"APP_KEY={secrets.token_hex(32)}\n"
-                         f"API_KEY_PEPPER={secrets.token_hex(32)}\n")
+            handle.write(
+                "# Generated on first run; see .env.example for every setting.\n"
+                f"APP_KEY={secrets.token_hex(32)}\n"
+                f"API_KEY_PEPPER={secrets.token_hex(32)}\n"
+            )
         logger.warning("created %s with new APP_KEY and API_KEY_PEPPER", ENV_FILE)
     load_dotenv(ENV_FILE)
 
@@ -148,13 +152,19 @@ def create_app(test_config=None):
             "Content-Security-Policy",
             "default-src 'self'; script-src 'self'; style-src 'self' "
             "'unsafe-inline'; img-src 'self' data:; connect-src 'self' ws: wss:; "
-            "object-src 'none'; form-action 'self'; frame-ancestors 'none'")
+            "object-src 'none'; form-action 'self'; frame-ancestors 'none'",
+        )
         return response
 
     @app.route("/")
     def index():
-        return jsonify({"app": "openalgo-durable-order-queue host",
-                        "admin": "/order-queue/", "health": "/order-queue/api/health"})
+        return jsonify(
+            {
+                "app": "openalgo-durable-order-queue host",
+                "admin": "/order-queue/",
+                "health": "/order-queue/api/health",
+            }
+        )
 
     return app
 
@@ -179,9 +189,11 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise SystemExit(f"port {port} on {host} is in use ({exc.strerror}): set FLASK_PORT "
-                             f"(and FLASK_HOST_IP for the address), in .env or the "
-                             f"environment") from None
+            raise SystemExit(
+                f"port {port} on {host} is in use ({exc.strerror}): set FLASK_PORT "
+                f"(and FLASK_HOST_IP for the address), in .env or the "
+                f"environment"
+            ) from None
 
 
 def main() -> None:
@@ -196,9 +208,16 @@ def main() -> None:
     logger.info("listening on http://%s:%s", host, port)
     # Werkzeug (threaded) is fine for one trader's box; it also runs without a terminal
     # (nohup, systemd), which Flask-SocketIO refuses unless told it is allowed.
-    socketio.run(app, host=host, port=port, debug=False, use_reloader=False,
-                 request_handler=TimedRequestHandler,
-                 allow_unsafe_werkzeug=True, log_output=False)
+    socketio.run(
+        app,
+        host=host,
+        port=port,
+        debug=False,
+        use_reloader=False,
+        request_handler=TimedRequestHandler,
+        allow_unsafe_werkzeug=True,
+        log_output=False,
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import app as host  # noqa: E402
-from blueprints import strategy  # noqa: E402
 from bench.upstream_model import READY_LINE  # noqa: E402
+from blueprints import strategy  # noqa: E402
 from extensions import socketio  # noqa: E402
 
 orders: queue.Queue = queue.Queue()
@@ -39,10 +39,16 @@ def create_app():
 def main() -> None:
     application = create_app()
     host.TimedRequestHandler.timeout = application.config["REQUEST_BODY_TIMEOUT_SECONDS"]
-    socketio.run(application, host=application.config["FLASK_HOST"],
-                 port=application.config["FLASK_PORT"], debug=False, use_reloader=False,
-                 request_handler=host.TimedRequestHandler, allow_unsafe_werkzeug=True,
-                 log_output=False)
+    socketio.run(
+        application,
+        host=application.config["FLASK_HOST"],
+        port=application.config["FLASK_PORT"],
+        debug=False,
+        use_reloader=False,
+        request_handler=host.TimedRequestHandler,
+        allow_unsafe_werkzeug=True,
+        log_output=False,
+    )
 
 
 if __name__ == "__main__":

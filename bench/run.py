@@ -30,9 +30,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.upstream_model import READY_LINE  # noqa: E402
 from database.order_queue.api_keys import use_pepper  # noqa: E402
 from database.order_queue_db import QueueStore, RateLimits, utcnow  # noqa: E402
-from bench.upstream_model import READY_LINE  # noqa: E402
 from tests.support.app_process import AppProcess, free_port  # noqa: E402
 from tests.support.fake_broker import FakeBroker, Positions  # noqa: E402
 
@@ -50,8 +50,10 @@ def report(name: str, ours: str, baseline: str, note: str = "") -> None:
 
 
 def spread(values: list[float], fmt: str = "{:.3f}") -> str:
-    return (f"{fmt.format(statistics.median(values))} "
-            f"({fmt.format(min(values))}-{fmt.format(max(values))})")
+    return (
+        f"{fmt.format(statistics.median(values))} "
+        f"({fmt.format(min(values))}-{fmt.format(max(values))})"
+    )
 
 
 def pct(values: list[float], p: float) -> float:
@@ -60,8 +62,16 @@ def pct(values: list[float], p: float) -> float:
 
 
 def payload(symbol: str, quantity: int, apikey: str = KEY) -> dict:
-    return {"apikey": apikey, "strategy": "Bench", "symbol": symbol, "exchange": "NSE",
-            "product": "MIS", "action": "BUY", "pricetype": "MARKET", "quantity": str(quantity)}
+    return {
+        "apikey": apikey,
+        "strategy": "Bench",
+        "symbol": symbol,
+        "exchange": "NSE",
+        "product": "MIS",
+        "action": "BUY",
+        "pricetype": "MARKET",
+        "quantity": str(quantity),
+    }
 
 
 # --------------------------------------------------------------------------- 1. enqueue
@@ -87,12 +97,18 @@ def bench_enqueue(work: Path, count: int, repeats: int) -> None:
     from services import order_queue_service
     from services.order_queue import runtime
     from services.order_queue.settings import load_settings
+
     ours_p50, ours_p99, raw_p50, raw_p99, threaded = [], [], [], [], []
     for run in range(repeats):
         raw = raw_sqlite_commits(work / f"raw{run}.db", count)
-        store = runtime.build(load_settings({
-            "API_KEY_PEPPER": PEPPER,
-            "ORDER_QUEUE_DATABASE_URL": f"sqlite:///{work}/queue{run}.db"})).store
+        store = runtime.build(
+            load_settings(
+                {
+                    "API_KEY_PEPPER": PEPPER,
+                    "ORDER_QUEUE_DATABASE_URL": f"sqlite:///{work}/queue{run}.db",
+                }
+            )
+        ).store
         store.create_schema()
         times = []
         for i in range(count):
@@ -105,21 +121,34 @@ def bench_enqueue(work: Path, count: int, repeats: int) -> None:
         raw_p99.append(pct(raw, 99) * 1000)
         per_thread = count // 8
         started = time.perf_counter()
-        workers = [threading.Thread(target=lambda t=t: [
-            order_queue_service.queue_order("placeorder", payload(f"T{t}", i + 1))
-            for i in range(per_thread)]) for t in range(8)]
+        workers = [
+            threading.Thread(
+                target=lambda t=t, n=per_thread: [
+                    order_queue_service.queue_order("placeorder", payload(f"T{t}", i + 1))
+                    for i in range(n)
+                ]
+            )
+            for t in range(8)
+        ]
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
         threaded.append(per_thread * 8 / (time.perf_counter() - started))
     floor_rate = [1000 / p for p in raw_p50]
-    report("enqueue p50 (ms): queue_order vs raw INSERT+COMMIT", spread(ours_p50),
-           spread(raw_p50), f"ratio {statistics.median(ours_p50) / statistics.median(raw_p50):.2f}x")
+    report(
+        "enqueue p50 (ms): queue_order vs raw INSERT+COMMIT",
+        spread(ours_p50),
+        spread(raw_p50),
+        f"ratio {statistics.median(ours_p50) / statistics.median(raw_p50):.2f}x",
+    )
     report("enqueue p99 (ms)", spread(ours_p99), spread(raw_p99))
-    report("enqueue, 8 threads (orders/s) vs single-thread raw floor", spread(threaded, "{:.0f}"),
-           spread(floor_rate, "{:.0f}"),
-           f"ratio {statistics.median(threaded) / statistics.median(floor_rate):.2f}")
+    report(
+        "enqueue, 8 threads (orders/s) vs single-thread raw floor",
+        spread(threaded, "{:.0f}"),
+        spread(floor_rate, "{:.0f}"),
+        f"ratio {statistics.median(threaded) / statistics.median(floor_rate):.2f}",
+    )
 
 
 # --------------------------------------------------------------------------- 2-4. end to end
@@ -127,8 +156,9 @@ def bench_enqueue(work: Path, count: int, repeats: int) -> None:
 
 #: What the systems under test run on (``--server``, ``--queue``): set per pass by main.
 SERVING = {"server": "dev", "queue": "sqlite", "label_rows": False, "drain": True}
-POSTGRES_URL = os.getenv("ORDER_QUEUE_TEST_POSTGRES_URL",
-                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.getenv(
+    "ORDER_QUEUE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 def serving_label() -> str:
@@ -150,8 +180,18 @@ def gunicorn_command(port: int, target: str) -> list[str]:
     """OpenAlgo's production server: gunicorn, one eventlet worker."""
     from tests.support.server_venv import server_python
 
-    return [str(server_python()), "-m", "gunicorn", "--worker-class", "eventlet",
-            "--workers", "1", "--bind", f"127.0.0.1:{port}", target]
+    return [
+        str(server_python()),
+        "-m",
+        "gunicorn",
+        "--worker-class",
+        "eventlet",
+        "--workers",
+        "1",
+        "--bind",
+        f"127.0.0.1:{port}",
+        target,
+    ]
 
 
 class Side:
@@ -163,14 +203,26 @@ class Side:
         work.mkdir()
         gunicorn = SERVING["server"] == "gunicorn"
         if name in ("ours", "in-memory"):
-            queue = ({"ORDER_QUEUE_DATABASE_URL": fresh_postgres_schema(f"bench_{work.name}")}
-                     if SERVING["queue"] == "postgres" and name == "ours" else {})
-            self.process = AppProcess(work, broker.base_url, PEPPER, LOG_LEVEL="WARNING",
-                                      **queue)
-            created = json.loads(self.process.flask(
-                "strategy", "add", "--name", "Bench", "--symbol", symbols[0], "--quantity", "1"))
-            self.process.flask("strategy", "map", "--name", "Bench", "--quantity", "1",
-                               *(a for s in symbols[1:] for a in ("--symbol", s)))
+            queue = (
+                {"ORDER_QUEUE_DATABASE_URL": fresh_postgres_schema(f"bench_{work.name}")}
+                if SERVING["queue"] == "postgres" and name == "ours"
+                else {}
+            )
+            self.process = AppProcess(work, broker.base_url, PEPPER, LOG_LEVEL="WARNING", **queue)
+            created = json.loads(
+                self.process.flask(
+                    "strategy", "add", "--name", "Bench", "--symbol", symbols[0], "--quantity", "1"
+                )
+            )
+            self.process.flask(
+                "strategy",
+                "map",
+                "--name",
+                "Bench",
+                "--quantity",
+                "1",
+                *(a for s in symbols[1:] for a in ("--symbol", s)),
+            )
             if name == "ours":
                 if gunicorn:
                     self.process.command = gunicorn_command(self.process.port, "wsgi:app")
@@ -178,16 +230,33 @@ class Side:
             else:  # the same host, its queue_order in memory (bench/in_memory_host.py)
                 self.process.command = (
                     gunicorn_command(self.process.port, "bench.in_memory_host:create_app()")
-                    if gunicorn else [sys.executable, "-m", "bench.in_memory_host"])
+                    if gunicorn
+                    else [sys.executable, "-m", "bench.in_memory_host"]
+                )
                 self.process.start(ready_line=READY_LINE)
             self.url = f"{self.process.base_url}/strategy/webhook/{created['webhook_id']}"
         else:
             port = free_port()
-            command = (gunicorn_command(port, "bench.upstream_model:create_served_app()")
-                       if gunicorn else [sys.executable, "-m", "bench.upstream_model",
-                                         "--port", str(port), "--broker", broker.base_url])
-            self.process = AppProcess(work, broker.base_url, PEPPER, command=command,
-                                      UPSTREAM_MODEL_BROKER=broker.base_url)
+            command = (
+                gunicorn_command(port, "bench.upstream_model:create_served_app()")
+                if gunicorn
+                else [
+                    sys.executable,
+                    "-m",
+                    "bench.upstream_model",
+                    "--port",
+                    str(port),
+                    "--broker",
+                    broker.base_url,
+                ]
+            )
+            self.process = AppProcess(
+                work,
+                broker.base_url,
+                PEPPER,
+                command=command,
+                UPSTREAM_MODEL_BROKER=broker.base_url,
+            )
             self.process.start(ready_line=READY_LINE)
             self.url = f"http://127.0.0.1:{port}/strategy/webhook/bench"
         self.client = httpx.Client(timeout=10)
@@ -196,8 +265,9 @@ class Side:
     def fire(self, symbol: str, action: str, quantity: int) -> float:
         sent = time.time()
         started = time.perf_counter()
-        response = self.client.post(self.url, json={"symbol": symbol, "action": action,
-                                                    "position_size": str(quantity)})
+        response = self.client.post(
+            self.url, json={"symbol": symbol, "action": action, "position_size": str(quantity)}
+        )
         self.answer_times.append(time.perf_counter() - started)
         response.raise_for_status()
         return sent
@@ -226,8 +296,11 @@ def bench_latency(work: Path, count: int, repeats: int) -> None:
                         time.sleep(0.2)
                     if name != "in-memory":
                         broker.wait_for(count, timeout=30)
-                    latencies = [(r.wall_time - sent[int(r.body["quantity"])]) * 1000
-                                 for r in broker.received if r.body]
+                    latencies = [
+                        (r.wall_time - sent[int(r.body["quantity"])]) * 1000
+                        for r in broker.received
+                        if r.body
+                    ]
                 finally:
                     side.stop()
             if name in answers:
@@ -238,14 +311,24 @@ def bench_latency(work: Path, count: int, repeats: int) -> None:
                 label = serving_label() if name == "ours" else serving_label().split(",")[0]
                 LATENCIES.setdefault(f"{name} ({label})", []).extend(latencies)
     ratio = statistics.median(p50s["ours"]) / statistics.median(p50s["upstream"])
-    report(f"webhook→broker p50 (ms), {count} orders at 5/s", spread(p50s["ours"], "{:.1f}"),
-           spread(p50s["upstream"], "{:.1f}"), f"ours/theirs {ratio:.2f}")
-    report("webhook→broker p99 (ms)", spread(p99s["ours"], "{:.1f}"),
-           spread(p99s["upstream"], "{:.1f}"))
+    report(
+        f"webhook→broker p50 (ms), {count} orders at 5/s",
+        spread(p50s["ours"], "{:.1f}"),
+        spread(p50s["upstream"], "{:.1f}"),
+        f"ours/theirs {ratio:.2f}",
+    )
+    report(
+        "webhook→broker p99 (ms)",
+        spread(p99s["ours"], "{:.1f}"),
+        spread(p99s["upstream"], "{:.1f}"),
+    )
     added = statistics.median(answers["ours"]) - statistics.median(answers["in-memory"])
-    report("webhook answer p50 (ms) vs the same host with an in-memory queue_order",
-           spread(answers["ours"], "{:.2f}"), spread(answers["in-memory"], "{:.2f}"),
-           f"storing the order adds {added:.2f} ms")
+    report(
+        "webhook answer p50 (ms) vs the same host with an in-memory queue_order",
+        spread(answers["ours"], "{:.2f}"),
+        spread(answers["in-memory"], "{:.2f}"),
+        f"storing the order adds {added:.2f} ms",
+    )
 
 
 def bench_burst(work: Path, count: int, repeats: int) -> None:
@@ -265,17 +348,22 @@ def bench_burst(work: Path, count: int, repeats: int) -> None:
                     with httpx.Client(timeout=10) as http:
                         for i in indexes:
                             try:
-                                http.post(side.url, json={"symbol": symbols[i % 40],
-                                                          "action": "BUY",
-                                                          "position_size": str(i + 1)}
-                                          ).raise_for_status()
+                                http.post(
+                                    side.url,
+                                    json={
+                                        "symbol": symbols[i % 40],
+                                        "action": "BUY",
+                                        "position_size": str(i + 1),
+                                    },
+                                ).raise_for_status()
                             except httpx.HTTPError:
                                 with lock:
                                     errors[name] += 1
 
                 started = time.monotonic()
-                threads = [threading.Thread(target=client, args=(range(t, count, 16),))
-                           for t in range(16)]
+                threads = [
+                    threading.Thread(target=client, args=(range(t, count, 16),)) for t in range(16)
+                ]
                 for thread in threads:
                     thread.start()
                 for thread in threads:
@@ -287,12 +375,19 @@ def bench_burst(work: Path, count: int, repeats: int) -> None:
                     peaks.append(broker.max_in_window("placeorder", window=1.0))
                 side.stop()
     share = statistics.median(accepted["ours"]) / statistics.median(accepted["in-memory"])
-    report(f"burst: {count} webhooks from 16 clients, accepted/s vs in-memory queue_order",
-           spread(accepted["ours"], "{:.0f}"), spread(accepted["in-memory"], "{:.0f}"),
-           f"ratio {share:.2f}; errors {errors['ours']} / {errors['in-memory']}")
+    report(
+        f"burst: {count} webhooks from 16 clients, accepted/s vs in-memory queue_order",
+        spread(accepted["ours"], "{:.0f}"),
+        spread(accepted["in-memory"], "{:.0f}"),
+        f"ratio {share:.2f}; errors {errors['ours']} / {errors['in-memory']}",
+    )
     if peaks:
-        report("burst: max orders at the broker in any 1 s", spread(peaks, "{:.0f}"),
-               "limit 10", f"drained in {spread(drained, '{:.1f}')} s")
+        report(
+            "burst: max orders at the broker in any 1 s",
+            spread(peaks, "{:.0f}"),
+            "limit 10",
+            f"drained in {spread(drained, '{:.1f}')} s",
+        )
 
 
 def bench_lanes(work: Path, repeats: int) -> None:
@@ -311,8 +406,9 @@ def bench_lanes(work: Path, repeats: int) -> None:
                     # instrument are identical, and both systems keep per-instrument order,
                     # so they are matched first-sent, first-arrived.
                     sent, exits_sent = {}, {symbol: [] for symbol in exits}
-                    plan = [("BUY", entries[i % 4], 9000 + i) for i in range(40)] + \
-                           [("SELL", exits[i % 4], 0) for i in range(20)]
+                    plan = [("BUY", entries[i % 4], 9000 + i) for i in range(40)] + [
+                        ("SELL", exits[i % 4], 0) for i in range(20)
+                    ]
                     random.Random(7).shuffle(plan)  # interleaved, as a scanner fires
                     for action, symbol, quantity in plan:
                         at = side.fire(symbol, action, quantity)
@@ -337,9 +433,11 @@ def bench_lanes(work: Path, repeats: int) -> None:
                 figures[(name, lane)][1].append(max(latencies))
     for label, lane in (("entries (regular)", 0), ("exits (smart)", 1)):
         ours, theirs = figures[("ours", lane)], figures[("upstream", lane)]
-        report(f"mixed burst, {label}: p50 / max (ms)",
-               f"{spread(ours[0], '{:.0f}')} / {spread(ours[1], '{:.0f}')}",
-               f"{spread(theirs[0], '{:.0f}')} / {spread(theirs[1], '{:.0f}')}")
+        report(
+            f"mixed burst, {label}: p50 / max (ms)",
+            f"{spread(ours[0], '{:.0f}')} / {spread(ours[1], '{:.0f}')}",
+            f"{spread(theirs[0], '{:.0f}')} / {spread(theirs[1], '{:.0f}')}",
+        )
 
 
 def bench_flatten(work: Path, count: int, repeats: int, label: str) -> None:
@@ -355,8 +453,14 @@ def bench_flatten(work: Path, count: int, repeats: int, label: str) -> None:
                 side = Side(name, work / f"flatten{count}-{name}-{run}", broker, symbols)
                 try:
                     started = time.time()
-                    clients = [threading.Thread(target=lambda chunk=symbols[i::8]: [
-                        side.fire(symbol, "SELL", 0) for symbol in chunk]) for i in range(8)]
+                    clients = [
+                        threading.Thread(
+                            target=lambda chunk=symbols[i::8], side=side: [
+                                side.fire(symbol, "SELL", 0) for symbol in chunk
+                            ]
+                        )
+                        for i in range(8)
+                    ]
                     for client in clients:
                         client.start()
                     for client in clients:
@@ -366,24 +470,50 @@ def bench_flatten(work: Path, count: int, repeats: int, label: str) -> None:
                 finally:
                     side.stop()
     ratio = statistics.median(lasts["ours"]) / statistics.median(lasts["upstream"])
-    report(f"{label}: last exit at the broker (s)", spread(lasts["ours"], "{:.1f}"),
-           spread(lasts["upstream"], "{:.1f}"), f"ours/theirs {ratio:.2f}")
+    report(
+        f"{label}: last exit at the broker (s)",
+        spread(lasts["ours"], "{:.1f}"),
+        spread(lasts["upstream"], "{:.1f}"),
+        f"ours/theirs {ratio:.2f}",
+    )
 
 
 # --------------------------------------------------------------------------- 5. growth
 
 
 def fill_finished(store: QueueStore, count: int, age: timedelta = timedelta(days=1)) -> None:
-    template = {"endpoint": "placeorder", "payload": "{}", "apikey_token": "x", "account": "a",
-                "strategy": "Old", "symbol": "OLD", "exchange": "NSE", "product": "MIS",
-                "instrument": "a|NSE|OLD|MIS", "lane": "regular", "lane_key": "regular:a",
-                "lane_priority": 1, "state": "sent", "attempts": 1, "reconcile_checks": 0}
+    template = {
+        "endpoint": "placeorder",
+        "payload": "{}",
+        "apikey_token": "x",
+        "account": "a",
+        "strategy": "Old",
+        "symbol": "OLD",
+        "exchange": "NSE",
+        "product": "MIS",
+        "instrument": "a|NSE|OLD|MIS",
+        "lane": "regular",
+        "lane_key": "regular:a",
+        "lane_priority": 1,
+        "state": "sent",
+        "attempts": 1,
+        "reconcile_checks": 0,
+    }
     now = utcnow() - age
     with store.engine.begin() as conn:
         from database.order_queue_db import orders
 
-        batch = [{**template, "created_at": now, "available_at": now, "updated_at": now,
-                  "finished_at": now, "dispatched_at": now} for _ in range(10_000)]
+        batch = [
+            {
+                **template,
+                "created_at": now,
+                "available_at": now,
+                "updated_at": now,
+                "finished_at": now,
+                "dispatched_at": now,
+            }
+            for _ in range(10_000)
+        ]
         for _ in range(count // 10_000 or 1):
             conn.execute(orders.insert(), batch[:count] if count < 10_000 else batch)
 
@@ -411,8 +541,9 @@ def sent_orders(store: QueueStore, count: int) -> None:
     with its payload, sealed key and attempt row), as a day of trading leaves them."""
     limits = RateLimits(smart=10**6, regular=10**6, window=1.1)
     for i in range(count):
-        store.enqueue("placeorder", payload(f"S{i % 200}", i % 50 + 1), now=utcnow(),
-                      max_age_seconds=600)
+        store.enqueue(
+            "placeorder", payload(f"S{i % 200}", i % 50 + 1), now=utcnow(), max_age_seconds=600
+        )
         claim = store.claim_next("bench", now=utcnow(), lease_seconds=30, limits=limits).order
         store.stamp_send(claim, clock=utcnow, lease_seconds=30)
         store.mark_sent(claim, now=utcnow(), actor="bench", broker_orderid=str(10**14 + i))
@@ -437,10 +568,13 @@ def bench_size(work: Path, count: int) -> None:
     per_100k = (file_mb(store, path) - empty) * 100_000 / count
     lines = sum(len(json.dumps(payload(f"S{i % 200}", i % 50 + 1))) + 1 for i in range(count))
     store.dispose()
-    report("queue database size per 100,000 sent orders (MB) vs their payloads as JSON lines",
-           f"{per_100k:.1f}", f"{lines * 100_000 / count / 1e6:.1f}",
-           f"measured over {count:,} orders; with ORDER_QUEUE_RETENTION_DAYS=30 a trader "
-           f"sending 1,000 orders a day keeps about {per_100k * 0.3:.0f} MB")
+    report(
+        "queue database size per 100,000 sent orders (MB) vs their payloads as JSON lines",
+        f"{per_100k:.1f}",
+        f"{lines * 100_000 / count / 1e6:.1f}",
+        f"measured over {count:,} orders; with ORDER_QUEUE_RETENTION_DAYS=30 a trader "
+        f"sending 1,000 orders a day keeps about {per_100k * 0.3:.0f} MB",
+    )
 
 
 def bench_purging(work: Path, big: int, repeats: int) -> None:
@@ -457,7 +591,7 @@ def bench_purging(work: Path, big: int, repeats: int) -> None:
             fill_finished(store, big, age=timedelta(days=40))
             stop, purged = threading.Event(), [0]
 
-            def purge() -> None:
+            def purge(stop=stop, store=store, purged=purged) -> None:
                 while not stop.is_set():
                     batch = store.purge_finished(older_than=utcnow() - timedelta(days=30))
                     purged[0] += batch
@@ -475,11 +609,13 @@ def bench_purging(work: Path, big: int, repeats: int) -> None:
                 purged_during.append(purged[0])
             store.dispose()
             path.unlink()
-    report(f"claim+mark p50 / p99 (ms) while {big:,} old orders are purged vs nothing purged",
-           f"{pct(purging, 50) * 1000:.3f} / {pct(purging, 99) * 1000:.3f}",
-           f"{pct(quiet, 50) * 1000:.3f} / {pct(quiet, 99) * 1000:.3f}",
-           f"ratio p50 {pct(purging, 50) / pct(quiet, 50):.2f}; "
-           f"{statistics.median(purged_during):,.0f} purged meanwhile, {PURGE_BATCH} per batch")
+    report(
+        f"claim+mark p50 / p99 (ms) while {big:,} old orders are purged vs nothing purged",
+        f"{pct(purging, 50) * 1000:.3f} / {pct(purging, 99) * 1000:.3f}",
+        f"{pct(quiet, 50) * 1000:.3f} / {pct(quiet, 99) * 1000:.3f}",
+        f"ratio p50 {pct(purging, 50) / pct(quiet, 50):.2f}; "
+        f"{statistics.median(purged_during):,.0f} purged meanwhile, {PURGE_BATCH} per batch",
+    )
 
 
 def bench_growth(work: Path, big: int, repeats: int) -> None:
@@ -491,9 +627,12 @@ def bench_growth(work: Path, big: int, repeats: int) -> None:
         for _ in range(repeats):
             costs.append(claim_mark_cost(store, 200))
         store.dispose()
-    report(f"claim+mark (ms) with {big:,} finished rows vs 1,000", spread(big_costs),
-           spread(small_costs),
-           f"ratio {statistics.median(big_costs) / statistics.median(small_costs):.2f}")
+    report(
+        f"claim+mark (ms) with {big:,} finished rows vs 1,000",
+        spread(big_costs),
+        spread(small_costs),
+        f"ratio {statistics.median(big_costs) / statistics.median(small_costs):.2f}",
+    )
 
 
 # --------------------------------------------------------------------------- 6. recovery
@@ -517,18 +656,26 @@ def bulk_pending(store: QueueStore, count: int) -> None:
     with store.engine.begin() as conn:
         row = dict(conn.execute(select(orders).where(orders.c.id == first)).mappings().one())
         row.pop("id")
-        rows = [{**row, "symbol": f"R{i % 500}",
-                 "instrument": row["instrument"].replace("|R0|", f"|R{i % 500}|"),
-                 "payload": row["payload"].replace('"R0"', f'"R{i % 500}"')}
-                for i in range(1, count)]
+        rows = [
+            {
+                **row,
+                "symbol": f"R{i % 500}",
+                "instrument": row["instrument"].replace("|R0|", f"|R{i % 500}|"),
+                "payload": row["payload"].replace('"R0"', f'"R{i % 500}"'),
+            }
+            for i in range(1, count)
+        ]
         conn.execute(orders.insert(), rows)
 
 
 def bench_recovery(work: Path, pending: int, big_pending: int, repeats: int) -> None:
     results = {"restart": [], "memory-empty": [], "memory-full": []}
     for run in range(repeats):
-        for label, count, in_doubt in (("restart", pending, 100), ("memory-empty", 0, 0),
-                                       ("memory-full", big_pending, 0)):
+        for label, count, in_doubt in (
+            ("restart", pending, 100),
+            ("memory-empty", 0, 0),
+            ("memory-full", big_pending, 0),
+        ):
             with FakeBroker() as broker:
                 if label != "restart":
                     broker.refuse()  # memory only: nothing should be sent meanwhile
@@ -545,7 +692,8 @@ def bench_recovery(work: Path, pending: int, big_pending: int, repeats: int) -> 
                             conn.exec_driver_sql(
                                 f"UPDATE order_queue SET state='{state}', available_at=created_at "
                                 f"WHERE id IN (SELECT id FROM order_queue ORDER BY id DESC "
-                                f"LIMIT {in_doubt})")
+                                f"LIMIT {in_doubt})"
+                            )
                 store.dispose()
                 process = AppProcess(folder, broker.base_url, PEPPER, LOG_LEVEL="WARNING")
                 started = time.monotonic()
@@ -558,8 +706,9 @@ def bench_recovery(work: Path, pending: int, big_pending: int, repeats: int) -> 
                         deadline = time.monotonic() + 60
                         while time.monotonic() < deadline:
                             try:
-                                if httpx.get(f"{process.base_url}/order-queue/api/health",
-                                             timeout=2).status_code in (200, 503):
+                                if httpx.get(
+                                    f"{process.base_url}/order-queue/api/health", timeout=2
+                                ).status_code in (200, 503):
                                     break
                             except httpx.HTTPError:
                                 time.sleep(0.1)
@@ -567,10 +716,16 @@ def bench_recovery(work: Path, pending: int, big_pending: int, repeats: int) -> 
                         results[label].append(rss_mb(process.process.pid))
                 finally:
                     process.stop()
-    report(f"restart with {pending:,} pending + 100 in doubt: first order at broker (s)",
-           spread(results["restart"], "{:.2f}"), "-")
-    report(f"app RSS (MB) with {big_pending:,} pending vs empty",
-           spread(results["memory-full"], "{:.0f}"), spread(results["memory-empty"], "{:.0f}"))
+    report(
+        f"restart with {pending:,} pending + 100 in doubt: first order at broker (s)",
+        spread(results["restart"], "{:.2f}"),
+        "-",
+    )
+    report(
+        f"app RSS (MB) with {big_pending:,} pending vs empty",
+        spread(results["memory-full"], "{:.0f}"),
+        spread(results["memory-empty"], "{:.0f}"),
+    )
 
 
 # --------------------------------------------------------------------------- 7. Postgres
@@ -581,8 +736,9 @@ def bench_postgres(work: Path, count: int, repeats: int) -> None:
     50-200 ms per order (a retail broker's API), for 16 accounts within their own
     limits (10 per second each): what more processes add when the broker, not the
     queue, is the slow part."""
-    url = os.getenv("ORDER_QUEUE_TEST_POSTGRES_URL",
-                    "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    url = os.getenv(
+        "ORDER_QUEUE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
     accounts = [f"{n:02d}" * 32 for n in range(16)]
     rates = {1: [], 4: []}
     for run in range(repeats):
@@ -597,19 +753,36 @@ def bench_postgres(work: Path, count: int, repeats: int) -> None:
             store = QueueStore(schema_url)
             store.create_schema()
             for i in range(count):
-                store.enqueue("placeorder", payload(f"P{i % 200}", i + 1, accounts[i % 16]),
-                              now=utcnow(), max_age_seconds=3600)
+                store.enqueue(
+                    "placeorder",
+                    payload(f"P{i % 200}", i + 1, accounts[i % 16]),
+                    now=utcnow(),
+                    max_age_seconds=3600,
+                )
             with FakeBroker(keep_alive=True) as broker:
                 broker.default = Positions(delay=(0.05, 0.2))
                 processes = []
                 for n in range(workers):
                     folder = work / f"pg-{run}-{workers}-{n}"
                     folder.mkdir()
-                    processes.append(AppProcess(
-                        folder, broker.base_url, PEPPER, LOG_LEVEL="WARNING",
-                        command=[sys.executable, "-m", "flask", "--app", "app", "order-queue",
-                                 "worker"],
-                        ORDER_QUEUE_DATABASE_URL=schema_url))
+                    processes.append(
+                        AppProcess(
+                            folder,
+                            broker.base_url,
+                            PEPPER,
+                            LOG_LEVEL="WARNING",
+                            command=[
+                                sys.executable,
+                                "-m",
+                                "flask",
+                                "--app",
+                                "app",
+                                "order-queue",
+                                "worker",
+                            ],
+                            ORDER_QUEUE_DATABASE_URL=schema_url,
+                        )
+                    )
                 for process in processes:
                     process.launch()
                 broker.wait_for(1, timeout=60)
@@ -620,8 +793,12 @@ def bench_postgres(work: Path, count: int, repeats: int) -> None:
                     process.stop()
             store.dispose()
     scaling = statistics.median(rates[4]) / statistics.median(rates[1])
-    report("PostgreSQL, 4 dispatcher processes vs 1, broker 50-200 ms, 16 accounts (orders/s)",
-           spread(rates[4], "{:.0f}"), spread(rates[1], "{:.0f}"), f"scaling {scaling:.2f}x")
+    report(
+        "PostgreSQL, 4 dispatcher processes vs 1, broker 50-200 ms, 16 accounts (orders/s)",
+        spread(rates[4], "{:.0f}"),
+        spread(rates[1], "{:.0f}"),
+        f"scaling {scaling:.2f}x",
+    )
 
 
 # --------------------------------------------------------------------------- output
@@ -629,8 +806,10 @@ def bench_postgres(work: Path, count: int, repeats: int) -> None:
 
 def machine() -> str:
     disk = shutil.disk_usage(ROOT)
-    return (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, "
-            f"disk {disk.total // 2**30} GiB ({ROOT})")
+    return (
+        f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+        f"disk {disk.total // 2**30} GiB ({ROOT})"
+    )
 
 
 def write_table(path: Path) -> None:
@@ -668,7 +847,7 @@ def write_plot(path: Path) -> None:
     p99 = [pct(LATENCIES[name], 99) for name in names]
     axis.barh([r + 0.2 for r in rows], p99, height=0.4, color="#b8c4d6", label="p99")
     axis.barh([r - 0.2 for r in rows], p50, height=0.4, color="#3a6ea5", label="p50")
-    for r, (a, b) in enumerate(zip(p50, p99)):
+    for r, (a, b) in enumerate(zip(p50, p99, strict=True)):
         axis.text(a, r - 0.2, f" {a:.0f}", va="center", fontsize=8)
         axis.text(b, r + 0.2, f" {b:.0f}", va="center", fontsize=8)
     axis.set_yticks(list(rows), names, fontsize=8)
@@ -681,28 +860,42 @@ def write_plot(path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small counts (smoke run)")
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--only", help="comma-separated figures to run (enqueue, latency, "
-                        "burst, lanes, flatten, growth, recovery, postgres); default all")
-    parser.add_argument("--server", default="dev",
-                        help="servers for the end-to-end figures (latency, burst, lanes, "
-                             "flatten), comma-separated: dev (Werkzeug), gunicorn (gunicorn "
-                             "+ eventlet, one worker, as OpenAlgo's image); default dev")
-    parser.add_argument("--direct", type=Path, default=None,
-                        help="results.json of tools/openalgo_direct.py: its calm latencies "
-                             "join the plot")
-    parser.add_argument("--queue", default="sqlite",
-                        help="where our queue lives for those figures: sqlite, postgres, "
-                             "or both comma-separated; default sqlite")
+    parser.add_argument(
+        "--only",
+        help="comma-separated figures to run (enqueue, latency, "
+        "burst, lanes, flatten, growth, recovery, postgres); default all",
+    )
+    parser.add_argument(
+        "--server",
+        default="dev",
+        help="servers for the end-to-end figures (latency, burst, lanes, "
+        "flatten), comma-separated: dev (Werkzeug), gunicorn (gunicorn "
+        "+ eventlet, one worker, as OpenAlgo's image); default dev",
+    )
+    parser.add_argument(
+        "--direct",
+        type=Path,
+        default=None,
+        help="results.json of tools/openalgo_direct.py: its calm latencies join the plot",
+    )
+    parser.add_argument(
+        "--queue",
+        default="sqlite",
+        help="where our queue lives for those figures: sqlite, postgres, "
+        "or both comma-separated; default sqlite",
+    )
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
-    servings = [(server, queue) for server in args.server.split(",")
-                for queue in args.queue.split(",")]
+    servings = [
+        (server, queue) for server in args.server.split(",") for queue in args.queue.split(",")
+    ]
     for server, queue in servings:
         if server not in ("dev", "gunicorn") or queue not in ("sqlite", "postgres"):
             parser.error(f"unknown server or queue: {server}, {queue}")
@@ -722,8 +915,9 @@ def main() -> None:
             bench_enqueue(work, 200 if q else 5000, repeats)
         for number, (server, queue) in enumerate(servings):
             # The burst's drain (about four minutes) is measured on the first only.
-            SERVING.update(server=server, queue=queue, label_rows=len(servings) > 1,
-                           drain=number == 0)
+            SERVING.update(
+                server=server, queue=queue, label_rows=len(servings) > 1, drain=number == 0
+            )
             pass_work = work / f"{server}-{queue}"
             pass_work.mkdir()
             if wanted("latency"):
@@ -733,8 +927,9 @@ def main() -> None:
             if wanted("lanes") and not q:
                 bench_lanes(pass_work, repeats)
             if wanted("flatten"):
-                bench_flatten(pass_work, 5 if q else 30, repeats,
-                              "flatten 30 symbols of one account")
+                bench_flatten(
+                    pass_work, 5 if q else 30, repeats, "flatten 30 symbols of one account"
+                )
                 if not q:
                     bench_flatten(pass_work, 50, repeats, "squareoff of 50 open positions")
         SERVING.update(server="dev", queue="sqlite", label_rows=False)

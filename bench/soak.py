@@ -79,8 +79,14 @@ def sample(pid: int, wal: Path, at: float, stretch: int) -> Sample | None:
     except OSError:
         return None
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    return Sample(at, stretch, int(fields["VmRSS"].split()[0]) / 1024, fds,
-                  int(fields["Threads"]), wal.stat().st_size / 2**20 if wal.exists() else 0.0)
+    return Sample(
+        at,
+        stretch,
+        int(fields["VmRSS"].split()[0]) / 1024,
+        fds,
+        int(fields["Threads"]),
+        wal.stat().st_size / 2**20 if wal.exists() else 0.0,
+    )
 
 
 def soak(work: Path, *, minutes: float, rate: float, kill_every: float) -> SoakResult:
@@ -99,8 +105,10 @@ def soak(work: Path, *, minutes: float, rate: float, kill_every: float) -> SoakR
                     n += 1
                     key = (SYMBOLS[n % len(SYMBOLS)], n)
                     try:
-                        answer = http.post(webhook, json={"symbol": key[0], "action": "BUY",
-                                                          "position_size": str(key[1])})
+                        answer = http.post(
+                            webhook,
+                            json={"symbol": key[0], "action": "BUY", "position_size": str(key[1])},
+                        )
                         if answer.status_code == 200:
                             with lock:
                                 result.acknowledged.add(key)
@@ -119,8 +127,9 @@ def soak(work: Path, *, minutes: float, rate: float, kill_every: float) -> SoakR
                 now = time.monotonic()
                 if now >= next_sample:
                     worker = worker_of(app.process.pid)
-                    taken = worker and sample(worker, work / "order_queue.db-wal",
-                                              now - began, result.kills)
+                    taken = worker and sample(
+                        worker, work / "order_queue.db-wal", now - began, result.kills
+                    )
                     if taken:
                         result.samples.append(taken)
                     next_sample += SAMPLE_SECONDS
@@ -159,21 +168,30 @@ def stretches(result: SoakResult) -> list[tuple[Sample, Sample]]:
 
 
 def print_report(result: SoakResult, minutes: float, rate: float, kill_every: float) -> None:
-    print(f"soak: {minutes:g} min at {rate:g} webhooks/s, SIGKILL every {kill_every:g} s: "
-          f"{result.kills} kills, fired {result.fired}, acknowledged {len(result.acknowledged)}, "
-          f"booked {len(result.booked)}, lost {len(result.lost)}, "
-          f"duplicated {len(result.duplicated)}, drained {result.drained}")
-    print("stretch | seconds | RSS MB start->end | fds start->end | threads start->end | WAL MB max")
+    print(
+        f"soak: {minutes:g} min at {rate:g} webhooks/s, SIGKILL every {kill_every:g} s: "
+        f"{result.kills} kills, fired {result.fired}, acknowledged {len(result.acknowledged)}, "
+        f"booked {len(result.booked)}, lost {len(result.lost)}, "
+        f"duplicated {len(result.duplicated)}, drained {result.drained}"
+    )
+    print(
+        "stretch | seconds | RSS MB start->end | fds start->end | threads start->end | WAL MB max"
+    )
     for first, last in stretches(result):
         wal = max(s.wal_mb for s in result.samples if s.stretch == first.stretch)
-        print(f"{first.stretch:>7} | {first.at:>4.0f}-{last.at:<4.0f}| "
-              f"{first.rss_mb:>6.1f} -> {last.rss_mb:<6.1f} | {first.fds:>3} -> {last.fds:<3}"
-              f"       | {first.threads:>3} -> {last.threads:<3}            | {wal:.2f}")
+        print(
+            f"{first.stretch:>7} | {first.at:>4.0f}-{last.at:<4.0f}| "
+            f"{first.rss_mb:>6.1f} -> {last.rss_mb:<6.1f} | {first.fds:>3} -> {last.fds:<3}"
+            f"       | {first.threads:>3} -> {last.threads:<3}            | {wal:.2f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--rate", type=float, default=5, help="webhooks per second")
     parser.add_argument("--kill-every", type=float, default=180, help="seconds")
@@ -181,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("API_KEY_PEPPER", TEST_PEPPER)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="oq-soak-") as work:
-        result = soak(Path(work), minutes=args.minutes, rate=args.rate,
-                      kill_every=args.kill_every)
+        result = soak(Path(work), minutes=args.minutes, rate=args.rate, kill_every=args.kill_every)
     print_report(result, args.minutes, args.rate, args.kill_every)
     return 0 if result.drained and not result.lost and not result.duplicated else 1
 

@@ -59,9 +59,16 @@ def create_app() -> Flask:
     @app.post("/strategy/webhook/<webhook_id>")
     def webhook(webhook_id):
         data = request.get_json(force=True)
-        order = {"apikey": "model" + "0" * 59, "strategy": webhook_id, "symbol": data["symbol"],
-                 "exchange": "NSE", "product": "MIS", "action": data["action"],
-                 "pricetype": "MARKET", "quantity": str(data.get("position_size", 1))}
+        order = {
+            "apikey": "model" + "0" * 59,
+            "strategy": webhook_id,
+            "symbol": data["symbol"],
+            "exchange": "NSE",
+            "product": "MIS",
+            "action": data["action"],
+            "pricetype": "MARKET",
+            "quantity": str(data.get("position_size", 1)),
+        }
         if data["action"] == "SELL":
             smart_orders.put({**order, "quantity": "0", "position_size": "0"})
         else:
@@ -76,8 +83,7 @@ def create_served_app() -> Flask:
     thread started, posting to ``UPSTREAM_MODEL_BROKER``; prints ``READY_LINE``."""
     import os
 
-    threading.Thread(target=drain, args=(os.environ["UPSTREAM_MODEL_BROKER"],),
-                     daemon=True).start()
+    threading.Thread(target=drain, args=(os.environ["UPSTREAM_MODEL_BROKER"],), daemon=True).start()
     print(READY_LINE, flush=True)
     return create_app()
 

@@ -29,8 +29,10 @@ class LoginThrottle:
 
     def wait_seconds(self, keys: list[str], now: float) -> float:
         with self._lock:
-            waits = [last + self._pause(count) - now
-                     for count, last in (self._failures.get(k, (0, 0.0)) for k in keys)]
+            waits = [
+                last + self._pause(count) - now
+                for count, last in (self._failures.get(k, (0, 0.0)) for k in keys)
+            ]
         return max([0.0, *waits])
 
     def failed(self, keys: list[str], now: float) -> None:
@@ -61,8 +63,9 @@ def login():
         keys, now = [f"user:{username}", f"addr:{request.remote_addr}"], time.monotonic()
         wait = throttle.wait_seconds(keys, now)
         if wait > 0:
-            response = render_template("auth/login.html",
-                                       error=f"Too many tries: wait {wait:.0f} s.")
+            response = render_template(
+                "auth/login.html", error=f"Too many tries: wait {wait:.0f} s."
+            )
             return response, 429, {"Retry-After": str(int(wait) + 1)}
         if authenticate_user(username, request.form.get("password", "")):
             throttle.succeeded(keys)
@@ -80,8 +83,12 @@ def _safe_next(target: str) -> str:
     """Only a path on this site.  Browsers strip tabs and newlines and read a backslash
     as a slash, so ``/\\evil.com`` or ``/%09/evil.com`` would leave the site: refuse
     those, and anything with a scheme or host, for the admin page."""
-    if (not target.startswith("/") or target.startswith("//")
-            or any(ord(c) < 32 or c == "\\" for c in target) or urlsplit(target).netloc):
+    if (
+        not target.startswith("/")
+        or target.startswith("//")
+        or any(ord(c) < 32 or c == "\\" for c in target)
+        or urlsplit(target).netloc
+    ):
         return url_for("order_queue_bp.index")
     return target
 
@@ -107,8 +114,9 @@ def _long_enough(_ctx, _param, password: str) -> str:
 
 @user_cli.command("set-password")
 @click.option("--username", default=DEFAULT_USER, show_default=True)
-@click.password_option(callback=_long_enough,
-                       help=f"At least {MIN_PASSWORD_LENGTH} characters (asked if not given).")
+@click.password_option(
+    callback=_long_enough, help=f"At least {MIN_PASSWORD_LENGTH} characters (asked if not given)."
+)
 def set_password_command(username, password):
     """Create the user if needed and set its password."""
     ensure_user(username, password)

@@ -43,10 +43,13 @@ MAX_PAGE = 1_000_000
 # a Jinja templates folder nor a static folder any more), served from /order-queue/static.
 _PLUGIN_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 order_queue_bp = Blueprint(
-    "order_queue_bp", __name__, url_prefix="/order-queue",
+    "order_queue_bp",
+    __name__,
+    url_prefix="/order-queue",
     template_folder=os.path.join(_PLUGIN_ROOT, "templates"),
     static_folder=os.path.join(_PLUGIN_ROOT, "static", "order_queue"),
-    static_url_path="/static")
+    static_url_path="/static",
+)
 
 
 # --------------------------------------------------------------------------- wiring
@@ -55,9 +58,13 @@ order_queue_bp = Blueprint(
 def init_app(app) -> OrderQueueSettings:
     """Validate settings (the environment, app.config entries of the same names on
     top), build the runtime, register web, door and CLI.  Raises ``SettingsError``."""
-    settings = load_settings(overrides={
-        name: app.config[name] for name in setting_names() + host_setting_names()
-        if app.config.get(name) is not None})
+    settings = load_settings(
+        overrides={
+            name: app.config[name]
+            for name in setting_names() + host_setting_names()
+            if app.config.get(name) is not None
+        }
+    )
     app.extensions["order_queue"] = runtime.build(settings)
     app.register_blueprint(order_queue_bp)
     app.after_request(_storage_failure_is_503)
@@ -78,8 +85,9 @@ def _storage_failure_is_503(response):
     error = g.pop("order_queue_storage_error", None)
     if error is None or response.status_code != 500 or g.get("order_queue_stored"):
         return response
-    unavailable = jsonify(status="error",
-                          error="Order queue unavailable: order NOT queued, retry later")
+    unavailable = jsonify(
+        status="error", error="Order queue unavailable: order NOT queued, retry later"
+    )
     unavailable.status_code = 503
     unavailable.headers["Retry-After"] = "5"
     return unavailable
@@ -97,13 +105,16 @@ def _refused_webhook_is_429(response):
     ``Retry-After``; and counted for health and the page."""
     refused = response.status_code == 429 or (
         response.status_code in (301, 302, 303, 307, 308)
-        and (response.location or "").endswith("/rate-limited"))
+        and (response.location or "").endswith("/rate-limited")
+    )
     if not refused or not request.path.startswith(WEBHOOK_PATHS):
         return response
     queue = runtime.current()
     queue.note_refused_webhook(request.path)
-    answer = jsonify(status="error", error="Rate limit exceeded: alert NOT taken, send it "
-                                           "again after Retry-After seconds")
+    answer = jsonify(
+        status="error",
+        error="Rate limit exceeded: alert NOT taken, send it again after Retry-After seconds",
+    )
     answer.status_code = 429
     answer.headers["Retry-After"] = str(round(queue.settings.webhook_limit_window_seconds))
     return answer
@@ -121,7 +132,8 @@ def start(app) -> None:
     start-up (see ``runtime.py``).  Outside tests it also stops gracefully on SIGTERM /
     SIGINT."""
     app.extensions["order_queue"].start_when_ready(
-        host_ready=getattr(app, "db_ready", None), handle_signals=not app.testing)
+        host_ready=getattr(app, "db_ready", None), handle_signals=not app.testing
+    )
 
 
 def handle_signals() -> list[str]:
@@ -143,12 +155,13 @@ def api_login_required(view):
     @wraps(view)
     def wrapped(*args, **kwargs):
         if not is_session_valid():
-            return jsonify(status="error", error="login required: sign in to OpenAlgo and "
-                                                 "call again with its session cookie"), 401
+            return jsonify(
+                status="error",
+                error="login required: sign in to OpenAlgo and call again with its session cookie",
+            ), 401
         return guarded(*args, **kwargs)
 
     return wrapped
-
 
 
 def _filters(args) -> dict:
@@ -189,8 +202,7 @@ def _page(args) -> tuple[int, int]:
 
 
 def _order_detail(order_id: int) -> dict:
-    detail = (reports.order_detail(runtime.current(), order_id)
-              if order_id <= MAX_ORDER_ID else None)
+    detail = reports.order_detail(runtime.current(), order_id) if order_id <= MAX_ORDER_ID else None
     if detail is None:
         abort(404, description=f"no order {order_id}")
     return detail
@@ -209,9 +221,11 @@ def index():
 @check_session_validity
 def detail_page(order_id):
     order = _order_detail(order_id)
-    return render_template("order_queue/detail.html", order=order,
-                           payload_text=json.dumps(order["payload"], indent=2,
-                                                   ensure_ascii=False, sort_keys=True))
+    return render_template(
+        "order_queue/detail.html",
+        order=order,
+        payload_text=json.dumps(order["payload"], indent=2, ensure_ascii=False, sort_keys=True),
+    )
 
 
 # --------------------------------------------------------------------------- JSON API
@@ -240,8 +254,9 @@ def health():
     """
     report, healthy = reports.health_report(runtime.current())
     if not is_session_valid() and "dispatcher" in report:
-        report["dispatcher"] = {key: value for key, value in report["dispatcher"].items()
-                                if key != "ids"}
+        report["dispatcher"] = {
+            key: value for key, value in report["dispatcher"].items() if key != "ids"
+        }
     return jsonify(report), 200 if healthy else 503
 
 
@@ -258,8 +273,14 @@ def api_orders():
     queue = runtime.current()
     store, now = queue.store, queue.clock.now()
     rows = store.list_orders(limit=per_page, offset=(page - 1) * per_page, **filters)
-    return jsonify({"orders": [reports.order_json(r, now) for r in rows], "page": page,
-                    "per_page": per_page, "total": store.count_orders(**filters)})
+    return jsonify(
+        {
+            "orders": [reports.order_json(r, now) for r in rows],
+            "page": page,
+            "per_page": per_page,
+            "total": store.count_orders(**filters),
+        }
+    )
 
 
 @order_queue_bp.route("/api/orders/<int:order_id>")
@@ -295,9 +316,14 @@ def _action_request() -> tuple[list[int], dict]:
     if "filter" in body and "ids" not in body:
         body = {**body, "ids": _dead_ids_matching(body["filter"])}
     ids = body.get("ids")
-    if (not isinstance(ids, list) or not ids or len(ids) > MAX_BULK
-            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ORDER_ID
-                       for i in ids)):
+    if (
+        not isinstance(ids, list)
+        or not ids
+        or len(ids) > MAX_BULK
+        or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ORDER_ID for i in ids
+        )
+    ):
         abort(400, description=f"'ids' must be a list of 1 to {MAX_BULK} order ids")
     note = body.get("note")
     if note is not None and (not isinstance(note, str) or len(note) > 500):
@@ -318,24 +344,21 @@ def _dead_ids_matching(chosen) -> list[int]:
 
 
 def _action_response(results):
-    return jsonify({"results": [r.to_dict() for r in results],
-                    "ok": all(r.ok for r in results)})
+    return jsonify({"results": [r.to_dict() for r in results], "ok": all(r.ok for r in results)})
 
 
 @order_queue_bp.route("/api/orders/replay", methods=["POST"])
 @api_login_required
 def api_replay():
     ids, options = _action_request()
-    return _action_response(actions.replay(ids, session["user"],
-                                                       confirm=options["confirm"]))
+    return _action_response(actions.replay(ids, session["user"], confirm=options["confirm"]))
 
 
 @order_queue_bp.route("/api/orders/dismiss", methods=["POST"])
 @api_login_required
 def api_dismiss():
     ids, options = _action_request()
-    return _action_response(actions.dismiss(ids, session["user"],
-                                                        note=options["note"]))
+    return _action_response(actions.dismiss(ids, session["user"], note=options["note"]))
 
 
 @order_queue_bp.route("/api/orders/settle", methods=["POST"])
@@ -349,14 +372,19 @@ def api_settle():
         abort(400, description="'placed' must be true (it is at the broker) or false (it is not)")
     if placed and (not isinstance(orderid, str) or not orderid.strip() or len(orderid) > 64):
         abort(400, description="'broker_orderid' must be the broker's order id (1-64 characters)")
-    return _action_response(actions.settle(
-        ids, session["user"], placed=placed,
-        broker_orderid=orderid.strip() if placed else None, note=options["note"]))
+    return _action_response(
+        actions.settle(
+            ids,
+            session["user"],
+            placed=placed,
+            broker_orderid=orderid.strip() if placed else None,
+            note=options["note"],
+        )
+    )
 
 
 @order_queue_bp.route("/api/orders/cancel", methods=["POST"])
 @api_login_required
 def api_cancel():
     ids, options = _action_request()
-    return _action_response(actions.cancel(ids, session["user"],
-                                                       note=options["note"]))
+    return _action_response(actions.cancel(ids, session["user"], note=options["note"]))

@@ -46,8 +46,9 @@ def _choice(data: dict, field: str, choices: tuple, default: str | None = None) 
 def _symbol(data: dict) -> str:
     value = data.get("symbol")
     if not isinstance(value, str) or not value.strip() or len(value.strip()) > 50:
-        raise ApiError("Invalid or missing 'symbol': must be a non-empty string of at most "
-                       "50 characters")
+        raise ApiError(
+            "Invalid or missing 'symbol': must be a non-empty string of at most 50 characters"
+        )
     return value.strip()
 
 
@@ -58,10 +59,14 @@ def _integer(data: dict, field: str, minimum: int) -> int:
         value = int(value.strip())
     elif isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not (
-            minimum <= value <= MAX_QUANTITY):
-        raise ApiError(f"Invalid or missing '{field}': must be a whole number from {minimum} "
-                       f"to {MAX_QUANTITY}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (minimum <= value <= MAX_QUANTITY)
+    ):
+        raise ApiError(
+            f"Invalid or missing '{field}': must be a whole number from {minimum} to {MAX_QUANTITY}"
+        )
     return value
 
 
@@ -158,6 +163,7 @@ def place_smart_order():
 
 def _statistics(orders: list[dict]) -> dict:
     """Counts in the shape of OpenAlgo's orderbook ``statistics``."""
+
     def count(key: str, value: str) -> int:
         return sum(1 for order in orders if order[key] == value)
 
@@ -174,5 +180,6 @@ def _statistics(orders: list[dict]) -> dict:
 def orderbook():
     _, user_id = _authenticated_request()
     orders = paper_broker_db.get_orderbook(user_id)
-    return jsonify({"status": "success",
-                    "data": {"orders": orders, "statistics": _statistics(orders)}}), 200
+    return jsonify(
+        {"status": "success", "data": {"orders": orders, "statistics": _statistics(orders)}}
+    ), 200

@@ -48,9 +48,14 @@ logger = get_logger(__name__)
 IST = pytz.timezone("Asia/Kolkata")
 VALID_EXCHANGES = ("NSE", "BSE", "NFO", "CDS", "BFO", "BCD", "MCX", "NCDEX")
 EXCHANGE_PRODUCTS = {
-    "NSE": ("MIS", "CNC"), "BSE": ("MIS", "CNC"),
-    "NFO": ("MIS", "NRML"), "CDS": ("MIS", "NRML"), "BFO": ("MIS", "NRML"),
-    "BCD": ("MIS", "NRML"), "MCX": ("MIS", "NRML"), "NCDEX": ("MIS", "NRML"),
+    "NSE": ("MIS", "CNC"),
+    "BSE": ("MIS", "CNC"),
+    "NFO": ("MIS", "NRML"),
+    "CDS": ("MIS", "NRML"),
+    "BFO": ("MIS", "NRML"),
+    "BCD": ("MIS", "NRML"),
+    "MCX": ("MIS", "NRML"),
+    "NCDEX": ("MIS", "NRML"),
 }
 MAX_WEBHOOK_BYTES = 16 * 1024
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9&\-_.]{0,39}$")
@@ -94,8 +99,9 @@ def webhook(webhook_id):
         action, position_size = _validated_signal(strategy, data)
         if strategy.is_intraday:
             _check_trading_window(strategy, action, position_size)
-        mapping = next((m for m in get_symbol_mappings(strategy.id)
-                        if m.symbol == data["symbol"]), None)
+        mapping = next(
+            (m for m in get_symbol_mappings(strategy.id) if m.symbol == data["symbol"]), None
+        )
         if mapping is None:
             raise WebhookError(f"No mapping found for symbol {data['symbol']}")
         api_key = get_api_key_for_tradingview(strategy.user_id)
@@ -109,16 +115,16 @@ def webhook(webhook_id):
         logger.error("webhook %s: %s", webhook_id, exc)
         return _unavailable(str(exc))
     except SQLAlchemyError:
-        logger.exception("webhook %s: strategy database unavailable; order NOT queued",
-                         webhook_id)
+        logger.exception("webhook %s: strategy database unavailable; order NOT queued", webhook_id)
         return _unavailable("Strategy database unavailable: order NOT queued, retry later")
     try:
         queue_order(endpoint, payload)
     except QueueStorageError:
         # queue_order has logged the failure at ERROR; the sender must retry.
         return _unavailable("Order queue unavailable: order NOT queued, retry later")
-    return jsonify({"status": "success",
-                    "message": f"Order queued successfully for {data['symbol']}"}), 200
+    return jsonify(
+        {"status": "success", "message": f"Order queued successfully for {data['symbol']}"}
+    ), 200
 
 
 def _unavailable(error: str):
@@ -165,16 +171,20 @@ def _validated_signal(strategy, data: dict) -> tuple[str, int]:
         # Symbols are upper case at every exchange: "sbin" means SBIN, as "buy" means BUY.
         symbol = data["symbol"] = symbol.strip().upper()
     if not isinstance(symbol, str) or not SYMBOL_PATTERN.match(symbol):
-        raise WebhookError("Field 'symbol' must be a trading symbol such as SBIN "
-                           "(letters, digits, & - _ . ; at most 40)")
+        raise WebhookError(
+            "Field 'symbol' must be a trading symbol such as SBIN "
+            "(letters, digits, & - _ . ; at most 40)"
+        )
     if not isinstance(data["action"], str):
         raise WebhookError("Field 'action' must be the string BUY or SELL")
     action = data["action"].strip().upper()
     if action not in ("BUY", "SELL"):
-        raise WebhookError({
-            "LONG": "Invalid action for LONG mode. Use BUY to enter, SELL to exit",
-            "SHORT": "Invalid action for SHORT mode. Use SELL to enter, BUY to exit",
-        }.get(strategy.trading_mode, "Invalid action. Use BUY or SELL"))
+        raise WebhookError(
+            {
+                "LONG": "Invalid action for LONG mode. Use BUY to enter, SELL to exit",
+                "SHORT": "Invalid action for SHORT mode. Use SELL to enter, BUY to exit",
+            }.get(strategy.trading_mode, "Invalid action. Use BUY or SELL")
+        )
     position_size = _integer_field(data, "position_size", default=0)
     if "quantity" in data and _integer_field(data, "quantity", default=0) <= 0:
         raise WebhookError("Field 'quantity' must be a positive whole number")
@@ -199,12 +209,14 @@ def _integer_field(data: dict, name: str, default: int) -> int:
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and value.strip().isascii() and \
-            INTEGER_PATTERN.match(value.strip()):
+    elif (
+        isinstance(value, str) and value.strip().isascii() and INTEGER_PATTERN.match(value.strip())
+    ):
         number = int(value.strip())
     if number is None or abs(number) > MAX_POSITION:
-        raise WebhookError(f"Field '{name}' must be a whole number from {-MAX_POSITION} "
-                           f"to {MAX_POSITION}")
+        raise WebhookError(
+            f"Field '{name}' must be a whole number from {-MAX_POSITION} to {MAX_POSITION}"
+        )
     return number
 
 
@@ -222,18 +234,28 @@ def _check_trading_window(strategy, action: str, position_size: int) -> None:
     kind = "Exit" if _is_exit(strategy, action, position_size) else "Entry"
     if strategy.start_time and now < strategy.start_time:
         raise WebhookError(f"{kind} orders not allowed before start time")
-    closes_at, label = ((strategy.squareoff_time, "square off time") if kind == "Exit"
-                        else (strategy.end_time, "end time"))
+    closes_at, label = (
+        (strategy.squareoff_time, "square off time")
+        if kind == "Exit"
+        else (strategy.end_time, "end time")
+    )
     if closes_at and now > closes_at:
         raise WebhookError(f"{kind} orders not allowed after {label}")
 
 
-def build_order(strategy, mapping, action: str, position_size: int,
-                api_key: str) -> tuple[str, dict]:
+def build_order(
+    strategy, mapping, action: str, position_size: int, api_key: str
+) -> tuple[str, dict]:
     """Endpoint and payload for a signal, per trading mode (as OpenAlgo decides them)."""
-    payload = {"apikey": api_key, "symbol": mapping.symbol, "exchange": mapping.exchange,
-               "product": mapping.product_type, "strategy": strategy.name, "action": action,
-               "pricetype": "MARKET"}
+    payload = {
+        "apikey": api_key,
+        "symbol": mapping.symbol,
+        "exchange": mapping.exchange,
+        "product": mapping.product_type,
+        "strategy": strategy.name,
+        "action": action,
+        "pricetype": "MARKET",
+    }
     smart_fields = {"price": "0", "trigger_price": "0", "disclosed_quantity": "0"}
     if strategy.trading_mode == "BOTH":
         quantity = "0" if position_size == 0 else str(mapping.quantity)
@@ -294,16 +316,27 @@ def _queue_flatten(strategy_name: str, mapping, api_key: str) -> int:
     """Queue one symbol's flatten (``queue_order`` retries a storage failure for a while
     outside a request); one symbol's failure must not cost the others their squareoff.
     Returns 1 if queued."""
-    payload = {"apikey": api_key, "symbol": mapping.symbol, "exchange": mapping.exchange,
-               "product": mapping.product_type, "strategy": strategy_name, "action": "SELL",
-               "pricetype": "MARKET", "quantity": "0", "position_size": "0", "price": "0",
-               "trigger_price": "0", "disclosed_quantity": "0"}
+    payload = {
+        "apikey": api_key,
+        "symbol": mapping.symbol,
+        "exchange": mapping.exchange,
+        "product": mapping.product_type,
+        "strategy": strategy_name,
+        "action": "SELL",
+        "pricetype": "MARKET",
+        "quantity": "0",
+        "position_size": "0",
+        "price": "0",
+        "trigger_price": "0",
+        "disclosed_quantity": "0",
+    }
     try:
         queue_order("placesmartorder", payload)
         return 1
     except QueueStorageError:
-        logger.error("squareoff of %s %s NOT queued: flatten it by hand",
-                     strategy_name, mapping.symbol)
+        logger.error(
+            "squareoff of %s %s NOT queued: flatten it by hand", strategy_name, mapping.symbol
+        )
         return 0
 
 
@@ -312,13 +345,24 @@ def schedule_squareoff(strategy_id: int) -> None:
     one; as OpenAlgo's, it runs this module's ``squareoff_positions`` as bound when
     called.  Nothing is scheduled before the scheduler is started."""
     strategy = get_strategy(strategy_id)
-    if _scheduler is None or strategy is None or not strategy.is_intraday \
-            or not strategy.squareoff_time:
+    if (
+        _scheduler is None
+        or strategy is None
+        or not strategy.is_intraday
+        or not strategy.squareoff_time
+    ):
         return
     hour, minute = (int(part) for part in strategy.squareoff_time.split(":"))
-    _scheduler.add_job(squareoff_positions, "cron", hour=hour, minute=minute,
-                       args=[strategy_id], id=f"squareoff_{strategy_id}",
-                       replace_existing=True, timezone=IST)
+    _scheduler.add_job(
+        squareoff_positions,
+        "cron",
+        hour=hour,
+        minute=minute,
+        args=[strategy_id],
+        id=f"squareoff_{strategy_id}",
+        replace_existing=True,
+        timezone=IST,
+    )
 
 
 #: Each strategy's (active, intraday, squareoff time) at the last look; None before the first.
@@ -358,11 +402,17 @@ def start_scheduler() -> BackgroundScheduler:
     if _scheduler is None:
         _seen_strategies = None
         _scheduler = BackgroundScheduler(
-            timezone=IST, job_defaults={"coalesce": True, "misfire_grace_time": 300,
-                                        "max_instances": 1})
+            timezone=IST,
+            job_defaults={"coalesce": True, "misfire_grace_time": 300, "max_instances": 1},
+        )
         follow_strategy_changes()
-        _scheduler.add_job(follow_strategy_changes, "interval", minutes=1,
-                           id="follow_strategy_changes", replace_existing=True)
+        _scheduler.add_job(
+            follow_strategy_changes,
+            "interval",
+            minutes=1,
+            id="follow_strategy_changes",
+            replace_existing=True,
+        )
         _scheduler.start()
     return _scheduler
 
@@ -383,9 +433,14 @@ def _release_session() -> None:
 # As the installer does in OpenAlgo: the queue re-registers squareoffs at start, runs one
 # missed while the app was down, and runs each at most once a day.
 squareoff_positions = register_squareoffs(
-    "strategy", all_strategies=get_all_strategies, get_strategy=get_strategy,
-    mappings=get_symbol_mappings, schedule=schedule_squareoff, fire=squareoff_positions,
-    release=_release_session)
+    "strategy",
+    all_strategies=get_all_strategies,
+    get_strategy=get_strategy,
+    mappings=get_symbol_mappings,
+    schedule=schedule_squareoff,
+    fire=squareoff_positions,
+    release=_release_session,
+)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -397,11 +452,13 @@ def _check_mapping(symbol: str, exchange: str, quantity: int, product: str) -> N
     if not SYMBOL_PATTERN.match(symbol):
         raise click.BadParameter(f"{symbol!r} is not a trading symbol", param_hint="--symbol")
     if exchange not in VALID_EXCHANGES:
-        raise click.BadParameter(f"must be one of {', '.join(VALID_EXCHANGES)}",
-                                 param_hint="--exchange")
+        raise click.BadParameter(
+            f"must be one of {', '.join(VALID_EXCHANGES)}", param_hint="--exchange"
+        )
     if product not in EXCHANGE_PRODUCTS[exchange]:
-        raise click.BadParameter(f"{exchange} takes {' or '.join(EXCHANGE_PRODUCTS[exchange])}",
-                                 param_hint="--product")
+        raise click.BadParameter(
+            f"{exchange} takes {' or '.join(EXCHANGE_PRODUCTS[exchange])}", param_hint="--product"
+        )
     if quantity <= 0:
         raise click.BadParameter("must be at least 1", param_hint="--quantity")
 
@@ -421,14 +478,26 @@ def _check_times(start: str, end: str, squareoff: str) -> None:
 def _describe(strategy) -> dict:
     host = current_app.config.get("HOST_SERVER", "http://127.0.0.1:5000")
     return {
-        "strategy_id": strategy.id, "name": strategy.name, "user_id": strategy.user_id,
-        "mode": strategy.trading_mode, "active": strategy.is_active,
-        "intraday": strategy.is_intraday, "start_time": strategy.start_time,
-        "end_time": strategy.end_time, "squareoff_time": strategy.squareoff_time,
+        "strategy_id": strategy.id,
+        "name": strategy.name,
+        "user_id": strategy.user_id,
+        "mode": strategy.trading_mode,
+        "active": strategy.is_active,
+        "intraday": strategy.is_intraday,
+        "start_time": strategy.start_time,
+        "end_time": strategy.end_time,
+        "squareoff_time": strategy.squareoff_time,
         "webhook_id": strategy.webhook_id,
         "webhook_url": f"{host}/strategy/webhook/{strategy.webhook_id}",
-        "symbols": [{"symbol": m.symbol, "exchange": m.exchange, "quantity": m.quantity,
-                     "product": m.product_type} for m in get_symbol_mappings(strategy.id)],
+        "symbols": [
+            {
+                "symbol": m.symbol,
+                "exchange": m.exchange,
+                "quantity": m.quantity,
+                "product": m.product_type,
+            }
+            for m in get_symbol_mappings(strategy.id)
+        ],
     }
 
 
@@ -444,8 +513,9 @@ def _describe(strategy) -> dict:
 @click.option("--end", help="HH:MM IST, last entry (intraday)")
 @click.option("--squareoff", help="HH:MM IST, flatten everything (intraday)")
 @click.option("--user", default=DEFAULT_USER, show_default=True, help="Owning user.")
-def add_command(name, symbol, exchange, quantity, product, mode, intraday, start, end,
-                squareoff, user):
+def add_command(
+    name, symbol, exchange, quantity, product, mode, intraday, start, end, squareoff, user
+):
     """Create a strategy with its first symbol; prints its webhook URL as JSON."""
     if not NAME_PATTERN.match(name):
         raise click.BadParameter("3-50 letters, digits, spaces, - or _", param_hint="--name")
@@ -457,18 +527,28 @@ def add_command(name, symbol, exchange, quantity, product, mode, intraday, start
         _check_times(start, end, squareoff)
     ensure_user(user)
     ensure_api_key(user)
-    strategy = create_strategy(name, user, trading_mode=mode, is_intraday=intraday,
-                               start_time=start if intraday else None,
-                               end_time=end if intraday else None,
-                               squareoff_time=squareoff if intraday else None)
+    strategy = create_strategy(
+        name,
+        user,
+        trading_mode=mode,
+        is_intraday=intraday,
+        start_time=start if intraday else None,
+        end_time=end if intraday else None,
+        squareoff_time=squareoff if intraday else None,
+    )
     add_symbol_mapping(strategy.id, symbol, exchange, quantity, product)
     click.echo(json.dumps(_describe(strategy), indent=2))
 
 
 @strategy_cli.command("map")
 @click.option("--name", required=True, help="Strategy name.")
-@click.option("--symbol", "symbols", required=True, multiple=True,
-              help="Repeat to map several symbols with the same settings.")
+@click.option(
+    "--symbol",
+    "symbols",
+    required=True,
+    multiple=True,
+    help="Repeat to map several symbols with the same settings.",
+)
 @click.option("--exchange", default="NSE", show_default=True)
 @click.option("--quantity", type=int, required=True)
 @click.option("--product", default="MIS", show_default=True)

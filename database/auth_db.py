@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -41,7 +41,8 @@ class ApiKey(Base):
     key_digest: Mapped[str] = mapped_column(String(64), index=True)
     key_encrypted: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime, default=lambda: datetime.now(timezone.utc).replace(tzinfo=None))
+        DateTime, default=lambda: datetime.now(UTC).replace(tzinfo=None)
+    )
 
 
 def init_db() -> None:
@@ -55,8 +56,9 @@ def _pepper() -> bytes:
 
 @lru_cache(maxsize=4)
 def _fernet(pepper: bytes) -> Fernet:
-    kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=b"openalgo-host-api-keys",
-                     iterations=100_000)
+    kdf = PBKDF2HMAC(
+        algorithm=hashes.SHA256(), length=32, salt=b"openalgo-host-api-keys", iterations=100_000
+    )
     return Fernet(base64.urlsafe_b64encode(kdf.derive(pepper)))
 
 
@@ -68,8 +70,10 @@ def ensure_user(username: str, password: str | None = None) -> User:
     """Return the user, creating it (with ``password``, or a random one) if absent."""
     user = db_session.scalar(select(User).where(User.username == username))
     if user is None:
-        user = User(username=username,
-                    password_hash=generate_password_hash(password or secrets.token_urlsafe(16)))
+        user = User(
+            username=username,
+            password_hash=generate_password_hash(password or secrets.token_urlsafe(16)),
+        )
         db_session.add(user)
         db_session.commit()
     elif password:
@@ -95,8 +99,13 @@ def ensure_api_key(user_id: str) -> str:
     if existing:
         return existing
     api_key = secrets.token_hex(32)
-    db_session.add(ApiKey(user_id=user_id, key_digest=_digest(api_key),
-                          key_encrypted=_fernet(_pepper()).encrypt(api_key.encode()).decode()))
+    db_session.add(
+        ApiKey(
+            user_id=user_id,
+            key_digest=_digest(api_key),
+            key_encrypted=_fernet(_pepper()).encrypt(api_key.encode()).decode(),
+        )
+    )
     db_session.commit()
     return api_key
 
@@ -105,8 +114,10 @@ class PepperChanged(Exception):
     """The stored API keys were encrypted with another ``API_KEY_PEPPER``."""
 
 
-PEPPER_CHANGED = ("API_KEY_PEPPER is not the one the API keys were stored with: put the "
-                  "previous API_KEY_PEPPER back in .env and restart; nothing was queued")
+PEPPER_CHANGED = (
+    "API_KEY_PEPPER is not the one the API keys were stored with: put the "
+    "previous API_KEY_PEPPER back in .env and restart; nothing was queued"
+)
 
 
 def get_api_key_for_tradingview(user_id: str) -> str | None:

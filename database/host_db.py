@@ -27,7 +27,7 @@ def _ensure_sqlite_directory(url: str) -> None:
     """The directory, and the file created private (0600) before SQLite opens it: it
     holds users, password hashes and API keys."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        path = url[len("sqlite:///"):]
+        path = url[len("sqlite:///") :]
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
@@ -45,15 +45,18 @@ def configure(url: str | None = None):
     db_session.remove()
     if _engine is not None:
         _engine.dispose()
-    _engine = create_engine(url, connect_args={"check_same_thread": False}
-                            if url.startswith("sqlite") else {})
+    _engine = create_engine(
+        url, connect_args={"check_same_thread": False} if url.startswith("sqlite") else {}
+    )
     if url.startswith("sqlite"):
+
         @event.listens_for(_engine, "connect")
         def _pragmas(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=15000")
             cursor.close()
+
     db_session.configure(bind=_engine)
     return _engine
 

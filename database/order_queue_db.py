@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from database.order_queue.green import OffloadedCalls
 from database.order_queue.model import (
     ALLOWED_TRANSITIONS,
+    DEFAULT_BUSY_TIMEOUT_MS,
     DEFAULT_DATABASE_URL,
     IDENTITY_COLUMNS,
     LANE_OF_ENDPOINT,
@@ -60,6 +61,7 @@ from database.order_queue.store import QueueStore
 
 __all__ = [  # the public face: the model, the store, and the seed's functions
     "ALLOWED_TRANSITIONS",
+    "DEFAULT_BUSY_TIMEOUT_MS",
     "DEFAULT_DATABASE_URL",
     "IDENTITY_COLUMNS",
     "LANE_OF_ENDPOINT",
@@ -103,7 +105,7 @@ __all__ = [  # the public face: the model, the store, and the seed's functions
 # OpenAlgo's database modules expose plain functions over a module-level engine; these
 # keep the seed proposal's names (enqueue_order, mark_sent, ...) over the configured store.
 
-_store: OffloadedCalls | None = None
+_store: QueueStore | None = None
 _store_lock = threading.Lock()
 
 
@@ -119,8 +121,12 @@ class _NoThreadSession:
 db_session = _NoThreadSession()
 
 
-def configure(url: str = DEFAULT_DATABASE_URL, *, busy_timeout_ms: int = 5000,
-              disk_reserve_bytes: int = 0) -> QueueStore:
+def configure(
+    url: str = DEFAULT_DATABASE_URL,
+    *,
+    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    disk_reserve_bytes: int = 0,
+) -> QueueStore:
     """Point the module at ``url`` and return the store; replaces any previous store.
     The runtime (``services.order_queue.runtime``) calls it with the configured URL:
     the settings, not this module, read the environment.
@@ -131,9 +137,17 @@ def configure(url: str = DEFAULT_DATABASE_URL, *, busy_timeout_ms: int = 5000,
     with _store_lock:
         if _store is not None:
             _store.dispose()
-        _store = OffloadedCalls(QueueStore(url, busy_timeout_ms=busy_timeout_ms,
-                                           disk_reserve_bytes=disk_reserve_bytes),
-                                inline=frozenset({"start_listener", "transaction"}))
+        # The wrapper offers the store's own methods (run off the event loop), so it
+        # stands in for a QueueStore; its __getattr__ is invisible to the type checker.
+        _store = cast(
+            QueueStore,
+            OffloadedCalls(
+                QueueStore(
+                    url, busy_timeout_ms=busy_timeout_ms, disk_reserve_bytes=disk_reserve_bytes
+                ),
+                inline=frozenset({"start_listener", "transaction"}),
+            ),
+        )
     return _store
 
 
@@ -151,16 +165,23 @@ def init_db() -> None:
     get_store().create_schema()
 
 
-def enqueue_order(endpoint: str, payload: dict[str, Any], *, now: datetime | None = None,
-                  max_age_seconds: float | None = None,
-                  deadline: datetime | None = None) -> int:
+def enqueue_order(
+    endpoint: str,
+    payload: dict[str, Any],
+    *,
+    now: datetime | None = None,
+    max_age_seconds: float | None = None,
+    deadline: datetime | None = None,
+) -> int:
     """Commit an order as PENDING; see ``QueueStore.enqueue``."""
-    return get_store().enqueue(endpoint, payload, now=now or utcnow(),
-                               max_age_seconds=max_age_seconds, deadline=deadline)
+    return get_store().enqueue(
+        endpoint, payload, now=now or utcnow(), max_age_seconds=max_age_seconds, deadline=deadline
+    )
 
 
-def mark_processing(owner: str, *, now: datetime, lease_seconds: float,
-                    limits: RateLimits) -> ClaimResult:
+def mark_processing(
+    owner: str, *, now: datetime, lease_seconds: float, limits: RateLimits
+) -> ClaimResult:
     """The seed's name for claiming: lease the next sendable order as SENDING."""
     return get_store().claim_next(owner, now=now, lease_seconds=lease_seconds, limits=limits)
 
@@ -173,12 +194,14 @@ def mark_failed(order: ClaimedOrder, **kwargs) -> bool:
     return get_store().mark_failed(order, **kwargs)
 
 
-def recover_stale_processing_orders(*, now: datetime, heartbeat_timeout: float,
-                                    check_at: datetime) -> list[int]:
+def recover_stale_processing_orders(
+    *, now: datetime, heartbeat_timeout: float, check_at: datetime
+) -> list[int]:
     """Unlike the seed, a stale in-flight order that was stamped (its request may have
     left) becomes IN_DOUBT; only one never stamped goes straight back to PENDING."""
-    return get_store().recover_stale_sending(now=now, heartbeat_timeout=heartbeat_timeout,
-                                             check_at=check_at)
+    return get_store().recover_stale_sending(
+        now=now, heartbeat_timeout=heartbeat_timeout, check_at=check_at
+    )
 
 
 def queue_depth() -> dict[str, dict[str, int]]:

@@ -8,7 +8,7 @@ another thread's.
 """
 
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytz
 from sqlalchemy import DateTime, Float, Integer, String, UniqueConstraint, select, text
@@ -32,7 +32,7 @@ MSG_PLACED = "Order placed successfully"
 
 def _utcnow() -> datetime:
     """Naive UTC, the convention of the host tables."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class PaperOrder(Base):
@@ -95,9 +95,14 @@ def _write_transaction():
 def _position_row(user_id: str, symbol: str, exchange: str, product: str) -> PaperPosition | None:
     return db_session.scalar(
         select(PaperPosition)
-        .where(PaperPosition.user_id == user_id, PaperPosition.symbol == symbol,
-               PaperPosition.exchange == exchange, PaperPosition.product == product)
-        .with_for_update())
+        .where(
+            PaperPosition.user_id == user_id,
+            PaperPosition.symbol == symbol,
+            PaperPosition.exchange == exchange,
+            PaperPosition.product == product,
+        )
+        .with_for_update()
+    )
 
 
 def _apply_fill(order: PaperOrder) -> None:
@@ -105,9 +110,15 @@ def _apply_fill(order: PaperOrder) -> None:
     signed = order.quantity if order.action == "BUY" else -order.quantity
     row = _position_row(order.user_id, order.symbol, order.exchange, order.product)
     if row is None:
-        db_session.add(PaperPosition(user_id=order.user_id, symbol=order.symbol,
-                                     exchange=order.exchange, product=order.product,
-                                     quantity=signed))
+        db_session.add(
+            PaperPosition(
+                user_id=order.user_id,
+                symbol=order.symbol,
+                exchange=order.exchange,
+                product=order.product,
+                quantity=signed,
+            )
+        )
     else:
         row.quantity += signed
 
@@ -117,13 +128,20 @@ def _insert_order(user_id: str, fields: dict, action: str, quantity: int) -> Pap
     pricetype = fields.get("pricetype", "MARKET")
     is_market = pricetype == "MARKET"
     order = PaperOrder(
-        user_id=user_id, strategy=fields.get("strategy", ""), symbol=fields["symbol"],
-        exchange=fields["exchange"], action=action, quantity=quantity,
+        user_id=user_id,
+        strategy=fields.get("strategy", ""),
+        symbol=fields["symbol"],
+        exchange=fields["exchange"],
+        action=action,
+        quantity=quantity,
         # Brokers report a filled MARKET order's price as 0.
         price=0.0 if is_market else float(fields.get("price", 0.0)),
-        trigger_price=float(fields.get("trigger_price", 0.0)), pricetype=pricetype,
+        trigger_price=float(fields.get("trigger_price", 0.0)),
+        pricetype=pricetype,
         product=fields.get("product", "MIS"),
-        order_status=STATUS_COMPLETE if is_market else STATUS_OPEN, created_at=_utcnow())
+        order_status=STATUS_COMPLETE if is_market else STATUS_OPEN,
+        created_at=_utcnow(),
+    )
     db_session.add(order)
     db_session.flush()
     # yymmdd + zero-padded row id: 15 digits like OpenAlgo's, unique because the id is.
@@ -135,8 +153,13 @@ def _insert_order(user_id: str, fields: dict, action: str, quantity: int) -> Pap
 
 
 def _log_placed(order: PaperOrder) -> None:
-    logger.info("Paper order placed: orderid=%s symbol=%s action=%s quantity=%s",
-                order.orderid, order.symbol, order.action, order.quantity)
+    logger.info(
+        "Paper order placed: orderid=%s symbol=%s action=%s quantity=%s",
+        order.orderid,
+        order.symbol,
+        order.action,
+        order.quantity,
+    )
 
 
 def place_order(user_id: str, fields: dict) -> str:
@@ -163,8 +186,9 @@ def _smart_order_plan(fields: dict, current: int) -> tuple[str, int] | str:
 def place_smart_order(user_id: str, fields: dict) -> tuple[str | None, str]:
     """Trade towards ``position_size`` (the absolute target); return (orderid or None, message)."""
     with _write_transaction():
-        row = _position_row(user_id, fields["symbol"], fields["exchange"],
-                            fields.get("product", "MIS"))
+        row = _position_row(
+            user_id, fields["symbol"], fields["exchange"], fields.get("product", "MIS")
+        )
         plan = _smart_order_plan(fields, row.quantity if row else 0)
         if isinstance(plan, str):
             return None, plan
@@ -176,9 +200,13 @@ def place_smart_order(user_id: str, fields: dict) -> tuple[str | None, str]:
 def get_position(user_id: str, symbol: str, exchange: str, product: str = "MIS") -> int:
     """Net quantity held (positive long, negative short, 0 flat)."""
     row = db_session.scalar(
-        select(PaperPosition.quantity)
-        .where(PaperPosition.user_id == user_id, PaperPosition.symbol == symbol,
-               PaperPosition.exchange == exchange, PaperPosition.product == product))
+        select(PaperPosition.quantity).where(
+            PaperPosition.user_id == user_id,
+            PaperPosition.symbol == symbol,
+            PaperPosition.exchange == exchange,
+            PaperPosition.product == product,
+        )
+    )
     return row or 0
 
 
@@ -189,10 +217,16 @@ def _format_timestamp(created_at: datetime) -> str:
 def _order_dict(order: PaperOrder) -> dict:
     """One order in OpenAlgo's orderbook shape (quantity as a string, like brokers send)."""
     return {
-        "action": order.action, "symbol": order.symbol, "exchange": order.exchange,
-        "orderid": order.orderid, "product": order.product, "quantity": str(order.quantity),
-        "price": order.price, "pricetype": order.pricetype,
-        "order_status": order.order_status, "trigger_price": order.trigger_price,
+        "action": order.action,
+        "symbol": order.symbol,
+        "exchange": order.exchange,
+        "orderid": order.orderid,
+        "product": order.product,
+        "quantity": str(order.quantity),
+        "price": order.price,
+        "pricetype": order.pricetype,
+        "order_status": order.order_status,
+        "trigger_price": order.trigger_price,
         "timestamp": _format_timestamp(order.created_at),
     }
 
@@ -200,5 +234,6 @@ def _order_dict(order: PaperOrder) -> dict:
 def get_orderbook(user_id: str) -> list[dict]:
     """The user's orders, oldest first, in OpenAlgo's orderbook shape."""
     orders = db_session.scalars(
-        select(PaperOrder).where(PaperOrder.user_id == user_id).order_by(PaperOrder.id)).all()
+        select(PaperOrder).where(PaperOrder.user_id == user_id).order_by(PaperOrder.id)
+    ).all()
     return [_order_dict(order) for order in orders]

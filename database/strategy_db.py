@@ -4,7 +4,7 @@ Names follow OpenAlgo's ``database.strategy_db`` so the webhook handler reads th
 """
 
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, select
 from sqlalchemy.orm import Mapped, mapped_column
@@ -29,7 +29,8 @@ class Strategy(Base):
     end_time: Mapped[str | None] = mapped_column(String(5))
     squareoff_time: Mapped[str | None] = mapped_column(String(5))
     created_at: Mapped[datetime] = mapped_column(
-        DateTime, default=lambda: datetime.now(timezone.utc).replace(tzinfo=None))
+        DateTime, default=lambda: datetime.now(UTC).replace(tzinfo=None)
+    )
 
 
 class StrategySymbolMapping(Base):
@@ -48,21 +49,41 @@ def init_db() -> None:
     create_tables(Strategy, StrategySymbolMapping)
 
 
-def create_strategy(name: str, user_id: str, *, trading_mode: str = "LONG",
-                    is_intraday: bool = False, start_time: str | None = None,
-                    end_time: str | None = None, squareoff_time: str | None = None) -> Strategy:
-    strategy = Strategy(name=name, user_id=user_id, webhook_id=secrets.token_urlsafe(24),
-                        trading_mode=trading_mode, is_intraday=is_intraday,
-                        start_time=start_time, end_time=end_time, squareoff_time=squareoff_time)
+def create_strategy(
+    name: str,
+    user_id: str,
+    *,
+    trading_mode: str = "LONG",
+    is_intraday: bool = False,
+    start_time: str | None = None,
+    end_time: str | None = None,
+    squareoff_time: str | None = None,
+) -> Strategy:
+    strategy = Strategy(
+        name=name,
+        user_id=user_id,
+        webhook_id=secrets.token_urlsafe(24),
+        trading_mode=trading_mode,
+        is_intraday=is_intraday,
+        start_time=start_time,
+        end_time=end_time,
+        squareoff_time=squareoff_time,
+    )
     db_session.add(strategy)
     db_session.commit()
     return strategy
 
 
-def add_symbol_mapping(strategy_id: int, symbol: str, exchange: str, quantity: int,
-                       product_type: str) -> StrategySymbolMapping:
-    mapping = StrategySymbolMapping(strategy_id=strategy_id, symbol=symbol, exchange=exchange,
-                                    quantity=quantity, product_type=product_type)
+def add_symbol_mapping(
+    strategy_id: int, symbol: str, exchange: str, quantity: int, product_type: str
+) -> StrategySymbolMapping:
+    mapping = StrategySymbolMapping(
+        strategy_id=strategy_id,
+        symbol=symbol,
+        exchange=exchange,
+        quantity=quantity,
+        product_type=product_type,
+    )
     db_session.add(mapping)
     db_session.commit()
     return mapping
@@ -85,9 +106,13 @@ def get_all_strategies() -> list[Strategy]:
 
 
 def get_symbol_mappings(strategy_id: int) -> list[StrategySymbolMapping]:
-    return list(db_session.scalars(select(StrategySymbolMapping)
-                                   .where(StrategySymbolMapping.strategy_id == strategy_id)
-                                   .order_by(StrategySymbolMapping.id)))
+    return list(
+        db_session.scalars(
+            select(StrategySymbolMapping)
+            .where(StrategySymbolMapping.strategy_id == strategy_id)
+            .order_by(StrategySymbolMapping.id)
+        )
+    )
 
 
 def toggle_strategy(strategy_id: int, active: bool) -> Strategy | None:

@@ -16,6 +16,7 @@ PLUGIN_FILES = [
     "database/order_queue/api_keys.py",
     "database/order_queue/backends.py",
     "database/order_queue/claims.py",
+    "database/order_queue/core.py",
     "database/order_queue/disk_reserve.py",
     "database/order_queue/green.py",
     "database/order_queue/model.py",
@@ -30,6 +31,7 @@ PLUGIN_FILES = [
     "services/order_queue/charts.py",
     "services/order_queue/cli.py",
     "services/order_queue/clock.py",
+    "services/order_queue/deadlines.py",
     "services/order_queue/dispatcher.py",
     "services/order_queue/drain.py",
     "services/order_queue/door.py",
@@ -59,8 +61,17 @@ PLUGIN_FILES = [
 
 #: Third-party packages in OpenAlgo's requirements.txt that plugin code may import.
 ALLOWED_PACKAGES = {
-    "flask", "flask_socketio", "flask_wtf", "sqlalchemy", "apscheduler", "httpx",
-    "cryptography", "dotenv", "pytz", "click", "werkzeug",
+    "flask",
+    "flask_socketio",
+    "flask_wtf",
+    "sqlalchemy",
+    "apscheduler",
+    "httpx",
+    "cryptography",
+    "dotenv",
+    "pytz",
+    "click",
+    "werkzeug",
 }
 
 #: OpenAlgo modules the plugin may import; the host reproduces them under the same names
@@ -68,5 +79,9 @@ ALLOWED_PACKAGES = {
 #: services.telegram_alert_service: OpenAlgo's own Telegram alerts, imported lazily and
 #: only if present (services/order_queue/alerts.py), so a dead order reaches the trader's Telegram
 #: the way OpenAlgo's order alerts do; the host has no such module and skips it.
-ALLOWED_OPENALGO_MODULES = {"utils.logging", "utils.session", "extensions",
-                            "services.telegram_alert_service"}
+ALLOWED_OPENALGO_MODULES = {
+    "utils.logging",
+    "utils.session",
+    "extensions",
+    "services.telegram_alert_service",
+}

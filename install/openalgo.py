@@ -130,10 +130,14 @@ squareoff_positions = register_squareoffs(  # noqa: F811
 
 #: What a blueprint must have for ``squareoff_block``: the scheduler's two functions and
 #: the names the block hands over (a missing one would fail the blueprint's import).
-SQUAREOFF_NEEDS = (r"^def schedule_squareoff\(strategy_id\):",
-                   r"^def squareoff_positions\(strategy_id\):",
-                   r"^[ \t]+get_all_strategies,$", r"^[ \t]+get_strategy,$",
-                   r"^[ \t]+get_symbol_mappings,$", r"^[ \t]+db_session,$")
+SQUAREOFF_NEEDS = (
+    r"^def schedule_squareoff\(strategy_id\):",
+    r"^def squareoff_positions\(strategy_id\):",
+    r"^[ \t]+get_all_strategies,$",
+    r"^[ \t]+get_strategy,$",
+    r"^[ \t]+get_symbol_mappings,$",
+    r"^[ \t]+db_session,$",
+)
 QUEUE_ORDER = r"^def queue_order\(endpoint, payload\):"
 
 
@@ -170,7 +174,9 @@ class Edit:
         line_start = content.rfind("\n", 0, match.start()) + 1
         line_end = content.find("\n", match.end())
         line_end = len(content) if line_end == -1 else line_end + 1
-        indent = re.match(r"[ \t]*", content[line_start:]).group(0)
+        indent_match = re.match(r"[ \t]*", content[line_start:])
+        assert indent_match is not None  # [ \t]* matches any text, if only emptily
+        indent = indent_match.group(0)
         block = "".join(f"{indent}{line}\n" for line in self.text.splitlines())
         at = line_start if self.before else line_end
         return content[:at] + block + content[at:]
@@ -183,28 +189,50 @@ class Edit:
             return content.replace(self.text, "", 1).rstrip("\n") + "\n"
         line = re.compile(rf"^[ \t]*{re.escape(self.text.strip())}\n", re.M)
         if len(line.findall(content)) != 1:
-            raise InstallError(f"{self.path}: the plugin's line was changed or is missing: "
-                               f"{self.text.strip()!r}")
+            raise InstallError(
+                f"{self.path}: the plugin's line was changed or is missing: {self.text.strip()!r}"
+            )
         return line.sub("", content, count=1)
 
 
 #: Edits every install needs: the start-up list, the plugin's wiring, sessions, settings.
 CORE_EDITS = [
-    Edit("app.py", r"^from database\.strategy_db import init_db as ensure_strategy_tables_exists",
-         f"from database.order_queue_db import init_db as ensure_order_queue_tables_exists  {MARK}"),
-    Edit("app.py", r"^from blueprints\.strategy import strategy_bp\b",
-         f"from blueprints import order_queue as order_queue_plugin  {MARK}"),
-    Edit("app.py", r'^[ \t]*\("Strategy DB", ensure_strategy_tables_exists\),',
-         f'("Order Queue DB", ensure_order_queue_tables_exists),  {MARK}'),
-    Edit("app.py", r"^[ \t]*app\.register_blueprint\(strategy_bp\)",
-         f"order_queue_plugin.init_app(app)  {MARK}: admin page, API, CLI, settings"),
-    Edit("app.py", r"^[ \t]*db_init_time = \(time\.time\(\) - db_init_start\) \* 1000",
-         f"order_queue_plugin.start(app)  {MARK}: dispatcher starts once the DBs are ready",
-         before=True),
-    Edit("app.py", r"^setup_environment\(app\)",
-         f"order_queue_plugin.handle_signals()  {MARK}: graceful stop on SIGTERM / SIGINT"),
-    Edit("utils/db_sessions.py", r'^[ \t]*\("database\.strategy_db", "db_session"\),',
-         f'("database.order_queue_db", "db_session"),  {MARK}'),
+    Edit(
+        "app.py",
+        r"^from database\.strategy_db import init_db as ensure_strategy_tables_exists",
+        f"from database.order_queue_db import init_db as ensure_order_queue_tables_exists  {MARK}",
+    ),
+    Edit(
+        "app.py",
+        r"^from blueprints\.strategy import strategy_bp\b",
+        f"from blueprints import order_queue as order_queue_plugin  {MARK}",
+    ),
+    Edit(
+        "app.py",
+        r'^[ \t]*\("Strategy DB", ensure_strategy_tables_exists\),',
+        f'("Order Queue DB", ensure_order_queue_tables_exists),  {MARK}',
+    ),
+    Edit(
+        "app.py",
+        r"^[ \t]*app\.register_blueprint\(strategy_bp\)",
+        f"order_queue_plugin.init_app(app)  {MARK}: admin page, API, CLI, settings",
+    ),
+    Edit(
+        "app.py",
+        r"^[ \t]*db_init_time = \(time\.time\(\) - db_init_start\) \* 1000",
+        f"order_queue_plugin.start(app)  {MARK}: dispatcher starts once the DBs are ready",
+        before=True,
+    ),
+    Edit(
+        "app.py",
+        r"^setup_environment\(app\)",
+        f"order_queue_plugin.handle_signals()  {MARK}: graceful stop on SIGTERM / SIGINT",
+    ),
+    Edit(
+        "utils/db_sessions.py",
+        r'^[ \t]*\("database\.strategy_db", "db_session"\),',
+        f'("database.order_queue_db", "db_session"),  {MARK}',
+    ),
     Edit(".sample.env", None, ENV_BLOCK, requires=(r"^API_KEY_PEPPER\s*=",)),
 ]
 
@@ -222,26 +250,54 @@ class QueuePath:
 
     def applies_to(self, target: Path) -> bool:
         file = target / self.path
-        return file.exists() and re.search(QUEUE_ORDER, file.read_text(encoding="utf-8"),
-                                           re.M) is not None
+        return (
+            file.exists()
+            and re.search(QUEUE_ORDER, file.read_text(encoding="utf-8"), re.M) is not None
+        )
 
 
 QUEUE_PATHS = (
-    QueuePath("Strategy webhooks (/strategy/webhook) and squareoffs", "blueprints/strategy.py", (
-        Edit("blueprints/strategy.py", None, REBIND_BLOCK, requires=(QUEUE_ORDER,)),
-        Edit("blueprints/strategy.py", None, DEADLINE_BLOCK, requires=(
-            r"^(from database\.strategy_db import .*\bStrategy\b|[ \t]+Strategy,$)",)),
-        Edit("blueprints/strategy.py", None, squareoff_block("strategy"),
-             requires=SQUAREOFF_NEEDS),
-    )),
-    QueuePath("Chartink webhooks (/chartink/webhook) and squareoffs", "blueprints/chartink.py", (
-        Edit("blueprints/chartink.py", None, REBIND_BLOCK, requires=(QUEUE_ORDER,)),
-        Edit("blueprints/chartink.py", None, CHARTINK_DEADLINE_BLOCK, requires=(
-            r"^(from database\.chartink_db import .*\bChartinkStrategy\b"
-            r"|[ \t]+ChartinkStrategy,$)",)),
-        Edit("blueprints/chartink.py", None, squareoff_block("chartink"),
-             requires=SQUAREOFF_NEEDS),
-    )),
+    QueuePath(
+        "Strategy webhooks (/strategy/webhook) and squareoffs",
+        "blueprints/strategy.py",
+        (
+            Edit("blueprints/strategy.py", None, REBIND_BLOCK, requires=(QUEUE_ORDER,)),
+            Edit(
+                "blueprints/strategy.py",
+                None,
+                DEADLINE_BLOCK,
+                requires=(r"^(from database\.strategy_db import .*\bStrategy\b|[ \t]+Strategy,$)",),
+            ),
+            Edit(
+                "blueprints/strategy.py",
+                None,
+                squareoff_block("strategy"),
+                requires=SQUAREOFF_NEEDS,
+            ),
+        ),
+    ),
+    QueuePath(
+        "Chartink webhooks (/chartink/webhook) and squareoffs",
+        "blueprints/chartink.py",
+        (
+            Edit("blueprints/chartink.py", None, REBIND_BLOCK, requires=(QUEUE_ORDER,)),
+            Edit(
+                "blueprints/chartink.py",
+                None,
+                CHARTINK_DEADLINE_BLOCK,
+                requires=(
+                    r"^(from database\.chartink_db import .*\bChartinkStrategy\b"
+                    r"|[ \t]+ChartinkStrategy,$)",
+                ),
+            ),
+            Edit(
+                "blueprints/chartink.py",
+                None,
+                squareoff_block("chartink"),
+                requires=SQUAREOFF_NEEDS,
+            ),
+        ),
+    ),
 )
 
 #: Every edit the plugin may make (uninstall looks for each).
@@ -257,20 +313,25 @@ def durable_paths(target: Path) -> tuple[list[QueuePath], list[QueuePath]]:
 def coverage_report(target: Path) -> list[str]:
     """One line per queue path: durable, or why not."""
     patched, skipped = durable_paths(target)
-    return ([f"durable: {p.name}" for p in patched] +
-            [f"NOT durable: {p.name}: {p.path} has no queue_order(endpoint, payload) "
-             f"(this OpenAlgo does not queue orders there)" for p in skipped])
+    return [f"durable: {p.name}" for p in patched] + [
+        f"NOT durable: {p.name}: {p.path} has no queue_order(endpoint, payload) "
+        f"(this OpenAlgo does not queue orders there)"
+        for p in skipped
+    ]
 
 
 def planned_contents(target: Path) -> dict[str, tuple[str, str]]:
     """{path: (original, patched)} for every edited file; raises InstallError."""
     if not target.is_dir():
-        raise InstallError(f"{target} does not exist or is not a folder: give the path of "
-                           f"an OpenAlgo checkout")
+        raise InstallError(
+            f"{target} does not exist or is not a folder: give the path of an OpenAlgo checkout"
+        )
     patched, _skipped = durable_paths(target)
     if not patched:
-        raise InstallError("no queue to make durable: neither blueprints/strategy.py nor "
-                           "blueprints/chartink.py has queue_order(endpoint, payload)")
+        raise InstallError(
+            "no queue to make durable: neither blueprints/strategy.py nor "
+            "blueprints/chartink.py has queue_order(endpoint, payload)"
+        )
     plans: dict[str, list[str]] = {}
     for edit in CORE_EDITS + [edit for queue_path in patched for edit in queue_path.edits]:
         if edit.path not in plans:
@@ -287,17 +348,27 @@ def _state(target: Path) -> Path:
     return target / STATE_DIR
 
 
-def install(target: Path, *, dry_run: bool = False, out=sys.stdout, venv: Path | None = None,
-            source_root: Path | None = None, hook: bool = True) -> int:
+def install(
+    target: Path,
+    *,
+    dry_run: bool = False,
+    out=sys.stdout,
+    venv: Path | None = None,
+    source_root: Path | None = None,
+    hook: bool = True,
+) -> int:
     """Install (or bring up to date) the plugin in ``target``.  ``venv``: OpenAlgo's
     virtual environment for the start-up hook (found if not given); ``source_root``:
     where the plugin files come from (this repository; the checkout itself when the
     hook re-applies edits)."""
     source_root = source_root or SOURCE_ROOT
     plans = planned_contents(target)  # all anchors checked before anything is written
-    copies = [path for path in PLUGIN_FILES
-              if not (target / path).exists()
-              or (target / path).read_bytes() != (source_root / path).read_bytes()]
+    copies = [
+        path
+        for path in PLUGIN_FILES
+        if not (target / path).exists()
+        or (target / path).read_bytes() != (source_root / path).read_bytes()
+    ]
     record = _read_record(target)
     stale = _left_from_an_earlier_version(record)
     if dry_run:
@@ -306,8 +377,11 @@ def install(target: Path, *, dry_run: bool = False, out=sys.stdout, venv: Path |
         for path in copies:
             print(f"would {'replace' if (target / path).exists() else 'add'}: {path}", file=out)
         for path, (original, patched) in plans.items():
-            out.writelines(difflib.unified_diff(original.splitlines(True), patched.splitlines(True),
-                                                f"a/{path}", f"b/{path}"))
+            out.writelines(
+                difflib.unified_diff(
+                    original.splitlines(True), patched.splitlines(True), f"a/{path}", f"b/{path}"
+                )
+            )
         if not copies and not stale and all(o == p for o, p in plans.values()):
             print("already installed and current: nothing to do", file=out)
         return 0
@@ -323,15 +397,20 @@ def install(target: Path, *, dry_run: bool = False, out=sys.stdout, venv: Path |
         if original != patched:
             (target / path).write_text(patched, encoding="utf-8")
     record["edited"] = sorted(set(record["edited"]) | {p for p, (o, n) in plans.items() if o != n})
-    record["written"].update({path: _digest((target / path).read_bytes())
-                              for path in record["edited"] + PLUGIN_FILES})
+    record["written"].update(
+        {path: _digest((target / path).read_bytes()) for path in record["edited"] + PLUGIN_FILES}
+    )
     state.mkdir(exist_ok=True)
     if hook:
         _install_start_up_hook(target, venv, record, out)
     (state / "installed.json").write_text(json.dumps(record, indent=2))
     changed = len(stale) + len(copies) + sum(o != p for o, p in plans.values())
-    print(f"installed into {target}: {changed} files changed" if changed
-          else f"already installed in {target}: nothing changed", file=out)
+    print(
+        f"installed into {target}: {changed} files changed"
+        if changed
+        else f"already installed in {target}: nothing changed",
+        file=out,
+    )
     for line in coverage_report(target):
         print(line, file=out)
     return 0
@@ -343,15 +422,17 @@ def _install_start_up_hook(target: Path, venv: Path | None, record: dict, out) -
     venv_hook.keep_installer(_state(target))
     found = venv_hook.find_venv(target, venv)
     if found is None:
-        print("WARNING: no virtual environment found (.venv or venv in the checkout, venv "
-              "beside it; or give --venv): without the start-up hook an OpenAlgo update "
-              "switches the queue off until this installer runs again", file=out)
+        print(
+            "WARNING: no virtual environment found (.venv or venv in the checkout, venv "
+            "beside it; or give --venv): without the start-up hook an OpenAlgo update "
+            "switches the queue off until this installer runs again",
+            file=out,
+        )
         return
     venv_hook.remove_hook([f for f in record.get("hook", []) if not f.startswith(str(found))])
     record["hook"] = venv_hook.install_hook(target, found)
     record["venv"] = str(found)
-    print(f"start-up hook in {found}: the queue stays in force after an OpenAlgo update",
-          file=out)
+    print(f"start-up hook in {found}: the queue stays in force after an OpenAlgo update", file=out)
     missing = venv_hook.missing_postgres_driver(target, found)
     if missing:
         print(f"WARNING: {missing}", file=out)
@@ -447,8 +528,11 @@ def _record_copy(target: Path, record: dict, path: str) -> None:
     install's copy (new, or changed since: an OpenAlgo update), is kept for --uninstall;
     one an install added stays added, whatever became of it."""
     file = target / path
-    ours = path in record["replaced"] and file.exists() \
+    ours = (
+        path in record["replaced"]
+        and file.exists()
         and not _changed_since_install(record, path, file.read_bytes())
+    )
     if path in record["added"] or ours:
         return
     if path in record["replaced"]:
@@ -490,8 +574,11 @@ def check(target: Path, out=sys.stdout, *, verbose: bool = False) -> int:
         print(f"{target} does not exist or is not a folder", file=out)
         return 1
     if not (_state(target) / "installed.json").exists():
-        print(f"not installed in {target} (run: python -m install.openalgo {target}, from "
-              f"the plugin's folder)", file=out)
+        print(
+            f"not installed in {target} (run: python -m install.openalgo {target}, from "
+            f"the plugin's folder)",
+            file=out,
+        )
         if verbose:
             for path in PLUGIN_FILES:
                 if not (target / path).exists():
@@ -506,8 +593,11 @@ def check(target: Path, out=sys.stdout, *, verbose: bool = False) -> int:
             problems.append(f"outdated: {path}")
     missing_edits = []
     try:
-        missing_edits = [path for path, (original, patched) in planned_contents(target).items()
-                         if original != patched]
+        missing_edits = [
+            path
+            for path, (original, patched) in planned_contents(target).items()
+            if original != patched
+        ]
     except InstallError as exc:
         problems.append(f"NOT in force, and cannot be put back: {exc}")
     hook_ok = venv_hook.hook_present(record.get("hook", []))
@@ -522,16 +612,22 @@ def check(target: Path, out=sys.stdout, *, verbose: bool = False) -> int:
     if problems:
         return 1
     if missing_edits:
-        print(f"in force: the edits to {', '.join(missing_edits)} are missing (an OpenAlgo "
-              f"update removed them) and the start-up hook puts them back when OpenAlgo "
-              f"next starts; running the installer again puts them back now", file=out)
+        print(
+            f"in force: the edits to {', '.join(missing_edits)} are missing (an OpenAlgo "
+            f"update removed them) and the start-up hook puts them back when OpenAlgo "
+            f"next starts; running the installer again puts them back now",
+            file=out,
+        )
     else:
         print("installed and current", file=out)
     for line in coverage_report(target):
         print(line, file=out)
     if not hook_ok:
-        print("WARNING: no start-up hook: an OpenAlgo update switches the queue off until "
-              "the installer runs again (install with --venv PATH)", file=out)
+        print(
+            "WARNING: no start-up hook: an OpenAlgo update switches the queue off until "
+            "the installer runs again (install with --venv PATH)",
+            file=out,
+        )
     return 0
 
 
@@ -585,16 +681,22 @@ def _remove_empty_parents(root: Path, folder: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m install.openalgo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m install.openalgo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("openalgo", type=Path, help="path to the OpenAlgo checkout")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="show what would change")
     mode.add_argument("--check", action="store_true", help="exit 0 only if installed and current")
     mode.add_argument("--uninstall", action="store_true", help="restore the original files")
-    parser.add_argument("--venv", type=Path,
-                        help="OpenAlgo's virtual environment, for the start-up hook (default: "
-                             ".venv or venv in the checkout, or venv beside it)")
+    parser.add_argument(
+        "--venv",
+        type=Path,
+        help="OpenAlgo's virtual environment, for the start-up hook (default: "
+        ".venv or venv in the checkout, or venv beside it)",
+    )
     parser.add_argument("--verbose", action="store_true", help="--check: list every file")
     args = parser.parse_args(argv)
     target = args.openalgo.resolve()

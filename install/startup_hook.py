@@ -47,14 +47,17 @@ def _reapply():
     sys.path.insert(0, os.path.join(state, "installer"))
     try:
         from install import openalgo as installer  # the copy kept with the install
+
         try:
             changed = installer.reapply(installer.Path(CHECKOUT))
         except installer.InstallError as exc:
             _not_in_force(str(exc))
             return
         if changed:
-            sys.stderr.write(f"order queue plugin: an update had removed its edits; "
-                             f"re-applied to {', '.join(changed)}\n")
+            sys.stderr.write(
+                f"order queue plugin: an update had removed its edits; "
+                f"re-applied to {', '.join(changed)}\n"
+            )
     finally:
         sys.path.remove(os.path.join(state, "installer"))
         for name in ("install.openalgo", "install.manifest", "install"):
@@ -62,17 +65,24 @@ def _reapply():
 
 
 def _not_in_force(reason):
-    sys.stderr.write(f"ERROR order queue plugin NOT in force: {reason}. Webhooks use "
-                     f"OpenAlgo's in-memory queue; orders already queued are being "
-                     f"delivered. Run the plugin's installer against this OpenAlgo.\n")
-    subprocess.Popen([sys.executable, "-m", "services.order_queue.drain", reason],
-                     cwd=CHECKOUT, start_new_session=True, stdin=subprocess.DEVNULL)
+    sys.stderr.write(
+        f"ERROR order queue plugin NOT in force: {reason}. Webhooks use "
+        f"OpenAlgo's in-memory queue; orders already queued are being "
+        f"delivered. Run the plugin's installer against this OpenAlgo.\n"
+    )
+    subprocess.Popen(
+        [sys.executable, "-m", "services.order_queue.drain", reason],
+        cwd=CHECKOUT,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def at_start():
     try:
-        if _runs_openalgo(sys.argv, getattr(sys, "orig_argv", sys.argv),
-                          os.path.realpath(os.getcwd())):
+        if _runs_openalgo(
+            sys.argv, getattr(sys, "orig_argv", sys.argv), os.path.realpath(os.getcwd())
+        ):
             _reapply()
     except Exception as exc:  # never keep OpenAlgo from starting
         sys.stderr.write(f"ERROR order queue plugin start-up hook failed: {exc!r}\n")

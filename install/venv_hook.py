@@ -23,8 +23,7 @@ from pathlib import Path
 HOOK_MODULE = "order_queue_plugin_hook.py"
 HOOK_PTH = "order_queue_plugin.pth"
 #: The installer's own files, kept in the checkout so the hook can re-apply the edits.
-INSTALLER_FILES = ("__init__.py", "openalgo.py", "manifest.py", "venv_hook.py",
-                   "startup_hook.py")
+INSTALLER_FILES = ("__init__.py", "openalgo.py", "manifest.py", "venv_hook.py", "startup_hook.py")
 HERE = Path(__file__).resolve().parent
 
 
@@ -32,8 +31,9 @@ def find_venv(target: Path, explicit: Path | None) -> Path | None:
     """The virtual environment OpenAlgo runs from: ``explicit``, else ``.venv`` or
     ``venv`` in the checkout (uv's default, the Docker image's ``/app/.venv``) or
     ``venv`` beside it (``install/install.sh``'s server layout)."""
-    candidates = [explicit] if explicit else [target / ".venv", target / "venv",
-                                              target.parent / "venv"]
+    candidates = (
+        [explicit] if explicit else [target / ".venv", target / "venv", target.parent / "venv"]
+    )
     for candidate in candidates:
         if candidate is not None and (candidate / "pyvenv.cfg").exists():
             return candidate.resolve()
@@ -50,8 +50,11 @@ def install_hook(target: Path, venv: Path) -> list[str]:
     """Write the hook into ``venv`` for the checkout ``target``; returns the files
     written (absolute paths, for uninstall)."""
     written = []
-    module = (HERE / "startup_hook.py").read_text(encoding="utf-8").replace(
-        '"@CHECKOUT@"', repr(str(target)))
+    module = (
+        (HERE / "startup_hook.py")
+        .read_text(encoding="utf-8")
+        .replace('"@CHECKOUT@"', repr(str(target)))
+    )
     for folder in site_packages(venv):
         (folder / HOOK_MODULE).write_text(module, encoding="utf-8")
         (folder / HOOK_PTH).write_text("import order_queue_plugin_hook\n", encoding="utf-8")
@@ -98,7 +101,9 @@ def missing_postgres_driver(target: Path, venv: Path | None) -> str | None:
     found = subprocess.run([str(python), "-c", "import psycopg"], capture_output=True)
     if found.returncode == 0:
         return None
-    return (f"ORDER_QUEUE_DATABASE_URL names PostgreSQL but psycopg is not installed in "
-            f"{venv}: install it there with `{python} -m pip install 'psycopg[binary]"
-            f"==3.2.13'` (uv: `uv pip install --python {python} 'psycopg[binary]==3.2.13'`;"
-            f" Docker: add that line to the derived image), then restart OpenAlgo")
+    return (
+        f"ORDER_QUEUE_DATABASE_URL names PostgreSQL but psycopg is not installed in "
+        f"{venv}: install it there with `{python} -m pip install 'psycopg[binary]"
+        f"==3.2.13'` (uv: `uv pip install --python {python} 'psycopg[binary]==3.2.13'`;"
+        f" Docker: add that line to the derived image), then restart OpenAlgo"
+    )

@@ -11,37 +11,16 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Callable
 
 from flask import g, has_request_context
 
 from database.order_queue_db import QueueStorageError
-from services.order_queue import events, runtime, squareoffs
+from services.order_queue import deadlines, events, runtime, squareoffs
+from services.order_queue.deadlines import DeadlineProvider
 from services.order_queue.ist import ist_moment_utc
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
-
-DeadlineProvider = Callable[[dict, datetime], "datetime | None"]
-
-#: The host's deadline providers, one per strategy manager ("strategy", "chartink").
-_deadline_providers: dict[str, DeadlineProvider] = {}
-
-
-def deadline_for(payload: dict, now: datetime) -> datetime | None:
-    """The earliest of the host's deadlines for this order, or None.  A failing
-    provider costs its deadline (the age limit still applies), never the order."""
-    deadlines = []
-    for source, provider in list(_deadline_providers.items()):
-        try:
-            deadline = provider(payload, now)
-        except Exception:
-            logger.exception("%s deadline lookup failed for %s %s; only the age limit "
-                             "applies", source, payload.get("strategy"), payload.get("symbol"))
-            continue
-        if deadline is not None:
-            deadlines.append(deadline)
-    return min(deadlines, default=None)
 
 
 def set_deadline_provider(provider: DeadlineProvider | None, source: str = "strategy") -> None:
@@ -49,17 +28,7 @@ def set_deadline_provider(provider: DeadlineProvider | None, source: str = "stra
     order must not be sent (its strategy's squareoff today), or None.  OpenAlgo's
     strategies live in the host's database, which the plugin does not import; each
     strategy manager (``source``) gives its own, and the earliest deadline wins."""
-    if provider is None:
-        _deadline_providers.pop(source, None)
-    else:
-        _deadline_providers[source] = provider
-
-
-def _deadline_on_queue_time(clock, payload: dict, now: datetime) -> datetime | None:
-    """The providers' deadline (a wall-clock moment: the squareoff in IST) on the queue's
-    steady time, so a step of this machine's clock cannot send an order past it."""
-    deadline = deadline_for(payload, clock.to_wall(now))
-    return None if deadline is None else clock.from_wall(deadline)
+    deadlines.set_provider(provider, source)
 
 
 def squareoff_utc(squareoff_time: str, now_utc: datetime) -> datetime:
@@ -68,15 +37,24 @@ def squareoff_utc(squareoff_time: str, now_utc: datetime) -> datetime:
     return ist_moment_utc(squareoff_time, now_utc)
 
 
-def register_squareoffs(source: str, *, all_strategies, get_strategy, mappings, schedule,
-                        fire, release=None):
+def register_squareoffs(
+    source: str, *, all_strategies, get_strategy, mappings, schedule, fire, release=None
+):
     """Host hook: the strategy manager ``source`` hands over its squareoff functions, so
     its squareoffs survive a restart and run at most once a day
     (``services/order_queue/squareoffs.py``).  Returns the ``squareoff_positions`` the
     host binds in place of ``fire``."""
-    return squareoffs.register(squareoffs.SquareoffSource(
-        name=source, all_strategies=all_strategies, get_strategy=get_strategy,
-        mappings=mappings, schedule=schedule, fire=fire, release=release))
+    return squareoffs.register(
+        squareoffs.SquareoffSource(
+            name=source,
+            all_strategies=all_strategies,
+            get_strategy=get_strategy,
+            mappings=mappings,
+            schedule=schedule,
+            fire=fire,
+            release=release,
+        )
+    )
 
 
 #: A caller outside a web request (a squareoff job) has nobody to answer 503 to, and
@@ -106,17 +84,27 @@ def queue_order(endpoint, payload):
         if in_request:
             g.order_queue_storage_error = held
         raise QueueStorageError(held)
+    assert queue is not None  # without a runtime, held says why and we raised above
     for pause in (*(() if in_request else BACKGROUND_RETRY_PAUSES), None):
         now = queue.clock.now()
         try:
             order_id = queue.store.enqueue(
-                endpoint, payload, now=now, max_age_seconds=queue.settings.max_age_seconds,
-                deadline=_deadline_on_queue_time(queue.clock, payload, now))
+                endpoint,
+                payload,
+                now=now,
+                max_age_seconds=queue.settings.max_age_seconds,
+                deadline=deadlines.on_queue_time(queue.clock, payload, now),
+            )
             break
         except QueueStorageError as exc:
-            logger.error("order NOT queued (storage failure): %s %s %s: %s%s", endpoint,
-                         payload.get("strategy"), payload.get("symbol"), exc,
-                         "" if pause is None else f"; trying again in {pause} s")
+            logger.error(
+                "order NOT queued (storage failure): %s %s %s: %s%s",
+                endpoint,
+                payload.get("strategy"),
+                payload.get("symbol"),
+                exc,
+                "" if pause is None else f"; trying again in {pause} s",
+            )
             if pause is None:
                 if in_request:
                     # OpenAlgo's webhook view catches every exception and answers 500;
@@ -126,9 +114,16 @@ def queue_order(endpoint, payload):
             time.sleep(pause)
     if in_request:
         g.order_queue_stored = g.get("order_queue_stored", 0) + 1
-    logger.info("order %s queued: %s %s %s %s qty=%s", order_id, endpoint,
-                payload.get("strategy"), payload.get("symbol"), payload.get("action"),
-                payload.get("quantity"))
-    events.publish(order_id, "pending", symbol=payload.get("symbol"),
-                               strategy=payload.get("strategy"))
+    logger.info(
+        "order %s queued: %s %s %s %s qty=%s",
+        order_id,
+        endpoint,
+        payload.get("strategy"),
+        payload.get("symbol"),
+        payload.get("action"),
+        payload.get("quantity"),
+    )
+    events.publish(
+        order_id, "pending", symbol=payload.get("symbol"), strategy=payload.get("strategy")
+    )
     queue.wake()

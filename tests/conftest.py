@@ -20,8 +20,9 @@ from services.order_queue import runtime
 from tests.support.fake_broker import FakeBroker
 
 TEST_PEPPER = "a3f1" * 16
-POSTGRES_URL = os.getenv("ORDER_QUEUE_TEST_POSTGRES_URL",
-                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.getenv(
+    "ORDER_QUEUE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -111,8 +112,7 @@ def make_app(tmp_path, **overrides):
         "ORDER_QUEUE_RECONCILE_INTERVAL_SECONDS": "0.2",
         "ORDER_QUEUE_UPSTREAM_TIMEOUT_SECONDS": "0",  # see tests/support/app_process.py
     }
-    config.update({k: str(v) if k.startswith("ORDER_QUEUE_") else v
-                   for k, v in overrides.items()})
+    config.update({k: str(v) if k.startswith("ORDER_QUEUE_") else v for k, v in overrides.items()})
     return create_app(config)
 
 

@@ -74,12 +74,21 @@ class Road:
 
     def request(self, symbol: str) -> tuple[str, bytes]:
         if self.name == "direct":
-            body = {"apikey": self.api_key, "strategy": "Direct", "symbol": symbol,
-                    "exchange": "NSE", "action": "BUY", "product": matrix.PRODUCT,
-                    "pricetype": "MARKET", "quantity": "1"}
+            body = {
+                "apikey": self.api_key,
+                "strategy": "Direct",
+                "symbol": symbol,
+                "exchange": "NSE",
+                "action": "BUY",
+                "product": matrix.PRODUCT,
+                "pricetype": "MARKET",
+                "quantity": "1",
+            }
             return "/api/v1/placeorder", json.dumps(body).encode()
-        return (f"/strategy/webhook/{self.webhook_id}",
-                json.dumps({"symbol": symbol, "action": "BUY"}).encode())
+        return (
+            f"/strategy/webhook/{self.webhook_id}",
+            json.dumps({"symbol": symbol, "action": "BUY"}).encode(),
+        )
 
     def send(self, symbol: str) -> str:
         """Post one alert; the answer's status, or what went wrong."""
@@ -98,12 +107,19 @@ class Road:
 
 def placed_symbols(checkout: Path) -> Counter:
     """Orders in OpenAlgo's sandbox orderbook, per symbol."""
-    return Counter({symbol: n for (symbol, _), n in
-                    matrix.read_filed(checkout, "analyzer").items()})
+    return Counter(
+        {symbol: n for (symbol, _), n in matrix.read_filed(checkout, "analyzer").items()}
+    )
 
 
-def run_burst(road: Road, server: matrix.Server, checkout: Path, symbols: list[str],
-              restart: bool, boot_timeout: float) -> RoadResult:
+def run_burst(
+    road: Road,
+    server: matrix.Server,
+    checkout: Path,
+    symbols: list[str],
+    restart: bool,
+    boot_timeout: float,
+) -> RoadResult:
     """50 alerts in one second (one thread each, started 20 ms apart)."""
     result = RoadResult(road.name, "burst with a restart" if restart else "burst")
     before = placed_symbols(checkout)
@@ -125,13 +141,13 @@ def run_burst(road: Road, server: matrix.Server, checkout: Path, symbols: list[s
         time.sleep(1.0 / BURST)
     for thread in threads:
         thread.join()
-    if restart and not matrix.wait_answering(server.port, "/order-queue/api/health",
-                                             boot_timeout):
+    if restart and not matrix.wait_answering(server.port, "/order-queue/api/health", boot_timeout):
         raise RuntimeError(f"server did not come back (see {server.log_path})")
     result.sent = BURST
     result.answers = dict(Counter(answers.values()))
-    result.refused = sum(n for answer, n in result.answers.items()
-                         if answer in ("429", "no listener"))
+    result.refused = sum(
+        n for answer, n in result.answers.items() if answer in ("429", "no listener")
+    )
     owed = Counter(symbols[i % len(symbols)] for i in range(BURST))
     last_count, last_change = -1, time.time()
     while time.time() - last_change < 15:  # settled: nothing new for 15 s
@@ -159,8 +175,7 @@ def run_calm(road: Road, checkout: Path, symbols: list[str], count: int) -> Road
         result.answer_ms.append((time.perf_counter() - started) * 1000)
         result.answers[answer] = result.answers.get(answer, 0) + 1
         deadline = time.perf_counter() + 30
-        while matrix.filed_count(checkout, "semi_auto") == seen and \
-                time.perf_counter() < deadline:
+        while matrix.filed_count(checkout, "semi_auto") == seen and time.perf_counter() < deadline:
             time.sleep(0.001)
         if matrix.filed_count(checkout, "semi_auto") > seen:
             result.latencies_ms.append((time.perf_counter() - started) * 1000)
@@ -169,21 +184,26 @@ def run_calm(road: Road, checkout: Path, symbols: list[str], count: int) -> Road
     return result
 
 
-def booted(src: Path, kind: str, mode: str, args, out_dir: Path, plugin_root: Path,
-           work: Path) -> tuple[matrix.Server, Road, Road]:
+def booted(
+    src: Path, kind: str, mode: str, args, out_dir: Path, plugin_root: Path, work: Path
+) -> tuple[matrix.Server, Road, Road]:
     """A fresh checkout in ``mode`` with the plugin, its server up and dispatching."""
     label = f"{kind}-{mode}-direct"
     checkout = work / mode
     port, webhook_id, api_key = matrix.prepare_checkout(
-        src, checkout, mode, True, args, plugin_root, label)
+        src, checkout, mode, True, args, plugin_root, label
+    )
     server = matrix.Server(kind, checkout, port, args.oa_python, out_dir / f"{label}.log")
     server.start()
     if not matrix.wait_answering(port, "/order-queue/api/health", args.boot_timeout):
         server.force_kill()
         raise RuntimeError(f"server did not answer (see {server.log_path})")
     matrix.wait_dispatcher(port, 30)
-    return server, Road("direct", port, webhook_id, api_key), Road("queue", port, webhook_id,
-                                                                     api_key)
+    return (
+        server,
+        Road("direct", port, webhook_id, api_key),
+        Road("queue", port, webhook_id, api_key),
+    )
 
 
 def run_server(src: Path, kind: str, args, out_dir: Path, plugin_root: Path) -> list[RoadResult]:
@@ -194,8 +214,10 @@ def run_server(src: Path, kind: str, args, out_dir: Path, plugin_root: Path) -> 
         try:
             for road in roads:
                 results.append(run_calm(road, server.checkout, matrix.SYMBOLS, args.calm))
-                matrix.log(f"[{kind}] {road.name} calm: p50 "
-                           f"{statistics.median(results[-1].latencies_ms):.1f} ms")
+                matrix.log(
+                    f"[{kind}] {road.name} calm: p50 "
+                    f"{statistics.median(results[-1].latencies_ms):.1f} ms"
+                )
         finally:
             server.force_kill()
         server, *roads = booted(src, kind, "analyzer", args, out_dir, plugin_root, work)
@@ -203,10 +225,20 @@ def run_server(src: Path, kind: str, args, out_dir: Path, plugin_root: Path) -> 
             for road in roads:
                 for restart in (False, True):
                     time.sleep(2)  # a fresh limiter window
-                    results.append(run_burst(road, server, server.checkout, matrix.SYMBOLS,
-                                             restart, args.boot_timeout))
-                    matrix.log(f"[{kind}] {road.name} {results[-1].scenario}: "
-                               f"{json.dumps(asdict(results[-1]) | {'latencies_ms': None})}")
+                    results.append(
+                        run_burst(
+                            road,
+                            server,
+                            server.checkout,
+                            matrix.SYMBOLS,
+                            restart,
+                            args.boot_timeout,
+                        )
+                    )
+                    matrix.log(
+                        f"[{kind}] {road.name} {results[-1].scenario}: "
+                        f"{json.dumps(asdict(results[-1]) | {'latencies_ms': None})}"
+                    )
         finally:
             server.force_kill()
         return results
@@ -220,39 +252,51 @@ def pct(values: list[float], p: float) -> float:
 
 
 def table(rows: dict[str, list[RoadResult]]) -> str:
-    lines = ["| server | scenario | road | sent | placed | refused | lost | doubled | "
-             "last placed (s) | answers |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| server | scenario | road | sent | placed | refused | lost | doubled | "
+        "last placed (s) | answers |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for kind, results in rows.items():
         for r in results:
             if r.scenario == "calm":
                 continue
             last = f"{r.last_placed_s:.1f}" if r.last_placed_s is not None else "-"
-            lines.append(f"| {kind} | {r.scenario} | {r.road} | {r.sent} | {r.placed} | "
-                         f"{r.refused} | {r.lost} | {r.doubled} | {last} | {r.answers} |")
-    lines += ["", "| server | alert → filed, calm (semi_auto) | direct p50 / p99 (ms) | "
-                  "queue p50 / p99 (ms) | added at p50 (ms) | webhook answered, p50 (ms) |",
-              "|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {kind} | {r.scenario} | {r.road} | {r.sent} | {r.placed} | "
+                f"{r.refused} | {r.lost} | {r.doubled} | {last} | {r.answers} |"
+            )
+    lines += [
+        "",
+        "| server | alert → filed, calm (semi_auto) | direct p50 / p99 (ms) | "
+        "queue p50 / p99 (ms) | added at p50 (ms) | webhook answered, p50 (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
     for kind, results in rows.items():
         calm = {r.road: r for r in results if r.scenario == "calm"}
         direct, queue = calm["direct"].latencies_ms, calm["queue"].latencies_ms
-        lines.append(f"| {kind} | {len(direct)} alerts each | {pct(direct, 50):.1f} / "
-                     f"{pct(direct, 99):.1f} | {pct(queue, 50):.1f} / {pct(queue, 99):.1f} | "
-                     f"{pct(queue, 50) - pct(direct, 50):+.1f} | "
-                     f"{pct(calm['queue'].answer_ms, 50):.1f} |")
+        lines.append(
+            f"| {kind} | {len(direct)} alerts each | {pct(direct, 50):.1f} / "
+            f"{pct(direct, 99):.1f} | {pct(queue, 50):.1f} / {pct(queue, 99):.1f} | "
+            f"{pct(queue, 50) - pct(direct, 50):+.1f} | "
+            f"{pct(calm['queue'].answer_ms, 50):.1f} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("openalgo", type=Path, help="a pristine OpenAlgo checkout")
     parser.add_argument("--servers", default="gunicorn,dev")
     parser.add_argument("--calm", type=int, default=40, help="alerts in the calm run")
     parser.add_argument("--boot-timeout", type=float, default=90)
     parser.add_argument("--oa-python", default=matrix.DEFAULT_OA_PYTHON)
     parser.add_argument("--installer-python", default=matrix.DEFAULT_INSTALLER_PYTHON)
-    parser.add_argument("--plugin-ref", default="HEAD",
-                        help="install the plugin from this git ref (default HEAD)")
+    parser.add_argument(
+        "--plugin-ref", default="HEAD", help="install the plugin from this git ref (default HEAD)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     args.queue_url = ""
@@ -260,11 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="openalgo-direct-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     plugin_root = matrix.plugin_source(args.plugin_ref, out_dir / "plugin-src")
-    rows = {kind: run_server(src, kind, args, out_dir, plugin_root)
-            for kind in args.servers.split(",")}
+    rows = {
+        kind: run_server(src, kind, args, out_dir, plugin_root) for kind in args.servers.split(",")
+    }
     text = table(rows)
-    (out_dir / "results.json").write_text(json.dumps(
-        {kind: [asdict(r) for r in results] for kind, results in rows.items()}, indent=1))
+    (out_dir / "results.json").write_text(
+        json.dumps({kind: [asdict(r) for r in results] for kind, results in rows.items()}, indent=1)
+    )
     (out_dir / "table.md").write_text(text + "\n")
     print(text)
     matrix.log(f"results in {out_dir}")

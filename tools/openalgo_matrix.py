@@ -83,7 +83,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 MAIN = Path(__file__).resolve().parents[1]
@@ -92,9 +92,30 @@ DEFAULT_INSTALLER_PYTHON = str(MAIN / ".venv" / "bin" / "python")
 HOST = "127.0.0.1"
 
 SYMBOLS = [
-    "SBIN", "INFY", "TCS", "RELIANCE", "HDFCBANK", "ICICIBANK", "ITC", "LT", "AXISBANK",
-    "KOTAKBANK", "HINDUNILVR", "BHARTIARTL", "ASIANPAINT", "MARUTI", "SUNPHARMA", "TITAN",
-    "ULTRACEMCO", "WIPRO", "NESTLEIND", "POWERGRID", "NTPC", "ONGC", "TATASTEEL", "JSWSTEEL",
+    "SBIN",
+    "INFY",
+    "TCS",
+    "RELIANCE",
+    "HDFCBANK",
+    "ICICIBANK",
+    "ITC",
+    "LT",
+    "AXISBANK",
+    "KOTAKBANK",
+    "HINDUNILVR",
+    "BHARTIARTL",
+    "ASIANPAINT",
+    "MARUTI",
+    "SUNPHARMA",
+    "TITAN",
+    "ULTRACEMCO",
+    "WIPRO",
+    "NESTLEIND",
+    "POWERGRID",
+    "NTPC",
+    "ONGC",
+    "TATASTEEL",
+    "JSWSTEEL",
     "HCLTECH",
 ]
 PRODUCT = "CNC"  # accepted by the sandbox at any hour (MIS is refused outside 09:00-15:15 IST)
@@ -123,7 +144,7 @@ LOG_NOISE = re.compile(r"broker\.offline|broker module 'broker\.offline")
 # Run by OpenAlgo's interpreter inside the checkout (python -c SEED_SNIPPET CONFIG_JSON):
 # OpenAlgo's own init and insert functions, nothing written by hand but the symtoken and
 # sandbox position rows (OpenAlgo fills those from broker downloads and fills, not by API).
-SEED_SNIPPET = r'''
+SEED_SNIPPET = r"""
 import json, secrets, sys
 from utils.env_check import load_and_check_env_variables
 load_and_check_env_variables()
@@ -165,7 +186,7 @@ else:
     sandbox_db.db_session.commit()
 print("SEEDED", json.dumps({"strategy_id": strategy.id, "mode": cfg["mode"]}))
 print("APIKEY", api_key)  # read by the caller for direct placement; never logged
-'''
+"""
 
 
 def log(msg: str) -> None:
@@ -174,6 +195,7 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- processes
+
 
 def _ppid(pid: int) -> int | None:
     """Parent pid of ``pid`` from /proc, or None if it is gone."""
@@ -269,16 +291,34 @@ class Server:
             cmd = ["script", "-qfec", f"exec {self.oa_python} app.py", "/dev/null"]
         else:
             gunicorn = str(Path(self.oa_python).parent / "gunicorn")
-            cmd = [gunicorn, "--worker-class", "eventlet", "--workers", "1",
-                   "--timeout", "300", "--graceful-timeout", "30", "--no-control-socket",
-                   "-b", f"{HOST}:{self.port}", "app:app"]
+            cmd = [
+                gunicorn,
+                "--worker-class",
+                "eventlet",
+                "--workers",
+                "1",
+                "--timeout",
+                "300",
+                "--graceful-timeout",
+                "30",
+                "--no-control-socket",
+                "-b",
+                f"{HOST}:{self.port}",
+                "app:app",
+            ]
         env = dict(os.environ, PYTHONUNBUFFERED="1", TERM=os.environ.get("TERM", "dumb"))
         with open(self.log_path, "ab") as out:
             out.write(f"\n===== matrix: start #{self.starts + 1} {time.ctime()} =====\n".encode())
             out.flush()
-            self.proc = subprocess.Popen(cmd, cwd=self.checkout, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.checkout,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         self.pgids.add(self.proc.pid)
         self.starts += 1
 
@@ -363,8 +403,10 @@ class Server:
 
 # --------------------------------------------------------------------------- HTTP
 
-def http_call(port: int, method: str, path: str, body: bytes | None = None,
-              timeout: float = 30) -> tuple[str, int | None, float]:
+
+def http_call(
+    port: int, method: str, path: str, body: bytes | None = None, timeout: float = 30
+) -> tuple[str, int | None, float]:
     """One request on a fresh connection.
 
     Returns (outcome, status, seconds): outcome is ``answered``, ``refused`` (no connection:
@@ -436,8 +478,16 @@ class Burst(threading.Thread):
     gunicorn respawns a worker (those connections wait in the listen backlog).
     """
 
-    def __init__(self, port: int, webhook_path: str, orders: list[tuple[str, str]],
-                 threads: int, gap: float, ledger: Ledger, window: UpWindow):
+    def __init__(
+        self,
+        port: int,
+        webhook_path: str,
+        orders: list[tuple[str, str]],
+        threads: int,
+        gap: float,
+        ledger: Ledger,
+        window: UpWindow,
+    ):
         super().__init__(daemon=True)
         self.port, self.path, self.ledger, self.window = port, webhook_path, ledger, window
         self.threads, self.gap = threads, gap
@@ -478,8 +528,7 @@ class Burst(threading.Thread):
             time.sleep(self.gap)
 
     def run(self) -> None:
-        clients = [threading.Thread(target=self._client, daemon=True)
-                   for _ in range(self.threads)]
+        clients = [threading.Thread(target=self._client, daemon=True) for _ in range(self.threads)]
         for client in clients:
             client.start()
         for client in clients:
@@ -526,6 +575,7 @@ def wait_answering(port: int, path: str, timeout: float) -> bool:
 
 # --------------------------------------------------------------------------- SQLite reads
 
+
 def _query(db: Path, sql: str) -> list[tuple]:
     """Rows of ``sql`` on ``db``; [] while the file or table does not exist yet."""
     if not db.exists():
@@ -544,16 +594,18 @@ def read_filed(checkout: Path, mode: str) -> Counter:
     """Orders OpenAlgo filed, per (symbol, action): Action Center or sandbox orders."""
     filed: Counter = Counter()
     if mode == "semi_auto":
-        for (data,) in _query(checkout / "db" / "openalgo.db",
-                              "SELECT order_data FROM pending_orders"):
+        for (data,) in _query(
+            checkout / "db" / "openalgo.db", "SELECT order_data FROM pending_orders"
+        ):
             try:
                 order = json.loads(data)
                 filed[(order.get("symbol"), str(order.get("action", "")).upper())] += 1
             except (TypeError, ValueError):
                 filed[("?", "?")] += 1
     else:
-        for symbol, action in _query(checkout / "db" / "sandbox.db",
-                                     "SELECT symbol, action FROM sandbox_orders"):
+        for symbol, action in _query(
+            checkout / "db" / "sandbox.db", "SELECT symbol, action FROM sandbox_orders"
+        ):
             filed[(symbol, str(action).upper())] += 1
     return filed
 
@@ -585,8 +637,11 @@ class QueueState:
 def queue_url_of(checkout: Path) -> str:
     """The cell's ORDER_QUEUE_DATABASE_URL from its .env ('' = the SQLite default)."""
     env = checkout / ".env"
-    found = re.search(r"^ORDER_QUEUE_DATABASE_URL\s*=\s*'([^']*)'", env.read_text(), re.M) \
-        if env.exists() else None
+    found = (
+        re.search(r"^ORDER_QUEUE_DATABASE_URL\s*=\s*'([^']*)'", env.read_text(), re.M)
+        if env.exists()
+        else None
+    )
     return found.group(1) if found else ""
 
 
@@ -598,9 +653,23 @@ def _queue_query(checkout: Path, sql: str) -> list[tuple]:
         return _query(checkout / "db" / "order_queue.db", sql)
     base, _, options = url.partition("?")
     schema = re.search(r"search_path%3D(\w+)", options).group(1)
-    proc = subprocess.run(["psql", base, "-At", "-F", "\x1f", "-v", "ON_ERROR_STOP=1", "-c",
-                           f"SET search_path TO {schema}; {sql}"],
-                          capture_output=True, text=True, timeout=30, check=False)
+    proc = subprocess.run(
+        [
+            "psql",
+            base,
+            "-At",
+            "-F",
+            "\x1f",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            f"SET search_path TO {schema}; {sql}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     if proc.returncode != 0:
         return []  # the schema's tables are not created yet
     rows = []
@@ -614,12 +683,15 @@ def _queue_query(checkout: Path, sql: str) -> list[tuple]:
 def last_settled_at(checkout: Path) -> float | None:
     """When (epoch seconds) the last in-doubt order was settled by the reconciler: found at
     the broker, known not placed, or decided from the host's kept answer."""
-    rows = _queue_query(checkout, "SELECT max(at) FROM order_queue_attempts WHERE kind = "
-                                  "'reconcile' AND outcome <> 'not_found_yet'")
+    rows = _queue_query(
+        checkout,
+        "SELECT max(at) FROM order_queue_attempts WHERE kind = "
+        "'reconcile' AND outcome <> 'not_found_yet'",
+    )
     if not rows or not rows[0][0]:
         return None
     at = datetime.fromisoformat(str(rows[0][0]))
-    return at.replace(tzinfo=timezone.utc).timestamp()
+    return at.replace(tzinfo=UTC).timestamp()
 
 
 def read_queue(checkout: Path) -> QueueState:
@@ -637,8 +709,9 @@ def read_queue(checkout: Path) -> QueueState:
             result.held[(symbol, action)] += 1
         if state == "dead":
             result.dead_reasons[reason or "?"] += 1
-    for kind, outcome, n in _queue_query(checkout, "SELECT kind, outcome, count(*) FROM "
-                                                   "order_queue_attempts GROUP BY kind, outcome"):
+    for kind, outcome, n in _queue_query(
+        checkout, "SELECT kind, outcome, count(*) FROM order_queue_attempts GROUP BY kind, outcome"
+    ):
         result.attempts[f"{kind}:{outcome}"] = n
     return result
 
@@ -662,6 +735,7 @@ class FiledMonitor(threading.Thread):
 
 
 # --------------------------------------------------------------------------- one cell
+
 
 @dataclass
 class CellResult:
@@ -707,8 +781,9 @@ class CellResult:
 
 def copy_checkout(src: Path, dest: Path) -> None:
     """Copy the OpenAlgo checkout without VCS data, caches, local state or secrets."""
-    ignore = shutil.ignore_patterns(".git", "__pycache__", ".venv", "node_modules",
-                                    ".order_queue_plugin")
+    ignore = shutil.ignore_patterns(
+        ".git", "__pycache__", ".venv", "node_modules", ".order_queue_plugin"
+    )
     shutil.copytree(src, dest, ignore=ignore, symlinks=True)
     for leftover in list((dest / "db").glob("*.db*")) + [dest / ".env"]:
         leftover.unlink(missing_ok=True)
@@ -743,23 +818,31 @@ def write_env(checkout: Path, port: int, ws_port: int, zmq_port: int) -> None:
     # env_check wants FERNET_SALT on the line right after API_KEY_PEPPER (else it rewrites .env)
     text = re.sub(r"^[ \t]*FERNET_SALT[ \t]*=.*\n?", "", text, flags=re.MULTILINE)
     pepper = re.compile(r"^[ \t]*API_KEY_PEPPER[ \t]*=.*$", re.MULTILINE)
-    text = pepper.sub(lambda _m: f"API_KEY_PEPPER = '{secrets.token_hex(32)}'\n"
-                                 f"FERNET_SALT = '{secrets.token_hex(32)}'", text, count=1)
+    text = pepper.sub(
+        lambda _m: (
+            f"API_KEY_PEPPER = '{secrets.token_hex(32)}'\nFERNET_SALT = '{secrets.token_hex(32)}'"
+        ),
+        text,
+        count=1,
+    )
     (checkout / ".env").write_text(text)
 
 
 def run_checked(cmd: list[str], cwd: Path, timeout: float, what: str) -> str:
     """Run a setup command; raise with its output if it fails."""
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    proc = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
-                           f"\n{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{what} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc.stdout
 
 
-def make_burst_orders(rng: random.Random, size: int, mode: str, sell_share: float
-                      ) -> list[tuple[str, str]]:
+def make_burst_orders(
+    rng: random.Random, size: int, mode: str, sell_share: float
+) -> list[tuple[str, str]]:
     """``size`` (symbol, action) pairs over all symbols; SELL only in semi_auto mode."""
     orders = []
     for _ in range(size):
@@ -802,8 +885,9 @@ def plugin_source(ref: str, into: Path) -> Path:
     if not ref:
         return MAIN
     into.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "-C", str(MAIN), "archive", "--format=tar", ref],
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(MAIN), "archive", "--format=tar", ref], capture_output=True, check=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
@@ -828,41 +912,66 @@ def wait_dispatcher(port: int, timeout: float) -> dict:
         finally:
             conn.close()
         time.sleep(0.5)
-    raise RuntimeError(f"the plugin's dispatcher is not running {timeout:.0f}s after boot "
-                       f"(health: {json.dumps(body)[:300]}); see the app log")
+    raise RuntimeError(
+        f"the plugin's dispatcher is not running {timeout:.0f}s after boot "
+        f"(health: {json.dumps(body)[:300]}); see the app log"
+    )
 
 
-def prepare_checkout(src: Path, checkout: Path, mode: str, patched: bool, args,
-                     plugin_root: Path, label: str) -> tuple[int, str, str]:
+def prepare_checkout(
+    src: Path, checkout: Path, mode: str, patched: bool, args, plugin_root: Path, label: str
+) -> tuple[int, str, str]:
     """Copy, install the plugin, write .env, seed; returns (port, webhook id, API key)."""
     log(f"[{label}] copying {src} -> {checkout}")
     copy_checkout(src, checkout)
     if patched:
-        out = run_checked([args.installer_python, "-m", "install.openalgo", str(checkout)],
-                          plugin_root, 120, "plugin install")
+        out = run_checked(
+            [args.installer_python, "-m", "install.openalgo", str(checkout)],
+            plugin_root,
+            120,
+            "plugin install",
+        )
         log(f"[{label}] {out.strip().splitlines()[-1] if out.strip() else 'installed'}")
-        run_checked([args.installer_python, "-m", "install.openalgo", str(checkout),
-                     "--check"], plugin_root, 60, "plugin install --check")
+        run_checked(
+            [args.installer_python, "-m", "install.openalgo", str(checkout), "--check"],
+            plugin_root,
+            60,
+            "plugin install --check",
+        )
     port, ws_port, zmq_port = free_port(), free_port(), free_port()
     write_env(checkout, port, ws_port, zmq_port)
     if args.queue_url:
         schema = f"oq_matrix_{uuid.uuid4().hex[:10]}"
-        run_checked(["psql", args.queue_url, "-c", f"CREATE SCHEMA {schema}"], checkout, 30,
-                    "creating the cell's schema")
+        run_checked(
+            ["psql", args.queue_url, "-c", f"CREATE SCHEMA {schema}"],
+            checkout,
+            30,
+            "creating the cell's schema",
+        )
         separator = "&" if "?" in args.queue_url else "?"
         url = f"{args.queue_url}{separator}options=-csearch_path%3D{schema}"
         env = checkout / ".env"
-        text, found = re.subn(r"^ORDER_QUEUE_DATABASE_URL\s*=.*$",
-                              lambda _m: f"ORDER_QUEUE_DATABASE_URL = '{url}'",
-                              env.read_text(), flags=re.M)
+        text, found = re.subn(
+            r"^ORDER_QUEUE_DATABASE_URL\s*=.*$",
+            lambda _m: f"ORDER_QUEUE_DATABASE_URL = '{url}'",
+            env.read_text(),
+            flags=re.M,
+        )
         env.write_text(text if found else text + f"\nORDER_QUEUE_DATABASE_URL = '{url}'\n")
         log(f"[{label}] queue database: PostgreSQL schema {schema}")
     webhook_id = str(uuid.uuid4())
-    seed = {"user": "admin", "webhook_id": webhook_id, "symbols": SYMBOLS,
-            "product": PRODUCT, "mode": mode, "broker": OFFLINE_BROKER}
-    out = run_checked([args.oa_python, "-c", SEED_SNIPPET, json.dumps(seed)], checkout,
-                      180, "seeding OpenAlgo")
-    log(f"[{label}] seeded: {[l for l in out.splitlines() if l.startswith('SEEDED')]}")
+    seed = {
+        "user": "admin",
+        "webhook_id": webhook_id,
+        "symbols": SYMBOLS,
+        "product": PRODUCT,
+        "mode": mode,
+        "broker": OFFLINE_BROKER,
+    }
+    out = run_checked(
+        [args.oa_python, "-c", SEED_SNIPPET, json.dumps(seed)], checkout, 180, "seeding OpenAlgo"
+    )
+    log(f"[{label}] seeded: {[line for line in out.splitlines() if line.startswith('SEEDED')]}")
     api_key = next(line.split()[1] for line in out.splitlines() if line.startswith("APIKEY"))
     return port, webhook_id, api_key
 
@@ -870,8 +979,17 @@ def prepare_checkout(src: Path, checkout: Path, mode: str, patched: bool, args,
 class Cell:
     """One server x mode run: the server, its clients, its probe, and what they saw."""
 
-    def __init__(self, server: Server, mode: str, patched: bool, webhook_id: str, args,
-                 rng: random.Random, result: CellResult, label: str):
+    def __init__(
+        self,
+        server: Server,
+        mode: str,
+        patched: bool,
+        webhook_id: str,
+        args,
+        rng: random.Random,
+        result: CellResult,
+        label: str,
+    ):
         self.server, self.mode, self.patched = server, mode, patched
         self.args, self.rng, self.result, self.label = args, rng, result, label
         self.port, self.checkout = server.port, server.checkout
@@ -886,8 +1004,10 @@ class Cell:
     def _wait_up(self, after: str) -> None:
         """Block until the app answers again, then count the server as up."""
         if not wait_answering(self.port, self.probe_path, self.args.boot_timeout):
-            raise RuntimeError(f"server did not answer {self.probe_path} {after} within "
-                               f"{self.args.boot_timeout}s (see {self.server.log_path})")
+            raise RuntimeError(
+                f"server did not answer {self.probe_path} {after} within "
+                f"{self.args.boot_timeout}s (see {self.server.log_path})"
+            )
         self.window.set(True)
 
     def boot(self) -> None:
@@ -900,16 +1020,19 @@ class Cell:
             health = wait_dispatcher(self.port, 30)
             self.result.server_model = health.get("process", {}).get("server_model", "?")
         self.probe.start()
-        log(f"[{self.label}] up on port {self.port} (pid {self.server.main_pid()}"
-            f"{', queue runs as ' + self.result.server_model if self.patched else ''})")
+        log(
+            f"[{self.label}] up on port {self.port} (pid {self.server.main_pid()}"
+            f"{', queue runs as ' + self.result.server_model if self.patched else ''})"
+        )
 
     def run_round(self, number: int, how: str) -> None:
         """One burst, killed part-way (after 20-70% of it was answered), then restarted."""
         args = self.args
         size = args.burst or (60 if self.mode == "analyzer" else 80)
         orders = make_burst_orders(self.rng, size, self.mode, args.sell_share)
-        burst = Burst(self.port, self.webhook_path, orders, args.threads, args.gap,
-                      self.ledger, self.window)
+        burst = Burst(
+            self.port, self.webhook_path, orders, args.threads, args.gap, self.ledger, self.window
+        )
         burst.start()
         if args.no_kill:  # a calm burst: every webhook answered, nothing killed
             burst.join()
@@ -924,8 +1047,10 @@ class Cell:
         self_restarting, pid = self.server.kill(how)
         kill_time = time.time()
         self.result.kills.append(how)
-        log(f"[{self.label}] round {number}/{args.rounds}: {how} pid {pid} after "
-            f"{burst.answered} answers")
+        log(
+            f"[{self.label}] round {number}/{args.rounds}: {how} pid {pid} after "
+            f"{burst.answered} answers"
+        )
         if self_restarting:  # gunicorn's master forks a new worker at once
             self.last_restart = kill_time
             deadline = time.monotonic() + 30
@@ -943,10 +1068,15 @@ class Cell:
 
     def finish(self) -> None:
         """Drain, stop probing, count, and stop the server gracefully."""
-        log(f"[{self.label}] bursts done: {sum(self.ledger.acked.values())} acknowledged; "
-            f"draining")
-        self.result.drained = drain(self.checkout, self.mode, self.patched, self.ledger,
-                                    self.monitor, self.args.drain_timeout)
+        log(f"[{self.label}] bursts done: {sum(self.ledger.acked.values())} acknowledged; draining")
+        self.result.drained = drain(
+            self.checkout,
+            self.mode,
+            self.patched,
+            self.ledger,
+            self.monitor,
+            self.args.drain_timeout,
+        )
         self.window.set(False)
         self.probe.stop_event.set()
         self.probe.join(15)
@@ -978,8 +1108,11 @@ class Cell:
             acked = ledger.acked[key]
             # what may legitimately be filed: acknowledged, or stored with the answer cut
             # off; without a queue database, any webhook that may have been taken in
-            allowed = (max(acked, queue.stored[key]) if queue is not None
-                       else acked + ledger.unanswered[key])
+            allowed = (
+                max(acked, queue.stored[key])
+                if queue is not None
+                else acked + ledger.unanswered[key]
+            )
             r.lost += max(0, acked - filed[key])
             if queue is not None:
                 r.silent += max(0, acked - filed[key] - queue.held[key])
@@ -994,17 +1127,27 @@ class Cell:
         r.probe_timeouts = self.probe.timeouts
         r.slowest_webhook_ms = ledger.slowest_webhook * 1000
         r.slowest_webhook_at = ledger.slowest_webhook_at
-        log(f"[{self.label}] counted: acked {r.acked} filed {r.filed} lost {r.lost} "
+        log(
+            f"[{self.label}] counted: acked {r.acked} filed {r.filed} lost {r.lost} "
             f"duplicated {r.duplicated}; slowest probe {r.slowest_probe_ms:.0f} ms at "
-            f"{self.probe.slowest_at}")
+            f"{self.probe.slowest_at}"
+        )
 
     def stop_threads(self) -> None:
         self.probe.stop_event.set()
         self.monitor.stop_event.set()
 
 
-def run_cell(src: Path, server_kind: str, mode: str, args, rng: random.Random,
-             out_dir: Path, registry: list[Server], plugin_root: Path) -> CellResult:
+def run_cell(
+    src: Path,
+    server_kind: str,
+    mode: str,
+    args,
+    rng: random.Random,
+    out_dir: Path,
+    registry: list[Server],
+    plugin_root: Path,
+) -> CellResult:
     """Build, seed, burst-kill-restart and count one server x mode cell."""
     patched = not args.unpatched
     result = CellResult(server=server_kind, mode=mode, patched=patched)
@@ -1017,8 +1160,9 @@ def run_cell(src: Path, server_kind: str, mode: str, args, rng: random.Random,
     result.log_path = str(log_path)
     server = cell = None
     try:
-        port, webhook_id, _ = prepare_checkout(src, checkout, mode, patched, args, plugin_root,
-                                            label)
+        port, webhook_id, _ = prepare_checkout(
+            src, checkout, mode, patched, args, plugin_root, label
+        )
         server = Server(server_kind, checkout, port, args.oa_python, log_path)
         registry.append(server)
         cell = Cell(server, mode, patched, webhook_id, args, rng, result, label)
@@ -1044,8 +1188,9 @@ def run_cell(src: Path, server_kind: str, mode: str, args, rng: random.Random,
     return result
 
 
-def drain(checkout: Path, mode: str, patched: bool, ledger: Ledger, monitor: FiledMonitor,
-          timeout: float) -> bool:
+def drain(
+    checkout: Path, mode: str, patched: bool, ledger: Ledger, monitor: FiledMonitor, timeout: float
+) -> bool:
     """Wait until every order that can still arrive has arrived; False on timeout.
 
     Patched: no pending / sending / in_doubt rows in the queue database.  Unpatched (no
@@ -1072,9 +1217,24 @@ def drain(checkout: Path, mode: str, patched: bool, ledger: Ledger, monitor: Fil
 # --------------------------------------------------------------------------- report
 
 COLUMNS = [
-    ("server", 8), ("mode", 9), ("queue", 9), ("rounds", 6), ("fired", 5), ("acked", 5),
-    ("unans", 5), ("stored", 6), ("filed", 5), ("lost", 4), ("silent", 6), ("dup", 3), ("doubt", 5),
-    ("dead*", 5), ("left", 4), ("restart->last s", 15), ("probe ms", 8), ("hook ms", 7),
+    ("server", 8),
+    ("mode", 9),
+    ("queue", 9),
+    ("rounds", 6),
+    ("fired", 5),
+    ("acked", 5),
+    ("unans", 5),
+    ("stored", 6),
+    ("filed", 5),
+    ("lost", 4),
+    ("silent", 6),
+    ("dup", 3),
+    ("doubt", 5),
+    ("dead*", 5),
+    ("left", 4),
+    ("restart->last s", 15),
+    ("probe ms", 8),
+    ("hook ms", 7),
 ]
 
 
@@ -1096,34 +1256,64 @@ def print_table(results: list[CellResult]) -> None:
             print(f"{r.server:<8} | {r.mode:<9} | FAILED: {r.error}")
             continue
         restart = r.restart_to_last_filed
-        row = [r.server, r.mode, "durable" if r.patched else "memory", r.rounds, r.fired,
-               r.acked, r.unanswered, r.stored, r.filed, r.lost, r.silent, r.duplicated, r.in_doubt,
-               sum(r.dead_other.values()) if r.patched else None,
-               r.left_unfinished,
-               (f"{restart:.1f}" if restart is not None and restart >= 0 else
-                "none after" if restart is not None else None),
-               r.slowest_probe_ms, r.slowest_webhook_ms]
-        print(" | ".join(_cell(v, 0).ljust(width) for v, (_n, width) in zip(row, COLUMNS)))
+        row = [
+            r.server,
+            r.mode,
+            "durable" if r.patched else "memory",
+            r.rounds,
+            r.fired,
+            r.acked,
+            r.unanswered,
+            r.stored,
+            r.filed,
+            r.lost,
+            r.silent,
+            r.duplicated,
+            r.in_doubt,
+            sum(r.dead_other.values()) if r.patched else None,
+            r.left_unfinished,
+            (
+                f"{restart:.1f}"
+                if restart is not None and restart >= 0
+                else "none after"
+                if restart is not None
+                else None
+            ),
+            r.slowest_probe_ms,
+            r.slowest_webhook_ms,
+        ]
+        print(
+            " | ".join(
+                _cell(v, 0).ljust(width) for v, (_n, width) in zip(row, COLUMNS, strict=False)
+            )
+        )
     print()
-    print("fired = webhooks that reached a connection (refused ones not counted); unans = "
-          "connection cut before an answer;\nstored = rows in order_queue.db; silent = lost and not held as dead/in_doubt in the queue;\ndoubt = dead "
-          "with reason in_doubt + left in_doubt (handed to the operator);\ndead* = dead for "
-          "another reason; left = pending/sending/in_doubt at the end; restart->last = last "
-          "restart to last order filed;\nprobe ms = slowest probe answer while up; hook ms = "
-          "slowest webhook answer while up.")
+    print(
+        "fired = webhooks that reached a connection (refused ones not counted); unans = "
+        "connection cut before an answer;\nstored = rows in order_queue.db; silent = lost and "
+        "not held as dead/in_doubt in the queue;\ndoubt = dead "
+        "with reason in_doubt + left in_doubt (handed to the operator);\ndead* = dead for "
+        "another reason; left = pending/sending/in_doubt at the end; restart->last = last "
+        "restart to last order filed;\nprobe ms = slowest probe answer while up; hook ms = "
+        "slowest webhook answer while up."
+    )
     for r in results:
         if r.restart_to_last_settled is not None:
-            print(f"[{r.server} / {r.mode}] recovery: last in-doubt order settled "
-                  f"{r.restart_to_last_settled:.1f} s after the last restart; backlog: last "
-                  f"order filed {r.restart_to_last_filed or 0:.1f} s after it")
+            print(
+                f"[{r.server} / {r.mode}] recovery: last in-doubt order settled "
+                f"{r.restart_to_last_settled:.1f} s after the last restart; backlog: last "
+                f"order filed {r.restart_to_last_filed or 0:.1f} s after it"
+            )
     for r in results:
-        print(f"\n[{r.server} / {r.mode} / {'durable' if r.patched else 'memory'}] "
-              f"kills: {', '.join(r.kills) or '-'}; answers: {r.statuses}; refused "
-              f"connections: {r.refused}; drained: {r.drained}; forced stops: "
-              f"{r.forced_stops}; probe {r.probe_path}: slowest at {r.slowest_probe_at or '-'}, "
-              f"timeouts {r.probe_timeouts}; "
-              f"cell took {r.seconds:.0f} s"
-              f"{'; queue runs as ' + r.server_model if r.server_model else ''}")
+        print(
+            f"\n[{r.server} / {r.mode} / {'durable' if r.patched else 'memory'}] "
+            f"kills: {', '.join(r.kills) or '-'}; answers: {r.statuses}; refused "
+            f"connections: {r.refused}; drained: {r.drained}; forced stops: "
+            f"{r.forced_stops}; probe {r.probe_path}: slowest at {r.slowest_probe_at or '-'}, "
+            f"timeouts {r.probe_timeouts}; "
+            f"cell took {r.seconds:.0f} s"
+            f"{'; queue runs as ' + r.server_model if r.server_model else ''}"
+        )
         print(f"  slowest webhook answer at {r.slowest_webhook_at or '-'}")
         if r.attempts:
             print(f"  queue attempt trail (kind:outcome): {r.attempts}")
@@ -1138,38 +1328,63 @@ def print_table(results: list[CellResult]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run every cell, print the table; always clean up."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("openalgo", type=Path, help="OpenAlgo checkout (left untouched)")
     parser.add_argument("--servers", default="dev,gunicorn")
     parser.add_argument("--modes", default="analyzer,semi_auto")
     parser.add_argument("--rounds", type=int, default=6, help="kill rounds per cell")
-    parser.add_argument("--no-kill", action="store_true",
-                        help="bursts without kills (pacing against OpenAlgo's limiter)")
-    parser.add_argument("--unpatched", action="store_true",
-                        help="baseline: plain OpenAlgo with its in-memory queue")
-    parser.add_argument("--burst", type=int, default=0,
-                        help="webhooks per round (default 60 analyzer, 80 semi_auto)")
+    parser.add_argument(
+        "--no-kill",
+        action="store_true",
+        help="bursts without kills (pacing against OpenAlgo's limiter)",
+    )
+    parser.add_argument(
+        "--unpatched", action="store_true", help="baseline: plain OpenAlgo with its in-memory queue"
+    )
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        help="webhooks per round (default 60 analyzer, 80 semi_auto)",
+    )
     parser.add_argument("--threads", type=int, default=6, help="webhook client threads")
-    parser.add_argument("--gap", type=float, default=0.02,
-                        help="pause between one client's webhooks (s)")
-    parser.add_argument("--sell-share", type=float, default=0.15,
-                        help="share of SELL (smart order) webhooks in semi_auto")
+    parser.add_argument(
+        "--gap", type=float, default=0.02, help="pause between one client's webhooks (s)"
+    )
+    parser.add_argument(
+        "--sell-share",
+        type=float,
+        default=0.15,
+        help="share of SELL (smart order) webhooks in semi_auto",
+    )
     parser.add_argument("--drain-timeout", type=float, default=180)
     parser.add_argument("--boot-timeout", type=float, default=90)
-    parser.add_argument("--exit-timeout", type=float, default=60,
-                        help="how long a SIGTERMed server may take before SIGKILL")
-    parser.add_argument("--probe-path", default="",
-                        help="probe URL path (default: plugin health, or / unpatched)")
+    parser.add_argument(
+        "--exit-timeout",
+        type=float,
+        default=60,
+        help="how long a SIGTERMed server may take before SIGKILL",
+    )
+    parser.add_argument(
+        "--probe-path", default="", help="probe URL path (default: plugin health, or / unpatched)"
+    )
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--queue-url", default="",
-                        help="a PostgreSQL URL: each cell's queue in a fresh schema there "
-                             "(OpenAlgo's environment needs psycopg); default: SQLite")
+    parser.add_argument(
+        "--queue-url",
+        default="",
+        help="a PostgreSQL URL: each cell's queue in a fresh schema there "
+        "(OpenAlgo's environment needs psycopg); default: SQLite",
+    )
     parser.add_argument("--oa-python", default=DEFAULT_OA_PYTHON)
     parser.add_argument("--installer-python", default=DEFAULT_INSTALLER_PYTHON)
-    parser.add_argument("--plugin-ref", default="",
-                        help="install the plugin from this git ref of the project "
-                             "(git archive) instead of the working tree, e.g. HEAD")
+    parser.add_argument(
+        "--plugin-ref",
+        default="",
+        help="install the plugin from this git ref of the project "
+        "(git archive) instead of the working tree, e.g. HEAD",
+    )
     parser.add_argument("--out", type=Path, default=None, help="where logs and JSON go")
     parser.add_argument("--keep", action="store_true", help="keep the checkout copies")
     parser.add_argument("--log-samples", type=int, default=8)
@@ -1192,11 +1407,18 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(seed)
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="openalgo-matrix-"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    head = subprocess.run(["git", "-C", str(MAIN), "rev-parse", "--short",
-                           args.plugin_ref or "HEAD"],
-                          capture_output=True, text=True, check=False).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(MAIN), "status", "--porcelain"],
-                           capture_output=True, text=True, check=False).stdout.split("\n")
+    head = subprocess.run(
+        ["git", "-C", str(MAIN), "rev-parse", "--short", args.plugin_ref or "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(MAIN), "status", "--porcelain"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split("\n")
     dirty = [d.strip() for d in dirty if d.strip()] if not args.plugin_ref else []
     plugin_root = MAIN
     if not args.unpatched:
@@ -1204,8 +1426,10 @@ def main(argv: list[str] | None = None) -> int:
             plugin_root = plugin_source(args.plugin_ref, out_dir / "plugin-src")
         except subprocess.CalledProcessError as exc:
             parser.error(f"cannot export --plugin-ref {args.plugin_ref}: {exc}")
-    log(f"seed {seed}; plugin {MAIN} at {head}{' (+ uncommitted: ' + ', '.join(dirty) + ')' if dirty else ''}; "
-        f"logs in {out_dir}")
+    log(
+        f"seed {seed}; plugin {MAIN} at {head}{' (+ uncommitted: ' + ', '.join(dirty) + ')' if dirty else ''}; "  # noqa: E501
+        f"logs in {out_dir}"
+    )
 
     registry: list[Server] = []
     results: list[CellResult] = []
@@ -1218,21 +1442,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for server_kind in servers:
             for mode in modes:
-                results.append(run_cell(src, server_kind, mode, args, rng, out_dir, registry,
-                                        plugin_root))
+                results.append(
+                    run_cell(src, server_kind, mode, args, rng, out_dir, registry, plugin_root)
+                )
     except KeyboardInterrupt:
         log("interrupted: stopping everything")
     finally:
         for server in registry:
             server.force_kill()
     log(f"matrix took {time.monotonic() - started:.0f} s")
-    print(f"\nOpenAlgo {src} | plugin {'not installed (--unpatched)' if args.unpatched else head}"
-          f" | seed {seed} | rounds {args.rounds} | threads {args.threads}\n")
+    print(
+        f"\nOpenAlgo {src} | plugin {'not installed (--unpatched)' if args.unpatched else head}"
+        f" | seed {seed} | rounds {args.rounds} | threads {args.threads}\n"
+    )
     print_table(results)
-    (out_dir / "results.json").write_text(json.dumps(
-        {"seed": seed, "plugin_head": head, "plugin_dirty": dirty,
-         "results": [{k: v for k, v in r.__dict__.items()} for r in results]},
-        indent=2, default=str))
+    (out_dir / "results.json").write_text(
+        json.dumps(
+            {
+                "seed": seed,
+                "plugin_head": head,
+                "plugin_dirty": dirty,
+                "results": [{k: v for k, v in r.__dict__.items()} for r in results],
+            },
+            indent=2,
+            default=str,
+        )
+    )
     print(f"\nlogs and results.json in {out_dir}")
     failed = any(r.error or (r.patched and (r.silent or r.duplicated)) for r in results)
     return 1 if failed else 0

@@ -34,14 +34,14 @@ from pathlib import Path
 import openalgo_matrix as matrix
 
 PASSWORD = "Page-check-pw-1!"
-FUNDS_STANDIN = '''"""Stand-in written by the order queue's page check: a broker session that is valid."""
+FUNDS_STANDIN = '''"""Stand-in written by the order queue's page check: a valid broker session."""
 
 
 def get_margin_data(auth_token):
     return {"availablecash": "100000.00", "collateral": "0", "utiliseddebits": "0"}
 '''
 
-SEED = r'''
+SEED = r"""
 import json, sys
 from utils.env_check import load_and_check_env_variables
 load_and_check_env_variables()
@@ -69,12 +69,12 @@ assert auth_db.update_order_mode("admin", "auto")
 settings_db.set_analyze_mode(True)
 auth_db.upsert_auth("admin", "offline-token", "offline")
 print("SEEDED")
-'''
+"""
 
 # Run with this project's interpreter: an order dead in doubt, written through the
 # plugin's own store with the checkout's pepper (nothing inside OpenAlgo can make one on
 # demand: it takes a lost answer and an orderbook that cannot tell).
-IN_DOUBT = r'''
+IN_DOUBT = r"""
 import json, sys
 from database.order_queue import api_keys
 from database.order_queue.store import QueueStore
@@ -94,7 +94,7 @@ for _ in range(20):
                         outcome="unknown", error="answer lost; orderbook could not tell")
         print(order_id)
         break
-'''
+"""
 
 
 def env_value(checkout: Path, name: str) -> str:
@@ -105,16 +105,23 @@ def env_value(checkout: Path, name: str) -> str:
 def post_webhook(port: int, webhook_id: str, symbol: str) -> tuple[int, dict, str]:
     conn = http.client.HTTPConnection(matrix.HOST, port, timeout=30)
     try:
-        conn.request("POST", f"/strategy/webhook/{webhook_id}",
-                     json.dumps({"symbol": symbol, "action": "BUY"}),
-                     {"Content-Type": "application/json"})
+        conn.request(
+            "POST",
+            f"/strategy/webhook/{webhook_id}",
+            json.dumps({"symbol": symbol, "action": "BUY"}),
+            {"Content-Type": "application/json"},
+        )
         answer = conn.getresponse()
         body = answer.read()
         try:
             data = json.loads(body)
         except ValueError:
             data = {}
-        return answer.status, data, answer.getheader("Retry-After") or answer.getheader("Location") or ""
+        return (
+            answer.status,
+            data,
+            answer.getheader("Retry-After") or answer.getheader("Location") or "",
+        )
     finally:
         conn.close()
 
@@ -125,8 +132,14 @@ def browser(profile: Path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1280,1000", f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
@@ -136,28 +149,38 @@ def wait(driver, predicate, timeout=30):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2,
-                         ignored_exceptions=(StaleElementReferenceException,)).until(predicate)
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(predicate)
 
 
 def run(args) -> dict:
     work = args.out or Path(tempfile.mkdtemp(prefix="oa-page-"))
     checkout = work / "openalgo"
     matrix.copy_checkout(args.openalgo, checkout)
-    matrix.run_checked([args.installer_python, "-m", "install.openalgo", str(checkout)],
-                       matrix.MAIN, 120, "plugin install")
+    matrix.run_checked(
+        [args.installer_python, "-m", "install.openalgo", str(checkout)],
+        matrix.MAIN,
+        120,
+        "plugin install",
+    )
     port = matrix.free_port()
     matrix.write_env(checkout, port, matrix.free_port(), matrix.free_port())
     env = (checkout / ".env").read_text()
     env = re.sub(r"^[ \t]*CSP_SCRIPT_SRC[ \t]*=.*\n", "", env, flags=re.M)  # OpenAlgo's default
-    env = re.sub(r"^WEBHOOK_RATE_LIMIT = .*$", "WEBHOOK_RATE_LIMIT = '5 per minute'", env,
-                 flags=re.M)
+    env = re.sub(
+        r"^WEBHOOK_RATE_LIMIT = .*$", "WEBHOOK_RATE_LIMIT = '5 per minute'", env, flags=re.M
+    )
     (checkout / ".env").write_text(env)
     (checkout / "broker" / "offline" / "api").mkdir(parents=True)
     (checkout / "broker" / "offline" / "api" / "funds.py").write_text(FUNDS_STANDIN)
     webhook_id = str(uuid.uuid4())
-    matrix.run_checked([args.oa_python, "-c", SEED, json.dumps(
-        {"password": PASSWORD, "webhook_id": webhook_id})], checkout, 180, "seeding OpenAlgo")
+    matrix.run_checked(
+        [args.oa_python, "-c", SEED, json.dumps({"password": PASSWORD, "webhook_id": webhook_id})],
+        checkout,
+        180,
+        "seeding OpenAlgo",
+    )
     server = matrix.Server("gunicorn", checkout, port, args.oa_python, work / "openalgo.log")
     found: dict = {"work": str(work)}
     try:
@@ -165,24 +188,40 @@ def run(args) -> dict:
         assert matrix.wait_answering(port, "/", 120), "OpenAlgo did not answer"
         matrix.wait_dispatcher(port, 60)
         # 1. The webhook limit: one for the dead order, then a burst past it.
-        answers = [post_webhook(port, webhook_id, symbol)
-                   for symbol in ["NOSUCH"] + ["SBIN"] * 6]
+        answers = [post_webhook(port, webhook_id, symbol) for symbol in ["NOSUCH"] + ["SBIN"] * 6]
         found["webhook statuses"] = [status for status, _, _ in answers]
         refused = [a for a in answers if a[0] != 200]
-        found["refused answer"] = {"status": refused[0][0], "body": refused[0][1],
-                                   "Retry-After": refused[0][2]} if refused else None
+        found["refused answer"] = (
+            {"status": refused[0][0], "body": refused[0][1], "Retry-After": refused[0][2]}
+            if refused
+            else None
+        )
         in_doubt = subprocess.run(
-            [args.installer_python, "-c", IN_DOUBT, json.dumps({
-                "pepper": env_value(checkout, "API_KEY_PEPPER"),
-                "url": f"sqlite:///{checkout / 'db' / 'order_queue.db'}"})],
-            cwd=matrix.MAIN, capture_output=True, text=True, timeout=60, check=True)
+            [
+                args.installer_python,
+                "-c",
+                IN_DOUBT,
+                json.dumps(
+                    {
+                        "pepper": env_value(checkout, "API_KEY_PEPPER"),
+                        "url": f"sqlite:///{checkout / 'db' / 'order_queue.db'}",
+                    }
+                ),
+            ],
+            cwd=matrix.MAIN,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         doubt_id = int(in_doubt.stdout.split()[-1])
         found.update(page_checks(args, work, port, doubt_id))
         found["health"] = health_summary(port)
     finally:
         server.force_kill()
-    found["sandbox orders"] = matrix._query(checkout / "db" / "sandbox.db",
-                                            "SELECT symbol, action, quantity FROM sandbox_orders")
+    found["sandbox orders"] = matrix._query(
+        checkout / "db" / "sandbox.db", "SELECT symbol, action, quantity FROM sandbox_orders"
+    )
     return found
 
 
@@ -208,8 +247,11 @@ def page_checks(args, work: Path, port: int, doubt_id: int) -> dict:
         found["charts drawn"] = len(driver.find_elements(By.CSS_SELECTOR, "#charts svg"))
 
         def tick_and_replay(d):  # the table repaints on live events: find and click at once
-            row = next(r for r in d.find_elements(By.CSS_SELECTOR, "#dead-table tbody tr")
-                       if "NOSUCH" in r.text)
+            row = next(
+                r
+                for r in d.find_elements(By.CSS_SELECTOR, "#dead-table tbody tr")
+                if "NOSUCH" in r.text
+            )
             row.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
             d.find_element(By.ID, "bulk-replay").click()
             return True
@@ -227,10 +269,13 @@ def page_checks(args, work: Path, port: int, doubt_id: int) -> dict:
         driver.switch_to.alert.accept()
         wait(driver, lambda d: d.find_element(By.ID, "order-state").text == "sent", 60)
         found["in-doubt order settled not placed, then"] = driver.find_element(
-            By.ID, "order-state").text
+            By.ID, "order-state"
+        ).text
         found["scripts refused by the policy"] = [
-            e["message"] for e in driver.get_log("browser")
-            if "Content Security Policy" in e["message"]]
+            e["message"]
+            for e in driver.get_log("browser")
+            if "Content Security Policy" in e["message"]
+        ]
         found["policy served"] = csp_of(port)
     finally:
         driver.quit()
@@ -260,8 +305,9 @@ def health_summary(port: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("openalgo", type=Path)
     parser.add_argument("--screenshot", type=Path)
     parser.add_argument("--oa-python", default=matrix.DEFAULT_OA_PYTHON)
@@ -270,10 +316,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     found = run(args)
     print(json.dumps(found, default=str))
-    ok = (found.get("page live") and found.get("charts drawn") == 3
-          and not found.get("scripts refused by the policy")
-          and found.get("in-doubt order settled not placed, then") == "sent"
-          and (found.get("refused answer") or {}).get("status") == 429)
+    ok = (
+        found.get("page live")
+        and found.get("charts drawn") == 3
+        and not found.get("scripts refused by the policy")
+        and found.get("in-doubt order settled not placed, then") == "sent"
+        and (found.get("refused answer") or {}).get("status") == 429
+    )
     return 0 if ok else 1
 
 

@@ -39,7 +39,7 @@ SYMBOLS = ["SBIN", "INFY", "TCS"]
 OPEN_QUANTITY = 10
 IST = timezone(timedelta(hours=5, minutes=30))
 
-SEED = r'''
+SEED = r"""
 import json, secrets, sys
 from utils.env_check import load_and_check_env_variables
 load_and_check_env_variables()
@@ -70,7 +70,7 @@ assert auth_db.update_order_mode(user, "auto")
 settings_db.set_analyze_mode(True)
 auth_db.upsert_auth(user, "offline-token", "offline")
 print("SEEDED", strategy.id)
-'''
+"""
 
 
 def shifted_clock() -> int:
@@ -89,8 +89,10 @@ def wait_until(moment: datetime, offset: int) -> None:
 
 
 def closes(checkout: Path) -> list[tuple]:
-    return matrix._query(checkout / "db" / "sandbox.db",
-                         "SELECT symbol, action, quantity FROM sandbox_orders ORDER BY id")
+    return matrix._query(
+        checkout / "db" / "sandbox.db",
+        "SELECT symbol, action, quantity FROM sandbox_orders ORDER BY id",
+    )
 
 
 def health(port: int) -> dict:
@@ -108,16 +110,29 @@ def prepare(src: Path, work: Path, name: str, squareoff: str, args, offset: int)
     checkout = work / name
     matrix.copy_checkout(src, checkout)
     if not args.unpatched:
-        matrix.run_checked([args.installer_python, "-m", "install.openalgo", str(checkout)],
-                           matrix.MAIN, 120, "plugin install")
+        matrix.run_checked(
+            [args.installer_python, "-m", "install.openalgo", str(checkout)],
+            matrix.MAIN,
+            120,
+            "plugin install",
+        )
     port, ws_port, zmq_port = matrix.free_port(), matrix.free_port(), matrix.free_port()
     matrix.write_env(checkout, port, ws_port, zmq_port)
-    seed = {"webhook_id": str(uuid.uuid4()), "symbols": SYMBOLS, "squareoff": squareoff,
-            "open_quantity": OPEN_QUANTITY}
-    matrix.run_checked(["faketime", "-f", f"{offset:+d}", args.oa_python, "-c", SEED,
-                        json.dumps(seed)], checkout, 180, "seeding OpenAlgo")
-    return checkout, matrix.Server(args.server, checkout, port, args.oa_python,
-                                   work / f"{name}.log")
+    seed = {
+        "webhook_id": str(uuid.uuid4()),
+        "symbols": SYMBOLS,
+        "squareoff": squareoff,
+        "open_quantity": OPEN_QUANTITY,
+    }
+    matrix.run_checked(
+        ["faketime", "-f", f"{offset:+d}", args.oa_python, "-c", SEED, json.dumps(seed)],
+        checkout,
+        180,
+        "seeding OpenAlgo",
+    )
+    return checkout, matrix.Server(
+        args.server, checkout, port, args.oa_python, work / f"{name}.log"
+    )
 
 
 def boot(server, args, offset: int) -> None:
@@ -137,8 +152,9 @@ def boot(server, args, offset: int) -> None:
 
 
 def restart_before(src: Path, work: Path, args, offset: int) -> dict:
-    due = (fake_now(offset) + timedelta(minutes=2)).replace(second=0, microsecond=0) \
-        + timedelta(minutes=1)
+    due = (fake_now(offset) + timedelta(minutes=2)).replace(second=0, microsecond=0) + timedelta(
+        minutes=1
+    )
     checkout, server = prepare(src, work, "restart-before", due.strftime("%H:%M"), args, offset)
     try:
         boot(server, args, offset)
@@ -146,8 +162,12 @@ def restart_before(src: Path, work: Path, args, offset: int) -> dict:
         server.stop(30)
         boot(server, args, offset)
         wait_until(due + timedelta(seconds=60), offset)
-        return {"scenario": "restart 1 min before the squareoff", "squareoff": due.strftime("%H:%M"),
-                "closes filed": len(closes(checkout)), "orders": closes(checkout)}
+        return {
+            "scenario": "restart 1 min before the squareoff",
+            "squareoff": due.strftime("%H:%M"),
+            "closes filed": len(closes(checkout)),
+            "orders": closes(checkout),
+        }
     finally:
         server.force_kill()
 
@@ -169,18 +189,22 @@ def down_across(src: Path, work: Path, args, offset: int) -> dict:
         server.stop(30)
         boot(server, args, offset)
         time.sleep(20)
-        return {"scenario": "down across the squareoff, started 1 min after",
-                "squareoff": due.strftime("%H:%M"), "closes filed at start": at_start,
-                "closes filed after another restart": len(closes(checkout)),
-                "health warnings": first_start.get("warnings"),
-                "orders": closes(checkout)}
+        return {
+            "scenario": "down across the squareoff, started 1 min after",
+            "squareoff": due.strftime("%H:%M"),
+            "closes filed at start": at_start,
+            "closes filed after another restart": len(closes(checkout)),
+            "health warnings": first_start.get("warnings"),
+            "orders": closes(checkout),
+        }
     finally:
         server.force_kill()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("openalgo", type=Path)
     parser.add_argument("--server", choices=("gunicorn", "dev"), default="gunicorn")
     parser.add_argument("--unpatched", action="store_true", help="plain OpenAlgo: the baseline")
@@ -190,10 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = args.out or Path(tempfile.mkdtemp(prefix="oa-squareoff-"))
     offset = shifted_clock()
-    matrix.log(f"OpenAlgo's clock shifted by {offset:+d} s (now {fake_now(offset):%H:%M} IST); "
-               f"work in {work}")
-    results = [restart_before(args.openalgo, work, args, offset),
-               down_across(args.openalgo, work, args, offset)]
+    matrix.log(
+        f"OpenAlgo's clock shifted by {offset:+d} s (now {fake_now(offset):%H:%M} IST); "
+        f"work in {work}"
+    )
+    results = [
+        restart_before(args.openalgo, work, args, offset),
+        down_across(args.openalgo, work, args, offset),
+    ]
     for result in results:
         print(json.dumps(result))
     return 0

@@ -46,9 +46,7 @@ def setup_logging() -> None:
     if _configured:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s [%(name)s] %(message)s")
-    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(name)s] %(message)s"))
     handler.addFilter(RedactSecretsFilter())
     root = logging.getLogger()
     root.addHandler(handler)

@@ -4,12 +4,10 @@ OpenAlgo's version also wants a broker login; the host only has its own login, s
 session is valid when ``logged_in`` is set (by ``blueprints/auth.py``).
 """
 
+import time
 from functools import wraps
 
-import time
-
 from flask import jsonify, redirect, request, session, url_for
-
 
 #: A session ends this long after login whatever the activity (the idle limit is the
 #: cookie's PERMANENT_SESSION_LIFETIME, refreshed on every request).
@@ -18,9 +16,12 @@ ABSOLUTE_SESSION_SECONDS = 12 * 3600
 
 def is_session_valid() -> bool:
     login_time = session.get("login_time")
-    return bool(session.get("logged_in") and session.get("user")
-                and isinstance(login_time, (int, float))
-                and time.time() - login_time < ABSOLUTE_SESSION_SECONDS)
+    return bool(
+        session.get("logged_in")
+        and session.get("user")
+        and isinstance(login_time, (int, float))
+        and time.time() - login_time < ABSOLUTE_SESSION_SECONDS
+    )
 
 
 def _wants_json() -> bool:
@@ -38,8 +39,9 @@ def check_session_validity(view):
     def wrapped(*args, **kwargs):
         if not is_session_valid():
             if _wants_json():
-                return jsonify({"status": "error", "error": "session_expired",
-                                "message": "Log in first."}), 401
+                return jsonify(
+                    {"status": "error", "error": "session_expired", "message": "Log in first."}
+                ), 401
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         return view(*args, **kwargs)
 

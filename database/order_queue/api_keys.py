@@ -36,7 +36,8 @@ def use_pepper(pepper: str) -> None:
     global _current_pepper
     if len(pepper or "") < 32:
         raise CredentialsUnavailable(
-            f"{PEPPER_VARIABLE} must be set to at least 32 characters to encrypt API keys")
+            f"{PEPPER_VARIABLE} must be set to at least 32 characters to encrypt API keys"
+        )
     _current_pepper = pepper.encode()
 
 
@@ -75,8 +76,10 @@ def seal_with_account(api_key: str) -> tuple[str, str]:
 
 @lru_cache(maxsize=256)
 def _sealed_with_account(pepper: bytes, api_key: str) -> tuple[str, str]:
-    return (_fernet_for(pepper).encrypt(api_key.encode()).decode(),
-            hmac.new(pepper, api_key.encode(), hashlib.sha256).hexdigest()[:16])
+    return (
+        _fernet_for(pepper).encrypt(api_key.encode()).decode(),
+        hmac.new(pepper, api_key.encode(), hashlib.sha256).hexdigest()[:16],
+    )
 
 
 def mask(api_key: str | None) -> str:

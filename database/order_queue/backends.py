@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Protocol
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
@@ -22,6 +23,7 @@ from database.order_queue.green import run_blocking
 from database.order_queue.model import (
     ALLOWED_TRANSITIONS,
     DATABASE_URL_VARIABLE,
+    DEFAULT_BUSY_TIMEOUT_MS,
     IDENTITY_COLUMNS,
     OWING_STATES,
     QueueStorageError,
@@ -42,12 +44,65 @@ WAL_SIZE_LIMIT_BYTES = 8 * 1024 * 1024
 _TRANSITIONS_SQL = ", ".join(f"'{a}>{b}'" for a, b in ALLOWED_TRANSITIONS)
 TRANSITION_ERROR = "order_queue: this state change is not part of the order lifecycle"
 IDENTITY_ERROR = "order_queue: identity columns are write-once"
-OWING_DELETE_ERROR = "order_queue: an order that still owes a delivery or a decision cannot be deleted"
+OWING_DELETE_ERROR = (
+    "order_queue: an order that still owes a delivery or a decision cannot be deleted"
+)
 ATTEMPTS_ERROR = "order_queue_attempts: the attempt trail is append-only"
 REPLACE_ERROR = "order_queue: a row with this id exists; rows are never replaced"
 #: Only an order dead in doubt may be marked sent (the operator's settle "placed"); a
 #: rejected or expired one was never placed, and "sent" would let it be purged.
 _DEAD_TO_SENT_NEEDS = "in_doubt"
+
+
+class Backend(Protocol):
+    """What the store asks of a database kind; one small class per kind below."""
+
+    #: Processes on several machines may share it (their own clocks may then differ).
+    spans_machines: bool
+
+    def create_engine(self, url: str) -> Engine:
+        """The engine, with the kind's connection settings."""
+
+    def prepare_storage(self, engine: Engine) -> None:
+        """Make room for the database before the schema (a folder, a disk reserve)."""
+
+    def lock_schema(self, conn: Connection) -> None:
+        """Serialise schema creation across processes starting at once."""
+
+    def create_triggers(self, conn: Connection) -> None:
+        """The write-once rules, in the database itself."""
+
+    def check_writable(self, engine: Engine) -> None:
+        """Raise before a write that cannot be stored where it is meant to be."""
+
+    def check_room(self) -> None:
+        """Raise ``QueueStorageError`` while new orders must be refused (a full disk)."""
+
+    def on_disk_full(self, now: datetime) -> None:
+        """A write was refused for a full disk."""
+
+    def storage_warning(self) -> str | None:
+        """Why new orders are refused now, or None."""
+
+    def insert_order(self, engine: Engine, row: dict[str, Any]) -> int:
+        """Commit one new order row; its id."""
+
+    def lock_lane(self, conn: Connection, lane_key: str) -> None:
+        """Serialise send stamps of one account lane until the transaction ends."""
+
+    def shared_now(self, conn: Connection) -> datetime:
+        """The clock every process sharing the database agrees on."""
+
+    def claim_lock_options(self) -> dict:
+        """``with_for_update`` options for claims, or {} where writes are serialised."""
+
+    def notify(self, conn: Connection) -> None:
+        """Wake dispatchers in other processes once the transaction commits."""
+
+    def start_listener(
+        self, engine: Engine, wake: Callable[[], None], stop: threading.Event
+    ) -> threading.Thread | None:
+        """Call ``wake`` on other processes' notifications, until ``stop``."""
 
 
 class _DriverInsert:
@@ -66,8 +121,13 @@ class _DriverInsert:
     def run(self, cursor, row: dict[str, Any]) -> int:
         if tuple(sorted(row)) != self.keys:
             raise ValueError("an order row must have the same columns every time")
-        cursor.execute(self.sql, [row[name] if process is None else process(row[name])
-                                  for name, process in zip(self.names, self.processors)])
+        cursor.execute(
+            self.sql,
+            [
+                row[name] if process is None else process(row[name])
+                for name, process in zip(self.names, self.processors, strict=False)
+            ],
+        )
         return cursor.lastrowid
 
 
@@ -76,18 +136,21 @@ class SqliteBackend:
 
     Every write transaction starts with ``BEGIN IMMEDIATE`` so a read-then-write claim
     takes the write lock up front and waits on ``busy_timeout`` instead of failing with
-    "database is locked" when another connection wrote in between (docs/design.md, "Pitfalls").  That
-    needs pysqlite's own transaction handling off (``isolation_level=None``).
+    "database is locked" when another connection wrote in between (docs/design.md,
+    "Pitfalls").  That needs pysqlite's own transaction handling off
+    (``isolation_level=None``).
     """
 
     name = "sqlite"
 
-    def __init__(self, url: str, busy_timeout_ms: int = 5000, disk_reserve_bytes: int = 0):
+    def __init__(
+        self, url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, disk_reserve_bytes: int = 0
+    ):
         path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
         self.path = os.path.abspath(path) if path and not path.startswith(":memory:") else None
         self.busy_timeout_ms = busy_timeout_ms
         self.reserve = DiskReserve(self.path, disk_reserve_bytes) if self.path else None
-        self._file_identity = None
+        self._file_identity: tuple[int, int] | None = None  # (device, inode)
         self._insert_order: _DriverInsert | None = None
 
     def insert_order(self, engine: Engine, row: dict[str, Any]) -> int:
@@ -105,7 +168,9 @@ class SqliteBackend:
                 order_id = self._insert_order.run(cursor, row)
                 cursor.execute("COMMIT")
             except BaseException:
-                if connection.driver_connection.in_transaction:
+                driver_connection = connection.driver_connection
+                assert driver_connection is not None  # a checked-out connection has one
+                if driver_connection.in_transaction:
                     cursor.execute("ROLLBACK")
                 raise
             return order_id
@@ -113,8 +178,9 @@ class SqliteBackend:
             connection.close()
 
     def create_engine(self, url: str) -> Engine:
-        engine = create_engine(url, connect_args={"check_same_thread": False,
-                                                  "timeout": self.busy_timeout_ms / 1000})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": self.busy_timeout_ms / 1000}
+        )
         busy = self.busy_timeout_ms
 
         @event.listens_for(engine, "connect")
@@ -150,16 +216,19 @@ class SqliteBackend:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             _create_private(self.path)
             engine.connect().close()
+            assert self.reserve is not None  # made whenever there is a path
             self.reserve.keep()
 
     def check_room(self) -> None:
         """Refuse a new order while the disk is full (``disk_reserve``): what room
         there is belongs to the orders already stored."""
         if self.reserve is not None and not self.reserve.admits_new_orders():
+            assert self.path is not None  # a reserve is made only for a file
             raise QueueStorageError(
                 f"the queue's disk is full (since {self.reserve.full_since:%H:%M:%S} UTC, "
                 f"{os.path.dirname(self.path)}): order NOT queued; orders already stored "
-                f"still go out; free some space and intake resumes by itself")
+                f"still go out; free some space and intake resumes by itself"
+            )
 
     def on_disk_full(self, now: datetime) -> None:
         if self.reserve is not None:
@@ -169,14 +238,17 @@ class SqliteBackend:
         """Why new orders are refused now, for health and the page; None if they are not."""
         if self.reserve is None or self.reserve.full_since is None:
             return None
-        return (f"queue disk full since {self.reserve.full_since:%Y-%m-%dT%H:%M:%S}Z: "
-                f"webhooks answer 503, orders already stored still go out")
+        return (
+            f"queue disk full since {self.reserve.full_since:%Y-%m-%dT%H:%M:%S}Z: "
+            f"webhooks answer 503, orders already stored still go out"
+        )
 
     def lock_schema(self, conn: Connection) -> None:
         """BEGIN IMMEDIATE already makes concurrent schema creation take turns."""
 
-    def start_listener(self, engine: Engine, wake: Callable[[], None],
-                       stop: threading.Event) -> None:
+    def start_listener(
+        self, engine: Engine, wake: Callable[[], None], stop: threading.Event
+    ) -> None:
         """One process per SQLite file: enqueues wake the dispatcher in-process."""
 
     def check_writable(self, engine: Engine) -> None:
@@ -217,8 +289,9 @@ class SqliteBackend:
         """In-process wake-ups only; nothing to send through the database."""
 
     def create_triggers(self, conn: Connection) -> None:
-        """Write-once protection in the database itself (docs/design.md, "Dead letters and the record"), so no code path,
-        script or console session can rewrite what was ordered or erase an open order.
+        """Write-once protection in the database itself (docs/design.md, "Dead letters and
+        the record"), so no code path, script or console session can rewrite what was
+        ordered or erase an open order.
         Dropped and made again, so a database from an earlier version gets today's."""
         for statement in self.TRIGGERS:
             name = statement.split("TRIGGER", 1)[1].split()[0]
@@ -231,7 +304,8 @@ class SqliteBackend:
             BEGIN SELECT RAISE(ABORT, '{IDENTITY_ERROR}'); END""",
         f"""CREATE TRIGGER order_queue_state_machine
             BEFORE UPDATE OF state ON order_queue
-            WHEN NEW.state != OLD.state AND ((OLD.state || '>' || NEW.state) NOT IN ({_TRANSITIONS_SQL})
+            WHEN NEW.state != OLD.state
+              AND ((OLD.state || '>' || NEW.state) NOT IN ({_TRANSITIONS_SQL})
               OR (OLD.state = 'dead' AND NEW.state = 'sent'
                   AND COALESCE(OLD.dead_reason, '') != '{_DEAD_TO_SENT_NEEDS}'))
             BEGIN SELECT RAISE(ABORT, '{TRANSITION_ERROR}'); END""",
@@ -281,19 +355,21 @@ class PostgresBackend:
 
     def storage_warning(self) -> str | None:
         return None
+
     _LANE_LOCK_SPACE = 0x0DE0_0A1E  # arbitrary, constant: first key of the lane locks
     _SCHEMA_LOCK_KEY = 0x0DE0_0A1D  # "order queue schema"
 
     def create_engine(self, url: str) -> Engine:
         if url.startswith("postgres://"):
-            url = "postgresql://" + url[len("postgres://"):]
+            url = "postgresql://" + url[len("postgres://") :]
         if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
         # An unreachable server must cost a webhook a quick 503, not the kernel's two
         # minutes of SYN retries; a connect_timeout in the URL wins.
         connect_args = {} if "connect_timeout" in url else {"connect_timeout": 5}
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
-                             connect_args=connect_args)
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args
+        )
 
     def prepare_storage(self, engine: Engine) -> None:
         """The server owns its storage."""
@@ -303,8 +379,9 @@ class PostgresBackend:
         after the other, not all at once (CREATE TABLE races end in unique violations)."""
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._SCHEMA_LOCK_KEY})
 
-    def start_listener(self, engine: Engine, wake: Callable[[], None],
-                       stop: threading.Event) -> threading.Thread:
+    def start_listener(
+        self, engine: Engine, wake: Callable[[], None], stop: threading.Event
+    ) -> threading.Thread:
         """Wake ``wake`` on every NOTIFY order_queue, from any process, until ``stop``.
 
         Its own autocommit connection; reconnects after errors.  Polling remains the
@@ -345,15 +422,19 @@ class PostgresBackend:
     def insert_order(self, engine: Engine, row: dict[str, Any]) -> int:
         """The enqueue's transaction, with a wake-up for every listening dispatcher."""
         with engine.begin() as conn:
-            order_id = conn.execute(_INSERT_ORDER, row).inserted_primary_key[0]
+            inserted = conn.execute(_INSERT_ORDER, row).inserted_primary_key
+            assert inserted is not None  # a single-row insert reports its key
+            order_id = inserted[0]
             self.notify(conn)
         return order_id
 
     def lock_lane(self, conn: Connection, lane_key: str) -> None:
         """One send stamp at a time per account lane, across processes (the two-key
         advisory lock space does not overlap the schema lock's)."""
-        conn.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:lane))"),
-                     {"space": self._LANE_LOCK_SPACE, "lane": lane_key})
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:space, hashtext(:lane))"),
+            {"space": self._LANE_LOCK_SPACE, "lane": lane_key},
+        )
 
     #: Processes on several machines may share the server: their clocks may differ.
     spans_machines = True
@@ -361,7 +442,9 @@ class PostgresBackend:
     def shared_now(self, conn: Connection) -> datetime:
         """The database server's clock: dispatchers on several machines stamp their sends
         on one clock, so their rate windows agree whatever their own clocks say."""
-        return conn.execute(text("SELECT clock_timestamp() AT TIME ZONE 'UTC'")).scalar()
+        now = conn.execute(text("SELECT clock_timestamp() AT TIME ZONE 'UTC'")).scalar()
+        assert now is not None  # clock_timestamp() is never NULL
+        return now
 
     def claim_lock_options(self) -> dict:
         return {"skip_locked": True}
@@ -376,9 +459,12 @@ class PostgresBackend:
         role that does not own the tables (README: "Scaling out on PostgreSQL") and it
         cannot switch the protection off either; it then leaves the triggers the owner
         made as they are."""
-        owner = conn.execute(text(
-            "SELECT tableowner FROM pg_tables WHERE schemaname = current_schema() "
-            "AND tablename = 'order_queue'")).scalar()
+        owner = conn.execute(
+            text(
+                "SELECT tableowner FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename = 'order_queue'"
+            )
+        ).scalar()
         if owner != conn.execute(text("SELECT current_user")).scalar():
             return
         for statement in self.TRIGGERS:
@@ -390,7 +476,8 @@ class PostgresBackend:
             BEGIN
               IF TG_OP = 'UPDATE' THEN
                 IF {_IDENTITY_CHANGED} THEN RAISE EXCEPTION '{IDENTITY_ERROR}'; END IF;
-                IF NEW.state <> OLD.state AND (OLD.state || '>' || NEW.state NOT IN ({_TRANSITIONS_SQL})
+                IF NEW.state <> OLD.state
+                    AND (OLD.state || '>' || NEW.state NOT IN ({_TRANSITIONS_SQL})
                     OR (OLD.state = 'dead' AND NEW.state = 'sent'
                         AND COALESCE(OLD.dead_reason, '') <> '{_DEAD_TO_SENT_NEEDS}'))
                 THEN RAISE EXCEPTION '{TRANSITION_ERROR}'; END IF;
@@ -438,7 +525,10 @@ def _create_private(path: str) -> None:
         pass
 
 
-def backend_for(url: str, busy_timeout_ms: int = 5000, disk_reserve_bytes: int = 0):
+def backend_for(
+    url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, disk_reserve_bytes: int = 0
+) -> Backend:
+    """The backend for ``url``: SQLite (a file of this machine) or PostgreSQL."""
     if url.startswith("sqlite"):
         return SqliteBackend(url, busy_timeout_ms, disk_reserve_bytes)
     if url.startswith(("postgresql", "postgres://")):

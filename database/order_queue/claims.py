@@ -22,9 +22,10 @@ from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
+from database.order_queue.core import StoreCore
 from database.order_queue.model import (
-    ClaimResult,
     ClaimedOrder,
+    ClaimResult,
     Lane,
     OrderState,
     RateLimits,
@@ -33,17 +34,28 @@ from database.order_queue.model import (
     orders,
 )
 
-
 #: The newest send stamps of one account lane since a moment, other than the order's own.
-_LANE_STAMPS = (select(orders.c.sent_at)
-                .where(orders.c.lane_key == bindparam("lane_key"),
-                       orders.c.sent_at > bindparam("since"), orders.c.id != bindparam("id"))
-                .order_by(orders.c.sent_at.desc()).limit(bindparam("limit")))
+_LANE_STAMPS = (
+    select(orders.c.sent_at)
+    .where(
+        orders.c.lane_key == bindparam("lane_key"),
+        orders.c.sent_at > bindparam("since"),
+        orders.c.id != bindparam("id"),
+    )
+    .order_by(orders.c.sent_at.desc())
+    .limit(bindparam("limit"))
+)
 #: A claim starts a send afresh: no stamp yet, no receipt from the host.  Without this a
 #: claim that dies before its stamp would carry the previous attempt's facts.
-_NOT_YET_SENT = {"sent_at": None, "fence_expected": None, "host_instance": None,
-                 "host_received_at": None, "host_done_at": None, "host_answer_status": None,
-                 "host_answer_body": None}
+_NOT_YET_SENT = {
+    "sent_at": None,
+    "fence_expected": None,
+    "host_instance": None,
+    "host_received_at": None,
+    "host_done_at": None,
+    "host_answer_status": None,
+    "host_answer_body": None,
+}
 
 # The claim path's statements, built once: building them per claim cost more than
 # running them.  Parameters are bound at execution (see ``claim_next``).
@@ -55,55 +67,94 @@ _IN_FLIGHT = (OrderState.SENDING.value, OrderState.IN_DOUBT.value)
 #: flight; on PostgreSQL ids may also commit out of order), and for a smart order no
 #: smart order of its instrument still settling (one the broker answered without
 #: placing anything changed no position: nothing to settle).  Exits first, then oldest.
-_CLAIM_CANDIDATE = select(orders).where(
-    orders.c.state == OrderState.PENDING.value,
-    orders.c.available_at <= bindparam("now"),
-    or_(orders.c.expires_at.is_(None), orders.c.expires_at > bindparam("now")),
-    ~exists().where(
-        _other.c.instrument == orders.c.instrument,
-        _other.c.id != orders.c.id,
-        or_(and_(_other.c.id < orders.c.id, _other.c.state == OrderState.PENDING.value),
-            _other.c.state.in_(_IN_FLIGHT))),
-    orders.c.lane_key.not_in(bindparam("blocked", expanding=True)),
-    or_(orders.c.lane != Lane.SMART.value, ~exists().where(
-        _other.c.instrument == orders.c.instrument,
-        _other.c.lane == Lane.SMART.value,
-        _other.c.dispatched_at > bindparam("settling_since"),
-        or_(_other.c.state != OrderState.SENT.value, _other.c.broker_orderid.is_not(None)))),
-).order_by(orders.c.lane_priority, orders.c.id).limit(1)
+_CLAIM_CANDIDATE = (
+    select(orders)
+    .where(
+        orders.c.state == OrderState.PENDING.value,
+        orders.c.available_at <= bindparam("now"),
+        or_(orders.c.expires_at.is_(None), orders.c.expires_at > bindparam("now")),
+        ~exists().where(
+            _other.c.instrument == orders.c.instrument,
+            _other.c.id != orders.c.id,
+            or_(
+                and_(_other.c.id < orders.c.id, _other.c.state == OrderState.PENDING.value),
+                _other.c.state.in_(_IN_FLIGHT),
+            ),
+        ),
+        orders.c.lane_key.not_in(bindparam("blocked", expanding=True)),
+        or_(
+            orders.c.lane != Lane.SMART.value,
+            ~exists().where(
+                _other.c.instrument == orders.c.instrument,
+                _other.c.lane == Lane.SMART.value,
+                _other.c.dispatched_at > bindparam("settling_since"),
+                or_(_other.c.state != OrderState.SENT.value, _other.c.broker_orderid.is_not(None)),
+            ),
+        ),
+    )
+    .order_by(orders.c.lane_priority, orders.c.id)
+    .limit(1)
+)
 #: The claimed row leased: SENDING, a fresh send (no stamp, no receipt yet).
-_CLAIM_ROW = update(orders).where(orders.c.id == bindparam("claimed_id")).values(
-    state=OrderState.SENDING.value, lease_owner=bindparam("owner"),
-    lease_token=bindparam("token"), lease_expires_at=bindparam("lease_until"),
-    dispatched_at=bindparam("claimed_at"), updated_at=bindparam("claimed_at"), **_NOT_YET_SENT)
+_CLAIM_ROW = (
+    update(orders)
+    .where(orders.c.id == bindparam("claimed_id"))
+    .values(
+        state=OrderState.SENDING.value,
+        lease_owner=bindparam("owner"),
+        lease_token=bindparam("token"),
+        lease_expires_at=bindparam("lease_until"),
+        dispatched_at=bindparam("claimed_at"),
+        updated_at=bindparam("claimed_at"),
+        **_NOT_YET_SENT,
+    )
+)
 #: The send stamp, only while the sender still holds the lease (``stamp_send``).
-_STAMP_ROW = update(orders).where(
-    orders.c.id == bindparam("stamped_id"), orders.c.lease_token == bindparam("token"),
-    orders.c.state == OrderState.SENDING.value,
-).values(**{**_NOT_YET_SENT, "fence_expected": bindparam("fence"),
-            "sent_at": bindparam("stamp"), "dispatched_at": bindparam("stamped_at"),
-            "updated_at": bindparam("stamped_at"), "lease_expires_at": bindparam("lease_until")})
+_STAMP_ROW = (
+    update(orders)
+    .where(
+        orders.c.id == bindparam("stamped_id"),
+        orders.c.lease_token == bindparam("token"),
+        orders.c.state == OrderState.SENDING.value,
+    )
+    .values(
+        **{
+            **_NOT_YET_SENT,
+            "fence_expected": bindparam("fence"),
+            "sent_at": bindparam("stamp"),
+            "dispatched_at": bindparam("stamped_at"),
+            "updated_at": bindparam("stamped_at"),
+            "lease_expires_at": bindparam("lease_until"),
+        }
+    )
+)
 #: Sends per account lane since a moment, and the oldest of them (all lanes, or one).
-_LANE_SENDS = (select(orders.c.lane_key, func.count(), func.min(orders.c.dispatched_at))
-               .where(orders.c.dispatched_at > bindparam("since"))
-               .group_by(orders.c.lane_key))
-_ONE_LANE_SENDS = (select(orders.c.lane_key, func.count(), func.min(orders.c.dispatched_at))
-                   .where(orders.c.dispatched_at > bindparam("since"),
-                          orders.c.lane == bindparam("lane"))
-                   .group_by(orders.c.lane_key))
+_LANE_SENDS = (
+    select(orders.c.lane_key, func.count(), func.min(orders.c.dispatched_at))
+    .where(orders.c.dispatched_at > bindparam("since"))
+    .group_by(orders.c.lane_key)
+)
+_ONE_LANE_SENDS = (
+    select(orders.c.lane_key, func.count(), func.min(orders.c.dispatched_at))
+    .where(orders.c.dispatched_at > bindparam("since"), orders.c.lane == bindparam("lane"))
+    .group_by(orders.c.lane_key)
+)
 #: When the next thing becomes due: a smart order's settle gap, a retry, a lease.
 _OLDEST_SMART_SEND = select(func.min(orders.c.dispatched_at)).where(
-    orders.c.lane == Lane.SMART.value, orders.c.dispatched_at > bindparam("since"))
+    orders.c.lane == Lane.SMART.value, orders.c.dispatched_at > bindparam("since")
+)
 _NEXT_AVAILABLE = select(func.min(orders.c.available_at)).where(
     orders.c.state.in_([OrderState.PENDING.value, OrderState.IN_DOUBT.value]),
-    orders.c.available_at > bindparam("now"))
+    orders.c.available_at > bindparam("now"),
+)
 _NEXT_LEASE_EXPIRY = select(func.min(orders.c.lease_expires_at)).where(
-    orders.c.state.in_(_IN_FLIGHT), orders.c.lease_expires_at > bindparam("now"))
+    orders.c.state.in_(_IN_FLIGHT), orders.c.lease_expires_at > bindparam("now")
+)
 #: A moment no send is stamped after: "nothing settles" when the settle gap is off.
 _NEVER = datetime(9999, 12, 31)
 
 
-class ClaimPath:
+class ClaimPath(StoreCore):
     """Claims and send stamps (mixed into ``QueueStore``, which provides ``transaction``
     and ``backend``)."""
 
@@ -112,11 +163,15 @@ class ClaimPath:
         """``_CLAIM_CANDIDATE`` with the backend's row lock (PostgreSQL: FOR UPDATE
         SKIP LOCKED, so concurrent claims take different rows)."""
         lock_options = self.backend.claim_lock_options()
-        return (_CLAIM_CANDIDATE.with_for_update(of=orders, **lock_options)
-                if lock_options else _CLAIM_CANDIDATE)
+        return (
+            _CLAIM_CANDIDATE.with_for_update(of=orders, **lock_options)
+            if lock_options
+            else _CLAIM_CANDIDATE
+        )
 
-    def claim_next(self, owner: str, *, now: datetime, lease_seconds: float,
-                   limits: RateLimits) -> ClaimResult:
+    def claim_next(
+        self, owner: str, *, now: datetime, lease_seconds: float, limits: RateLimits
+    ) -> ClaimResult:
         """Lease the next order that may be sent now, and mark it SENDING.
 
         Picks, in one write transaction: a PENDING row that is due, not expired, whose
@@ -125,43 +180,68 @@ class ClaimPath:
         Returns ``ClaimResult(None, next_due_at)`` when nothing qualifies, where
         ``next_due_at`` is the earliest moment something may (a hint for sleeping).
         """
-        settling_since = (now - timedelta(seconds=limits.smart_settle)
-                          if limits.smart_settle > 0 else _NEVER)
+        settling_since = (
+            now - timedelta(seconds=limits.smart_settle) if limits.smart_settle > 0 else _NEVER
+        )
         with self.transaction() as conn:
             blocked, window_opens_at = self._blocked_lanes(conn, now, limits)
-            row = conn.execute(self._claim_candidate, {
-                "now": now, "blocked": blocked, "settling_since": settling_since,
-            }).mappings().first()
+            row = (
+                conn.execute(
+                    self._claim_candidate,
+                    {
+                        "now": now,
+                        "blocked": blocked,
+                        "settling_since": settling_since,
+                    },
+                )
+                .mappings()
+                .first()
+            )
             if row is None:
                 return ClaimResult(None, self._next_due(conn, now, window_opens_at, limits))
             token = uuid.uuid4().hex
-            conn.execute(_CLAIM_ROW, {
-                "claimed_id": row["id"], "owner": owner, "token": token, "claimed_at": now,
-                "lease_until": now + timedelta(seconds=lease_seconds)})
+            conn.execute(
+                _CLAIM_ROW,
+                {
+                    "claimed_id": row["id"],
+                    "owner": owner,
+                    "token": token,
+                    "claimed_at": now,
+                    "lease_until": now + timedelta(seconds=lease_seconds),
+                },
+            )
             return ClaimResult(_claimed(row, token, OrderState.SENDING.value, now), None)
 
-    def _blocked_lanes(self, conn: Connection, now: datetime,
-                       limits: RateLimits) -> tuple[list[str], datetime | None]:
+    def _blocked_lanes(
+        self, conn: Connection, now: datetime, limits: RateLimits
+    ) -> tuple[list[str], datetime | None]:
         """Account lanes that used their budget in the current window, and when the
         earliest of them frees a slot."""
         blocked, opens = [], None
         windows = {lane: limits.window_for(lane.value) for lane in Lane}
         # One query when both lanes count over the same window (the default); one per lane
         # when a host limit is per minute.
-        groups = ([(None, windows[Lane.SMART])] if len(set(windows.values())) == 1
-                  else list(windows.items()))
+        groups = (
+            [(None, windows[Lane.SMART])]
+            if len(set(windows.values())) == 1
+            else list(windows.items())
+        )
         for lane, seconds in groups:
             window = timedelta(seconds=seconds + limits.tolerance + limits.jitter)
-            counted = (conn.execute(_LANE_SENDS, {"since": now - window}) if lane is None else
-                       conn.execute(_ONE_LANE_SENDS, {"since": now - window, "lane": lane.value}))
+            counted = (
+                conn.execute(_LANE_SENDS, {"since": now - window})
+                if lane is None
+                else conn.execute(_ONE_LANE_SENDS, {"since": now - window, "lane": lane.value})
+            )
             for lane_key, count, oldest in counted:
                 if count >= limits.limit_for(lane_key):
                     blocked.append(lane_key)
                     opens = oldest + window if opens is None else min(opens, oldest + window)
         return blocked, opens
 
-    def _next_due(self, conn: Connection, now: datetime, window_opens_at: datetime | None,
-                  limits: RateLimits) -> datetime | None:
+    def _next_due(
+        self, conn: Connection, now: datetime, window_opens_at: datetime | None, limits: RateLimits
+    ) -> datetime | None:
         """Earliest future moment a pending or in-doubt row becomes actionable."""
         candidates = [window_opens_at] if window_opens_at else []
         if limits.smart_settle > 0:
@@ -175,8 +255,9 @@ class ClaimPath:
                 candidates.append(moment)
         return min(candidates) if candidates else None
 
-    def claim_in_doubt(self, owner: str, *, now: datetime,
-                       lease_seconds: float) -> ClaimedOrder | None:
+    def claim_in_doubt(
+        self, owner: str, *, now: datetime, lease_seconds: float
+    ) -> ClaimedOrder | None:
         """Lease the oldest due IN_DOUBT order for reconciliation (state unchanged).
 
         Another dispatcher cannot reconcile it at the same time: the lease must have
@@ -184,25 +265,42 @@ class ClaimPath:
         """
         with self.transaction() as conn:
             candidate = (
-                select(orders).where(
+                select(orders)
+                .where(
                     orders.c.state == OrderState.IN_DOUBT.value,
                     orders.c.available_at <= now,
                     or_(orders.c.lease_expires_at.is_(None), orders.c.lease_expires_at <= now),
-                ).order_by(orders.c.id).limit(1))
+                )
+                .order_by(orders.c.id)
+                .limit(1)
+            )
             if lock_options := self.backend.claim_lock_options():
                 candidate = candidate.with_for_update(of=orders, **lock_options)
             row = conn.execute(candidate).mappings().first()
             if row is None:
                 return None
             token = uuid.uuid4().hex
-            conn.execute(update(orders).where(orders.c.id == row["id"]).values(
-                lease_owner=owner, lease_token=token,
-                lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now))
+            conn.execute(
+                update(orders)
+                .where(orders.c.id == row["id"])
+                .values(
+                    lease_owner=owner,
+                    lease_token=token,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    updated_at=now,
+                )
+            )
             return _claimed(row, token, OrderState.IN_DOUBT.value, row["dispatched_at"])
 
-    def stamp_send(self, order: ClaimedOrder, *, clock: Callable[[], datetime],
-                   lease_seconds: float, fence_expected: bool = False,
-                   limits: RateLimits | None = None) -> SendStamp:
+    def stamp_send(
+        self,
+        order: ClaimedOrder,
+        *,
+        clock: Callable[[], datetime],
+        lease_seconds: float,
+        fence_expected: bool = False,
+        limits: RateLimits | None = None,
+    ) -> SendStamp:
         """Just before the request leaves: confirm the lease is still held, take the
         account lane's turn, and record the moment of sending with a lease from it.
 
@@ -225,25 +323,59 @@ class ClaimPath:
             if limits is not None:
                 limit = limits.limit_for(order.lane_key)
                 window = timedelta(seconds=limits.counted_window(order.lane_key))
-                recent = conn.execute(_LANE_STAMPS, {
-                    "lane_key": order.lane_key, "since": sent_at - window, "id": order.id,
-                    "limit": limit}).scalars().all()
+                recent = (
+                    conn.execute(
+                        _LANE_STAMPS,
+                        {
+                            "lane_key": order.lane_key,
+                            "since": sent_at - window,
+                            "id": order.id,
+                            "limit": limit,
+                        },
+                    )
+                    .scalars()
+                    .all()
+                )
                 if len(recent) >= limit:
                     opens = recent[-1] + window
                     return SendStamp(wait_seconds=max((opens - sent_at).total_seconds(), 0.001))
-            stamped = conn.execute(_STAMP_ROW, {
-                "stamped_id": order.id, "token": order.lease_token, "stamp": sent_at,
-                "fence": fence_expected, "stamped_at": now,
-                "lease_until": now + timedelta(seconds=lease_seconds)}).rowcount == 1
+            stamped = (
+                conn.execute(
+                    _STAMP_ROW,
+                    {
+                        "stamped_id": order.id,
+                        "token": order.lease_token,
+                        "stamp": sent_at,
+                        "fence": fence_expected,
+                        "stamped_at": now,
+                        "lease_until": now + timedelta(seconds=lease_seconds),
+                    },
+                ).rowcount
+                == 1
+            )
             return SendStamp(go=stamped, lease_lost=not stamped, taken_at=taken_at)
 
 
 def _claimed(row, token: str, state: str, dispatched_at: datetime | None) -> ClaimedOrder:
     return ClaimedOrder(
-        id=row["id"], endpoint=row["endpoint"], payload=json.loads(row["payload"]),
-        apikey_token=row["apikey_token"], lane=row["lane"], lane_key=row["lane_key"],
-        state=state, attempts=row["attempts"], reconcile_checks=row["reconcile_checks"],
-        lease_token=token, dispatched_at=dispatched_at, created_at=row["created_at"],
-        receipt=Receipt(bool(row["fence_expected"]), row["host_instance"],
-                        row["host_received_at"], row["host_done_at"],
-                        row["host_answer_status"], row["host_answer_body"]))
+        id=row["id"],
+        endpoint=row["endpoint"],
+        payload=json.loads(row["payload"]),
+        apikey_token=row["apikey_token"],
+        lane=row["lane"],
+        lane_key=row["lane_key"],
+        state=state,
+        attempts=row["attempts"],
+        reconcile_checks=row["reconcile_checks"],
+        lease_token=token,
+        dispatched_at=dispatched_at,
+        created_at=row["created_at"],
+        receipt=Receipt(
+            bool(row["fence_expected"]),
+            row["host_instance"],
+            row["host_received_at"],
+            row["host_done_at"],
+            row["host_answer_status"],
+            row["host_answer_body"],
+        ),
+    )

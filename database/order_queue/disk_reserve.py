@@ -22,7 +22,7 @@ from datetime import datetime
 DISK_FULL_TEXT = "database or disk is full"
 
 
-def is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException | None) -> bool:
     """Whether a storage error means the disk (or the file system's quota) is full."""
     while exc is not None:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
@@ -19,12 +19,12 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
 
 DEFAULT_DATABASE_URL = "sqlite:///db/order_queue.db"
 DATABASE_URL_VARIABLE = "ORDER_QUEUE_DATABASE_URL"
@@ -32,6 +32,15 @@ ERROR_TEXT_LIMIT = 1000
 #: The largest order id the databases can hold (their 64-bit integer range).
 MAX_ORDER_ID = 2**63 - 1
 MESSAGE_TEXT_LIMIT = 500
+#: How long an SQLite write waits for another writer before it fails (503 to a webhook).
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+
+def truncate(value: str | None, limit: int) -> str | None:
+    """``value`` cut to ``limit`` characters (the last one an ellipsis)."""
+    if value is None:
+        return None
+    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 class OrderState(str, enum.Enum):
@@ -82,11 +91,11 @@ LANE_PRIORITY = {Lane.SMART: 1, Lane.REGULAR: 2}
 class DeadReason(str, enum.Enum):
     """Why an order was dead-lettered."""
 
-    REJECTED = "rejected"                  #: the broker API said no (4xx, error body)
+    REJECTED = "rejected"  #: the broker API said no (4xx, error body)
     RETRIES_EXHAUSTED = "retries_exhausted"  #: transient failures used up the budget
-    IN_DOUBT = "in_doubt"                  #: reconciliation could not decide
-    EXPIRED = "expired"                    #: too old to send safely
-    CREDENTIALS = "credentials"            #: API key undecryptable or refused
+    IN_DOUBT = "in_doubt"  #: reconciliation could not decide
+    EXPIRED = "expired"  #: too old to send safely
+    CREDENTIALS = "credentials"  #: API key undecryptable or refused
 
 
 class AttemptKind(str, enum.Enum):
@@ -165,18 +174,22 @@ class QueuedOrder(Base):
         # "Is an earlier order for this instrument unfinished?"
         Index("ix_order_queue_instrument", "instrument", "state", "id"),
         # Recovery and reconciliation look only at leased / in-doubt rows.
-        _partial_index("ix_order_queue_inflight", ("state", "lease_expires_at"),
-                       "state IN ('sending', 'in_doubt')"),
+        _partial_index(
+            "ix_order_queue_inflight",
+            ("state", "lease_expires_at"),
+            "state IN ('sending', 'in_doubt')",
+        ),
         # Per-account rate limit: sends in the last window.  This and the next two are
         # partial (NULL until a send), so an enqueue's commit does not write their pages:
         # every index page an insert touches is one more page to fsync.
-        _partial_index("ix_order_queue_dispatched", ("dispatched_at",),
-                       "dispatched_at IS NOT NULL"),
+        _partial_index(
+            "ix_order_queue_dispatched", ("dispatched_at",), "dispatched_at IS NOT NULL"
+        ),
         # The send stamp's gate: this lane's stamps in the last window.
-        _partial_index("ix_order_queue_lane_sent", ("lane_key", "sent_at"),
-                       "sent_at IS NOT NULL"),
-        _partial_index("ix_order_queue_broker_orderid", ("broker_orderid",),
-                       "broker_orderid IS NOT NULL"),
+        _partial_index("ix_order_queue_lane_sent", ("lane_key", "sent_at"), "sent_at IS NOT NULL"),
+        _partial_index(
+            "ix_order_queue_broker_orderid", ("broker_orderid",), "broker_orderid IS NOT NULL"
+        ),
         Index("ix_order_queue_state_updated", "state", "updated_at"),
     )
 
@@ -239,8 +252,15 @@ class SquareoffRecord(Base):
     whichever process (or scheduler, or catch-up) gets there first."""
 
     __tablename__ = "order_queue_squareoffs"
-    __table_args__ = (UniqueConstraint("source", "strategy_id", "trading_day", "squareoff_time",
-                                       name="uq_order_queue_squareoff_once_a_day"),)
+    __table_args__ = (
+        UniqueConstraint(
+            "source",
+            "strategy_id",
+            "trading_day",
+            "squareoff_time",
+            name="uq_order_queue_squareoff_once_a_day",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     #: Which of the host's strategy managers: "strategy" or "chartink".
@@ -264,22 +284,23 @@ class SquareoffOutcome(str, enum.Enum):
     MISSED = "missed"  # its minute passed and the start came too late to run it
 
 
-orders = QueuedOrder.__table__
-squareoffs = SquareoffRecord.__table__
-meta = QueueMeta.__table__
-samples = DepthSample.__table__
+orders = cast(Table, QueuedOrder.__table__)
+squareoffs = cast(Table, SquareoffRecord.__table__)
+meta = cast(Table, QueueMeta.__table__)
+samples = cast(Table, DepthSample.__table__)
 #: The states a depth sample counts.
 SAMPLED_STATES = ("pending", "sending", "in_doubt", "dead")
 #: How long depth samples are kept.
 SAMPLE_RETENTION = timedelta(days=2)
 PEPPER_CHECK = "pepper_check"
 PEPPER_CHECK_TEXT = "order-queue pepper check"
-attempts = OrderAttempt.__table__
-dispatchers = DispatcherRecord.__table__
+attempts = cast(Table, OrderAttempt.__table__)
+dispatchers = cast(Table, DispatcherRecord.__table__)
 
 
-def expiry_for(now: datetime, max_age_seconds: float | None,
-               deadline: datetime | None) -> datetime | None:
+def expiry_for(
+    now: datetime, max_age_seconds: float | None, deadline: datetime | None
+) -> datetime | None:
     """When an order queued (or replayed) at ``now`` stops being worth sending: after
     ``max_age_seconds`` or at ``deadline`` (its squareoff), whichever is first; a
     deadline already past is ignored, so the squareoff's own orders still go out."""
@@ -289,10 +310,9 @@ def expiry_for(now: datetime, max_age_seconds: float | None,
     return min(candidates) if candidates else None
 
 
-
 def utcnow() -> datetime:
     """Naive UTC now: the one clock format stored in the queue tables."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -311,7 +331,7 @@ class ClaimedOrder:
     lease_token: str
     dispatched_at: datetime | None
     created_at: datetime
-    receipt: "Receipt | None" = None
+    receipt: Receipt | None = None
 
 
 @dataclass(frozen=True)
@@ -385,14 +405,37 @@ class SendStamp:
 
 
 #: Columns fixed at enqueue: what was asked for, for whom, and when.
-IDENTITY_COLUMNS = ("id", "endpoint", "payload", "apikey_token", "account", "strategy", "symbol",
-                    "exchange", "product", "instrument", "lane", "lane_key", "lane_priority",
-                    "created_at")
-#: Every state change the lifecycle makes (docs/design.md, "Lifecycle"); the database refuses any other,
-#: so an open order cannot be walked straight to "sent" and deleted by hand.
+IDENTITY_COLUMNS = (
+    "id",
+    "endpoint",
+    "payload",
+    "apikey_token",
+    "account",
+    "strategy",
+    "symbol",
+    "exchange",
+    "product",
+    "instrument",
+    "lane",
+    "lane_key",
+    "lane_priority",
+    "created_at",
+)
+#: Every state change the lifecycle makes (docs/design.md, "Lifecycle"); the database
+#: refuses any other, so an open order cannot be walked straight to "sent" and deleted by
+#: hand.
 ALLOWED_TRANSITIONS = (
-    ("pending", "sending"), ("pending", "cancelled"), ("pending", "dead"),
-    ("sending", "sent"), ("sending", "pending"), ("sending", "dead"), ("sending", "in_doubt"),
-    ("in_doubt", "sent"), ("in_doubt", "pending"), ("in_doubt", "dead"),
-    ("dead", "pending"), ("dead", "dismissed"), ("dead", "sent"),
+    ("pending", "sending"),
+    ("pending", "cancelled"),
+    ("pending", "dead"),
+    ("sending", "sent"),
+    ("sending", "pending"),
+    ("sending", "dead"),
+    ("sending", "in_doubt"),
+    ("in_doubt", "sent"),
+    ("in_doubt", "pending"),
+    ("in_doubt", "dead"),
+    ("dead", "pending"),
+    ("dead", "dismissed"),
+    ("dead", "sent"),
 )

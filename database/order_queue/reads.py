@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import aliased
 
+from database.order_queue.core import StoreCore
 from database.order_queue.model import (
     AttemptKind,
     DeadReason,
@@ -25,17 +26,30 @@ from database.order_queue.model import (
 )
 
 
-class OrderReads:
+class ChartFacts(TypedDict):
+    """What ``chart_facts`` returns: the admin page's pictures are drawn from it."""
+
+    depth: list[dict[str, Any]]  # samples rows, oldest first
+    sends: list[tuple[datetime, str]]  # (sent at, lane key)
+    accepted: list[tuple[datetime, datetime]]  # (sent at, queued at)
+    current: dict[str, int]  # orders per state now
+
+
+class OrderReads(StoreCore):
     """Reads (mixed into ``QueueStore``, which provides ``transaction``); none writes."""
 
-    def dispatcher_gone_since(self, dispatcher_id: str, *, now: datetime,
-                              heartbeat_timeout: float) -> datetime | None:
+    def dispatcher_gone_since(
+        self, dispatcher_id: str, *, now: datetime, heartbeat_timeout: float
+    ) -> datetime | None:
         """When the dispatcher (and so, for a receipt, its process) was last known alive,
         if it is gone now: stopped, or silent past the heartbeat timeout.  None while it
         beats, and for an id no dispatcher ever registered (nothing is known of it)."""
         with self.transaction(read_only=True) as conn:
-            row = conn.execute(select(dispatchers.c.heartbeat_at, dispatchers.c.stopped_at)
-                               .where(dispatchers.c.id == dispatcher_id)).first()
+            row = conn.execute(
+                select(dispatchers.c.heartbeat_at, dispatchers.c.stopped_at).where(
+                    dispatchers.c.id == dispatcher_id
+                )
+            ).first()
         if row is None:
             return None
         if row.stopped_at is not None:
@@ -48,31 +62,57 @@ class OrderReads:
         if not orderids:
             return set()
         with self.transaction(read_only=True) as conn:
-            rows = conn.execute(select(orders.c.broker_orderid).where(
-                orders.c.broker_orderid.in_(orderids), orders.c.id != excluding)).scalars()
+            rows = conn.execute(
+                select(orders.c.broker_orderid).where(
+                    orders.c.broker_orderid.in_(orderids), orders.c.id != excluding
+                )
+            ).scalars()
             return set(rows)
 
     def watch_facts(self) -> tuple[datetime | None, int]:
         """For the watchdog: when the oldest pending order was queued (None if none),
         and how many orders still owe a delivery (pending, sending, in doubt)."""
         with self.transaction(read_only=True) as conn:
-            oldest = conn.execute(select(func.min(orders.c.created_at)).where(
-                orders.c.state == OrderState.PENDING.value)).scalar()
-            open_work = conn.execute(select(func.count()).select_from(orders).where(
-                orders.c.state.in_([OrderState.PENDING.value, OrderState.SENDING.value,
-                                    OrderState.IN_DOUBT.value]))).scalar_one()
+            oldest = conn.execute(
+                select(func.min(orders.c.created_at)).where(
+                    orders.c.state == OrderState.PENDING.value
+                )
+            ).scalar()
+            open_work = conn.execute(
+                select(func.count())
+                .select_from(orders)
+                .where(
+                    orders.c.state.in_(
+                        [
+                            OrderState.PENDING.value,
+                            OrderState.SENDING.value,
+                            OrderState.IN_DOUBT.value,
+                        ]
+                    )
+                )
+            ).scalar_one()
         return oldest, open_work
 
-    def live_dispatchers(self, *, now: datetime,
-                         heartbeat_timeout: float) -> list[dict[str, Any]]:
+    def live_dispatchers(self, *, now: datetime, heartbeat_timeout: float) -> list[dict[str, Any]]:
         """Dispatchers of any process that have not stopped and beat recently."""
         with self.transaction(read_only=True) as conn:
-            rows = conn.execute(
-                select(dispatchers.c.id, dispatchers.c.host, dispatchers.c.pid,
-                       dispatchers.c.heartbeat_at).where(
-                    dispatchers.c.stopped_at.is_(None),
-                    dispatchers.c.heartbeat_at > now - timedelta(seconds=heartbeat_timeout))
-                .order_by(dispatchers.c.id)).mappings().all()
+            rows = (
+                conn.execute(
+                    select(
+                        dispatchers.c.id,
+                        dispatchers.c.host,
+                        dispatchers.c.pid,
+                        dispatchers.c.heartbeat_at,
+                    )
+                    .where(
+                        dispatchers.c.stopped_at.is_(None),
+                        dispatchers.c.heartbeat_at > now - timedelta(seconds=heartbeat_timeout),
+                    )
+                    .order_by(dispatchers.c.id)
+                )
+                .mappings()
+                .all()
+            )
         return [dict(row) for row in rows]
 
     def shared_now(self) -> datetime:
@@ -88,8 +128,10 @@ class OrderReads:
         result = {state.value: {lane.value: 0 for lane in Lane} for state in OrderState}
         with self.transaction(read_only=True) as conn:
             for state, lane, count in conn.execute(
-                    select(orders.c.state, orders.c.lane, func.count())
-                    .group_by(orders.c.state, orders.c.lane)):
+                select(orders.c.state, orders.c.lane, func.count()).group_by(
+                    orders.c.state, orders.c.lane
+                )
+            ):
                 result[state][lane] = count
         return result
 
@@ -105,22 +147,45 @@ class OrderReads:
                 data["apikey_token"] = row["apikey_token"]
             return data
 
-    def list_orders(self, *, states: list[str] | None = None, strategy: str | None = None,
-                    symbol: str | None = None, reason: str | None = None,
-                    since: datetime | None = None, until: datetime | None = None,
-                    limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    def list_orders(
+        self,
+        *,
+        states: list[str] | None = None,
+        strategy: str | None = None,
+        symbol: str | None = None,
+        reason: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
         """Orders, newest first, filtered by any of the arguments; empty list if none."""
-        query = (select(orders).where(*_filters(states, strategy, symbol, reason, since, until))
-                 .order_by(orders.c.id.desc()).limit(limit).offset(offset))
+        query = (
+            select(orders)
+            .where(*_filters(states, strategy, symbol, reason, since, until))
+            .order_by(orders.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
         with self.transaction(read_only=True) as conn:
             return [_public(r) for r in conn.execute(query).mappings()]
 
-    def count_orders(self, *, states: list[str] | None = None, strategy: str | None = None,
-                     symbol: str | None = None, reason: str | None = None,
-                     since: datetime | None = None, until: datetime | None = None) -> int:
+    def count_orders(
+        self,
+        *,
+        states: list[str] | None = None,
+        strategy: str | None = None,
+        symbol: str | None = None,
+        reason: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
         """How many orders ``list_orders`` would page through with the same filters."""
-        query = select(func.count()).select_from(orders).where(
-            *_filters(states, strategy, symbol, reason, since, until))
+        query = (
+            select(func.count())
+            .select_from(orders)
+            .where(*_filters(states, strategy, symbol, reason, since, until))
+        )
         with self.transaction(read_only=True) as conn:
             return conn.execute(query).scalar_one()
 
@@ -129,82 +194,125 @@ class OrderReads:
         ``day_start``, and dead orders awaiting a decision."""
         depth = self.depth()
         with self.transaction(read_only=True) as conn:
-            oldest = conn.execute(select(func.min(orders.c.created_at)).where(
-                orders.c.state == OrderState.PENDING.value)).scalar()
-            sent_by_lane = dict(conn.execute(
-                select(orders.c.lane, func.count()).where(
-                    orders.c.state == OrderState.SENT.value,
-                    orders.c.finished_at >= day_start).group_by(orders.c.lane)).all())
+            oldest = conn.execute(
+                select(func.min(orders.c.created_at)).where(
+                    orders.c.state == OrderState.PENDING.value
+                )
+            ).scalar()
+            sent_by_lane: dict[str, int] = dict(
+                conn.execute(
+                    select(orders.c.lane, func.count())
+                    .where(
+                        orders.c.state == OrderState.SENT.value, orders.c.finished_at >= day_start
+                    )
+                    .group_by(orders.c.lane)
+                )
+                .tuples()  # rows as (lane, count) tuples (for the type checker; no-op)
+                .all()
+            )
         by_lane = {lane.value: sent_by_lane.get(lane.value, 0) for lane in Lane}
         return {
             "depth": depth,
-            "oldest_pending_age_seconds":
-                round((now - oldest).total_seconds(), 3) if oldest else None,
+            "oldest_pending_age_seconds": round((now - oldest).total_seconds(), 3)
+            if oldest
+            else None,
             "sent_today": sum(by_lane.values()),
             "sent_today_by_lane": by_lane,
             "dead": sum(depth[OrderState.DEAD.value].values()),
         }
 
-    def chart_facts(self, *, since_samples: datetime, since_sends: datetime,
-                    since_latency: datetime) -> dict[str, list]:
+    def chart_facts(
+        self, *, since_samples: datetime, since_sends: datetime, since_latency: datetime
+    ) -> ChartFacts:
         """What the admin page's pictures are drawn from, in one transaction: depth
         samples, send moments per account lane, (sent at, queued at) of orders the
         broker accepted, and the depth per state now."""
         with self.transaction(read_only=True) as conn:
-            depth = [dict(row) for row in conn.execute(
-                select(samples).where(samples.c.at >= since_samples)
-                .order_by(samples.c.at)).mappings()]
+            depth = [
+                dict(row)
+                for row in conn.execute(
+                    select(samples).where(samples.c.at >= since_samples).order_by(samples.c.at)
+                ).mappings()
+            ]
             sends = conn.execute(
-                select(attempts.c.at, orders.c.lane_key).join(
-                    orders, orders.c.id == attempts.c.order_id).where(
-                    attempts.c.kind == AttemptKind.SEND.value,
-                    attempts.c.at >= since_sends)).all()
+                select(attempts.c.at, orders.c.lane_key)
+                .join(orders, orders.c.id == attempts.c.order_id)
+                .where(attempts.c.kind == AttemptKind.SEND.value, attempts.c.at >= since_sends)
+            ).all()
             accepted = conn.execute(
-                select(attempts.c.at, orders.c.created_at).join(
-                    orders, orders.c.id == attempts.c.order_id).where(
+                select(attempts.c.at, orders.c.created_at)
+                .join(orders, orders.c.id == attempts.c.order_id)
+                .where(
                     attempts.c.kind == AttemptKind.SEND.value,
                     attempts.c.outcome == "accepted",
-                    attempts.c.at >= since_latency)).all()
-            by_state = dict(conn.execute(
-                select(orders.c.state, func.count()).group_by(orders.c.state)).all())
-        return {"depth": depth, "sends": [tuple(row) for row in sends],
-                "accepted": [tuple(row) for row in accepted],
-                "current": {state.value: by_state.get(state.value, 0) for state in OrderState}}
+                    attempts.c.at >= since_latency,
+                )
+            ).all()
+            by_state: dict[str, int] = dict(
+                conn.execute(select(orders.c.state, func.count()).group_by(orders.c.state))
+                .tuples()  # rows as (state, count) tuples (for the type checker; no-op)
+                .all()
+            )
+        return {
+            "depth": depth,
+            "sends": [tuple(row) for row in sends],
+            "accepted": [tuple(row) for row in accepted],
+            "current": {state.value: by_state.get(state.value, 0) for state in OrderState},
+        }
 
     def held_orders(self, *, now: datetime, settle_seconds: float) -> list[dict[str, Any]]:
         """Orders that hold their instrument: on the wire, in doubt (also dead in doubt,
         waiting for the operator), or a smart order whose position is still settling."""
         holding = or_(
             orders.c.state.in_([OrderState.SENDING.value, OrderState.IN_DOUBT.value]),
-            and_(orders.c.state == OrderState.DEAD.value,
-                 orders.c.dead_reason == DeadReason.IN_DOUBT.value),
-            and_(orders.c.state == OrderState.SENT.value, orders.c.lane == Lane.SMART.value,
-                 orders.c.broker_orderid.is_not(None),
-                 orders.c.dispatched_at > now - timedelta(seconds=settle_seconds)))
+            and_(
+                orders.c.state == OrderState.DEAD.value,
+                orders.c.dead_reason == DeadReason.IN_DOUBT.value,
+            ),
+            and_(
+                orders.c.state == OrderState.SENT.value,
+                orders.c.lane == Lane.SMART.value,
+                orders.c.broker_orderid.is_not(None),
+                orders.c.dispatched_at > now - timedelta(seconds=settle_seconds),
+            ),
+        )
         with self.transaction(read_only=True) as conn:
-            return [_public(row) for row in conn.execute(
-                select(orders).where(holding).order_by(orders.c.id).limit(200)).mappings()]
+            return [
+                _public(row)
+                for row in conn.execute(
+                    select(orders).where(holding).order_by(orders.c.id).limit(200)
+                ).mappings()
+            ]
 
     def later_orders_gone_ahead(self, order_id: int) -> list[dict[str, Any]]:
         """Orders for the same instrument queued after ``order_id`` that are already sent,
         on the wire or in doubt: replaying ``order_id`` now would put it behind them at
         the broker."""
         earlier = aliased(orders)
-        query = select(orders).where(
-            orders.c.instrument == select(earlier.c.instrument)
-            .where(earlier.c.id == order_id).scalar_subquery(),
-            orders.c.id > order_id,
-            orders.c.state.in_([OrderState.SENT.value, OrderState.SENDING.value,
-                                OrderState.IN_DOUBT.value])).order_by(orders.c.id)
+        query = (
+            select(orders)
+            .where(
+                orders.c.instrument
+                == select(earlier.c.instrument).where(earlier.c.id == order_id).scalar_subquery(),
+                orders.c.id > order_id,
+                orders.c.state.in_(
+                    [OrderState.SENT.value, OrderState.SENDING.value, OrderState.IN_DOUBT.value]
+                ),
+            )
+            .order_by(orders.c.id)
+        )
         with self.transaction(read_only=True) as conn:
             return [_public(r) for r in conn.execute(query).mappings()]
 
     def list_attempts(self, order_id: int) -> list[dict[str, Any]]:
         """The attempt trail of one order, oldest first; empty list if none."""
         with self.transaction(read_only=True) as conn:
-            return [dict(r) for r in conn.execute(
-                select(attempts).where(attempts.c.order_id == order_id)
-                .order_by(attempts.c.id)).mappings()]
+            return [
+                dict(r)
+                for r in conn.execute(
+                    select(attempts).where(attempts.c.order_id == order_id).order_by(attempts.c.id)
+                ).mappings()
+            ]
 
 
 def _filters(states, strategy, symbol, reason, since, until) -> list:

@@ -12,29 +12,49 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
+from database.order_queue.core import StoreCore
 from database.order_queue.model import QueueStorageError, SquareoffOutcome, squareoffs
 
 #: How long the log is kept: long enough to look back over a month of trading days.
 SQUAREOFF_LOG_RETENTION = timedelta(days=60)
 
-class SquareoffLog:
+
+class SquareoffLog(StoreCore):
     """Squareoff records (mixed into ``QueueStore``, which provides ``transaction``)."""
 
-    def claim_squareoff(self, *, source: str, strategy_id: int, strategy_name: str,
-                        trading_day: str, squareoff_time: str, outcome: SquareoffOutcome,
-                        now: datetime) -> bool:
+    def claim_squareoff(
+        self,
+        *,
+        source: str,
+        strategy_id: int,
+        strategy_name: str,
+        trading_day: str,
+        squareoff_time: str,
+        outcome: SquareoffOutcome,
+        now: datetime,
+    ) -> bool:
         """Record the day's squareoff of this strategy as ``outcome``; True for the one
         caller that recorded it (and so must run it, or report it missed), False when it
         was already recorded.  Raises ``QueueStorageError`` when the database cannot be
         written."""
         try:
             with self.transaction() as conn:
-                conn.execute(insert(squareoffs).values(
-                    source=source, strategy_id=strategy_id, strategy_name=strategy_name[:255],
-                    trading_day=trading_day, squareoff_time=squareoff_time,
-                    outcome=outcome.value, recorded_at=now))
-                conn.execute(squareoffs.delete().where(
-                    squareoffs.c.recorded_at < now - SQUAREOFF_LOG_RETENTION))
+                conn.execute(
+                    insert(squareoffs).values(
+                        source=source,
+                        strategy_id=strategy_id,
+                        strategy_name=strategy_name[:255],
+                        trading_day=trading_day,
+                        squareoff_time=squareoff_time,
+                        outcome=outcome.value,
+                        recorded_at=now,
+                    )
+                )
+                conn.execute(
+                    squareoffs.delete().where(
+                        squareoffs.c.recorded_at < now - SQUAREOFF_LOG_RETENTION
+                    )
+                )
         except QueueStorageError as exc:
             if isinstance(exc.__cause__, IntegrityError):
                 return False
@@ -44,7 +64,9 @@ class SquareoffLog:
     def squareoffs_since(self, trading_day: str) -> list[dict]:
         """The log from ``trading_day`` (YYYY-MM-DD) on, newest day first."""
         with self.transaction(read_only=True) as conn:
-            rows = conn.execute(select(squareoffs).where(squareoffs.c.trading_day >= trading_day)
-                                .order_by(squareoffs.c.trading_day.desc(),
-                                          squareoffs.c.recorded_at)).mappings()
+            rows = conn.execute(
+                select(squareoffs)
+                .where(squareoffs.c.trading_day >= trading_day)
+                .order_by(squareoffs.c.trading_day.desc(), squareoffs.c.recorded_at)
+            ).mappings()
             return [dict(row) for row in rows]

@@ -12,26 +12,21 @@ reviewed here.  Dialect differences stay in ``backends``.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from collections.abc import Callable
 
 from sqlalchemy import inspect, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from database.order_queue import api_keys
-from database.order_queue.backends import backend_for
-from database.order_queue.disk_reserve import is_disk_full
 from database.order_queue.claims import ClaimPath
 from database.order_queue.model import (
-    Base,
-    OrderState,
     PEPPER_CHECK,
     PEPPER_CHECK_TEXT,
+    Base,
+    OrderState,
     QueueStorageError,
     meta,
     orders,
-    utcnow,
 )
 from database.order_queue.operator_moves import OperatorMoves
 from database.order_queue.reads import OrderReads
@@ -40,45 +35,7 @@ from database.order_queue.writes import OrderWrites
 
 
 class QueueStore(ClaimPath, OrderWrites, OperatorMoves, OrderReads, SquareoffLog):
-    """All queue operations against one database."""
-
-    def __init__(self, url: str, *, busy_timeout_ms: int = 5000, disk_reserve_bytes: int = 0):
-        self.url = url
-        self.backend = backend_for(url, busy_timeout_ms, disk_reserve_bytes)
-        try:
-            self.engine = self.backend.create_engine(url)
-        except Exception as exc:  # bad driver options, unreachable server at connect
-            raise QueueStorageError(str(exc)) from exc
-
-    @contextmanager
-    def transaction(self, *, read_only: bool = False) -> Iterator[Connection]:
-        """The one transaction gate: begin, yield, commit, or roll back and re-raise."""
-        with self._storage_errors(writing=not read_only):
-            with self.engine.connect() as conn:
-                if read_only:
-                    conn = conn.execution_options(queue_read_only=True)
-                with conn.begin():
-                    yield conn
-
-    @contextmanager
-    def _storage_errors(self, *, writing: bool) -> Iterator[None]:
-        """Database errors surface as ``QueueStorageError`` so callers can answer 503.
-        After a failed write the pool is dropped: a connection opened while the disk was
-        read-only or unreachable stays that way, and must not outlive the fault."""
-        dbapi = self.engine.dialect.dbapi
-        try:
-            if writing:
-                self.backend.check_writable(self.engine)
-            yield
-        except (SQLAlchemyError, dbapi.Error) as exc:
-            if writing and isinstance(exc, (OperationalError, dbapi.OperationalError)):
-                self.engine.dispose()
-            if is_disk_full(exc):
-                self.backend.on_disk_full(utcnow())
-            raise QueueStorageError(str(getattr(exc, "orig", None) or exc)) from exc
-
-    def dispose(self) -> None:
-        self.engine.dispose()
+    """All queue operations against one database: its parts over ``StoreCore``."""
 
     def storage_warning(self) -> str | None:
         """Why new orders are refused now (a full disk), or None."""
@@ -110,8 +67,9 @@ class QueueStore(ClaimPath, OrderWrites, OperatorMoves, OrderReads, SquareoffLog
         with self.transaction() as conn:
             sealed = conn.execute(select(meta.c.value).where(meta.c.key == PEPPER_CHECK)).scalar()
             if sealed is None:
-                conn.execute(meta.insert().values(key=PEPPER_CHECK,
-                                                  value=api_keys.seal(PEPPER_CHECK_TEXT)))
+                conn.execute(
+                    meta.insert().values(key=PEPPER_CHECK, value=api_keys.seal(PEPPER_CHECK_TEXT))
+                )
                 return True
         try:
             return api_keys.unseal(sealed) == PEPPER_CHECK_TEXT
@@ -131,8 +89,12 @@ def _add_missing_columns(conn: Connection) -> None:
         if table is orders and "sent_at" not in present:
             # Earlier versions kept no send stamp: an order they left in flight may have
             # been sent, so it counts as stamped at its dispatch time.
-            conn.execute(update(orders).where(
-                orders.c.state.in_([OrderState.SENDING.value, OrderState.IN_DOUBT.value]),
-            ).values(sent_at=orders.c.dispatched_at))
+            conn.execute(
+                update(orders)
+                .where(
+                    orders.c.state.in_([OrderState.SENDING.value, OrderState.IN_DOUBT.value]),
+                )
+                .values(sent_at=orders.c.dispatched_at)
+            )
         for index in table.indexes:
             index.create(conn, checkfirst=True)

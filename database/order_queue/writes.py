@@ -16,38 +16,43 @@ from sqlalchemy import exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from database.order_queue import api_keys
+from database.order_queue.core import StoreCore
 from database.order_queue.model import (
-    AttemptKind,
-    ClaimedOrder,
-    DeadReason,
     ERROR_TEXT_LIMIT,
     EXIT_PRIORITY,
     LANE_OF_ENDPOINT,
     LANE_PRIORITY,
-    Lane,
-    MESSAGE_TEXT_LIMIT,
-    OrderState,
-    SAMPLED_STATES,
     SAMPLE_RETENTION,
-    attempts,
+    SAMPLED_STATES,
+    AttemptKind,
+    ClaimedOrder,
+    DeadReason,
+    Lane,
+    OrderState,
     dispatchers,
     expiry_for,
     orders,
     samples,
+    truncate,
 )
 
-#: Built once, like the order insert (``backends``).
-_INSERT_ATTEMPT = attempts.insert()
 #: When the queue's depth was last sampled (``record_sample``).
 _NEWEST_SAMPLE = select(func.max(samples.c.at))
 
 
-class OrderWrites:
+class OrderWrites(StoreCore):
     """Writes of the order lifecycle (mixed into ``QueueStore``, which provides
     ``transaction``, ``_storage_errors`` and ``backend``)."""
 
-    def enqueue(self, endpoint: str, payload: dict[str, Any], *, now: datetime,
-                max_age_seconds: float | None, deadline: datetime | None = None) -> int:
+    def enqueue(
+        self,
+        endpoint: str,
+        payload: dict[str, Any],
+        *,
+        now: datetime,
+        max_age_seconds: float | None,
+        deadline: datetime | None = None,
+    ) -> int:
         """Commit one order as PENDING and return its id.
 
         The order expires (is never sent) ``max_age_seconds`` after ``now`` or at
@@ -60,7 +65,9 @@ class OrderWrites:
         """
         lane = LANE_OF_ENDPOINT.get(endpoint)
         if lane is None:
-            raise ValueError(f"endpoint must be one of {sorted(LANE_OF_ENDPOINT)}, not {endpoint!r}")
+            raise ValueError(
+                f"endpoint must be one of {sorted(LANE_OF_ENDPOINT)}, not {endpoint!r}"
+            )
         if not isinstance(payload, dict):
             raise ValueError("payload must be a dict")
         api_key = payload.get("apikey")
@@ -97,28 +104,29 @@ class OrderWrites:
         with self._storage_errors(writing=True):
             return int(self.backend.insert_order(self.engine, row))
 
-    def _mark(self, conn: Connection, order_id: int, lease_token: str, from_state: OrderState,
-              values: dict[str, Any]) -> bool:
+    def _mark(
+        self,
+        conn: Connection,
+        order_id: int,
+        lease_token: str,
+        from_state: OrderState,
+        values: dict[str, Any],
+    ) -> bool:
         """Apply ``values`` only if the caller still holds the lease in ``from_state``."""
         result = conn.execute(
-            update(orders).where(
+            update(orders)
+            .where(
                 orders.c.id == order_id,
                 orders.c.lease_token == lease_token,
                 orders.c.state == from_state.value,
-            ).values(**values))
+            )
+            .values(**values)
+        )
         return result.rowcount == 1
 
-    def _record(self, conn: Connection, order_id: int, *, now: datetime, kind: AttemptKind,
-                outcome: str, actor: str | None, http_status: int | None = None,
-                message: str | None = None, latency_ms: float | None = None,
-                broker_orderid: str | None = None) -> None:
-        conn.execute(_INSERT_ATTEMPT, {
-            "order_id": order_id, "at": now, "kind": kind.value, "outcome": outcome,
-            "http_status": http_status, "message": _truncate(message, MESSAGE_TEXT_LIMIT),
-            "latency_ms": latency_ms, "actor": actor, "broker_orderid": broker_orderid})
-
-    def record_receipt(self, order_id: int, lease_token: str, *, instance: str,
-                       now: datetime) -> bool:
+    def record_receipt(
+        self, order_id: int, lease_token: str, *, instance: str, now: datetime
+    ) -> bool:
         """The host's door for a dispatched order: True (and the receipt written) only
         while the sender still holds the order's lease.
 
@@ -127,46 +135,109 @@ class OrderWrites:
         placed, and reconciliation need not wait for a request that might still come.
         """
         with self.transaction() as conn:
-            return conn.execute(update(orders).where(
-                orders.c.id == order_id, orders.c.state == OrderState.SENDING.value,
-                orders.c.lease_token == lease_token).values(
-                host_instance=instance, host_received_at=now)).rowcount == 1
+            return (
+                conn.execute(
+                    update(orders)
+                    .where(
+                        orders.c.id == order_id,
+                        orders.c.state == OrderState.SENDING.value,
+                        orders.c.lease_token == lease_token,
+                    )
+                    .values(host_instance=instance, host_received_at=now)
+                ).rowcount
+                == 1
+            )
 
-    def record_host_answer(self, order_id: int, *, instance: str, received_at: datetime,
-                           now: datetime, status: int, body: str) -> None:
+    def record_host_answer(
+        self,
+        order_id: int,
+        *,
+        instance: str,
+        received_at: datetime,
+        now: datetime,
+        status: int,
+        body: str,
+    ) -> None:
         """The host's answer to a receipted request, for the reconciler in case the
         sender is no longer there to read it.  Only for the same receipt."""
         with self.transaction() as conn:
-            conn.execute(update(orders).where(
-                orders.c.id == order_id, orders.c.host_instance == instance,
-                orders.c.host_received_at == received_at).values(
-                host_done_at=now, host_answer_status=status,
-                host_answer_body=_truncate(body, ERROR_TEXT_LIMIT)))
+            conn.execute(
+                update(orders)
+                .where(
+                    orders.c.id == order_id,
+                    orders.c.host_instance == instance,
+                    orders.c.host_received_at == received_at,
+                )
+                .values(
+                    host_done_at=now,
+                    host_answer_status=status,
+                    host_answer_body=truncate(body, ERROR_TEXT_LIMIT),
+                )
+            )
 
-    def mark_sent(self, order: ClaimedOrder, *, now: datetime, actor: str,
-                  broker_orderid: str | None, outcome: str = "accepted",
-                  http_status: int | None = None, message: str | None = None,
-                  latency_ms: float | None = None, kind: AttemptKind = AttemptKind.SEND) -> bool:
+    def mark_sent(
+        self,
+        order: ClaimedOrder,
+        *,
+        now: datetime,
+        actor: str,
+        broker_orderid: str | None,
+        outcome: str = "accepted",
+        http_status: int | None = None,
+        message: str | None = None,
+        latency_ms: float | None = None,
+        kind: AttemptKind = AttemptKind.SEND,
+    ) -> bool:
         """SENDING/IN_DOUBT → SENT with the broker's order id.
 
         Returns False (and changes nothing) if the lease was lost to another dispatcher.
         """
         with self.transaction() as conn:
-            changed = self._mark(conn, order.id, order.lease_token, OrderState(order.state), {
-                "state": OrderState.SENT.value, "broker_orderid": broker_orderid,
-                "attempts": orders.c.attempts + (1 if kind is AttemptKind.SEND else 0),
-                "lease_token": None, "lease_expires_at": None, "last_error": None,
-                "updated_at": now, "finished_at": now})
+            changed = self._mark(
+                conn,
+                order.id,
+                order.lease_token,
+                OrderState(order.state),
+                {
+                    "state": OrderState.SENT.value,
+                    "broker_orderid": broker_orderid,
+                    "attempts": orders.c.attempts + (1 if kind is AttemptKind.SEND else 0),
+                    "lease_token": None,
+                    "lease_expires_at": None,
+                    "last_error": None,
+                    "updated_at": now,
+                    "finished_at": now,
+                },
+            )
             if changed:
-                self._record(conn, order.id, now=now, kind=kind, outcome=outcome, actor=actor,
-                             http_status=http_status, message=message,
-                             latency_ms=latency_ms, broker_orderid=broker_orderid)
+                self._record(
+                    conn,
+                    order.id,
+                    now=now,
+                    kind=kind,
+                    outcome=outcome,
+                    actor=actor,
+                    http_status=http_status,
+                    message=message,
+                    latency_ms=latency_ms,
+                    broker_orderid=broker_orderid,
+                )
                 self.backend.notify(conn)  # the instrument's next order may go now
             return changed
 
-    def mark_failed(self, order: ClaimedOrder, *, now: datetime, actor: str, retry_at: datetime,
-                    outcome: str, error: str, counts_as_attempt: bool,
-                    http_status: int | None = None, latency_ms: float | None = None) -> bool:
+    def mark_failed(
+        self,
+        order: ClaimedOrder,
+        *,
+        now: datetime,
+        actor: str,
+        retry_at: datetime,
+        outcome: str,
+        error: str,
+        counts_as_attempt: bool,
+        http_status: int | None = None,
+        latency_ms: float | None = None,
+    ) -> bool:
         """SENDING → PENDING, due again at ``retry_at`` (transient failure, budget left).
 
         ``counts_as_attempt`` is False when the request never left (connection refused):
@@ -174,38 +245,95 @@ class OrderWrites:
         Returns False if the lease was lost.
         """
         with self.transaction() as conn:
-            changed = self._mark(conn, order.id, order.lease_token, OrderState.SENDING, {
-                "state": OrderState.PENDING.value, "available_at": retry_at,
-                "attempts": orders.c.attempts + (1 if counts_as_attempt else 0),
-                "lease_token": None, "lease_expires_at": None, "lease_owner": None,
-                "last_error": _truncate(error, ERROR_TEXT_LIMIT), "updated_at": now})
+            changed = self._mark(
+                conn,
+                order.id,
+                order.lease_token,
+                OrderState.SENDING,
+                {
+                    "state": OrderState.PENDING.value,
+                    "available_at": retry_at,
+                    "attempts": orders.c.attempts + (1 if counts_as_attempt else 0),
+                    "lease_token": None,
+                    "lease_expires_at": None,
+                    "lease_owner": None,
+                    "last_error": truncate(error, ERROR_TEXT_LIMIT),
+                    "updated_at": now,
+                },
+            )
             if changed:
-                self._record(conn, order.id, now=now, kind=AttemptKind.SEND, outcome=outcome,
-                             actor=actor, http_status=http_status, message=error,
-                             latency_ms=latency_ms)
+                self._record(
+                    conn,
+                    order.id,
+                    now=now,
+                    kind=AttemptKind.SEND,
+                    outcome=outcome,
+                    actor=actor,
+                    http_status=http_status,
+                    message=error,
+                    latency_ms=latency_ms,
+                )
             return changed
 
-    def mark_dead(self, order: ClaimedOrder, *, now: datetime, actor: str, reason: DeadReason,
-                  outcome: str, error: str, counts_as_attempt: bool = True,
-                  http_status: int | None = None, latency_ms: float | None = None,
-                  kind: AttemptKind = AttemptKind.SEND) -> bool:
+    def mark_dead(
+        self,
+        order: ClaimedOrder,
+        *,
+        now: datetime,
+        actor: str,
+        reason: DeadReason,
+        outcome: str,
+        error: str,
+        counts_as_attempt: bool = True,
+        http_status: int | None = None,
+        latency_ms: float | None = None,
+        kind: AttemptKind = AttemptKind.SEND,
+    ) -> bool:
         """SENDING/IN_DOUBT → DEAD with ``reason``.  Returns False if the lease was lost."""
         with self.transaction() as conn:
-            changed = self._mark(conn, order.id, order.lease_token, OrderState(order.state), {
-                "state": OrderState.DEAD.value, "dead_reason": reason.value,
-                "attempts": orders.c.attempts + (1 if counts_as_attempt else 0),
-                "lease_token": None, "lease_expires_at": None,
-                "last_error": _truncate(error, ERROR_TEXT_LIMIT), "updated_at": now,
-                "finished_at": now})
+            changed = self._mark(
+                conn,
+                order.id,
+                order.lease_token,
+                OrderState(order.state),
+                {
+                    "state": OrderState.DEAD.value,
+                    "dead_reason": reason.value,
+                    "attempts": orders.c.attempts + (1 if counts_as_attempt else 0),
+                    "lease_token": None,
+                    "lease_expires_at": None,
+                    "last_error": truncate(error, ERROR_TEXT_LIMIT),
+                    "updated_at": now,
+                    "finished_at": now,
+                },
+            )
             if changed:
-                self._record(conn, order.id, now=now, kind=kind, outcome=outcome, actor=actor,
-                             http_status=http_status, message=error, latency_ms=latency_ms)
+                self._record(
+                    conn,
+                    order.id,
+                    now=now,
+                    kind=kind,
+                    outcome=outcome,
+                    actor=actor,
+                    http_status=http_status,
+                    message=error,
+                    latency_ms=latency_ms,
+                )
                 self.backend.notify(conn)
             return changed
 
-    def mark_in_doubt(self, order: ClaimedOrder, *, now: datetime, actor: str, outcome: str,
-                      error: str, check_at: datetime, latency_ms: float | None = None,
-                      http_status: int | None = None) -> bool:
+    def mark_in_doubt(
+        self,
+        order: ClaimedOrder,
+        *,
+        now: datetime,
+        actor: str,
+        outcome: str,
+        error: str,
+        check_at: datetime,
+        latency_ms: float | None = None,
+        http_status: int | None = None,
+    ) -> bool:
         """SENDING → IN_DOUBT: the request may have reached the broker.
 
         The order is reconciled from ``check_at`` on and never resent blindly.  An
@@ -213,60 +341,130 @@ class OrderWrites:
         the receipt records, so the reconciler waits only the broker's settle time.
         Returns False if the lease was lost.
         """
-        answered = {} if http_status is None else {
-            "host_done_at": now, "host_answer_status": http_status,
-            "host_answer_body": _truncate(error, ERROR_TEXT_LIMIT)}
+        answered = (
+            {}
+            if http_status is None
+            else {
+                "host_done_at": now,
+                "host_answer_status": http_status,
+                "host_answer_body": truncate(error, ERROR_TEXT_LIMIT),
+            }
+        )
         with self.transaction() as conn:
-            changed = self._mark(conn, order.id, order.lease_token, OrderState.SENDING, {
-                "state": OrderState.IN_DOUBT.value, "attempts": orders.c.attempts + 1,
-                "available_at": check_at, "reconcile_checks": 0,
-                "lease_token": None, "lease_expires_at": None,
-                "last_error": _truncate(error, ERROR_TEXT_LIMIT), "updated_at": now,
-                **answered})
+            changed = self._mark(
+                conn,
+                order.id,
+                order.lease_token,
+                OrderState.SENDING,
+                {
+                    "state": OrderState.IN_DOUBT.value,
+                    "attempts": orders.c.attempts + 1,
+                    "available_at": check_at,
+                    "reconcile_checks": 0,
+                    "lease_token": None,
+                    "lease_expires_at": None,
+                    "last_error": truncate(error, ERROR_TEXT_LIMIT),
+                    "updated_at": now,
+                    **answered,
+                },
+            )
             if changed:
-                self._record(conn, order.id, now=now, kind=AttemptKind.SEND, outcome=outcome,
-                             actor=actor, message=error, latency_ms=latency_ms,
-                             http_status=http_status)
+                self._record(
+                    conn,
+                    order.id,
+                    now=now,
+                    kind=AttemptKind.SEND,
+                    outcome=outcome,
+                    actor=actor,
+                    message=error,
+                    latency_ms=latency_ms,
+                    http_status=http_status,
+                )
             return changed
 
-    def record_late_acceptance(self, order_id: int, *, now: datetime, actor: str,
-                               broker_orderid: str | None, message: str) -> None:
+    def record_late_acceptance(
+        self, order_id: int, *, now: datetime, actor: str, broker_orderid: str | None, message: str
+    ) -> None:
         """The broker accepted a request whose lease had already passed to another
         dispatcher.  The newer owner decides the state; this only keeps the evidence (the
         orderid) in the trail, so a possible duplicate can be found and cancelled."""
         with self.transaction() as conn:
-            self._record(conn, order_id, now=now, kind=AttemptKind.SEND,
-                         outcome="accepted_after_lease_lost", actor=actor,
-                         broker_orderid=broker_orderid, message=message)
+            self._record(
+                conn,
+                order_id,
+                now=now,
+                kind=AttemptKind.SEND,
+                outcome="accepted_after_lease_lost",
+                actor=actor,
+                broker_orderid=broker_orderid,
+                message=message,
+            )
 
-    def note_reconcile_miss(self, order: ClaimedOrder, *, now: datetime, actor: str,
-                            check_at: datetime, message: str) -> bool:
+    def note_reconcile_miss(
+        self, order: ClaimedOrder, *, now: datetime, actor: str, check_at: datetime, message: str
+    ) -> bool:
         """An in-doubt check found nothing (yet): count it and look again at ``check_at``."""
         with self.transaction() as conn:
-            changed = self._mark(conn, order.id, order.lease_token, OrderState.IN_DOUBT, {
-                "reconcile_checks": orders.c.reconcile_checks + 1, "available_at": check_at,
-                "lease_token": None, "lease_expires_at": None, "updated_at": now})
+            changed = self._mark(
+                conn,
+                order.id,
+                order.lease_token,
+                OrderState.IN_DOUBT,
+                {
+                    "reconcile_checks": orders.c.reconcile_checks + 1,
+                    "available_at": check_at,
+                    "lease_token": None,
+                    "lease_expires_at": None,
+                    "updated_at": now,
+                },
+            )
             if changed:
-                self._record(conn, order.id, now=now, kind=AttemptKind.RECONCILE,
-                             outcome="not_found_yet", actor=actor, message=message)
+                self._record(
+                    conn,
+                    order.id,
+                    now=now,
+                    kind=AttemptKind.RECONCILE,
+                    outcome="not_found_yet",
+                    actor=actor,
+                    message=message,
+                )
             return changed
 
-    def release_to_pending(self, order: ClaimedOrder, *, now: datetime, actor: str,
-                           message: str) -> bool:
+    def release_to_pending(
+        self, order: ClaimedOrder, *, now: datetime, actor: str, message: str
+    ) -> bool:
         """IN_DOUBT → PENDING: the broker has no such order after every check, so
         sending it again cannot duplicate it."""
         with self.transaction() as conn:
-            changed = self._mark(conn, order.id, order.lease_token, OrderState.IN_DOUBT, {
-                "state": OrderState.PENDING.value, "available_at": now,
-                "lease_token": None, "lease_expires_at": None, "lease_owner": None,
-                "updated_at": now})
+            changed = self._mark(
+                conn,
+                order.id,
+                order.lease_token,
+                OrderState.IN_DOUBT,
+                {
+                    "state": OrderState.PENDING.value,
+                    "available_at": now,
+                    "lease_token": None,
+                    "lease_expires_at": None,
+                    "lease_owner": None,
+                    "updated_at": now,
+                },
+            )
             if changed:
-                self._record(conn, order.id, now=now, kind=AttemptKind.RECONCILE,
-                             outcome="not_at_broker", actor=actor, message=message)
+                self._record(
+                    conn,
+                    order.id,
+                    now=now,
+                    kind=AttemptKind.RECONCILE,
+                    outcome="not_at_broker",
+                    actor=actor,
+                    message=message,
+                )
             return changed
 
-    def recover_stale_sending(self, *, now: datetime, heartbeat_timeout: float,
-                              check_at: datetime) -> list[int]:
+    def recover_stale_sending(
+        self, *, now: datetime, heartbeat_timeout: float, check_at: datetime
+    ) -> list[int]:
         """SENDING rows whose dispatcher is gone (lease expired, or its heartbeat stale or
         missing) → IN_DOUBT when their send was stamped (the request may have reached the
         broker), straight back to PENDING when it was not (it never left).
@@ -277,36 +475,72 @@ class OrderWrites:
         live_owner = exists().where(
             dispatchers.c.id == orders.c.lease_owner,
             dispatchers.c.stopped_at.is_(None),
-            dispatchers.c.heartbeat_at > stale_before)
+            dispatchers.c.heartbeat_at > stale_before,
+        )
         moved = []
         with self.transaction() as conn:
-            stale = conn.execute(select(orders.c.id, orders.c.lease_token, orders.c.sent_at).where(
-                orders.c.state == OrderState.SENDING.value,
-                or_(orders.c.lease_expires_at <= now, ~live_owner))).all()
+            stale = conn.execute(
+                select(orders.c.id, orders.c.lease_token, orders.c.sent_at).where(
+                    orders.c.state == OrderState.SENDING.value,
+                    or_(orders.c.lease_expires_at <= now, ~live_owner),
+                )
+            ).all()
             for order_id, token, sent_at in stale:
                 # Only the lease that was judged stale; a row claimed again meanwhile
                 # (another process) keeps its new, live lease.
-                still_stale = (orders.c.id == order_id, orders.c.lease_token == token,
-                               orders.c.state == OrderState.SENDING.value)
+                still_stale = (
+                    orders.c.id == order_id,
+                    orders.c.lease_token == token,
+                    orders.c.state == OrderState.SENDING.value,
+                )
                 if sent_at is None:
-                    released = conn.execute(update(orders).where(*still_stale).values(
-                        state=OrderState.PENDING.value, available_at=now, lease_token=None,
-                        lease_owner=None, lease_expires_at=None, updated_at=now)).rowcount
+                    released = conn.execute(
+                        update(orders)
+                        .where(*still_stale)
+                        .values(
+                            state=OrderState.PENDING.value,
+                            available_at=now,
+                            lease_token=None,
+                            lease_owner=None,
+                            lease_expires_at=None,
+                            updated_at=now,
+                        )
+                    ).rowcount
                     if released:
-                        self._record(conn, order_id, now=now, kind=AttemptKind.RECOVERY,
-                                     outcome="released", actor=None,
-                                     message="dispatcher stopped before sending: not sent, "
-                                             "queued again")
+                        self._record(
+                            conn,
+                            order_id,
+                            now=now,
+                            kind=AttemptKind.RECOVERY,
+                            outcome="released",
+                            actor=None,
+                            message="dispatcher stopped before sending: not sent, queued again",
+                        )
                     continue
-                changed = conn.execute(update(orders).where(*still_stale).values(
-                    state=OrderState.IN_DOUBT.value, attempts=orders.c.attempts + 1,
-                    available_at=check_at, reconcile_checks=0, lease_token=None,
-                    lease_expires_at=None, updated_at=now,
-                    last_error="dispatcher stopped while the order was being sent")).rowcount
+                changed = conn.execute(
+                    update(orders)
+                    .where(*still_stale)
+                    .values(
+                        state=OrderState.IN_DOUBT.value,
+                        attempts=orders.c.attempts + 1,
+                        available_at=check_at,
+                        reconcile_checks=0,
+                        lease_token=None,
+                        lease_expires_at=None,
+                        updated_at=now,
+                        last_error="dispatcher stopped while the order was being sent",
+                    )
+                ).rowcount
                 if changed:
-                    self._record(conn, order_id, now=now, kind=AttemptKind.RECOVERY,
-                                 outcome="in_doubt", actor=None,
-                                 message="dispatcher died or lost its lease mid-send")
+                    self._record(
+                        conn,
+                        order_id,
+                        now=now,
+                        kind=AttemptKind.RECOVERY,
+                        outcome="in_doubt",
+                        actor=None,
+                        message="dispatcher died or lost its lease mid-send",
+                    )
                     moved.append(order_id)
         return moved
 
@@ -316,41 +550,70 @@ class OrderWrites:
         Returns the expired rows (id, strategy, symbol) for logging; empty if none.
         """
         with self.transaction() as conn:
-            rows = [dict(r) for r in conn.execute(
-                select(orders.c.id, orders.c.strategy, orders.c.symbol, orders.c.created_at)
-                .where(orders.c.state == OrderState.PENDING.value,
-                       orders.c.expires_at <= now)).mappings()]
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    select(
+                        orders.c.id, orders.c.strategy, orders.c.symbol, orders.c.created_at
+                    ).where(orders.c.state == OrderState.PENDING.value, orders.c.expires_at <= now)
+                ).mappings()
+            ]
             expired = []
             for row in rows:
                 # A row claimed meanwhile by another process is on its way: not expired.
-                if conn.execute(update(orders).where(
-                        orders.c.id == row["id"], orders.c.state == OrderState.PENDING.value,
-                        orders.c.lease_token.is_(None)).values(
-                        state=OrderState.DEAD.value, dead_reason=DeadReason.EXPIRED.value,
+                if conn.execute(
+                    update(orders)
+                    .where(
+                        orders.c.id == row["id"],
+                        orders.c.state == OrderState.PENDING.value,
+                        orders.c.lease_token.is_(None),
+                    )
+                    .values(
+                        state=OrderState.DEAD.value,
+                        dead_reason=DeadReason.EXPIRED.value,
                         last_error="not sent: past its expiry (age limit or squareoff)",
-                        updated_at=now, finished_at=now)).rowcount:
-                    self._record(conn, row["id"], now=now, kind=AttemptKind.EXPIRY,
-                                 outcome=DeadReason.EXPIRED.value, actor=None,
-                                 message="not sent: past its expiry (age limit or squareoff)")
+                        updated_at=now,
+                        finished_at=now,
+                    )
+                ).rowcount:
+                    self._record(
+                        conn,
+                        row["id"],
+                        now=now,
+                        kind=AttemptKind.EXPIRY,
+                        outcome=DeadReason.EXPIRED.value,
+                        actor=None,
+                        message="not sent: past its expiry (age limit or squareoff)",
+                    )
                     expired.append(row)
         return expired
 
-    def register_dispatcher(self, dispatcher_id: str, *, host: str, pid: int,
-                            now: datetime) -> None:
+    def register_dispatcher(
+        self, dispatcher_id: str, *, host: str, pid: int, now: datetime
+    ) -> None:
         with self.transaction() as conn:
-            conn.execute(insert(dispatchers).values(
-                id=dispatcher_id, host=host, pid=pid, started_at=now, heartbeat_at=now))
+            conn.execute(
+                insert(dispatchers).values(
+                    id=dispatcher_id, host=host, pid=pid, started_at=now, heartbeat_at=now
+                )
+            )
 
     def heartbeat(self, dispatcher_id: str, *, now: datetime) -> None:
         """Prove the dispatcher is alive; its leases stay valid while this runs."""
         with self.transaction() as conn:
-            conn.execute(update(dispatchers).where(dispatchers.c.id == dispatcher_id)
-                         .values(heartbeat_at=now))
+            conn.execute(
+                update(dispatchers)
+                .where(dispatchers.c.id == dispatcher_id)
+                .values(heartbeat_at=now)
+            )
 
     def stop_dispatcher(self, dispatcher_id: str, *, now: datetime) -> None:
         with self.transaction() as conn:
-            conn.execute(update(dispatchers).where(dispatchers.c.id == dispatcher_id)
-                         .values(stopped_at=now, heartbeat_at=now))
+            conn.execute(
+                update(dispatchers)
+                .where(dispatchers.c.id == dispatcher_id)
+                .values(stopped_at=now, heartbeat_at=now)
+            )
 
     def record_sample(self, *, now: datetime, every_seconds: float) -> bool:
         """Store the depth per state unless a sample younger than ``every_seconds``
@@ -366,18 +629,22 @@ class OrderWrites:
             newest = conn.execute(_NEWEST_SAMPLE).scalar()  # another process may have
             if newest is not None and newest > fresh_after:
                 return False
-            counts = dict(conn.execute(select(orders.c.state, func.count()).where(
-                orders.c.state.in_(SAMPLED_STATES)).group_by(orders.c.state)).all())
-            conn.execute(insert(samples).values(
-                at=now, **{state: counts.get(state, 0) for state in SAMPLED_STATES}))
+            counts: dict[str, int] = dict(
+                conn.execute(
+                    select(orders.c.state, func.count())
+                    .where(orders.c.state.in_(SAMPLED_STATES))
+                    .group_by(orders.c.state)
+                )
+                .tuples()  # rows as (state, count) tuples (for the type checker; no-op)
+                .all()
+            )
+            conn.execute(
+                insert(samples).values(
+                    at=now, **{state: counts.get(state, 0) for state in SAMPLED_STATES}
+                )
+            )
             conn.execute(samples.delete().where(samples.c.at < now - SAMPLE_RETENTION))
             return True
-
-
-def _truncate(value: str | None, limit: int) -> str | None:
-    if value is None:
-        return None
-    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def _is_exit(lane: Lane, payload: dict[str, Any]) -> bool:

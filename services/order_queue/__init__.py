@@ -1,1 +1,2 @@
-"""The order queue's services; ``services/order_queue_service.py`` (``queue_order``) is their public face."""
+"""The order queue's services; ``services/order_queue_service.py`` (``queue_order``) is
+their public face."""

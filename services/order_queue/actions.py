@@ -1,4 +1,5 @@
-"""Operator actions on queued orders: replay, dismiss, cancel, settle (docs/design.md, "Dead letters and the record").
+"""Operator actions on queued orders: replay, dismiss, cancel, settle (docs/design.md,
+"Dead letters and the record").
 
 One implementation used by the admin page, the JSON API and the CLI.  Each action takes
 a list of order ids (bulk is the general case) and returns one result per id; nothing
@@ -8,8 +9,7 @@ is retried or decided automatically: a human asked for exactly this.
 from dataclasses import asdict, dataclass, field
 
 from database.order_queue_db import DeadReason, OrderState
-from services import order_queue_service
-from services.order_queue import events, runtime
+from services.order_queue import deadlines, events, runtime
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -48,21 +48,30 @@ def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[A
         later = [later_row["id"] for later_row in store.later_orders_gone_ahead(order_id)]
         warnings = []
         if row["dead_reason"] == DeadReason.IN_DOUBT.value:
-            warnings.append("it may already be at the broker (its first send was never "
-                            "confirmed): check the broker's orderbook")
+            warnings.append(
+                "it may already be at the broker (its first send was never "
+                "confirmed): check the broker's orderbook"
+            )
         if later:
-            warnings.append(f"later orders for this instrument already went out "
-                            f"({', '.join(map(str, later))})")
+            warnings.append(
+                f"later orders for this instrument already went out ({', '.join(map(str, later))})"
+            )
         if warnings and not confirm:
-            results.append(ActionResult(
-                order_id, False, "; ".join(warnings) + "; confirm to replay anyway",
-                needs_confirmation=True, later_sent=later))
+            results.append(
+                ActionResult(
+                    order_id,
+                    False,
+                    "; ".join(warnings) + "; confirm to replay anyway",
+                    needs_confirmation=True,
+                    later_sent=later,
+                )
+            )
             continue
         now = queue.clock.now()
-        deadline = order_queue_service.deadline_for(
-            {**row["payload"], "strategy": row["strategy"]}, now)
-        if store.replay(order_id, now=now, actor=actor, max_age_seconds=max_age,
-                        deadline=deadline):
+        deadline = deadlines.on_queue_time(
+            queue.clock, {**row["payload"], "strategy": row["strategy"]}, now
+        )
+        if store.replay(order_id, now=now, actor=actor, max_age_seconds=max_age, deadline=deadline):
             logger.warning("order %s replayed by %s", order_id, actor)
             events.publish(order_id, "pending", action="replayed")
             results.append(ActionResult(order_id, True, "replayed: queued for sending"))
@@ -73,38 +82,59 @@ def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[A
     return results
 
 
-def settle(order_ids: list[int], actor: str, *, placed: bool, broker_orderid: str | None = None,
-           note: str | None = None) -> list[ActionResult]:
+def settle(
+    order_ids: list[int],
+    actor: str,
+    *,
+    placed: bool,
+    broker_orderid: str | None = None,
+    note: str | None = None,
+) -> list[ActionResult]:
     """Record what the operator found at the broker for orders whose fate the machine
     could not tell (in doubt, held or dead-lettered): ``placed`` with the broker's
     orderid (one order at a time: an orderid belongs to one order) marks it sent; not
     placed sends it again.  Audited in the attempt trail like every action."""
     if placed and (len(order_ids) != 1 or not broker_orderid):
-        return [ActionResult(order_id, False, "'placed' needs one order and the broker's "
-                             "order id") for order_id in order_ids]
+        return [
+            ActionResult(order_id, False, "'placed' needs one order and the broker's order id")
+            for order_id in order_ids
+        ]
     queue = runtime.current()
     store, results = queue.store, []
     for order_id in order_ids:
         now = queue.clock.now()
         if placed:
-            done = store.settle_placed(order_id, now=now, actor=actor,
-                                       broker_orderid=broker_orderid, note=note)
+            assert broker_orderid is not None  # 'placed' without one returned above
+            done = store.settle_placed(
+                order_id, now=now, actor=actor, broker_orderid=broker_orderid, note=note
+            )
             outcome, state = f"settled as placed, broker order id {broker_orderid}", "sent"
         else:
             row = store.get_order(order_id)
-            deadline = order_queue_service.deadline_for(
-                {**row["payload"], "strategy": row["strategy"]}, now) if row else None
-            done = store.settle_not_placed(order_id, now=now, actor=actor, note=note,
-                                           max_age_seconds=queue.settings.max_age_seconds,
-                                           deadline=deadline)
+            deadline = (
+                deadlines.on_queue_time(
+                    queue.clock, {**row["payload"], "strategy": row["strategy"]}, now
+                )
+                if row
+                else None
+            )
+            done = store.settle_not_placed(
+                order_id,
+                now=now,
+                actor=actor,
+                note=note,
+                max_age_seconds=queue.settings.max_age_seconds,
+                deadline=deadline,
+            )
             outcome, state = "settled as not placed: queued for sending", "pending"
         if done:
             logger.warning("order %s %s by %s", order_id, outcome, actor)
             events.publish(order_id, state, action="settled")
             results.append(ActionResult(order_id, True, outcome))
         else:
-            results.append(ActionResult(order_id, False, _why_not_settled(store, order_id,
-                                                                          broker_orderid)))
+            results.append(
+                ActionResult(order_id, False, _why_not_settled(store, order_id, broker_orderid))
+            )
     if any(result.ok for result in results):
         queue.wake()
     return results
@@ -116,8 +146,10 @@ def _why_not_settled(store, order_id: int, broker_orderid: str | None) -> str:
         return "no such order"
     if row["state"] == "in_doubt":
         if broker_orderid and row["broker_orderid"] != broker_orderid:
-            return (f"broker order id {broker_orderid} is already bound to another order, "
-                    f"or the order is being checked right now; try again")
+            return (
+                f"broker order id {broker_orderid} is already bound to another order, "
+                f"or the order is being checked right now; try again"
+            )
         return "the order is being checked against the orderbook right now; try again"
     if row["state"] == "dead" and row["dead_reason"] == "in_doubt":
         return f"broker order id {broker_orderid} is already bound to another order"
@@ -134,20 +166,28 @@ def cancel(order_ids: list[int], actor: str, *, note: str | None = None) -> list
     return _simple("cancel", "cancelled", "pending", order_ids, actor, note)
 
 
-def _simple(action: str, new_state: str, required_state: str, order_ids: list[int],
-            actor: str, note: str | None) -> list[ActionResult]:
+def _simple(
+    action: str,
+    new_state: str,
+    required_state: str,
+    order_ids: list[int],
+    actor: str,
+    note: str | None,
+) -> list[ActionResult]:
     queue = runtime.current()
     move = getattr(queue.store, action)
     results = []
     for order_id in order_ids:
         if move(order_id, now=queue.clock.now(), actor=actor, note=note):
-            logger.warning("order %s %s by %s%s", order_id, new_state, actor,
-                           f": {note}" if note else "")
+            logger.warning(
+                "order %s %s by %s%s", order_id, new_state, actor, f": {note}" if note else ""
+            )
             events.publish(order_id, new_state, action=action)
             results.append(ActionResult(order_id, True, new_state))
         else:
-            results.append(ActionResult(order_id, False,
-                                        _why_not(queue.store, order_id, required_state)))
+            results.append(
+                ActionResult(order_id, False, _why_not(queue.store, order_id, required_state))
+            )
     return results
 
 

@@ -71,8 +71,9 @@ class Alerter:
                 return False
             self._last_by_key[dedupe] = now
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._deliver_forever,
-                                                name="order-queue-alerts", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._deliver_forever, name="order-queue-alerts", daemon=True
+                )
                 self._thread.start()
         try:
             self._pending.put_nowait(Alert(kind, key, text, details))
@@ -122,8 +123,9 @@ class Alerter:
             try:
                 response = httpx.post(settings.alert_webhook_url, json=body, timeout=5.0)
                 if response.status_code >= 300:
-                    logger.warning("order queue alert webhook answered HTTP %s",
-                                   response.status_code)
+                    logger.warning(
+                        "order queue alert webhook answered HTTP %s", response.status_code
+                    )
             except httpx.HTTPError as exc:
                 logger.warning("order queue alert webhook failed: %s", exc)
         telegram = _openalgo_telegram()

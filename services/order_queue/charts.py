@@ -12,6 +12,7 @@ Pure functions: facts in (from ``QueueStore.chart_facts``), markup out.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from xml.sax.saxutils import escape
@@ -40,12 +41,16 @@ def depth_chart(samples: list[dict], now: datetime, current: dict[str, int]) -> 
         points = [(_ago(now, row["at"]), row[state]) for row in samples]
         points.append((0.0, current.get(state, 0)))
         series.append(Series(label, f"s-{state}", points))
-    return _line_chart("Queue depth, last 6 hours", series, span, "orders",
-                       [(span, "-6h"), (span * 2 / 3, "-4h"), (span / 3, "-2h"), (0, "now")])
+    return _line_chart(
+        "Queue depth, last 6 hours",
+        series,
+        span,
+        "orders",
+        [(span, "-6h"), (span * 2 / 3, "-4h"), (span / 3, "-2h"), (0, "now")],
+    )
 
 
-def rate_chart(sends: list[tuple[datetime, str]], now: datetime,
-               limits: dict[str, int]) -> str:
+def rate_chart(sends: list[tuple[datetime, str]], now: datetime, limits: dict[str, int]) -> str:
     """Orders per second for the busiest account of each lane, beside the lane's limit."""
     span = RATE_MINUTES * 60
     per_second: dict[str, Counter] = defaultdict(Counter)
@@ -61,9 +66,14 @@ def rate_chart(sends: list[tuple[datetime, str]], now: datetime,
         points = [(float(second), float(busiest.get(second, 0))) for second in range(span)]
         series.append(Series(f"{lane} (limit {limits[lane]}/s)", f"s-{lane}", points))
     ceiling = [(f"limit {limit}/s", float(limit)) for limit in sorted(set(limits.values()))]
-    return _line_chart("Orders/s, busiest account per lane, last 5 min", series,
-                       span, "per s", [(span, "-5m"), (span * 3 / 5, "-3m"), (span / 5, "-1m"),
-                                       (0, "now")], limits=ceiling)
+    return _line_chart(
+        "Orders/s, busiest account per lane, last 5 min",
+        series,
+        span,
+        "per s",
+        [(span, "-5m"), (span * 3 / 5, "-3m"), (span / 5, "-1m"), (0, "now")],
+        limits=ceiling,
+    )
 
 
 def latency_chart(accepted: list[tuple[datetime, datetime]], now: datetime) -> str:
@@ -80,10 +90,13 @@ def latency_chart(accepted: list[tuple[datetime, datetime]], now: datetime) -> s
         x = minute * 60 + 30.0
         p50.append((x, percentile(values, 50)))
         p99.append((x, percentile(values, 99)))
-    return _line_chart("Webhook to broker, last hour", [Series("p50", "s-p50", p50),
-                                                         Series("p99", "s-p99", p99)],
-                       span, "ms", [(span, "-60m"), (span * 2 / 3, "-40m"),
-                                    (span / 3, "-20m"), (0, "now")])
+    return _line_chart(
+        "Webhook to broker, last hour",
+        [Series("p50", "s-p50", p50), Series("p99", "s-p99", p99)],
+        span,
+        "ms",
+        [(span, "-60m"), (span * 2 / 3, "-40m"), (span / 3, "-20m"), (0, "now")],
+    )
 
 
 def percentile(ordered: list[float], p: float) -> float:
@@ -95,9 +108,14 @@ def _ago(now: datetime, at: datetime) -> float:
     return (now - at) / timedelta(seconds=1)
 
 
-def _line_chart(title: str, series: list[Series], span: float, unit: str,
-                ticks: list[tuple[float, str]],
-                limits: list[tuple[str, float]] = ()) -> str:
+def _line_chart(
+    title: str,
+    series: list[Series],
+    span: float,
+    unit: str,
+    ticks: list[tuple[float, str]],
+    limits: Sequence[tuple[str, float]] = (),
+) -> str:
     """One chart: time runs left to right up to now; y from 0 to the largest value."""
     values = [y for s in series for _, y in s.points] + [y for _, y in limits]
     top = _nice_ceiling(max(values, default=0.0))
@@ -111,39 +129,53 @@ def _line_chart(title: str, series: list[Series], span: float, unit: str,
 
     # The unit goes with the title: beside the axis it sat on the top tick's label.
     title = f"{title} ({unit})"
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" '
-             f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-             f'aria-label="{escape(title, {chr(34): "&quot;"})}">',
-             f'<text class="chart-title" x="{LEFT}" y="14">{escape(title)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" '
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{escape(title, {chr(34): "&quot;"})}">',
+        f'<text class="chart-title" x="{LEFT}" y="14">{escape(title)}</text>',
+    ]
     for fraction in (0.0, 0.5, 1.0):
         y = y_of(top * fraction)
-        parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" '
-                     f'y2="{y:.1f}"/>')
-        parts.append(f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
-                     f'{_number(top * fraction)}</text>')
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
+        )
+        parts.append(
+            f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
+            f"{_number(top * fraction)}</text>"
+        )
     for ago, label in ticks:
-        parts.append(f'<text class="axis" x="{x_of(ago):.1f}" y="{HEIGHT - 6}" '
-                     f'text-anchor="middle">{escape(label)}</text>')
+        parts.append(
+            f'<text class="axis" x="{x_of(ago):.1f}" y="{HEIGHT - 6}" '
+            f'text-anchor="middle">{escape(label)}</text>'
+        )
     for label, value in limits:
         y = y_of(value)
-        parts.append(f'<line class="limit" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" '
-                     f'y2="{y:.1f}"><title>{escape(label)}</title></line>')
-    legend_x = LEFT
+        parts.append(
+            f'<line class="limit" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" '
+            f'y2="{y:.1f}"><title>{escape(label)}</title></line>'
+        )
+    legend_x: float = LEFT
     for s in series:
-        parts.append(f'<text class="legend {s.css}" x="{legend_x}" y="30">'
-                     f'{escape(s.label)}</text>')
+        parts.append(f'<text class="legend {s.css}" x="{legend_x}" y="30">{escape(s.label)}</text>')
         legend_x += 6.5 * len(s.label) + 14
         points = sorted(s.points, key=lambda point: -point[0])
         if points:
             coordinates = " ".join(f"{x_of(ago):.1f},{y_of(y):.1f}" for ago, y in points)
-            parts.append(f'<polyline class="series {s.css}" points="{coordinates}">'
-                         f'<title>{escape(s.label)}</title></polyline>')
+            parts.append(
+                f'<polyline class="series {s.css}" points="{coordinates}">'
+                f"<title>{escape(s.label)}</title></polyline>"
+            )
         if len(points) <= DOTS_UP_TO:
-            parts.extend(f'<circle class="dot {s.css}" cx="{x_of(ago):.1f}" '
-                         f'cy="{y_of(y):.1f}" r="2.5"/>' for ago, y in points)
+            parts.extend(
+                f'<circle class="dot {s.css}" cx="{x_of(ago):.1f}" cy="{y_of(y):.1f}" r="2.5"/>'
+                for ago, y in points
+            )
     if not any(s.points for s in series):
-        parts.append(f'<text class="axis" x="{WIDTH / 2}" y="{HEIGHT / 2}" '
-                     f'text-anchor="middle">no data yet</text>')
+        parts.append(
+            f'<text class="axis" x="{WIDTH / 2}" y="{HEIGHT / 2}" '
+            f'text-anchor="middle">no data yet</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 

@@ -31,10 +31,13 @@ class _QueueCommands(AppGroup):
             raise SystemExit(EXIT_PARTIAL) from None
 
 
-order_queue_cli = _QueueCommands("order-queue", help="""Inspect the durable order queue and
+order_queue_cli = _QueueCommands(
+    "order-queue",
+    help="""Inspect the durable order queue and
 act on failed orders.  Exit codes: 0 done, 1 some orders could not be acted on (or the
 queue database could not be reached), 2 bad arguments, 3 a replay needs --confirm, 4 no
-such order.""")
+such order.""",
+)
 
 EXIT_PARTIAL, EXIT_NEEDS_CONFIRMATION, EXIT_NOT_FOUND = 1, 3, 4
 CLI_ACTOR = "cli"
@@ -57,8 +60,10 @@ def stats_command(as_json):
         counts = report["depth"][state.value]
         click.echo(f"{state.value:<10} {counts['smart']:>7} {counts['regular']:>8}")
     age = report["oldest_pending_age_seconds"]
-    click.echo(f"oldest pending: {'-' if age is None else f'{age:.0f}s'}   "
-               f"sent today: {report['sent_today']}   dead: {report['dead']}")
+    click.echo(
+        f"oldest pending: {'-' if age is None else f'{age:.0f}s'}   "
+        f"sent today: {report['sent_today']}   dead: {report['dead']}"
+    )
     running = report["dispatcher"]["ids"]
     click.echo(f"dispatchers running: {', '.join(running) if running else 'NONE'}")
 
@@ -73,21 +78,28 @@ def stats_command(as_json):
 def list_command(state, strategy, symbol, reason, limit, as_json):
     """Orders, newest first."""
     if state and not set(state.split(",")) <= {s.value for s in OrderState}:
-        raise click.BadParameter(f"states are {', '.join(s.value for s in OrderState)}",
-                                 param_hint="--state")
+        raise click.BadParameter(
+            f"states are {', '.join(s.value for s in OrderState)}", param_hint="--state"
+        )
     queue = runtime.current()
     now = queue.clock.now()
     rows = queue.store.list_orders(
-        states=state.split(",") if state else None, strategy=strategy, symbol=symbol,
-        reason=reason, limit=limit)
+        states=state.split(",") if state else None,
+        strategy=strategy,
+        symbol=symbol,
+        reason=reason,
+        limit=limit,
+    )
     if as_json:
         _echo_json([order_json(r, now) for r in rows])
         return
     for row in rows:
-        click.echo(f"#{row['id']:<6} {row['state']:<9} {row['endpoint']:<15} "
-                   f"{row['symbol']:<12} {row['payload'].get('action', ''):<4} "
-                   f"{row['strategy'] or '':<16} {row['dead_reason'] or '':<17} "
-                   f"{(row['last_error'] or '')[:60]}")
+        click.echo(
+            f"#{row['id']:<6} {row['state']:<9} {row['endpoint']:<15} "
+            f"{row['symbol']:<12} {row['payload'].get('action', ''):<4} "
+            f"{row['strategy'] or '':<16} {row['dead_reason'] or '':<17} "
+            f"{(row['last_error'] or '')[:60]}"
+        )
 
 
 @order_queue_cli.command("show")
@@ -102,14 +114,27 @@ def show_command(order_id, as_json):
     if as_json:
         _echo_json(detail)
         return
-    for key in ("id", "state", "dead_reason", "endpoint", "strategy", "symbol", "exchange",
-                "attempts", "broker_orderid", "created_at", "last_error"):
+    for key in (
+        "id",
+        "state",
+        "dead_reason",
+        "endpoint",
+        "strategy",
+        "symbol",
+        "exchange",
+        "attempts",
+        "broker_orderid",
+        "created_at",
+        "last_error",
+    ):
         click.echo(f"{key:>15}: {detail[key]}")
     click.echo(f"{'payload':>15}: {json.dumps(detail['payload'], sort_keys=True)}")
     for attempt in detail["trail"]:
-        click.echo(f"  {attempt['at']} {attempt['kind']:<9} {attempt['outcome']:<16} "
-                   f"{attempt['http_status'] or '':<4} {attempt['actor'] or ''} "
-                   f"{attempt['message'] or ''}")
+        click.echo(
+            f"  {attempt['at']} {attempt['kind']:<9} {attempt['outcome']:<16} "
+            f"{attempt['http_status'] or '':<4} {attempt['actor'] or ''} "
+            f"{attempt['message'] or ''}"
+        )
 
 
 def _in_range(order_id: int) -> bool:
@@ -121,8 +146,11 @@ def _act(action, order_ids, *args, **kwargs) -> list:
     """``action`` on the ids that can exist; the others are reported as unknown."""
     known = [order_id for order_id in order_ids if _in_range(order_id)]
     results = action(known, *args, **kwargs) if known else []
-    return results + [actions.ActionResult(order_id, False, "no such order")
-                      for order_id in order_ids if not _in_range(order_id)]
+    return results + [
+        actions.ActionResult(order_id, False, "no such order")
+        for order_id in order_ids
+        if not _in_range(order_id)
+    ]
 
 
 def _report(results, as_json) -> None:
@@ -130,8 +158,7 @@ def _report(results, as_json) -> None:
         _echo_json([r.to_dict() for r in results])
     else:
         for result in results:
-            click.echo(f"#{result.order_id}: {'ok' if result.ok else 'not done'}: "
-                       f"{result.message}")
+            click.echo(f"#{result.order_id}: {'ok' if result.ok else 'not done'}: {result.message}")
     if any(r.needs_confirmation for r in results):
         raise SystemExit(EXIT_NEEDS_CONFIRMATION)
     if not all(r.ok for r in results):
@@ -140,8 +167,9 @@ def _report(results, as_json) -> None:
 
 @order_queue_cli.command("replay")
 @click.argument("order_ids", type=int, nargs=-1, required=True)
-@click.option("--confirm", is_flag=True,
-              help="Replay even if later orders for the same instrument were sent.")
+@click.option(
+    "--confirm", is_flag=True, help="Replay even if later orders for the same instrument were sent."
+)
 @click.option("--json", "as_json", is_flag=True)
 def replay_command(order_ids, confirm, as_json):
     """Send dead orders again."""
@@ -150,8 +178,12 @@ def replay_command(order_ids, confirm, as_json):
 
 @order_queue_cli.command("settle")
 @click.argument("order_ids", type=int, nargs=-1, required=True)
-@click.option("--placed", "broker_orderid", metavar="BROKER_ORDER_ID",
-              help="It is at the broker under this order id: mark it sent.")
+@click.option(
+    "--placed",
+    "broker_orderid",
+    metavar="BROKER_ORDER_ID",
+    help="It is at the broker under this order id: mark it sent.",
+)
 @click.option("--not-placed", is_flag=True, help="It is not at the broker: send it again.")
 @click.option("--note")
 @click.option("--json", "as_json", is_flag=True)
@@ -159,8 +191,17 @@ def settle_command(order_ids, broker_orderid, not_placed, note, as_json):
     """Settle orders in doubt with what the broker's orderbook shows."""
     if bool(broker_orderid) == not_placed:
         raise click.UsageError("give exactly one of --placed BROKER_ORDER_ID or --not-placed")
-    _report(_act(actions.settle, order_ids, CLI_ACTOR, placed=not not_placed,
-                 broker_orderid=broker_orderid, note=note), as_json)
+    _report(
+        _act(
+            actions.settle,
+            order_ids,
+            CLI_ACTOR,
+            placed=not not_placed,
+            broker_orderid=broker_orderid,
+            note=note,
+        ),
+        as_json,
+    )
 
 
 @order_queue_cli.command("dismiss")
@@ -196,8 +237,11 @@ def worker_command():
 
 
 @order_queue_cli.command("purge")
-@click.option("--days", type=click.FloatRange(min=0, min_open=True),
-              help="Override ORDER_QUEUE_RETENTION_DAYS (more than 0).")
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Override ORDER_QUEUE_RETENTION_DAYS (more than 0).",
+)
 def purge_command(days):
     """Delete finished orders (sent, dismissed, cancelled) older than the retention."""
     queue = runtime.current()

@@ -49,9 +49,13 @@ STEP_SECONDS = 1.0
 class Clock:
     """``monotonic()`` for timers, ``now()`` (naive UTC, steady) for anything stored."""
 
-    def __init__(self, read_shared: Callable[[], datetime] | None = None, *,
-                 wall: Callable[[], datetime] = utcnow,
-                 monotonic: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        read_shared: Callable[[], datetime] | None = None,
+        *,
+        wall: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
         self._read_shared = read_shared
         self._wall = wall
         self.monotonic = monotonic
@@ -96,14 +100,16 @@ class Clock:
                 f"this machine's clock stepped by {stepped:+.0f} s since the app started "
                 f"(last at {self._last_step[1]:%Y-%m-%d %H:%M:%S} UTC): the queue keeps "
                 f"counting on its steady clock, so no order, lease or rate window moved; "
-                f"times shown here differ from the wall clock by that much until a restart")
+                f"times shown here differ from the wall clock by that much until a restart"
+            )
         apart = self._disagreement.total_seconds()
         if self._read_shared is not None and abs(apart) >= STEP_SECONDS:
             said.append(
                 f"this machine's clock is {abs(apart):.1f} s "
                 f"{'ahead of' if apart > 0 else 'behind'} the database server's: the queue "
                 f"goes by the database's; sync both with NTP (the broker's orderbook is "
-                f"matched to the second)")
+                f"matched to the second)"
+            )
         return said
 
     def sync(self) -> timedelta:
@@ -114,6 +120,9 @@ class Clock:
         for _ in range(SYNC_READS):
             before, wall_before = self._steady(), self._wall()
             try:
+                # now() calls this only with a shared clock (and without one the call
+                # fails into the except below, as calling None did).
+                assert self._read_shared is not None
                 shared = self._read_shared()
             except Exception:
                 break
@@ -123,8 +132,10 @@ class Clock:
         with self._lock:
             self._synced_at = self.monotonic()
             trusted = best is not None and (
-                best[0].total_seconds() <= SYNC_MAX_ROUND_TRIP or not self._measured)
+                best[0].total_seconds() <= SYNC_MAX_ROUND_TRIP or not self._measured
+            )
             if trusted:
+                assert best is not None  # trusted only with a measurement
                 self._offset, self._disagreement, self._measured = best[1], best[2], True
             return self._offset
 
@@ -145,9 +156,12 @@ class Clock:
                 return
             self._stepped += moved
             self._last_step = (moved, wall)
-        logger.warning("this machine's clock stepped by %+.1f s (now %s UTC); the order "
-                       "queue keeps its steady time: no order, lease or rate window moves",
-                       moved.total_seconds(), f"{wall:%Y-%m-%d %H:%M:%S}")
+        logger.warning(
+            "this machine's clock stepped by %+.1f s (now %s UTC); the order "
+            "queue keeps its steady time: no order, lease or rate window moves",
+            moved.total_seconds(),
+            f"{wall:%Y-%m-%d %H:%M:%S}",
+        )
 
     def _wall_correction(self) -> timedelta:
         # On a shared clock the database server's time is the outside world's too.

@@ -22,9 +22,8 @@ import socket
 import sys
 import threading
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Callable
 
 import httpx
 
@@ -55,36 +54,35 @@ SAMPLE_SECONDS = 60
 IN_DOUBT_LOOK_SECONDS = 0.5
 
 
-@dataclass
-class RunReport:
-    """What one pass of the loop did (for tests and for choosing how long to sleep)."""
-
-    sent: list[int] = field(default_factory=list)
-    reconciling: list[int] = field(default_factory=list)
-    recovered: list[int] = field(default_factory=list)
-    expired: list[int] = field(default_factory=list)
-    next_due_at: datetime | None = None
-
-
 class Dispatcher:
     """Delivers queued orders; one per process is enough, several may share a database."""
 
-    def __init__(self, store: QueueStore, settings: OrderQueueSettings, *,
-                 clock: Clock | None = None, client: httpx.Client | None = None):
+    def __init__(
+        self,
+        store: QueueStore,
+        settings: OrderQueueSettings,
+        *,
+        clock: Clock | None = None,
+        client: httpx.Client | None = None,
+    ):
         self.store = store
         self.settings = settings
         self.clock = clock or Clock()
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.limits = RateLimits(smart=settings.smart_rate, regular=settings.regular_rate,
-                                 window=settings.rate_window_seconds,
-                                 smart_settle=settings.smart_settle_seconds,
-                                 smart_window=settings.smart_rate_window_seconds,
-                                 regular_window=settings.regular_rate_window_seconds,
-                                 tolerance=settings.send_tolerance_seconds,
-                                 jitter=settings.host_jitter_seconds)
+        self.limits = RateLimits(
+            smart=settings.smart_rate,
+            regular=settings.regular_rate,
+            window=settings.rate_window_seconds,
+            smart_settle=settings.smart_settle_seconds,
+            smart_window=settings.smart_rate_window_seconds,
+            regular_window=settings.regular_rate_window_seconds,
+            tolerance=settings.send_tolerance_seconds,
+            jitter=settings.host_jitter_seconds,
+        )
         self.client = client or httpx.Client(
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            limits=httpx.Limits(max_connections=settings.workers + 2))
+            limits=httpx.Limits(max_connections=settings.workers + 2),
+        )
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._idle = threading.Condition()
@@ -99,12 +97,19 @@ class Dispatcher:
         # pass asks it (a host starting up may not listen yet).
         self.door = HostDoor(self.client, settings.host_server)
         recorder = OutcomeRecorder(store, settings, self.clock, actor=self.id)
-        self.sender = Sender(store=store, settings=settings, clock=self.clock,
-                             client=self.client, door=self.door, recorder=recorder,
-                             limits=self.limits, stopping=self._stopping)
-        self.reconciler = Reconciler(store=store, settings=settings, clock=self.clock,
-                                     client=self.client, recorder=recorder)
-        self.last_heartbeat: datetime | None = None
+        self.sender = Sender(
+            store=store,
+            settings=settings,
+            clock=self.clock,
+            client=self.client,
+            door=self.door,
+            recorder=recorder,
+            limits=self.limits,
+            stopping=self._stopping,
+        )
+        self.reconciler = Reconciler(
+            store=store, settings=settings, clock=self.clock, client=self.client, recorder=recorder
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -114,8 +119,7 @@ class Dispatcher:
         if self._thread is not None:
             return
         self._register()
-        self._thread = threading.Thread(target=self.run, name="order-queue-dispatcher",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.run, name="order-queue-dispatcher", daemon=True)
         self._thread.start()
         self.store.start_listener(self.wake, self._stopping)
         logger.info("order queue dispatcher %s started", self.id)
@@ -162,14 +166,18 @@ class Dispatcher:
             except QueueStorageError as exc:
                 logger.error("could not record dispatcher %s stop: %s", self.id, exc)
             self.client.close()
-        logger.info("order queue dispatcher %s stopped (%s)", self.id,
-                    "drained" if drained else "requests still in flight")
+        logger.info(
+            "order queue dispatcher %s stopped (%s)",
+            self.id,
+            "drained" if drained else "requests still in flight",
+        )
         return drained
 
     def _register(self) -> None:
         if not self._registered:
-            self.store.register_dispatcher(self.id, host=socket.gethostname(), pid=os.getpid(),
-                                           now=self.clock.now())
+            self.store.register_dispatcher(
+                self.id, host=socket.gethostname(), pid=os.getpid(), now=self.clock.now()
+            )
             self._registered = True
 
     # ------------------------------------------------------------------ the loop
@@ -179,8 +187,7 @@ class Dispatcher:
         while not self._stopping.is_set():
             wait = self.settings.poll_seconds
             try:
-                report = self.run_once()
-                wait = loop_wait_seconds(wait, report.next_due_at, self.clock.now())
+                wait = loop_wait_seconds(wait, self.run_once(), self.clock.now())
             except QueueStorageError as exc:
                 logger.error("order queue storage error in dispatcher: %s", exc)
             except Exception:
@@ -188,71 +195,90 @@ class Dispatcher:
             self._wake.wait(wait)
             self._wake.clear()
 
-    def run_once(self, now: datetime | None = None) -> RunReport:
-        """One pass: housekeeping when due, then claim work while sender slots are free."""
-        report = RunReport()
+    def run_once(self) -> datetime | None:
+        """One pass: housekeeping when due, then claim work while sender slots are free.
+        Returns when the next order becomes due, if known (the loop sleeps until then)."""
         self._register()
-        self._housekeeping(now, report)
+        self._housekeeping()
         if not self.door.known:
             self.door.probe()
-        while self._free_slot() and not self._stopping.is_set() and \
-                (now is not None or self.clock.monotonic() >= self._next_in_doubt_look):
-            order = self.store.claim_in_doubt(self.id, now=now or self.clock.now(),
-                                              lease_seconds=self.settings.lease_seconds)
+        while (
+            self._free_slot()
+            and not self._stopping.is_set()
+            and self.clock.monotonic() >= self._next_in_doubt_look
+        ):
+            order = self.store.claim_in_doubt(
+                self.id, now=self.clock.now(), lease_seconds=self.settings.lease_seconds
+            )
             if order is None:
                 # Most passes follow a finished send; looking again at once would cost
                 # every order one more transaction for nothing.
                 self._next_in_doubt_look = self.clock.monotonic() + IN_DOUBT_LOOK_SECONDS
                 break
-            report.reconciling.append(order.id)
             self._submit(self.reconciler.reconcile, order)
         while self._free_slot() and not self._stopping.is_set():
-            claim = self.store.claim_next(self.id, now=now or self.clock.now(),
-                                          lease_seconds=self.settings.lease_seconds,
-                                          limits=self.limits)
+            claim = self.store.claim_next(
+                self.id,
+                now=self.clock.now(),
+                lease_seconds=self.settings.lease_seconds,
+                limits=self.limits,
+            )
             if claim.order is None:
-                report.next_due_at = claim.next_due_at
-                break
-            report.sent.append(claim.order.id)
+                return claim.next_due_at
             self._submit(self.sender.send, claim.order)
-        return report
+        return None
 
-    def _housekeeping(self, now: datetime | None, report: RunReport) -> None:
-        """Heartbeat, in-doubt recovery of dead dispatchers' orders, expiry; at most once
-        per heartbeat period."""
+    def _housekeeping(self) -> None:
+        """Heartbeat, in-doubt recovery of dead dispatchers' orders, expiry, retention; at
+        most once per heartbeat period."""
         tick = self.clock.monotonic()
-        if self._last_housekeeping is not None and now is None and \
-                tick - self._last_housekeeping < self.settings.heartbeat_seconds:
+        if (
+            self._last_housekeeping is not None
+            and tick - self._last_housekeeping < self.settings.heartbeat_seconds
+        ):
             return
         self._last_housekeeping = tick
-        now = now or self.clock.now()
+        now = self.clock.now()
         self.store.heartbeat(self.id, now=now)
-        self.last_heartbeat = now
         self.store.record_sample(now=now, every_seconds=SAMPLE_SECONDS)
-        report.recovered = self.store.recover_stale_sending(
-            now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds,
-            check_at=now)
-        for order_id in report.recovered:
-            logger.warning("order %s: its dispatcher stopped mid-send; now in doubt, "
-                           "will be reconciled with the broker's orderbook", order_id)
+        recovered = self.store.recover_stale_sending(
+            now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds, check_at=now
+        )
+        for order_id in recovered:
+            logger.warning(
+                "order %s: its dispatcher stopped mid-send; now in doubt, "
+                "will be reconciled with the broker's orderbook",
+                order_id,
+            )
             events.publish(order_id, "in_doubt")
         for row in self.store.expire_pending(now=now):
-            report.expired.append(row["id"])
-            logger.error("order %s dead-lettered: reason=expired strategy=%s symbol=%s "
-                         "queued_at=%s", row["id"], row["strategy"], row["symbol"],
-                         row["created_at"])
-            events.publish(row["id"], "dead", reason="expired",
-                                       symbol=row["symbol"], strategy=row["strategy"])
-        if self._purge_more or self._last_purge is None or \
-                tick - self._last_purge >= PURGE_INTERVAL_SECONDS:
+            logger.error(
+                "order %s dead-lettered: reason=expired strategy=%s symbol=%s queued_at=%s",
+                row["id"],
+                row["strategy"],
+                row["symbol"],
+                row["created_at"],
+            )
+            events.publish(
+                row["id"], "dead", reason="expired", symbol=row["symbol"], strategy=row["strategy"]
+            )
+        if (
+            self._purge_more
+            or self._last_purge is None
+            or tick - self._last_purge >= PURGE_INTERVAL_SECONDS
+        ):
             # One small batch per pass while a backlog lasts: claims go on between them.
             self._last_purge = tick
             purged = self.store.purge_finished(
-                older_than=now - timedelta(days=self.settings.retention_days))
+                older_than=now - timedelta(days=self.settings.retention_days)
+            )
             self._purge_more = purged == PURGE_BATCH
             if purged:
-                logger.info("purged %s finished orders older than %s days", purged,
-                            self.settings.retention_days)
+                logger.info(
+                    "purged %s finished orders older than %s days",
+                    purged,
+                    self.settings.retention_days,
+                )
 
     # ------------------------------------------------------------------ sender pool
 
@@ -264,9 +290,12 @@ class Dispatcher:
         with self._idle:
             self._in_flight += 1
         try:
-            threading.Thread(target=self._run_task, args=(task, order),
-                             name=f"order-queue-{task.__name__.strip('_')}-{order.id}",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._run_task,
+                args=(task, order),
+                name=f"order-queue-{task.__name__.strip('_')}-{order.id}",
+                daemon=True,
+            ).start()
         except RuntimeError:
             # No thread could start.  The order was claimed but never stamped: recovery
             # puts it straight back to pending (at the next start, or once its lease
@@ -279,8 +308,12 @@ class Dispatcher:
             if not sys.is_finalizing():
                 raise
             self.request_stop()
-            logger.info("order queue dispatcher %s: the interpreter is shutting down; "
-                        "order %s was not sent and goes back to the queue", self.id, order.id)
+            logger.info(
+                "order queue dispatcher %s: the interpreter is shutting down; "
+                "order %s was not sent and goes back to the queue",
+                self.id,
+                order.id,
+            )
 
     def _run_task(self, task: Callable[[ClaimedOrder], None], order: ClaimedOrder) -> None:
         try:

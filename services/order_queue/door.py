@@ -42,21 +42,27 @@ class HostDoor:
         door answers it before the order code, and an API without one refuses the empty
         order.  A host that does not answer yet is asked again later."""
         try:
-            response = self._client.post(f"{self._host_server}/api/v1/placeorder", json={},
-                                         headers={LEASE_HEADER: PROBE})
+            response = self._client.post(
+                f"{self._host_server}/api/v1/placeorder", json={}, headers={LEASE_HEADER: PROBE}
+            )
         except httpx.HTTPError as exc:
             logger.info("order queue: the API is not answering yet (%s)", type(exc).__name__)
             return
         self.learn(response)
-        logger.info("order queue: the API %s the door (HTTP %s)",
-                    "has" if self.fences else "does not have", response.status_code)
+        logger.info(
+            "order queue: the API %s the door (HTTP %s)",
+            "has" if self.fences else "does not have",
+            response.status_code,
+        )
 
     def learn(self, response: httpx.Response) -> None:
         """Take note of whether this answer came through the door."""
         has_door = FENCE_HEADER in response.headers
         if self.fences and not has_door:
-            logger.warning("order queue: an answer from the API came without the door's "
-                           "header (HTTP %s); orders go without it until it shows again",
-                           response.status_code)
+            logger.warning(
+                "order queue: an answer from the API came without the door's "
+                "header (HTTP %s); orders go without it until it shows again",
+                response.status_code,
+            )
         self.fences = has_door
         self.known = True

@@ -34,10 +34,12 @@ def drain(reason: str, *, give_up_after: float | None = None) -> int:
     queue = runtime.build(load_settings())
     queue.store.create_schema()
     _oldest, open_work = queue.store.watch_facts()
-    text = (f"order queue plugin NOT in force after an OpenAlgo update: {reason}. New "
-            f"webhooks use OpenAlgo's in-memory queue again: run the plugin's installer. "
-            f"{open_work} orders the queue had acknowledged are being delivered or expire "
-            f"by their own bounds")
+    text = (
+        f"order queue plugin NOT in force after an OpenAlgo update: {reason}. New "
+        f"webhooks use OpenAlgo's in-memory queue again: run the plugin's installer. "
+        f"{open_work} orders the queue had acknowledged are being delivered or expire "
+        f"by their own bounds"
+    )
     logger.error("%s", text)
     alerter.raise_alert("plugin", "not in force", text, open_orders=open_work)
     # Long enough for the oldest order to go out or expire, and for one in doubt to settle.

@@ -1,4 +1,5 @@
-"""Live order-queue events for the admin page, over the host's Socket.IO (docs/design.md, "Operating it").
+"""Live order-queue events for the admin page, over the host's Socket.IO (docs/design.md,
+"Operating it").
 
 Every state change is published as ``order_queue:order``; a dead-lettered order is also
 published as ``order_queue:dead`` so the page can raise an alert, and raised as an alert
@@ -24,10 +25,13 @@ def publish(order_id: int, state: str, **details) -> None:
     """Tell connected admin pages that ``order_id`` is now in ``state``."""
     if state == "dead":
         alerter.raise_alert(
-            "dead", str(order_id),
+            "dead",
+            str(order_id),
             f"order #{order_id} {details.get('symbol') or ''} ({details.get('strategy') or '-'}) "
             f"dead-lettered: {details.get('reason')}: {details.get('error') or ''}".strip(),
-            order_id=order_id, **details)
+            order_id=order_id,
+            **details,
+        )
     if getattr(socketio, "server", None) is None:
         return
     event = {"id": order_id, "state": state, **details}

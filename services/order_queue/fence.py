@@ -42,8 +42,10 @@ def process_instance() -> str:
     per process start (a forked worker gets its own)."""
     global _process_id
     if _process_id is None or _process_id[0] != os.getpid():
-        _process_id = (os.getpid(),
-                       f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:web")
+        _process_id = (
+            os.getpid(),
+            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:web",
+        )
     return _process_id[1]
 
 
@@ -74,16 +76,13 @@ def _check_lease():
     queue = runtime.current()
     instance, now = receiving_instance(), queue.clock.now()
     try:
-        admitted = queue.store.record_receipt(int(order_id), token, instance=instance,
-                                              now=now)
+        admitted = queue.store.record_receipt(int(order_id), token, instance=instance, now=now)
     except QueueStorageError as exc:
-        logger.error("order %s refused at the door: queue database unavailable: %s",
-                     order_id, exc)
+        logger.error("order %s refused at the door: queue database unavailable: %s", order_id, exc)
         return jsonify(status="error", message="order queue unavailable: not placed"), 503
     if not admitted:
         logger.warning("order %s refused at the door: its lease was taken over", order_id)
-        return jsonify(status="error",
-                       message="stale order-queue lease: order NOT placed"), 409
+        return jsonify(status="error", message="stale order-queue lease: order NOT placed"), 409
     g.order_queue_receipt = (int(order_id), instance, now)
     return None
 
@@ -98,8 +97,13 @@ def _keep_answer(response):
         try:
             queue = runtime.current()
             queue.store.record_host_answer(
-                order_id, instance=instance, received_at=received_at, now=queue.clock.now(),
-                status=response.status_code, body=_without_api_key(response))
+                order_id,
+                instance=instance,
+                received_at=received_at,
+                now=queue.clock.now(),
+                status=response.status_code,
+                body=_without_api_key(response),
+            )
         except QueueStorageError as exc:  # the sender, if alive, still reads the answer
             logger.error("order %s: could not keep the host's answer: %s", order_id, exc)
     return response

@@ -16,8 +16,12 @@ import httpx
 
 from services.order_queue.ist import ist_to_utc
 
-_TIMESTAMP_FORMATS = ("%d-%b-%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S",
-                      "%d-%m-%Y %H:%M:%S")
+_TIMESTAMP_FORMATS = (
+    "%d-%b-%Y %H:%M:%S",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%d-%m-%Y %H:%M:%S",
+)
 
 
 class OrderbookUnavailable(Exception):
@@ -51,8 +55,9 @@ def fetch_orderbook(client: httpx.Client, host_server: str, api_key: str) -> lis
     return [entry for entry in book if isinstance(entry, dict)]
 
 
-def find_matches(endpoint: str, payload: dict, sent_at_utc: datetime,
-                 book: list[dict]) -> MatchResult:
+def find_matches(
+    endpoint: str, payload: dict, sent_at_utc: datetime, book: list[dict]
+) -> MatchResult:
     """Orderbook entries that could be this order (see module docstring)."""
     not_before = sent_at_utc.replace(microsecond=0)
     orderids, unreadable = [], 0
@@ -82,19 +87,30 @@ def parse_broker_timestamp(value) -> datetime | None:
 
 def _fields_match(endpoint: str, payload: dict, entry: dict) -> bool:
     def same_text(field, default=""):
-        return str(payload.get(field) or default).upper() == str(entry.get(field) or default).upper()
+        return (
+            str(payload.get(field) or default).upper() == str(entry.get(field) or default).upper()
+        )
 
     pricetype = str(payload.get("pricetype") or "MARKET").upper()
-    if not (same_text("symbol") and same_text("exchange") and same_text("product")
-            and pricetype == str(entry.get("pricetype") or "MARKET").upper()):
+    if not (
+        same_text("symbol")
+        and same_text("exchange")
+        and same_text("product")
+        and pricetype == str(entry.get("pricetype") or "MARKET").upper()
+    ):
         return False
     if endpoint == "placeorder":
-        if not same_text("action") or _number(payload.get("quantity")) != _number(entry.get("quantity")):
+        if not same_text("action") or _number(payload.get("quantity")) != _number(
+            entry.get("quantity")
+        ):
             return False
-    if pricetype in ("LIMIT", "SL") and _number(payload.get("price")) != _number(entry.get("price")):
+    if pricetype in ("LIMIT", "SL") and _number(payload.get("price")) != _number(
+        entry.get("price")
+    ):
         return False
-    if pricetype in ("SL", "SL-M") and \
-            _number(payload.get("trigger_price")) != _number(entry.get("trigger_price")):
+    if pricetype in ("SL", "SL-M") and _number(payload.get("trigger_price")) != _number(
+        entry.get("trigger_price")
+    ):
         return False
     return True
 

@@ -1,4 +1,5 @@
-"""What one HTTP attempt at the broker API means for the order (docs/design.md, "Lifecycle"; the README's table of answers).
+"""What one HTTP attempt at the broker API means for the order (docs/design.md,
+"Lifecycle"; the README's table of answers).
 
 Pure functions, so the rules a trader's money depends on read in one place and are
 tested without a network:
@@ -60,11 +61,15 @@ def classify_response(response: httpx.Response) -> Verdict:
     if status in (401, 403):
         return Verdict(Outcome.CREDENTIALS, status, message=message)
     if status >= 500:
-        return Verdict(Outcome.UNKNOWN, status, message=message or "the API failed; the "
-                       "order may have been placed before it did")
+        return Verdict(
+            Outcome.UNKNOWN,
+            status,
+            message=message or "the API failed; the order may have been placed before it did",
+        )
     if status == 429:
-        return Verdict(Outcome.THROTTLED, status, message=message,
-                       retry_after=_retry_after(response))
+        return Verdict(
+            Outcome.THROTTLED, status, message=message, retry_after=_retry_after(response)
+        )
     if status in _TRANSIENT_STATUSES:
         return Verdict(Outcome.TRANSIENT, status, message=message)
     if 200 <= status < 300:
@@ -79,8 +84,10 @@ def classify_response(response: httpx.Response) -> Verdict:
 
 def classify_exception(exc: Exception) -> Verdict:
     """Tell "never left" apart from "left, answer lost"."""
-    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
-                        httpx.UnsupportedProtocol)):
+    if isinstance(
+        exc,
+        (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol),
+    ):
         return Verdict(Outcome.NOT_SENT, message=f"{type(exc).__name__}: {exc}")
     return Verdict(Outcome.UNKNOWN, message=f"{type(exc).__name__}: {exc}")
 

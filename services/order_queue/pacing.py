@@ -8,12 +8,18 @@ a database or a broker (``tests/unit/test_pacing.py``).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 
-def backoff_seconds(attempt: int, *, base: float, cap: float, floor: float,
-                    draw: Callable[[float, float], float] = random.uniform) -> float:
+def backoff_seconds(
+    attempt: int,
+    *,
+    base: float,
+    cap: float,
+    floor: float,
+    draw: Callable[[float, float], float] = random.uniform,
+) -> float:
     """The pause before retry number ``attempt`` (1 for the first): exponential from
     ``base``, capped at ``cap``, with full jitter in the upper half; never shorter than
     ``floor`` (the rate window, so an order's earlier send has always left the window
@@ -30,8 +36,7 @@ def stamp_is_timely(taken_at: float, now: float, tolerance: float) -> bool:
     return now - taken_at <= tolerance / 2
 
 
-def loop_wait_seconds(poll_seconds: float, next_due_at: datetime | None,
-                      now: datetime) -> float:
+def loop_wait_seconds(poll_seconds: float, next_due_at: datetime | None, now: datetime) -> float:
     """How long the dispatcher loop may sleep when nothing wakes it: until the next
     order, retry, rate window or lease falls due, at most ``poll_seconds``, and never
     zero (a due moment just passed still yields the thread for a millisecond)."""

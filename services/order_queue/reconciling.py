@@ -1,5 +1,5 @@
-"""Settling an order whose send outcome is unknown (docs/design.md, "The reconciler's decision"), never by sending it
-blindly again.
+"""Settling an order whose send outcome is unknown, never by sending it blindly again
+(docs/design.md, "The reconciler's decision").
 
 In order of evidence: the answer its host kept at the door (``recorded_verdict``);
 else the broker's orderbook (``orderbook.py``), where exactly one unbound match is
@@ -30,8 +30,15 @@ logger = get_logger(__name__)
 class Reconciler:
     """Settles in-doubt orders for one dispatcher."""
 
-    def __init__(self, *, store: QueueStore, settings: OrderQueueSettings, clock: Clock,
-                 client: httpx.Client, recorder: OutcomeRecorder):
+    def __init__(
+        self,
+        *,
+        store: QueueStore,
+        settings: OrderQueueSettings,
+        clock: Clock,
+        client: httpx.Client,
+        recorder: OutcomeRecorder,
+    ):
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -52,47 +59,73 @@ class Reconciler:
         try:
             api_key = unseal(order.apikey_token)
         except CredentialsUnavailable as exc:
-            record.dead(order, DeadReason.CREDENTIALS,
-                        Verdict(Outcome.CREDENTIALS, message=str(exc)),
-                        counts_as_attempt=False, kind=AttemptKind.RECONCILE)
+            record.dead(
+                order,
+                DeadReason.CREDENTIALS,
+                Verdict(Outcome.CREDENTIALS, message=str(exc)),
+                counts_as_attempt=False,
+                kind=AttemptKind.RECONCILE,
+            )
             return
         try:
             book = fetch_orderbook(self.client, self.settings.host_server, api_key)
         except OrderbookUnavailable as exc:
-            pause = next_orderbook_try(order.reconcile_checks,
-                                       interval=self.settings.reconcile_interval_seconds,
-                                       hold_seconds=self.settings.orderbook_wait_seconds)
+            pause = next_orderbook_try(
+                order.reconcile_checks,
+                interval=self.settings.reconcile_interval_seconds,
+                hold_seconds=self.settings.orderbook_wait_seconds,
+            )
             if pause is None:
-                record.dead(order, DeadReason.IN_DOUBT,
-                            Verdict(Outcome.UNKNOWN, message=f"orderbook unavailable: {exc}"),
-                            counts_as_attempt=False, kind=AttemptKind.RECONCILE)
+                record.dead(
+                    order,
+                    DeadReason.IN_DOUBT,
+                    Verdict(Outcome.UNKNOWN, message=f"orderbook unavailable: {exc}"),
+                    counts_as_attempt=False,
+                    kind=AttemptKind.RECONCILE,
+                )
             else:
                 record.check_again(order, f"orderbook unavailable: {exc}", pause)
             return
-        result = find_matches(order.endpoint, order.payload,
-                              self.clock.to_wall(order.dispatched_at), book)
-        unbound = sorted(set(result.orderids) - self.store.bound_broker_orderids(
-            result.orderids, excluding=order.id))
+        assert order.dispatched_at is not None  # an in-doubt order's send was stamped
+        result = find_matches(
+            order.endpoint, order.payload, self.clock.to_wall(order.dispatched_at), book
+        )
+        unbound = sorted(
+            set(result.orderids)
+            - self.store.bound_broker_orderids(result.orderids, excluding=order.id)
+        )
         now = self.clock.now()
         # Behind the host's door (it said so, or it left a receipt): its timing is known.
-        fenced = receipt is not None and (receipt.fence_expected or
-                                          receipt.received_at is not None)
+        fenced = receipt is not None and (receipt.fence_expected or receipt.received_at is not None)
         if result.unreadable or len(unbound) > 1:
-            detail = (f"{len(unbound)} matching orders at the broker ({', '.join(unbound)})"
-                      + (f", {result.unreadable} with unreadable timestamps"
-                         if result.unreadable else ""))
-            record.dead(order, DeadReason.IN_DOUBT,
-                        Verdict(Outcome.UNKNOWN, message=f"ambiguous: {detail}"),
-                        counts_as_attempt=False, kind=AttemptKind.RECONCILE)
+            detail = f"{len(unbound)} matching orders at the broker ({', '.join(unbound)})" + (
+                f", {result.unreadable} with unreadable timestamps" if result.unreadable else ""
+            )
+            record.dead(
+                order,
+                DeadReason.IN_DOUBT,
+                Verdict(Outcome.UNKNOWN, message=f"ambiguous: {detail}"),
+                counts_as_attempt=False,
+                kind=AttemptKind.RECONCILE,
+            )
         elif len(unbound) == 1:
             record.adopt(order, unbound[0], "adopted the broker's matching order")
         elif (last_check or fenced) and now < over_at:
             # The request may still be in progress (the host, or the broker behind it,
             # may still place it): look again once it cannot be.
-            logger.info("order %s not in the orderbook yet; its request may be in progress "
-                        "until %s (receipt %s)", order.id, over_at, receipt)
-            record.check_again(order, "not in the orderbook yet; waiting until the original "
-                                      "request cannot still be in progress", at=over_at)
+            logger.info(
+                "order %s not in the orderbook yet; its request may be in progress "
+                "until %s (receipt %s)",
+                order.id,
+                over_at,
+                receipt,
+            )
+            record.check_again(
+                order,
+                "not in the orderbook yet; waiting until the original "
+                "request cannot still be in progress",
+                at=over_at,
+            )
         elif last_check or fenced:
             record.release(order, f"not in the orderbook after {checks_done} checks")
         else:
@@ -103,14 +136,17 @@ class Reconciler:
         order to the orderbook (an answer that says nothing of the placement: 5xx)."""
         outcome = verdict.outcome
         if outcome is Outcome.ACCEPTED:
-            self.recorder.adopt(order, verdict.orderid, "the host's answer, kept at its "
-                                                        "door, said it was placed")
+            self.recorder.adopt(
+                order, verdict.orderid, "the host's answer, kept at its door, said it was placed"
+            )
         elif outcome in (Outcome.REJECTED, Outcome.CREDENTIALS):
-            reason = (DeadReason.CREDENTIALS if outcome is Outcome.CREDENTIALS
-                      else DeadReason.REJECTED)
+            reason = (
+                DeadReason.CREDENTIALS if outcome is Outcome.CREDENTIALS else DeadReason.REJECTED
+            )
             self.recorder.dead(order, reason, verdict, kind=AttemptKind.RECONCILE)
-        elif outcome in (Outcome.TRANSIENT, Outcome.THROTTLED) \
-                and (verdict.http_status or 500) < 500:
+        elif (
+            outcome in (Outcome.TRANSIENT, Outcome.THROTTLED) and (verdict.http_status or 500) < 500
+        ):
             self.recorder.release(order, f"the host answered {describe(verdict)}: not placed")
         else:
             return False
@@ -118,20 +154,33 @@ class Reconciler:
 
     def _request_over_at(self, order: ClaimedOrder, now: datetime) -> datetime:
         receipt, gone_since = order.receipt, None
-        if receipt is not None and receipt.received_at is not None and \
-                receipt.done_at is None and receipt.instance:
+        if (
+            receipt is not None
+            and receipt.received_at is not None
+            and receipt.done_at is None
+            and receipt.instance
+        ):
             gone_since = self.store.dispatcher_gone_since(
-                receipt.instance, now=now,
-                heartbeat_timeout=self.settings.heartbeat_timeout_seconds)
-        return request_over_at(receipt, dispatched_at=order.dispatched_at,
-                               receiver_gone_since=gone_since,
-                               settle_seconds=self.settings.broker_settle_seconds,
-                               in_progress_seconds=self.settings.in_progress_seconds)
+                receipt.instance, now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds
+            )
+        assert order.dispatched_at is not None  # an in-doubt order's send was stamped
+        return request_over_at(
+            receipt,
+            dispatched_at=order.dispatched_at,
+            receiver_gone_since=gone_since,
+            settle_seconds=self.settings.broker_settle_seconds,
+            in_progress_seconds=self.settings.in_progress_seconds,
+        )
 
 
-def request_over_at(receipt: Receipt | None, *, dispatched_at: datetime,
-                    receiver_gone_since: datetime | None, settle_seconds: float,
-                    in_progress_seconds: float) -> datetime:
+def request_over_at(
+    receipt: Receipt | None,
+    *,
+    dispatched_at: datetime,
+    receiver_gone_since: datetime | None,
+    settle_seconds: float,
+    in_progress_seconds: float,
+) -> datetime:
     """The moment after which the original request can no longer place the order
     anywhere, so that an order the orderbook does not show by then was not placed.
 
@@ -160,8 +209,9 @@ def recorded_verdict(receipt: Receipt | None) -> Verdict | None:
     its sender would have reached; None when the host recorded none."""
     if receipt is None or receipt.done_at is None or receipt.answer_status is None:
         return None
-    answer = httpx.Response(receipt.answer_status,
-                            content=(receipt.answer_body or "").encode("utf-8"))
+    answer = httpx.Response(
+        receipt.answer_status, content=(receipt.answer_body or "").encode("utf-8")
+    )
     return classify_response(answer)
 
 
@@ -173,7 +223,7 @@ def next_orderbook_try(failed_tries: int, *, interval: float, hold_seconds: floa
     """Seconds until the orderbook is asked again after ``failed_tries`` failures
     (doubling from ``interval``, capped), or None once about ``hold_seconds`` of tries
     have passed: then the order goes to the operator, who can settle it by hand."""
-    waited = sum(min(interval * 2 ** i, ORDERBOOK_RETRY_CAP_SECONDS) for i in range(failed_tries))
+    waited = sum(min(interval * 2**i, ORDERBOOK_RETRY_CAP_SECONDS) for i in range(failed_tries))
     if waited >= hold_seconds:
         return None
-    return min(interval * 2 ** failed_tries, ORDERBOOK_RETRY_CAP_SECONDS, hold_seconds - waited)
+    return min(interval * 2**failed_tries, ORDERBOOK_RETRY_CAP_SECONDS, hold_seconds - waited)

@@ -9,7 +9,8 @@ dispatcher that lost the order to another records nothing but the evidence.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TypedDict
 
 from database.order_queue_db import AttemptKind, ClaimedOrder, DeadReason, QueueStore
 from services.order_queue import events
@@ -28,11 +29,18 @@ def describe(verdict: Verdict) -> str:
     return f"{status}{verdict.message}".strip() or verdict.outcome.value
 
 
+class _Common(TypedDict):
+    """What every mark of a send's outcome is given."""
+
+    now: datetime
+    actor: str
+    latency_ms: float
+
+
 class OutcomeRecorder:
     """Records verdicts for one dispatcher (``actor`` in the attempt trail)."""
 
-    def __init__(self, store: QueueStore, settings: OrderQueueSettings, clock: Clock,
-                 actor: str):
+    def __init__(self, store: QueueStore, settings: OrderQueueSettings, clock: Clock, actor: str):
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -41,97 +49,173 @@ class OutcomeRecorder:
     def apply(self, order: ClaimedOrder, verdict: Verdict, latency_ms: float) -> None:
         """Record the outcome of a send."""
         now = self.clock.now()
-        common = {"now": now, "actor": self.actor, "latency_ms": latency_ms}
+        common: _Common = {"now": now, "actor": self.actor, "latency_ms": latency_ms}
         outcome = verdict.outcome
         if outcome is Outcome.ACCEPTED:
-            done = self.store.mark_sent(order, broker_orderid=verdict.orderid,
-                                        http_status=verdict.http_status,
-                                        message=verdict.message, **common)
+            done = self.store.mark_sent(
+                order,
+                broker_orderid=verdict.orderid,
+                http_status=verdict.http_status,
+                message=verdict.message,
+                **common,
+            )
             if done:
-                logger.info("order %s sent: %s %s orderid=%s (%s ms)", order.id,
-                            order.endpoint, order.payload.get("symbol"), verdict.orderid,
-                            round(latency_ms))
+                logger.info(
+                    "order %s sent: %s %s orderid=%s (%s ms)",
+                    order.id,
+                    order.endpoint,
+                    order.payload.get("symbol"),
+                    verdict.orderid,
+                    round(latency_ms),
+                )
                 self.publish(order, "sent", orderid=verdict.orderid)
         elif outcome is Outcome.NOT_SENT:
-            done = self.store.mark_failed(order, retry_at=now + self._backoff(1),
-                                          outcome=outcome.value, error=verdict.message,
-                                          counts_as_attempt=False, **common)
+            done = self.store.mark_failed(
+                order,
+                retry_at=now + self._backoff(1),
+                outcome=outcome.value,
+                error=verdict.message,
+                counts_as_attempt=False,
+                **common,
+            )
             if done:
                 logger.warning("order %s not sent (%s); retrying", order.id, verdict.message)
                 self.publish(order, "pending", error=verdict.message)
         elif outcome is Outcome.THROTTLED:
             wait = max(timedelta(seconds=verdict.retry_after or 0.0), self._backoff(1))
-            done = self.store.mark_failed(order, retry_at=now + wait,
-                                          outcome=outcome.value, error=describe(verdict),
-                                          counts_as_attempt=False,
-                                          http_status=verdict.http_status, **common)
+            done = self.store.mark_failed(
+                order,
+                retry_at=now + wait,
+                outcome=outcome.value,
+                error=describe(verdict),
+                counts_as_attempt=False,
+                http_status=verdict.http_status,
+                **common,
+            )
             if done:
-                logger.warning("order %s throttled by the API's limiter (%s); retrying, "
-                               "no attempt spent", order.id, describe(verdict))
+                logger.warning(
+                    "order %s throttled by the API's limiter (%s); retrying, no attempt spent",
+                    order.id,
+                    describe(verdict),
+                )
                 self.publish(order, "pending", error=describe(verdict))
         elif outcome is Outcome.TRANSIENT:
             done = self._transient(order, verdict, common)
         elif outcome is Outcome.UNKNOWN:
             done = self.store.mark_in_doubt(
-                order, outcome=outcome.value, error=describe(verdict),
+                order,
+                outcome=outcome.value,
+                error=describe(verdict),
                 check_at=now + timedelta(seconds=self.settings.reconcile_interval_seconds),
-                http_status=verdict.http_status, **common)
+                http_status=verdict.http_status,
+                **common,
+            )
             if done:
-                logger.warning("order %s in doubt (%s); will check the broker's orderbook",
-                               order.id, describe(verdict))
+                logger.warning(
+                    "order %s in doubt (%s); will check the broker's orderbook",
+                    order.id,
+                    describe(verdict),
+                )
                 self.publish(order, "in_doubt", error=describe(verdict))
         else:
-            reason = (DeadReason.CREDENTIALS if outcome is Outcome.CREDENTIALS
-                      else DeadReason.REJECTED)
+            reason = (
+                DeadReason.CREDENTIALS if outcome is Outcome.CREDENTIALS else DeadReason.REJECTED
+            )
             done = self.dead(order, reason, verdict, latency_ms=latency_ms)
         if not done and outcome is Outcome.ACCEPTED:
-            logger.error("order %s: the broker accepted it as orderid=%s after this "
-                         "dispatcher lost its lease; check the broker for a duplicate",
-                         order.id, verdict.orderid)
+            logger.error(
+                "order %s: the broker accepted it as orderid=%s after this "
+                "dispatcher lost its lease; check the broker for a duplicate",
+                order.id,
+                verdict.orderid,
+            )
             self.store.record_late_acceptance(
-                order.id, now=now, actor=self.actor, broker_orderid=verdict.orderid,
-                message="accepted after the lease passed to another dispatcher")
+                order.id,
+                now=now,
+                actor=self.actor,
+                broker_orderid=verdict.orderid,
+                message="accepted after the lease passed to another dispatcher",
+            )
         elif not done:
-            logger.warning("order %s: lease lost before the outcome (%s) was recorded; "
-                           "a newer owner decides", order.id, outcome.value)
+            logger.warning(
+                "order %s: lease lost before the outcome (%s) was recorded; a newer owner decides",
+                order.id,
+                outcome.value,
+            )
 
-    def _transient(self, order: ClaimedOrder, verdict: Verdict, common: dict) -> bool:
+    def _transient(self, order: ClaimedOrder, verdict: Verdict, common: _Common) -> bool:
         used = order.attempts + 1
         if used >= self.settings.max_retries:
-            return self.dead(order, DeadReason.RETRIES_EXHAUSTED, verdict,
-                             latency_ms=common["latency_ms"])
-        done = self.store.mark_failed(order, retry_at=common["now"] + self._backoff(used),
-                                      outcome=verdict.outcome.value, error=describe(verdict),
-                                      counts_as_attempt=True, http_status=verdict.http_status,
-                                      **common)
+            return self.dead(
+                order, DeadReason.RETRIES_EXHAUSTED, verdict, latency_ms=common["latency_ms"]
+            )
+        done = self.store.mark_failed(
+            order,
+            retry_at=common["now"] + self._backoff(used),
+            outcome=verdict.outcome.value,
+            error=describe(verdict),
+            counts_as_attempt=True,
+            http_status=verdict.http_status,
+            **common,
+        )
         if done:
-            logger.warning("order %s: transient failure (%s), attempt %s of %s",
-                           order.id, describe(verdict), used, self.settings.max_retries)
+            logger.warning(
+                "order %s: transient failure (%s), attempt %s of %s",
+                order.id,
+                describe(verdict),
+                used,
+                self.settings.max_retries,
+            )
             self.publish(order, "pending", error=describe(verdict))
         return done
 
-    def dead(self, order: ClaimedOrder, reason: DeadReason, verdict: Verdict, *,
-             counts_as_attempt: bool = True, latency_ms: float | None = None,
-             kind: AttemptKind = AttemptKind.SEND) -> bool:
+    def dead(
+        self,
+        order: ClaimedOrder,
+        reason: DeadReason,
+        verdict: Verdict,
+        *,
+        counts_as_attempt: bool = True,
+        latency_ms: float | None = None,
+        kind: AttemptKind = AttemptKind.SEND,
+    ) -> bool:
         """Dead-letter the order, loudly: ERROR log line and a live event."""
         error = describe(verdict)
-        done = self.store.mark_dead(order, now=self.clock.now(), actor=self.actor,
-                                    reason=reason, outcome=verdict.outcome.value, error=error,
-                                    counts_as_attempt=counts_as_attempt,
-                                    http_status=verdict.http_status, latency_ms=latency_ms,
-                                    kind=kind)
+        done = self.store.mark_dead(
+            order,
+            now=self.clock.now(),
+            actor=self.actor,
+            reason=reason,
+            outcome=verdict.outcome.value,
+            error=error,
+            counts_as_attempt=counts_as_attempt,
+            http_status=verdict.http_status,
+            latency_ms=latency_ms,
+            kind=kind,
+        )
         if done:
-            logger.error("order %s dead-lettered: reason=%s strategy=%s symbol=%s error=%s",
-                         order.id, reason.value, order.payload.get("strategy"),
-                         order.payload.get("symbol"), error)
+            logger.error(
+                "order %s dead-lettered: reason=%s strategy=%s symbol=%s error=%s",
+                order.id,
+                reason.value,
+                order.payload.get("strategy"),
+                order.payload.get("symbol"),
+                error,
+            )
             self.publish(order, "dead", reason=reason.value, error=error)
         return done
 
     def adopt(self, order: ClaimedOrder, orderid: str | None, message: str) -> None:
         """An in-doubt order was placed after all, as ``orderid``."""
-        if self.store.mark_sent(order, now=self.clock.now(), actor=self.actor,
-                                broker_orderid=orderid, outcome="found_at_broker",
-                                kind=AttemptKind.RECONCILE, message=message):
+        if self.store.mark_sent(
+            order,
+            now=self.clock.now(),
+            actor=self.actor,
+            broker_orderid=orderid,
+            outcome="found_at_broker",
+            kind=AttemptKind.RECONCILE,
+            message=message,
+        ):
             logger.info("order %s reconciled: %s (orderid=%s)", order.id, message, orderid)
             self.publish(order, "sent", orderid=orderid)
 
@@ -140,31 +224,51 @@ class OutcomeRecorder:
         failing and the retry budget is spent, dead-letter it)."""
         answered = order.receipt.answer_status if order.receipt else None
         if answered and answered >= 500 and order.attempts >= self.settings.max_retries:
-            self.dead(order, DeadReason.RETRIES_EXHAUSTED,
-                      Verdict(Outcome.UNKNOWN, answered, message=f"{message}; the API "
-                              f"answered {answered} {order.attempts} times"),
-                      counts_as_attempt=False, kind=AttemptKind.RECONCILE)
+            self.dead(
+                order,
+                DeadReason.RETRIES_EXHAUSTED,
+                Verdict(
+                    Outcome.UNKNOWN,
+                    answered,
+                    message=f"{message}; the API answered {answered} {order.attempts} times",
+                ),
+                counts_as_attempt=False,
+                kind=AttemptKind.RECONCILE,
+            )
             return
-        if self.store.release_to_pending(order, now=self.clock.now(), actor=self.actor,
-                                         message=message):
+        if self.store.release_to_pending(
+            order, now=self.clock.now(), actor=self.actor, message=message
+        ):
             logger.warning("order %s was not placed (%s); sending it again", order.id, message)
             self.publish(order, "pending")
 
-    def check_again(self, order: ClaimedOrder, message: str, pause: float | None = None,
-                    *, at=None) -> None:
+    def check_again(
+        self, order: ClaimedOrder, message: str, pause: float | None = None, *, at=None
+    ) -> None:
         """Nothing decided yet: look again after ``pause`` seconds (or ``at``)."""
         now = self.clock.now()
         if at is None:
             pause = self.settings.reconcile_interval_seconds if pause is None else pause
             at = now + timedelta(seconds=pause)
-        self.store.note_reconcile_miss(order, now=now, actor=self.actor, message=message,
-                                       check_at=at)
+        self.store.note_reconcile_miss(
+            order, now=now, actor=self.actor, message=message, check_at=at
+        )
 
     def publish(self, order: ClaimedOrder, state: str, **details) -> None:
-        events.publish(order.id, state, symbol=order.payload.get("symbol"),
-                       strategy=order.payload.get("strategy"), **details)
+        events.publish(
+            order.id,
+            state,
+            symbol=order.payload.get("symbol"),
+            strategy=order.payload.get("strategy"),
+            **details,
+        )
 
     def _backoff(self, attempt: int) -> timedelta:
-        return timedelta(seconds=backoff_seconds(
-            attempt, base=self.settings.retry_base_seconds, cap=self.settings.retry_cap_seconds,
-            floor=self.settings.rate_window_seconds))
+        return timedelta(
+            seconds=backoff_seconds(
+                attempt,
+                base=self.settings.retry_base_seconds,
+                cap=self.settings.retry_cap_seconds,
+                floor=self.settings.rate_window_seconds,
+            )
+        )

@@ -36,10 +36,10 @@ def stats_report(queue: OrderQueueRuntime) -> dict:
     process: with ``flask order-queue worker`` processes doing the sending, a web
     process without a dispatcher of its own is still served."""
     now, settings, store = queue.clock.now(), queue.settings, queue.store
-    report = store.stats(now=now, day_start=queue.clock.from_wall(
-        day_start_utc(queue.clock.to_wall(now))))
-    live = store.live_dispatchers(now=now,
-                                  heartbeat_timeout=settings.heartbeat_timeout_seconds)
+    report = store.stats(
+        now=now, day_start=queue.clock.from_wall(day_start_utc(queue.clock.to_wall(now)))
+    )
+    live = store.live_dispatchers(now=now, heartbeat_timeout=settings.heartbeat_timeout_seconds)
     report["dispatcher"] = {
         "alive": bool(live),
         "ids": [d["id"] for d in live],
@@ -49,10 +49,15 @@ def stats_report(queue: OrderQueueRuntime) -> dict:
         "rate_window_seconds": settings.rate_window_seconds,
     }
     report["squareoffs_today"] = [
-        {"source": row["source"], "strategy": row["strategy_name"],
-         "squareoff_time": row["squareoff_time"], "outcome": row["outcome"],
-         "recorded_at": iso(row["recorded_at"])}
-        for row in store.squareoffs_since(trading_day(queue.clock.to_wall(now)))]
+        {
+            "source": row["source"],
+            "strategy": row["strategy_name"],
+            "squareoff_time": row["squareoff_time"],
+            "outcome": row["outcome"],
+            "recorded_at": iso(row["recorded_at"]),
+        }
+        for row in store.squareoffs_since(trading_day(queue.clock.to_wall(now)))
+    ]
     report["storage_warning"] = store.storage_warning()
     report["clock_warnings"] = queue.clock.warnings()
     count, last = queue.refused_webhooks  # this process's: the limit is kept per process
@@ -65,15 +70,19 @@ def health_report(queue: OrderQueueRuntime) -> tuple[dict, bool]:
     """Healthy when the dispatcher runs, storage answers, nothing waits too long, and
     (if so configured) no dead order awaits a decision."""
     settings, here = queue.settings, queue.status()
-    process = {"server_model": here["server_model"],
-               "dispatcher_running": here["dispatcher_running"],
-               "stopping": here["stopping"]}
+    process = {
+        "server_model": here["server_model"],
+        "dispatcher_running": here["dispatcher_running"],
+        "stopping": here["stopping"],
+    }
     problems = []
     if here["start_problem"]:
         # The detail is logged for the operator; the public answer stays generic.
-        problems.append(queue.holding_reason() or
-                        f"dispatcher waiting for the queue database since "
-                        f"{iso(here['start_problem_since'])}; webhooks answer 503 meanwhile")
+        problems.append(
+            queue.holding_reason()
+            or f"dispatcher waiting for the queue database since "
+            f"{iso(here['start_problem_since'])}; webhooks answer 503 meanwhile"
+        )
     try:
         report = stats_report(queue)
     except QueueStorageError:
@@ -84,22 +93,30 @@ def health_report(queue: OrderQueueRuntime) -> tuple[dict, bool]:
         problems.append("dispatcher not running (no heartbeat from any process)")
     age = report["oldest_pending_age_seconds"]
     if age is not None and age > settings.health_max_pending_age_seconds:
-        problems.append(f"oldest pending order is {age:.0f}s old "
-                        f"(limit {settings.health_max_pending_age_seconds:.0f}s)")
+        problems.append(
+            f"oldest pending order is {age:.0f}s old "
+            f"(limit {settings.health_max_pending_age_seconds:.0f}s)"
+        )
     if report["storage_warning"]:
         problems.append(report["storage_warning"])
     if settings.health_fail_on_dead and report["dead"]:
         problems.append(f"{report['dead']} dead orders await a decision")
     # Said, not failed on: a squareoff of today that ran late or not at all is for the
     # trader to look at, as is a clock that stepped; the queue itself is well.
-    warnings = [f"squareoff of {s['strategy']!r} ({s['source']}, {s['squareoff_time']} IST) "
-                + ("caught up at start" if s["outcome"] == SquareoffOutcome.CAUGHT_UP.value
-                   else "MISSED: check positions by hand")
-                for s in report["squareoffs_today"]
-                if s["outcome"] != SquareoffOutcome.ON_TIME.value]
+    warnings = [
+        f"squareoff of {s['strategy']!r} ({s['source']}, {s['squareoff_time']} IST) "
+        + (
+            "caught up at start"
+            if s["outcome"] == SquareoffOutcome.CAUGHT_UP.value
+            else "MISSED: check positions by hand"
+        )
+        for s in report["squareoffs_today"]
+        if s["outcome"] != SquareoffOutcome.ON_TIME.value
+    ]
     warnings += report["clock_warnings"]
-    report.update(status="ok" if not problems else "unhealthy", problems=problems,
-                  warnings=warnings)
+    report.update(
+        status="ok" if not problems else "unhealthy", problems=problems, warnings=warnings
+    )
     return report, not problems
 
 
@@ -132,17 +149,29 @@ def waits_for(row: dict, settings: OrderQueueSettings) -> dict:
     """What an order holding its instrument waits for, in words, and until when."""
     state = row["state"]
     if state == OrderState.SENDING.value:
-        return {"waits_for": "the broker's answer", "until": iso(row["lease_expires_at"]),
-                "settle": False}
+        return {
+            "waits_for": "the broker's answer",
+            "until": iso(row["lease_expires_at"]),
+            "settle": False,
+        }
     if state == OrderState.IN_DOUBT.value:
-        return {"waits_for": "the broker's orderbook: was it placed?",
-                "until": iso(row["available_at"]), "settle": True}
+        return {
+            "waits_for": "the broker's orderbook: was it placed?",
+            "until": iso(row["available_at"]),
+            "settle": True,
+        }
     if state == OrderState.DEAD.value:
-        return {"waits_for": "you: placed or not? Check the broker's orderbook",
-                "until": None, "settle": True}
+        return {
+            "waits_for": "you: placed or not? Check the broker's orderbook",
+            "until": None,
+            "settle": True,
+        }
     until = row["dispatched_at"] + timedelta(seconds=settings.smart_settle_seconds)
-    return {"waits_for": "the position to settle before the next smart order",
-            "until": iso(until), "settle": False}
+    return {
+        "waits_for": "the position to settle before the next smart order",
+        "until": iso(until),
+        "settle": False,
+    }
 
 
 def charts_report(queue: OrderQueueRuntime) -> dict:
@@ -151,10 +180,12 @@ def charts_report(queue: OrderQueueRuntime) -> dict:
     facts = queue.store.chart_facts(
         since_samples=now - timedelta(hours=charts.DEPTH_HOURS),
         since_sends=now - timedelta(minutes=charts.RATE_MINUTES),
-        since_latency=now - timedelta(minutes=charts.LATENCY_MINUTES))
+        since_latency=now - timedelta(minutes=charts.LATENCY_MINUTES),
+    )
     return {
         "depth": charts.depth_chart(facts["depth"], now, facts["current"]),
         "rate": charts.rate_chart(
-            facts["sends"], now, {"smart": settings.smart_rate, "regular": settings.regular_rate}),
+            facts["sends"], now, {"smart": settings.smart_rate, "regular": settings.regular_rate}
+        ),
         "latency": charts.latency_chart(facts["accepted"], now),
     }

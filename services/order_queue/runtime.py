@@ -49,9 +49,11 @@ START_RETRY_PAUSES = (0.5, 1.0, 2.0, 5.0)
 #: How often the watchdog looks for a queue nobody serves.
 WATCH_SECONDS = 5.0
 
-PEPPER_CHANGED = ("API_KEY_PEPPER is not the one the queued API keys were sealed with: "
-                  "sending is held and webhooks answer 503. Put the previous API_KEY_PEPPER "
-                  "back in .env and restart; the queued orders then go out as usual")
+PEPPER_CHANGED = (
+    "API_KEY_PEPPER is not the one the queued API keys were sealed with: "
+    "sending is held and webhooks answer 503. Put the previous API_KEY_PEPPER "
+    "back in .env and restart; the queued orders then go out as usual"
+)
 
 
 class PepperChanged(Exception):
@@ -114,9 +116,12 @@ class OrderQueueRuntime:
         if (host_ready is None or host_ready.is_set()) and self._try_start():
             return
         with self._lock:
-            self._starter = threading.Thread(target=self._start_in_background,
-                                             args=(host_ready,), name="order-queue-start",
-                                             daemon=True)
+            self._starter = threading.Thread(
+                target=self._start_in_background,
+                args=(host_ready,),
+                name="order-queue-start",
+                daemon=True,
+            )
             self._starter.start()
 
     def _start_in_background(self, host_ready) -> None:
@@ -145,11 +150,16 @@ class OrderQueueRuntime:
                 self._start_locked()
         except (QueueStorageError, PepperChanged) as exc:
             first = self.start_problem is None
-            self.start_problem = (str(exc), self.start_problem[1] if self.start_problem
-                                  else self.clock.now())
+            self.start_problem = (
+                str(exc),
+                self.start_problem[1] if self.start_problem else self.clock.now(),
+            )
             if first:
-                logger.error("order queue held at start: %s; webhooks answer 503 until it "
-                             "is resolved, checking again in the background", exc)
+                logger.error(
+                    "order queue held at start: %s; webhooks answer 503 until it "
+                    "is resolved, checking again in the background",
+                    exc,
+                )
             return False
         except Exception:
             logger.exception("order queue dispatcher could not start; retrying")
@@ -167,8 +177,9 @@ class OrderQueueRuntime:
             if self._squareoffs_checked:
                 return
             self._squareoffs_checked = True
-        threading.Thread(target=squareoffs.catch_up, args=(self,),
-                         name="order-queue-squareoffs", daemon=True).start()
+        threading.Thread(
+            target=squareoffs.catch_up, args=(self,), name="order-queue-squareoffs", daemon=True
+        ).start()
 
     # ------------------------------------------------------------------ watching
 
@@ -176,8 +187,9 @@ class OrderQueueRuntime:
         with self._lock:
             if self._watchdog is None or not self._watchdog.is_alive():
                 self._stop_watching.clear()
-                self._watchdog = threading.Thread(target=self._watch,
-                                                  name="order-queue-watchdog", daemon=True)
+                self._watchdog = threading.Thread(
+                    target=self._watch, name="order-queue-watchdog", daemon=True
+                )
                 self._watchdog.start()
 
     def _watch(self) -> None:
@@ -188,19 +200,27 @@ class OrderQueueRuntime:
                 settings, now = self.settings, self.clock.now()
                 oldest, open_work = self.store.watch_facts()
                 if open_work and not self.store.live_dispatchers(
-                        now=now, heartbeat_timeout=settings.heartbeat_timeout_seconds):
-                    alerter.raise_alert("dispatcher", "none beating",
-                                        f"no order queue dispatcher is running while "
-                                        f"{open_work} orders wait", open_orders=open_work)
+                    now=now, heartbeat_timeout=settings.heartbeat_timeout_seconds
+                ):
+                    alerter.raise_alert(
+                        "dispatcher",
+                        "none beating",
+                        f"no order queue dispatcher is running while {open_work} orders wait",
+                        open_orders=open_work,
+                    )
                 if oldest is not None:
                     age = (now - oldest).total_seconds()
                     if age > settings.alert_queue_age_seconds:
-                        alerter.raise_alert("queue_age", "oldest pending",
-                                            f"the oldest pending order has waited {age:.0f} s",
-                                            oldest_pending_age_seconds=round(age))
+                        alerter.raise_alert(
+                            "queue_age",
+                            "oldest pending",
+                            f"the oldest pending order has waited {age:.0f} s",
+                            oldest_pending_age_seconds=round(age),
+                        )
             except QueueStorageError as exc:
-                alerter.raise_alert("storage", "unavailable",
-                                    f"the order queue database cannot be read: {exc}")
+                alerter.raise_alert(
+                    "storage", "unavailable", f"the order queue database cannot be read: {exc}"
+                )
             except Exception:
                 logger.exception("order queue watchdog pass failed; carrying on")
 
@@ -254,8 +274,10 @@ class OrderQueueRuntime:
         self._stop_starting.set()
         if self._graceful_stop or dispatcher is None or not dispatcher.alive:
             return False
-        logger.info("%s received: order queue stops claiming; requests in flight finish "
-                    "first", signal.Signals(signum).name)
+        logger.info(
+            "%s received: order queue stops claiming; requests in flight finish first",
+            signal.Signals(signum).name,
+        )
         dispatcher.request_stop()
         self._graceful_stop = True
         spawn(self._stop_then_signal_again, signum)
@@ -286,8 +308,10 @@ def build(settings: OrderQueueSettings) -> OrderQueueRuntime:
         if previous is not None:
             previous.stop(timeout=5)
         store = order_queue_db.configure(
-            settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-            disk_reserve_bytes=int(settings.disk_reserve_mb * 1024 * 1024))
+            settings.database_url,
+            busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+            disk_reserve_bytes=int(settings.disk_reserve_mb * 1024 * 1024),
+        )
         alerter.settings = settings
         _current = OrderQueueRuntime(settings, store)
         return _current

@@ -34,9 +34,18 @@ SLOW_STAMPS_ALLOWED = 5
 class Sender:
     """Sends claimed orders for one dispatcher."""
 
-    def __init__(self, *, store: QueueStore, settings: OrderQueueSettings, clock: Clock,
-                 client: httpx.Client, door: HostDoor, recorder: OutcomeRecorder,
-                 limits: RateLimits, stopping: threading.Event):
+    def __init__(
+        self,
+        *,
+        store: QueueStore,
+        settings: OrderQueueSettings,
+        clock: Clock,
+        client: httpx.Client,
+        door: HostDoor,
+        recorder: OutcomeRecorder,
+        limits: RateLimits,
+        stopping: threading.Event,
+    ):
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -50,15 +59,21 @@ class Sender:
         try:
             api_key = unseal(order.apikey_token)
         except CredentialsUnavailable as exc:
-            self.recorder.dead(order, DeadReason.CREDENTIALS,
-                               Verdict(Outcome.CREDENTIALS, message=str(exc)),
-                               counts_as_attempt=False)
+            self.recorder.dead(
+                order,
+                DeadReason.CREDENTIALS,
+                Verdict(Outcome.CREDENTIALS, message=str(exc)),
+                counts_as_attempt=False,
+            )
             return
         if not self.door.known:  # a host that just came up: ask before the first send
             self.door.probe()
             if not self.door.known:  # not answering yet: this send would not get in
-                self.recorder.apply(order, Verdict(Outcome.NOT_SENT, message="the API is "
-                                                   "not answering yet"), latency_ms=0.0)
+                self.recorder.apply(
+                    order,
+                    Verdict(Outcome.NOT_SENT, message="the API is not answering yet"),
+                    latency_ms=0.0,
+                )
                 return
         if not self.take_turn(order):
             return
@@ -67,7 +82,8 @@ class Sender:
             response = self.client.post(
                 f"{self.settings.host_server}/api/v1/{order.endpoint}",
                 json={**order.payload, "apikey": api_key},
-                headers={LEASE_HEADER: f"{order.id}:{order.lease_token}"})
+                headers={LEASE_HEADER: f"{order.id}:{order.lease_token}"},
+            )
             self.door.learn(response)
             verdict = classify_response(response)
         except httpx.HTTPError as exc:
@@ -90,12 +106,19 @@ class Sender:
             if self.stopping.is_set():
                 break
             self.clock.now()  # any due sync of the shared clock happens here, not in the call
-            stamp = self.store.stamp_send(order, clock=self.clock.read,
-                                          lease_seconds=self.settings.lease_seconds,
-                                          fence_expected=self.door.fences, limits=self.limits)
+            stamp = self.store.stamp_send(
+                order,
+                clock=self.clock.read,
+                lease_seconds=self.settings.lease_seconds,
+                fence_expected=self.door.fences,
+                limits=self.limits,
+            )
             if stamp.lease_lost:
-                logger.error("order %s: lease lost before sending (this dispatcher was too "
-                             "slow); NOT sent here, its new owner decides", order.id)
+                logger.error(
+                    "order %s: lease lost before sending (this dispatcher was too "
+                    "slow); NOT sent here, its new owner decides",
+                    order.id,
+                )
                 return False
             if not stamp.go:
                 self.stopping.wait(stamp.wait_seconds)
@@ -103,7 +126,10 @@ class Sender:
                 return True
             else:
                 slow_stamps += 1
-        reason = ("the dispatcher is stopping" if self.stopping.is_set()
-                  else "no timely send stamp (a slow database)")
+        reason = (
+            "the dispatcher is stopping"
+            if self.stopping.is_set()
+            else "no timely send stamp (a slow database)"
+        )
         self.recorder.apply(order, Verdict(Outcome.NOT_SENT, message=reason), latency_ms=0.0)
         return False

@@ -30,10 +30,11 @@ scheduler's code stays as it is.  Then:
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pytz
 
@@ -47,8 +48,14 @@ logger = get_logger(__name__)
 #: When each exchange's regular session closes (IST).  An exchange not listed counts as
 #: closing with the equity market, the earliest.
 SESSION_CLOSE = {
-    "NSE": "15:30", "BSE": "15:30", "NFO": "15:30", "BFO": "15:30",
-    "CDS": "17:00", "BCD": "17:00", "NCDEX": "17:00", "MCX": "23:30",
+    "NSE": "15:30",
+    "BSE": "15:30",
+    "NFO": "15:30",
+    "BFO": "15:30",
+    "CDS": "17:00",
+    "BCD": "17:00",
+    "NCDEX": "17:00",
+    "MCX": "23:30",
 }
 EARLIEST_CLOSE = "15:30"
 
@@ -62,8 +69,9 @@ class Decision(str, Enum):
     MISSED = "missed"
 
 
-def decide(squareoff_time: str, exchanges: Iterable[str], now_utc: datetime,
-           catch_up_window: timedelta) -> Decision:
+def decide(
+    squareoff_time: str, exchanges: Iterable[str], now_utc: datetime, catch_up_window: timedelta
+) -> Decision:
     """The catch-up rule (module docstring) for one strategy, at ``now_utc``."""
     if pytz.utc.localize(now_utc).astimezone(IST).weekday() >= 5:
         return Decision.NO_SESSION
@@ -96,8 +104,11 @@ class SquareoffSource:
     release: Callable[[], Any] | None = None
 
     def active_intraday(self) -> list:
-        return [strategy for strategy in self.all_strategies()
-                if strategy.is_active and strategy.is_intraday and strategy.squareoff_time]
+        return [
+            strategy
+            for strategy in self.all_strategies()
+            if strategy.is_active and strategy.is_intraday and strategy.squareoff_time
+        ]
 
 
 _sources: dict[str, SquareoffSource] = {}
@@ -114,8 +125,10 @@ def register(source: SquareoffSource) -> Callable[[int], Any]:
     def squareoff_positions(strategy_id):
         return _run_on_time(source, strategy_id)
 
-    squareoff_positions.__doc__ = (f"The host's squareoff_positions for {source.name}, run at "
-                                   f"most once a day (services/order_queue/squareoffs.py).")
+    squareoff_positions.__doc__ = (
+        f"The host's squareoff_positions for {source.name}, run at "
+        f"most once a day (services/order_queue/squareoffs.py)."
+    )
     return squareoff_positions
 
 
@@ -134,18 +147,28 @@ def _run_on_time(source: SquareoffSource, strategy_id: int):
         queue = runtime.current()
         now = queue.clock.now()
         first = queue.store.claim_squareoff(
-            source=source.name, strategy_id=strategy.id, strategy_name=strategy.name,
-            trading_day=trading_day(queue.clock.to_wall(now)), squareoff_time=strategy.squareoff_time,
-            outcome=SquareoffOutcome.ON_TIME, now=now)
+            source=source.name,
+            strategy_id=strategy.id,
+            strategy_name=strategy.name,
+            trading_day=trading_day(queue.clock.to_wall(now)),
+            squareoff_time=strategy.squareoff_time,
+            outcome=SquareoffOutcome.ON_TIME,
+            now=now,
+        )
     except QueueStorageError as exc:
-        logger.error("squareoff of %s strategy %s could not be recorded (%s): running it "
-                     "anyway", source.name, strategy_id, exc)
+        logger.error(
+            "squareoff of %s strategy %s could not be recorded (%s): running it anyway",
+            source.name,
+            strategy_id,
+            exc,
+        )
         return source.fire(strategy_id)
     finally:
         _release(source)
     if not first:
-        logger.info("squareoff of %s strategy %s already ran today: not again",
-                    source.name, strategy_id)
+        logger.info(
+            "squareoff of %s strategy %s already ran today: not again", source.name, strategy_id
+        )
         return None
     return source.fire(strategy_id)
 
@@ -160,9 +183,11 @@ def catch_up(queue, now: datetime | None = None) -> list[dict]:
         try:
             strategies = source.active_intraday()
         except Exception:
-            logger.exception("squareoffs of %s could not be listed at start: none is "
-                             "registered; toggle each intraday strategy to schedule it",
-                             source.name)
+            logger.exception(
+                "squareoffs of %s could not be listed at start: none is "
+                "registered; toggle each intraday strategy to schedule it",
+                source.name,
+            )
             continue
         finally:
             _release(source)
@@ -170,42 +195,56 @@ def catch_up(queue, now: datetime | None = None) -> list[dict]:
             try:
                 done.extend(_catch_up_one(queue, source, strategy, window, now))
             except Exception:
-                logger.exception("squareoff of %s strategy %s: start-up check failed",
-                                 source.name, strategy.id)
+                logger.exception(
+                    "squareoff of %s strategy %s: start-up check failed", source.name, strategy.id
+                )
             finally:
                 _release(source)
     return done
 
 
-def _catch_up_one(queue, source: SquareoffSource, strategy, window: timedelta,
-                  now: datetime | None) -> list[dict]:
+def _catch_up_one(
+    queue, source: SquareoffSource, strategy, window: timedelta, now: datetime | None
+) -> list[dict]:
     source.schedule(strategy.id)
     now = now or queue.clock.now()
     exchanges = {mapping.exchange for mapping in source.mappings(strategy.id)}
     decision = decide(strategy.squareoff_time, exchanges, now, window)
     if decision in (Decision.AHEAD, Decision.NO_SESSION):
         return []
-    outcome = (SquareoffOutcome.CAUGHT_UP if decision is Decision.CATCH_UP
-               else SquareoffOutcome.MISSED)
+    outcome = (
+        SquareoffOutcome.CAUGHT_UP if decision is Decision.CATCH_UP else SquareoffOutcome.MISSED
+    )
     if not queue.store.claim_squareoff(
-            source=source.name, strategy_id=strategy.id, strategy_name=strategy.name,
-            trading_day=trading_day(now), squareoff_time=strategy.squareoff_time,
-            outcome=outcome, now=now):
+        source=source.name,
+        strategy_id=strategy.id,
+        strategy_name=strategy.name,
+        trading_day=trading_day(now),
+        squareoff_time=strategy.squareoff_time,
+        outcome=outcome,
+        now=now,
+    ):
         return []  # already ran (or was reported) today
     late = int((now - ist_moment_utc(strategy.squareoff_time, now)).total_seconds() // 60)
     what = f"{strategy.name!r} ({source.name}, squareoff {strategy.squareoff_time} IST)"
     if outcome is SquareoffOutcome.CAUGHT_UP:
         source.fire(strategy.id)
-        text = (f"squareoff of {what} was due while the app was down: run at start, "
-                f"{late} min late")
+        text = f"squareoff of {what} was due while the app was down: run at start, {late} min late"
         logger.warning("%s", text)
     else:
-        text = (f"squareoff of {what} was MISSED: the app started {late} min after it, "
-                f"past the {window.total_seconds() / 60:.0f} min catch-up window or the "
-                f"session's close; check the positions by hand")
+        text = (
+            f"squareoff of {what} was MISSED: the app started {late} min after it, "
+            f"past the {window.total_seconds() / 60:.0f} min catch-up window or the "
+            f"session's close; check the positions by hand"
+        )
         logger.error("%s", text)
-    alerter.raise_alert("squareoff", f"{source.name}:{strategy.id}:{outcome.value}", text,
-                        strategy=strategy.name, outcome=outcome.value)
+    alerter.raise_alert(
+        "squareoff",
+        f"{source.name}:{strategy.id}:{outcome.value}",
+        text,
+        strategy=strategy.name,
+        outcome=outcome.value,
+    )
     return [{"source": source.name, "strategy": strategy.name, "outcome": outcome.value}]
 
 

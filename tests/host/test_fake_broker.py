@@ -277,8 +277,18 @@ def test_drop_closes_without_answer_or_order(broker, client):
 
 def test_orderbook_has_openalgo_shape(broker, client):
     place(client, broker)
-    place(client, broker, ORDER | {"action": "SELL", "pricetype": "SL", "price": "512.5",
-                                   "trigger_price": "510", "quantity": "3"})
+    place(
+        client,
+        broker,
+        ORDER
+        | {
+            "action": "SELL",
+            "pricetype": "SL",
+            "price": "512.5",
+            "trigger_price": "510",
+            "quantity": "3",
+        },
+    )
     smart = place(client, broker, SMART_ORDER | {"quantity": "7"}, "placesmartorder")
 
     response = orderbook(client, broker)
@@ -338,9 +348,17 @@ def test_add_book_entry_fills_defaults(broker, client):
     rows = orderbook(client, broker).json()["data"]["orders"]
     assert [r["orderid"] for r in rows] == [accepted, injected["orderid"]]
     assert rows[1] | {"orderid": None, "timestamp": None} == {
-        "action": "BUY", "symbol": "SBIN", "exchange": "NSE", "orderid": None,
-        "product": "MIS", "quantity": "10", "price": 0.0, "pricetype": "MARKET",
-        "order_status": "complete", "trigger_price": 0.0, "timestamp": None,
+        "action": "BUY",
+        "symbol": "SBIN",
+        "exchange": "NSE",
+        "orderid": None,
+        "product": "MIS",
+        "quantity": "10",
+        "price": 0.0,
+        "pricetype": "MARKET",
+        "order_status": "complete",
+        "trigger_price": 0.0,
+        "timestamp": None,
         "strategy_tag": "x",
     }
     assert broker.received[0].orderid == accepted  # injection is not a request
@@ -401,8 +419,12 @@ def test_max_in_window_filters_by_endpoint_and_key(broker, client):
     assert broker.max_in_window(endpoint="placeorder", window=60) == 4
     assert broker.max_in_window(endpoint="placesmartorder", window=60) == 1
     assert broker.max_in_window(window=60, key="apikey") == 3
-    assert broker.max_in_window(endpoint="placeorder", window=60,
-                                key=lambda body: body["apikey"] == "b") == 3
+    assert (
+        broker.max_in_window(
+            endpoint="placeorder", window=60, key=lambda body: body["apikey"] == "b"
+        )
+        == 3
+    )
     assert broker.count_by("apikey") == {"a": 3, "b": 2}
     assert broker.count_by(lambda body: body["symbol"]) == {"SBIN": 5}
 
@@ -419,8 +441,9 @@ def test_max_in_window_counts_rejected_requests_too(broker, client):
 
 def test_concurrent_requests_are_all_recorded(broker, client):
     with ThreadPoolExecutor(max_workers=10) as pool:
-        responses = list(pool.map(
-            lambda i: place(client, broker, ORDER | {"quantity": str(i)}), range(50)))
+        responses = list(
+            pool.map(lambda i: place(client, broker, ORDER | {"quantity": str(i)}), range(50))
+        )
 
     assert all(r.status_code == 200 for r in responses)
     assert broker.wait_for(50, timeout=0)
@@ -437,14 +460,17 @@ def test_runs_as_a_subprocess_and_logs_each_order(tmp_path, client):
     log = tmp_path / "orders.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.support.fake_broker", "--port", "0", "--log", str(log)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         base_url = proc.stdout.readline().strip()
         assert base_url.startswith("http://127.0.0.1:")
         ids = [
-            client.post(f"{base_url}/api/v1/placeorder", json=ORDER | {"quantity": str(q)})
-            .json()["orderid"]
+            client.post(f"{base_url}/api/v1/placeorder", json=ORDER | {"quantity": str(q)}).json()[
+                "orderid"
+            ]
             for q in (1, 2, 3)
         ]
     finally:

@@ -44,9 +44,18 @@ def apikey(app):
 
 
 def order(apikey, **overrides):
-    payload = {"apikey": apikey, "strategy": "test", "symbol": "SBIN", "exchange": "NSE",
-               "action": "BUY", "quantity": "10", "pricetype": "MARKET", "product": "MIS",
-               "price": "0", "trigger_price": "0"}
+    payload = {
+        "apikey": apikey,
+        "strategy": "test",
+        "symbol": "SBIN",
+        "exchange": "NSE",
+        "action": "BUY",
+        "quantity": "10",
+        "pricetype": "MARKET",
+        "product": "MIS",
+        "price": "0",
+        "trigger_price": "0",
+    }
     payload.update(overrides)
     return payload
 
@@ -75,14 +84,29 @@ def test_placeorder_returns_numeric_orderid_listed_in_orderbook(client, apikey):
     book = client.post("/api/v1/orderbook", json={"apikey": apikey}).get_json()
     assert book["status"] == "success"
     [listed] = book["data"]["orders"]
-    assert set(listed) == {"action", "symbol", "exchange", "orderid", "product", "quantity",
-                           "price", "pricetype", "order_status", "trigger_price", "timestamp"}
+    assert set(listed) == {
+        "action",
+        "symbol",
+        "exchange",
+        "orderid",
+        "product",
+        "quantity",
+        "price",
+        "pricetype",
+        "order_status",
+        "trigger_price",
+        "timestamp",
+    }
     assert listed["orderid"] == body["orderid"]
     assert listed["quantity"] == "10"
     datetime.strptime(listed["timestamp"], "%d-%b-%Y %H:%M:%S")
     assert book["data"]["statistics"] == {
-        "total_buy_orders": 1, "total_sell_orders": 0, "total_completed_orders": 1,
-        "total_open_orders": 0, "total_rejected_orders": 0}
+        "total_buy_orders": 1,
+        "total_sell_orders": 0,
+        "total_completed_orders": 1,
+        "total_open_orders": 0,
+        "total_rejected_orders": 0,
+    }
 
 
 def test_timestamp_is_in_india_time(client, apikey):
@@ -105,8 +129,9 @@ def test_market_order_fills_at_once_with_price_zero(client, apikey):
 
 
 def test_limit_order_stays_open_with_its_price(client, apikey):
-    client.post("/api/v1/placeorder",
-                json=order(apikey, pricetype="LIMIT", price="512.5", action="SELL"))
+    client.post(
+        "/api/v1/placeorder", json=order(apikey, pricetype="LIMIT", price="512.5", action="SELL")
+    )
 
     [listed] = orders_of(client, apikey)
     assert listed["order_status"] == "open"
@@ -116,32 +141,41 @@ def test_limit_order_stays_open_with_its_price(client, apikey):
 
 
 def test_sl_order_keeps_trigger_price(client, apikey):
-    client.post("/api/v1/placeorder",
-                json=order(apikey, pricetype="SL", price=101, trigger_price=100.5))
+    client.post(
+        "/api/v1/placeorder", json=order(apikey, pricetype="SL", price=101, trigger_price=100.5)
+    )
 
     [listed] = orders_of(client, apikey)
     assert (listed["order_status"], listed["price"], listed["trigger_price"]) == (
-        "open", 101.0, 100.5)
+        "open",
+        101.0,
+        100.5,
+    )
 
 
-@pytest.mark.parametrize("start, target, quantity, action, expected", [
-    (0, 0, 5, "BUY", ("BUY", "5", 5)),        # flat, no target: open in action direction
-    (0, 0, 5, "SELL", ("SELL", "5", -5)),
-    (0, 10, 10, "BUY", ("BUY", "10", 10)),    # open long from flat
-    (0, -10, 10, "SELL", ("SELL", "10", -10)),  # open short from flat
-    (10, 25, 15, "BUY", ("BUY", "15", 25)),   # increase
-    (10, -5, 15, "SELL", ("SELL", "15", -5)),  # reverse long -> short
-    (-5, 5, 10, "BUY", ("BUY", "10", 5)),     # reverse short -> long
-    (10, 0, 0, "SELL", ("SELL", "10", 0)),    # exit long
-])
-def test_smart_order_trades_to_target(client, apikey, start, target, quantity, action,
-                                      expected):
+@pytest.mark.parametrize(
+    "start, target, quantity, action, expected",
+    [
+        (0, 0, 5, "BUY", ("BUY", "5", 5)),  # flat, no target: open in action direction
+        (0, 0, 5, "SELL", ("SELL", "5", -5)),
+        (0, 10, 10, "BUY", ("BUY", "10", 10)),  # open long from flat
+        (0, -10, 10, "SELL", ("SELL", "10", -10)),  # open short from flat
+        (10, 25, 15, "BUY", ("BUY", "15", 25)),  # increase
+        (10, -5, 15, "SELL", ("SELL", "15", -5)),  # reverse long -> short
+        (-5, 5, 10, "BUY", ("BUY", "10", 5)),  # reverse short -> long
+        (10, 0, 0, "SELL", ("SELL", "10", 0)),  # exit long
+    ],
+)
+def test_smart_order_trades_to_target(client, apikey, start, target, quantity, action, expected):
     if start:
-        client.post("/api/v1/placeorder", json=order(
-            apikey, action="BUY" if start > 0 else "SELL", quantity=abs(start)))
+        client.post(
+            "/api/v1/placeorder",
+            json=order(apikey, action="BUY" if start > 0 else "SELL", quantity=abs(start)),
+        )
 
-    response = client.post("/api/v1/placesmartorder",
-                           json=smart(apikey, target, quantity=quantity, action=action))
+    response = client.post(
+        "/api/v1/placesmartorder", json=smart(apikey, target, quantity=quantity, action=action)
+    )
 
     body = response.get_json()
     assert response.status_code == 200 and body["status"] == "success"
@@ -158,49 +192,55 @@ def test_smart_order_matching_position_needs_no_action(client, apikey):
     assert response.status_code == 200
     assert response.get_json() == {
         "status": "success",
-        "message": "No action needed. Position size matches current position"}
+        "message": "No action needed. Position size matches current position",
+    }
     assert len(orders_of(client, apikey)) == 1
 
 
 def test_smart_exit_without_position_places_nothing(client, apikey):
-    response = client.post("/api/v1/placesmartorder",
-                           json=smart(apikey, 0, quantity="0", action="SELL"))
+    response = client.post(
+        "/api/v1/placesmartorder", json=smart(apikey, 0, quantity="0", action="SELL")
+    )
 
     assert response.status_code == 200
     assert response.get_json() == {
-        "status": "success", "message": "No OpenPosition Found. Not placing Exit order."}
+        "status": "success",
+        "message": "No OpenPosition Found. Not placing Exit order.",
+    }
     assert orders_of(client, apikey) == []
 
 
 def test_smart_limit_order_does_not_move_position(client, apikey):
-    client.post("/api/v1/placesmartorder",
-                json=smart(apikey, 10, pricetype="LIMIT", price="99.5"))
+    client.post("/api/v1/placesmartorder", json=smart(apikey, 10, pricetype="LIMIT", price="99.5"))
 
     [listed] = orders_of(client, apikey)
     assert (listed["order_status"], position()) == ("open", 0)
 
 
-@pytest.mark.parametrize("overrides, field", [
-    ({"symbol": ""}, "symbol"),
-    ({"symbol": None}, "symbol"),
-    ({"exchange": "NYSE"}, "exchange"),
-    ({"exchange": None}, "exchange"),
-    ({"action": "HOLD"}, "action"),
-    ({"pricetype": "STOP"}, "pricetype"),
-    ({"product": "BO"}, "product"),
-    ({"quantity": "0"}, "quantity"),
-    ({"quantity": "1.5"}, "quantity"),
-    ({"quantity": "ten"}, "quantity"),
-    ({"quantity": True}, "quantity"),
-    ({"quantity": "99999999999999999999"}, "quantity"),
-    ({"price": "abc"}, "price"),
-    ({"price": "-1"}, "price"),
-    ({"trigger_price": "nan"}, "trigger_price"),
-    ({"pricetype": "LIMIT", "price": "0"}, "price"),
-    ({"pricetype": "SL", "price": "0", "trigger_price": "10"}, "price"),
-    ({"pricetype": "SL", "price": "10", "trigger_price": "0"}, "trigger_price"),
-    ({"pricetype": "SL-M", "trigger_price": "0"}, "trigger_price"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"symbol": ""}, "symbol"),
+        ({"symbol": None}, "symbol"),
+        ({"exchange": "NYSE"}, "exchange"),
+        ({"exchange": None}, "exchange"),
+        ({"action": "HOLD"}, "action"),
+        ({"pricetype": "STOP"}, "pricetype"),
+        ({"product": "BO"}, "product"),
+        ({"quantity": "0"}, "quantity"),
+        ({"quantity": "1.5"}, "quantity"),
+        ({"quantity": "ten"}, "quantity"),
+        ({"quantity": True}, "quantity"),
+        ({"quantity": "99999999999999999999"}, "quantity"),
+        ({"price": "abc"}, "price"),
+        ({"price": "-1"}, "price"),
+        ({"trigger_price": "nan"}, "trigger_price"),
+        ({"pricetype": "LIMIT", "price": "0"}, "price"),
+        ({"pricetype": "SL", "price": "0", "trigger_price": "10"}, "price"),
+        ({"pricetype": "SL", "price": "10", "trigger_price": "0"}, "trigger_price"),
+        ({"pricetype": "SL-M", "trigger_price": "0"}, "trigger_price"),
+    ],
+)
 def test_placeorder_rejects_bad_field_naming_it(client, apikey, overrides, field):
     response = client.post("/api/v1/placeorder", json=order(apikey, **overrides))
 
@@ -230,12 +270,15 @@ def test_defaults_apply_to_pricetype_and_product(client, apikey):
     assert (listed["pricetype"], listed["product"]) == ("MARKET", "MIS")
 
 
-@pytest.mark.parametrize("overrides, field", [
-    ({"position_size": "abc"}, "position_size"),
-    ({"position_size": None}, "position_size"),
-    ({"position_size": "-99999999999999999999"}, "position_size"),
-    ({"quantity": "-1"}, "quantity"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"position_size": "abc"}, "position_size"),
+        ({"position_size": None}, "position_size"),
+        ({"position_size": "-99999999999999999999"}, "position_size"),
+        ({"quantity": "-1"}, "quantity"),
+    ],
+)
 def test_placesmartorder_rejects_bad_field_naming_it(client, apikey, overrides, field):
     payload = smart(apikey, 10)
     payload.update(overrides)
@@ -246,15 +289,17 @@ def test_placesmartorder_rejects_bad_field_naming_it(client, apikey, overrides, 
     assert f"'{field}'" in response.get_json()["message"]
 
 
-@pytest.mark.parametrize("path", ["/api/v1/placeorder", "/api/v1/placesmartorder",
-                                  "/api/v1/orderbook"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/placeorder", "/api/v1/placesmartorder", "/api/v1/orderbook"]
+)
 def test_non_object_body_is_rejected(client, apikey, path):
     assert client.post(path, data="not json", content_type="application/json").status_code == 400
     assert client.post(path, json=[1, 2]).status_code == 400
 
 
-@pytest.mark.parametrize("path", ["/api/v1/placeorder", "/api/v1/placesmartorder",
-                                  "/api/v1/orderbook"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/placeorder", "/api/v1/placesmartorder", "/api/v1/orderbook"]
+)
 @pytest.mark.parametrize("key", ["wrong", None, 12345])
 def test_bad_apikey_is_forbidden(client, apikey, path, key):
     payload = smart(apikey, 10)
@@ -296,8 +341,7 @@ def test_orderids_unique_under_concurrent_requests(app, apikey):
     def worker():
         client = app.test_client()
         for _ in range(per_thread):
-            response = client.post("/api/v1/placesmartorder",
-                                   json=smart(apikey, 0, quantity="1"))
+            response = client.post("/api/v1/placesmartorder", json=smart(apikey, 0, quantity="1"))
             with lock:
                 if response.status_code == 200:
                     orderids.append(response.get_json()["orderid"])
@@ -316,13 +360,17 @@ def test_orderids_unique_under_concurrent_requests(app, apikey):
     # requests read the same position the book alternates BUY/SELL of 1 and ends flat.
     book = paper_broker_db.get_orderbook("admin")
     assert [(o["action"], o["quantity"]) for o in book] == [("BUY", "1"), ("SELL", "1")] * (
-        threads * per_thread // 2)
+        threads * per_thread // 2
+    )
     assert position() == 0
 
 
 def test_a_json_body_without_its_content_type_is_read_as_json(client, apikey):
     """curl's -d sends application/x-www-form-urlencoded unless told otherwise."""
     client.post("/api/v1/placeorder", json=order(apikey))
-    answer = client.post("/api/v1/orderbook", data=json.dumps({"apikey": apikey}),
-                         content_type="application/x-www-form-urlencoded")
+    answer = client.post(
+        "/api/v1/orderbook",
+        data=json.dumps({"apikey": apikey}),
+        content_type="application/x-www-form-urlencoded",
+    )
     assert answer.status_code == 200, answer.get_json()

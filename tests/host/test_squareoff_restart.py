@@ -26,26 +26,33 @@ def at_ist(hhmm, seconds=0):
 
 
 def flattens():
-    return sorted((row["symbol"], row["payload"]["position_size"])
-                  for row in order_queue_db.get_store().list_orders()
-                  if row["endpoint"] == "placesmartorder")
+    return sorted(
+        (row["symbol"], row["payload"]["position_size"])
+        for row in order_queue_db.get_store().list_orders()
+        if row["endpoint"] == "placesmartorder"
+    )
 
 
 @pytest.fixture
 def intraday(app, runner):
     """An active intraday strategy on two symbols, squareoff 15:10 IST."""
-    strategy = add_strategy(runner, "--intraday", "--start", "09:30", "--end", "14:00",
-                            "--squareoff", "15:10")
-    runner.invoke(args=["strategy", "map", "--name", "Trend", "--symbol", "INFY",
-                        "--quantity", "5"])
+    strategy = add_strategy(
+        runner, "--intraday", "--start", "09:30", "--end", "14:00", "--squareoff", "15:10"
+    )
+    runner.invoke(
+        args=["strategy", "map", "--name", "Trend", "--symbol", "INFY", "--quantity", "5"]
+    )
     return strategy
 
 
 @pytest.fixture
 def alerts(monkeypatch):
     hook = Receiver()
-    monkeypatch.setattr(squareoffs, "alerter",  # a fresh one: nothing remembered
-                        Alerter(OrderQueueSettings(alert_webhook_url=hook.url)))
+    monkeypatch.setattr(
+        squareoffs,
+        "alerter",  # a fresh one: nothing remembered
+        Alerter(OrderQueueSettings(alert_webhook_url=hook.url)),
+    )
     yield hook
     hook.server.shutdown()
 
@@ -67,8 +74,9 @@ def test_after_a_restart_only_the_queue_registers_the_squareoff_again(app, intra
         stop_scheduler()
 
 
-def test_a_squareoff_missed_while_down_runs_once_at_start_and_never_again(app, intraday,
-                                                                            alerts, monkeypatch):
+def test_a_squareoff_missed_while_down_runs_once_at_start_and_never_again(
+    app, intraday, alerts, monkeypatch
+):
     queue = runtime.current()
     monkeypatch.setattr(queue.clock, "now", lambda: at_ist("15:12"))
     with app.app_context():
@@ -85,9 +93,9 @@ def test_a_squareoff_missed_while_down_runs_once_at_start_and_never_again(app, i
     assert "run at start, 2 min late" in alerts.bodies[0]["text"]
 
 
-def test_a_squareoff_found_too_late_is_reported_missed_on_health_not_run(app, client,
-                                                                          intraday, alerts,
-                                                                          monkeypatch):
+def test_a_squareoff_found_too_late_is_reported_missed_on_health_not_run(
+    app, client, intraday, alerts, monkeypatch
+):
     monkeypatch.setattr(runtime.current().clock, "now", lambda: at_ist("15:40"))
     with app.app_context():
         done = squareoffs.catch_up(runtime.current())
@@ -98,9 +106,11 @@ def test_a_squareoff_found_too_late_is_reported_missed_on_health_not_run(app, cl
         session.update(logged_in=True, user="admin")
     health = client.get("/order-queue/api/health").get_json()
     assert [(s["strategy"], s["outcome"]) for s in health["squareoffs_today"]] == [
-        ("Trend", "missed")]
-    assert health["warnings"] == ["squareoff of 'Trend' (strategy, 15:10 IST) "
-                                  "MISSED: check positions by hand"]
+        ("Trend", "missed")
+    ]
+    assert health["warnings"] == [
+        "squareoff of 'Trend' (strategy, 15:10 IST) MISSED: check positions by hand"
+    ]
 
 
 def test_on_time_the_scheduler_runs_it_once_across_processes(app, intraday):

@@ -14,12 +14,21 @@ def test_a_busy_port_is_named_with_the_setting_before_anything_starts(tmp_path):
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
         started = subprocess.run(
-            [sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-            env={"PATH": "/usr/bin:/bin", "FLASK_PORT": str(port), "APP_KEY": "k",
-                 "API_KEY_PEPPER": TEST_PEPPER,
-                 "DATABASE_URL": f"sqlite:///{tmp_path}/openalgo.db",
-                 "ORDER_QUEUE_DATABASE_URL": f"sqlite:///{tmp_path}/order_queue.db"},
-            stdin=subprocess.DEVNULL)
+            [sys.executable, "app.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                "PATH": "/usr/bin:/bin",
+                "FLASK_PORT": str(port),
+                "APP_KEY": "k",
+                "API_KEY_PEPPER": TEST_PEPPER,
+                "DATABASE_URL": f"sqlite:///{tmp_path}/openalgo.db",
+                "ORDER_QUEUE_DATABASE_URL": f"sqlite:///{tmp_path}/order_queue.db",
+            },
+            stdin=subprocess.DEVNULL,
+        )
     assert started.returncode != 0
     assert f"port {port} on 127.0.0.1 is in use" in started.stderr
     assert "set FLASK_PORT" in started.stderr

@@ -1,4 +1,5 @@
-"""``python -m install.openalgo`` against a miniature OpenAlgo tree (tests/support/fixtures/openalgo)."""
+"""``python -m install.openalgo`` against a miniature OpenAlgo tree
+(tests/support/fixtures/openalgo)."""
 
 import io
 import json
@@ -20,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def snapshot(tree: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(tree)): p.read_bytes() for p in sorted(tree.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        str(p.relative_to(tree)): p.read_bytes()
+        for p in sorted(tree.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 @pytest.fixture
@@ -83,8 +87,10 @@ def test_upgrading_removes_files_an_earlier_version_installed_and_no_longer_has(
     record = json.loads(state.read_text())
     record["added"].append("services/order_queue_dispatcher.py")
     state.write_text(json.dumps(record))
-    assert "would remove (no longer part of the plugin): services/order_queue_dispatcher.py" \
+    assert (
+        "would remove (no longer part of the plugin): services/order_queue_dispatcher.py"
         in run(tree, "--dry-run")[1]
+    )
     code, report = run(tree)
     assert code == 0 and "removed (no longer part of the plugin)" in report
     assert not old.exists()
@@ -109,25 +115,35 @@ def test_uninstall_keeps_changes_made_since_and_removes_only_the_plugin(tree):
     original = snapshot(tree)
     run(tree)
     app_py = tree / "app.py"
-    app_py.write_text(app_py.read_text().replace("def create_app():",
-                                                 "def create_app():  # updated upstream"))
+    app_py.write_text(
+        app_py.read_text().replace("def create_app():", "def create_app():  # updated upstream")
+    )
     code, report = run(tree, "--uninstall")
     assert code == 0 and "app.py changed since install" in report
-    expected = original["app.py"].replace(b"def create_app():",
-                                          b"def create_app():  # updated upstream")
+    expected = original["app.py"].replace(
+        b"def create_app():", b"def create_app():  # updated upstream"
+    )
     assert app_py.read_bytes() == expected
-    assert {k: v for k, v in snapshot(tree).items() if k != "app.py"} == \
-        {k: v for k, v in original.items() if k != "app.py"}
+    assert {k: v for k, v in snapshot(tree).items() if k != "app.py"} == {
+        k: v for k, v in original.items() if k != "app.py"
+    }
 
 
 def test_uninstall_refuses_when_the_plugin_lines_were_changed(tree):
     run(tree)
     strategy = tree / "blueprints" / "strategy.py"
-    strategy.write_text(strategy.read_text().replace("set_deadline_provider(_order_queue",
-                                                     "# set_deadline_provider(_order_queue"))
+    strategy.write_text(
+        strategy.read_text().replace(
+            "set_deadline_provider(_order_queue", "# set_deadline_provider(_order_queue"
+        )
+    )
     before = snapshot(tree)
-    result = subprocess.run([sys.executable, "-m", "install.openalgo", str(tree), "--uninstall"],
-                            cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "install.openalgo", str(tree), "--uninstall"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "blueprints/strategy.py" in result.stderr and "nothing was written" in result.stderr
     assert snapshot(tree) == before
@@ -138,8 +154,9 @@ def test_a_file_the_checkout_already_had_is_kept_and_restored(tree):
     (tree / "services" / "order_queue_service.py").write_text("# the checkout's own file\n")
     original = snapshot(tree)
     run(tree)
-    assert (tree / "services" / "order_queue_service.py").read_bytes() == \
-        (ROOT / "services" / "order_queue_service.py").read_bytes()
+    assert (tree / "services" / "order_queue_service.py").read_bytes() == (
+        ROOT / "services" / "order_queue_service.py"
+    ).read_bytes()
     assert run(tree, "--uninstall")[0] == 0
     assert snapshot(tree) == original
 
@@ -147,12 +164,21 @@ def test_a_file_the_checkout_already_had_is_kept_and_restored(tree):
 # An upstream commit: one line changed and one added in each of app.py and strategy.py.
 UPSTREAM_CHANGES = [
     ("app.py", "def create_app():\n", "def create_app():  # updated upstream\n"),
-    ("app.py", "    csrf.exempt(chartink_bp)\n",
-     "    csrf.exempt(chartink_bp)\n    app.config[\"UPDATED\"] = True\n"),
-    ("blueprints/strategy.py", '"""Add order to the in-memory queue."""',
-     '"""Add order to the in-memory queue (updated upstream)."""'),
-    ("blueprints/strategy.py", "order_queue = queue.Queue()\n",
-     "order_queue = queue.Queue()\nORDER_DELAY_SECONDS = 0.1\n"),
+    (
+        "app.py",
+        "    csrf.exempt(chartink_bp)\n",
+        '    csrf.exempt(chartink_bp)\n    app.config["UPDATED"] = True\n',
+    ),
+    (
+        "blueprints/strategy.py",
+        '"""Add order to the in-memory queue."""',
+        '"""Add order to the in-memory queue (updated upstream)."""',
+    ),
+    (
+        "blueprints/strategy.py",
+        "order_queue = queue.Queue()\n",
+        "order_queue = queue.Queue()\nORDER_DELAY_SECONDS = 0.1\n",
+    ),
 ]
 
 
@@ -218,8 +244,11 @@ def test_reinstall_refuses_when_the_plugin_lines_were_changed(tree):
     """Their original could not be told, so nothing is backed up or written."""
     run(tree)
     strategy = tree / "blueprints" / "strategy.py"
-    strategy.write_text(strategy.read_text().replace("set_deadline_provider(_order_queue",
-                                                     "# set_deadline_provider(_order_queue"))
+    strategy.write_text(
+        strategy.read_text().replace(
+            "set_deadline_provider(_order_queue", "# set_deadline_provider(_order_queue"
+        )
+    )
     before = snapshot(tree)
     with pytest.raises(installer.InstallError, match="blueprints/strategy.py"):
         run(tree)
@@ -236,12 +265,15 @@ def test_reinstall_after_the_checkouts_own_file_changed_keeps_the_change(tree):
     assert run(tree)[0] == 0
     assert own.read_bytes() == (ROOT / "services" / "order_queue_service.py").read_bytes()
     assert run(tree, "--uninstall")[0] == 0
-    assert snapshot(tree) == {**original, "services/order_queue_service.py":
-                              b"# the checkout's own file, updated upstream\n"}
+    assert snapshot(tree) == {
+        **original,
+        "services/order_queue_service.py": b"# the checkout's own file, updated upstream\n",
+    }
 
 
-def test_a_plugin_update_over_an_old_install_uninstalls_to_the_original(tree, tmp_path,
-                                                                        monkeypatch):
+def test_a_plugin_update_over_an_old_install_uninstalls_to_the_original(
+    tree, tmp_path, monkeypatch
+):
     """Plugin v1 installed, then v2 (other file contents, one app.py edit more): the v1
     files are the plugin's, not the checkout's, and nothing of either version remains."""
     own = tree / "services" / "order_queue_service.py"
@@ -258,8 +290,9 @@ def test_a_plugin_update_over_an_old_install_uninstalls_to_the_original(tree, tm
     new_app_edit = [e for e in installer.CORE_EDITS if e.path == "app.py"][-1]
     with monkeypatch.context() as v1:
         v1.setattr(installer, "SOURCE_ROOT", plugin_v1)
-        v1.setattr(installer, "CORE_EDITS",
-                   [e for e in installer.CORE_EDITS if e is not new_app_edit])
+        v1.setattr(
+            installer, "CORE_EDITS", [e for e in installer.CORE_EDITS if e is not new_app_edit]
+        )
         assert run(tree)[0] == 0
     code, report = run(tree)
     assert code == 0 and "3 files changed" in report
@@ -285,9 +318,12 @@ def test_check_notices_an_outdated_plugin_file(tree):
     assert code == 1 and "outdated: services/order_queue_service.py" in report
 
 
-ANCHORS = [(edit, pattern) for edit in installer.EDITS
-           for pattern in ((edit.anchor,) if edit.anchor else edit.requires)
-           if pattern != installer.QUEUE_ORDER]
+ANCHORS = [
+    (edit, pattern)
+    for edit in installer.EDITS
+    for pattern in ((edit.anchor,) if edit.anchor else edit.requires)
+    if pattern != installer.QUEUE_ORDER
+]
 
 
 @pytest.mark.parametrize("edit,pattern", ANCHORS, ids=lambda v: getattr(v, "path", v))
@@ -297,8 +333,12 @@ def test_missing_anchor_is_refused_and_nothing_is_written(tree, edit, pattern):
     file = tree / edit.path
     file.write_text(re.sub(pattern, "# (moved elsewhere)", file.read_text(), flags=re.M))
     before = snapshot(tree)
-    result = subprocess.run([sys.executable, "-m", "install.openalgo", str(tree)], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "install.openalgo", str(tree)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert edit.path in result.stderr and "anchor not found" in result.stderr
     assert "nothing was written" in result.stderr
@@ -308,8 +348,11 @@ def test_missing_anchor_is_refused_and_nothing_is_written(tree, edit, pattern):
 def without_queue_order(tree, path):
     """The blueprint as upstream left it after retiring its in-memory queue."""
     file = tree / path
-    file.write_text(file.read_text().replace("def queue_order(endpoint, payload):",
-                                             "def place_in_process(endpoint, payload):"))
+    file.write_text(
+        file.read_text().replace(
+            "def queue_order(endpoint, payload):", "def place_in_process(endpoint, payload):"
+        )
+    )
 
 
 def test_a_blueprint_without_queue_order_is_left_alone_and_the_report_says_so(tree):
@@ -343,7 +386,7 @@ PATCHED_APP_SCRIPT = textwrap.dedent("""
     import app
     from database.strategy_db import Strategy, db_session
     from services.order_queue import runtime
-    from services.order_queue_service import deadline_for
+    from services.order_queue.deadlines import deadline_for
 
     assert app.app.db_ready.wait(20)
     for _ in range(400):  # the dispatcher starts once db_ready is set
@@ -415,13 +458,25 @@ PATCHED_APP_SCRIPT = textwrap.dedent("""
 def test_patched_tree_imports_and_webhooks_reach_the_durable_queue(tree, tmp_path):
     run(tree)
     queue_db = tmp_path / "queue" / "order_queue.db"
-    env = {"PATH": "/usr/bin:/bin", "API_KEY_PEPPER": TEST_PEPPER, "APP_KEY": "fixture",
-           "FIXTURE_APIKEY": "f" * 64, "ORDER_QUEUE_DATABASE_URL": f"sqlite:///{queue_db}",
-           "QUEUE_DB": str(queue_db), "ORDER_QUEUE_SQLITE_BUSY_TIMEOUT_MS": "300",
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'openalgo.db'}",
-           "HOST_SERVER": "http://127.0.0.1:9"}
-    result = subprocess.run([sys.executable, "-c", PATCHED_APP_SCRIPT], cwd=tree, env=env,
-                            capture_output=True, text=True, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "API_KEY_PEPPER": TEST_PEPPER,
+        "APP_KEY": "fixture",
+        "FIXTURE_APIKEY": "f" * 64,
+        "ORDER_QUEUE_DATABASE_URL": f"sqlite:///{queue_db}",
+        "QUEUE_DB": str(queue_db),
+        "ORDER_QUEUE_SQLITE_BUSY_TIMEOUT_MS": "300",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'openalgo.db'}",
+        "HOST_SERVER": "http://127.0.0.1:9",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", PATCHED_APP_SCRIPT],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "patched app ok" in result.stdout
     with sqlite3.connect(queue_db) as conn:
@@ -454,13 +509,23 @@ def test_patched_tree_stops_the_dispatcher_gracefully_on_sigterm(tree, tmp_path)
     stop it cleanly (recorded in the queue database) and exit 0."""
     run(tree)
     queue_db = tmp_path / "order_queue.db"
-    env = {"PATH": "/usr/bin:/bin", "API_KEY_PEPPER": TEST_PEPPER, "APP_KEY": "fixture",
-           "FIXTURE_APIKEY": "f" * 64, "ORDER_QUEUE_DATABASE_URL": f"sqlite:///{queue_db}",
-           "HOST_SERVER": "http://127.0.0.1:9"}
-    result = subprocess.run([sys.executable, "-c", SIGTERM_SCRIPT], cwd=tree, env=env,
-                            capture_output=True, text=True, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "API_KEY_PEPPER": TEST_PEPPER,
+        "APP_KEY": "fixture",
+        "FIXTURE_APIKEY": "f" * 64,
+        "ORDER_QUEUE_DATABASE_URL": f"sqlite:///{queue_db}",
+        "HOST_SERVER": "http://127.0.0.1:9",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", SIGTERM_SCRIPT],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr  # not killed by the signal
     with sqlite3.connect(queue_db) as conn:
         [(stopped_at,)] = conn.execute("SELECT stopped_at FROM order_queue_dispatchers")
     assert stopped_at is not None
-

@@ -1,5 +1,6 @@
 """Plugin files import only the standard library, OpenAlgo's own packages, the three
-OpenAlgo modules the host reproduces, and each other (docs/design.md, "What the plugin may import")."""
+OpenAlgo modules the host reproduces, and each other (docs/design.md, "What the plugin may
+import")."""
 
 import ast
 import sys
@@ -13,8 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON_FILES = [path for path in PLUGIN_FILES if path.endswith(".py")]
 PLUGIN_MODULES = {path[:-3].replace("/", ".").removesuffix(".__init__") for path in PYTHON_FILES}
 #: Where the plugin lives: its public faces by name, the rest in folders of its own.
-PLUGIN_FOLDERS = ("database/order_queue", "services/order_queue", "templates/order_queue",
-                  "static/order_queue")
+PLUGIN_FOLDERS = (
+    "database/order_queue",
+    "services/order_queue",
+    "templates/order_queue",
+    "static/order_queue",
+)
 PROJECT_PACKAGES = {"database", "services", "blueprints", "utils"}
 
 
@@ -51,9 +56,13 @@ def allowed(module: str, lazy_ok: bool = True) -> bool:
     top = module.split(".")[0]
     if top in LAZY_ONLY:
         return lazy_ok
-    return (top in sys.stdlib_module_names or top in ALLOWED_PACKAGES
-            or module in ALLOWED_OPENALGO_MODULES or module in PLUGIN_MODULES
-            or module == "__future__")
+    return (
+        top in sys.stdlib_module_names
+        or top in ALLOWED_PACKAGES
+        or module in ALLOWED_OPENALGO_MODULES
+        or module in PLUGIN_MODULES
+        or module == "__future__"
+    )
 
 
 @pytest.mark.parametrize("relative", PYTHON_FILES)
@@ -63,13 +72,19 @@ def test_plugin_file_imports_only_what_openalgo_has(relative):
     bad = sorted(m for m in imported_modules(path) if not allowed(m))
     assert bad == [], f"{relative} imports {bad}"
     eager = imported_modules(path, module_level_nodes(ast.parse(path.read_text())))
-    assert not {m.split(".")[0] for m in eager} & LAZY_ONLY, f"{relative} imports {LAZY_ONLY} eagerly"
+    assert not {m.split(".")[0] for m in eager} & LAZY_ONLY, (
+        f"{relative} imports {LAZY_ONLY} eagerly"
+    )
 
 
 def test_the_manifest_lists_every_file_of_the_plugin_and_nothing_else():
     faces = {str(p.relative_to(ROOT)) for p in ROOT.glob("*/order_queue*.py")}
-    inside = {str(p.relative_to(ROOT)) for folder in PLUGIN_FOLDERS
-              for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    inside = {
+        str(p.relative_to(ROOT))
+        for folder in PLUGIN_FOLDERS
+        for p in (ROOT / folder).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
     assert faces | inside == set(PLUGIN_FILES)
 
 

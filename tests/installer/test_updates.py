@@ -21,14 +21,24 @@ from tests.support.helpers import payload
 
 FIXTURE = Path(__file__).resolve().parents[1] / "support" / "fixtures" / "openalgo"
 ROOT = Path(__file__).resolve().parents[2]
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
-           "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.invalid",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "HOME": "/nonexistent",
+}
 
 
 def git(folder, *args):
-    result = subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=folder,
-                            env={**os.environ, **GIT_ENV}, capture_output=True, text=True)
+    result = subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", *args],
+        cwd=folder,
+        env={**os.environ, **GIT_ENV},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -48,8 +58,9 @@ def openalgo(tmp_path):
     commit_all(upstream, "OpenAlgo as installed")
     checkout = tmp_path / "openalgo"
     git(tmp_path, "clone", "-q", str(upstream), str(checkout))
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(checkout / ".venv")],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(checkout / ".venv")], check=True
+    )
     [site] = (checkout / ".venv").glob("lib/python3*/site-packages")
     (site / "project_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     out = installer.io.StringIO()
@@ -74,14 +85,24 @@ def check(checkout):
 
 def start_openalgo(checkout, tmp_path, **env):
     """``python app.py`` with OpenAlgo's virtual environment, as its scripts start it."""
-    environment = {"PATH": os.environ["PATH"], "API_KEY_PEPPER": TEST_PEPPER,
-                   "APP_KEY": "fixture", "FIXTURE_APIKEY": "f" * 64,
-                   "ORDER_QUEUE_DATABASE_URL": f"sqlite:///{tmp_path / 'order_queue.db'}",
-                   "DATABASE_URL": f"sqlite:///{tmp_path / 'openalgo.db'}",
-                   "HOST_SERVER": "http://127.0.0.1:9", **env}
-    return subprocess.run([str(checkout / ".venv" / "bin" / "python"), "app.py"],
-                          cwd=checkout, env=environment, capture_output=True, text=True,
-                          timeout=120)
+    environment = {
+        "PATH": os.environ["PATH"],
+        "API_KEY_PEPPER": TEST_PEPPER,
+        "APP_KEY": "fixture",
+        "FIXTURE_APIKEY": "f" * 64,
+        "ORDER_QUEUE_DATABASE_URL": f"sqlite:///{tmp_path / 'order_queue.db'}",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'openalgo.db'}",
+        "HOST_SERVER": "http://127.0.0.1:9",
+        **env,
+    }
+    return subprocess.run(
+        [str(checkout / ".venv" / "bin" / "python"), "app.py"],
+        cwd=checkout,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def queued_symbols(tmp_path):
@@ -101,11 +122,14 @@ def fetch_and_reset(checkout):
     git(checkout, "reset", "-q", "--hard", "origin/main")
 
 
-@pytest.mark.parametrize("update,upstream_moves", [
-    (stash_and_pull, True), (stash_and_pull, False), (fetch_and_reset, True)],
-    ids=["stash+pull newer", "stash+pull up to date", "reset --hard"])
-def test_the_queue_stays_in_force_through_openalgos_update_paths(openalgo, tmp_path, update,
-                                                                 upstream_moves):
+@pytest.mark.parametrize(
+    "update,upstream_moves",
+    [(stash_and_pull, True), (stash_and_pull, False), (fetch_and_reset, True)],
+    ids=["stash+pull newer", "stash+pull up to date", "reset --hard"],
+)
+def test_the_queue_stays_in_force_through_openalgos_update_paths(
+    openalgo, tmp_path, update, upstream_moves
+):
     upstream, checkout = openalgo
     if upstream_moves:
         newer_upstream_commit(upstream)
@@ -125,8 +149,7 @@ def test_the_queue_stays_in_force_through_openalgos_update_paths(openalgo, tmp_p
         assert "# upstream: a newer commit" in (checkout / "blueprints/strategy.py").read_text()
 
 
-def test_an_update_that_removes_an_anchor_is_loud_and_strands_no_order(openalgo, tmp_path,
-                                                                        broker):
+def test_an_update_that_removes_an_anchor_is_loud_and_strands_no_order(openalgo, tmp_path, broker):
     upstream, checkout = openalgo
     queue_url = f"sqlite:///{tmp_path / 'order_queue.db'}"
     store = QueueStore(queue_url)
@@ -145,8 +168,12 @@ def test_an_update_that_removes_an_anchor_is_loud_and_strands_no_order(openalgo,
 
     receiver = Receiver()
     try:
-        started = start_openalgo(checkout, tmp_path, HOST_SERVER=broker.base_url,
-                                 ORDER_QUEUE_ALERT_WEBHOOK_URL=receiver.url)
+        started = start_openalgo(
+            checkout,
+            tmp_path,
+            HOST_SERVER=broker.base_url,
+            ORDER_QUEUE_ALERT_WEBHOOK_URL=receiver.url,
+        )
         assert started.returncode == 0, started.stderr
         # OpenAlgo runs on without the queue, and says so.
         assert "webhook 200 via blueprints.strategy" in started.stdout, started.stdout
@@ -177,7 +204,8 @@ def test_a_postgresql_queue_without_its_driver_says_what_to_install_and_where(op
     # hide it the way a fresh OpenAlgo environment lacks it.
     [site] = (checkout / ".venv").glob("lib/python3*/site-packages")
     (site / "no_psycopg.py").write_text(
-        "import sys\nsys.modules['psycopg'] = None  # as if not installed\n")
+        "import sys\nsys.modules['psycopg'] = None  # as if not installed\n"
+    )
     (site / "zz_no_psycopg.pth").write_text("import no_psycopg\n")
     out = installer.io.StringIO()
     assert installer.install(checkout, out=out) == 0

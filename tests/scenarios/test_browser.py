@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from database.order_queue_db import QueueStore, utcnow
-from tests.support.app_process import ROOT, AppProcess
 from tests.conftest import TEST_PEPPER
+from tests.support.app_process import ROOT, AppProcess
 from tests.support.fake_broker import Accept, Drop, Reject, Status
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -34,14 +34,24 @@ def _browser_or_skip(tmp_path):
         missing.append(f"selenium ({exc})")
     if missing:
         if os.getenv("CI", "").lower() == "true":
-            pytest.fail(f"browser test needs {missing} in CI (apt-get install chromium chromium-driver)")
+            pytest.fail(
+                f"browser test needs {missing} in CI (apt-get install chromium chromium-driver)"
+            )
         pytest.skip(f"no browser here: missing {missing}")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--window-size=1280,900",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -54,8 +64,11 @@ def browser(tmp_path):
     yield driver
     # The host serves OpenAlgo's default policy (scripts from 'self' only): an inline
     # script or handler would be refused, and the page would never start.
-    refused = [entry["message"] for entry in driver.get_log("browser")
-               if "Content Security Policy" in entry["message"]]
+    refused = [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if "Content Security Policy" in entry["message"]
+    ]
     driver.quit()
     assert not refused, refused
 
@@ -66,9 +79,9 @@ def wait_until(driver, predicate, timeout=15):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1,
-                         ignored_exceptions=(StaleElementReferenceException,)
-                         ).until(lambda d: predicate(d))
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda d: predicate(d))
 
 
 def dead_row_texts(driver):
@@ -77,11 +90,14 @@ def dead_row_texts(driver):
 
 def click_in_dead_row(driver, symbol, xpath):
     """Find the dead-order row for ``symbol`` and click inside it, in one step."""
+
     def attempt(d):
-        row = next(r for r in d.find_elements("css selector", "#dead-table tbody tr")
-                   if symbol in r.text)
+        row = next(
+            r for r in d.find_elements("css selector", "#dead-table tbody tr") if symbol in r.text
+        )
         row.find_element("xpath", xpath).click()
         return True
+
     wait_until(driver, attempt)
 
 
@@ -97,31 +113,46 @@ def text_of(driver, element_id):
     return driver.find_element("id", element_id).text
 
 
-def test_operator_sees_dead_orders_replays_one_and_markup_stays_text(tmp_path, broker,
-                                                                      browser):
+def test_operator_sees_dead_orders_replays_one_and_markup_stays_text(tmp_path, broker, browser):
     from selenium.webdriver.common.by import By
 
     broker.default = Reject("Symbol not tradable")
     app = AppProcess(tmp_path, broker.base_url, TEST_PEPPER)
-    webhook_id = json.loads(app.flask("strategy", "add", "--name", "Browser", "--symbol",
-                                      "SBIN", "--quantity", "5"))["webhook_id"]
+    webhook_id = json.loads(
+        app.flask("strategy", "add", "--name", "Browser", "--symbol", "SBIN", "--quantity", "5")
+    )["webhook_id"]
     app.flask("strategy", "map", "--name", "Browser", "--symbol", "TCS", "--quantity", "5")
     app.flask("user", "set-password", "--username", "trader", "--password", "pw-for-test")
     app.start()
     try:
         for symbol in ("SBIN", "TCS"):
-            response = httpx.post(f"{app.base_url}/strategy/webhook/{webhook_id}",
-                                  json={"symbol": symbol, "action": "BUY"}, timeout=5)
+            response = httpx.post(
+                f"{app.base_url}/strategy/webhook/{webhook_id}",
+                json={"symbol": symbol, "action": "BUY"},
+                timeout=5,
+            )
             assert response.status_code == 200
         # An order whose symbol and broker error carry markup, queued beside the app.
         broker.behaviour_for = lambda body: (
-            Reject('<img src=x onerror="window.__xss=2">') if body.get("symbol") == XSS_SYMBOL
-            else None)
+            Reject('<img src=x onerror="window.__xss=2">')
+            if body.get("symbol") == XSS_SYMBOL
+            else None
+        )
         store = QueueStore(app.env["ORDER_QUEUE_DATABASE_URL"])
-        store.enqueue("placeorder", {"apikey": "k" * 64, "strategy": "Browser",
-                                     "symbol": XSS_SYMBOL, "exchange": "NSE", "action": "BUY",
-                                     "product": "MIS", "quantity": "1"},
-                      now=utcnow(), max_age_seconds=300)
+        store.enqueue(
+            "placeorder",
+            {
+                "apikey": "k" * 64,
+                "strategy": "Browser",
+                "symbol": XSS_SYMBOL,
+                "exchange": "NSE",
+                "action": "BUY",
+                "product": "MIS",
+                "quantity": "1",
+            },
+            now=utcnow(),
+            max_age_seconds=300,
+        )
         store.dispose()
 
         browser.get(f"{app.base_url}/order-queue/")
@@ -132,8 +163,9 @@ def test_operator_sees_dead_orders_replays_one_and_markup_stays_text(tmp_path, b
         wait_until(browser, lambda d: text_of(d, "count-dead") == "3")
         wait_until(browser, lambda d: text_of(d, "live") == "live")
         texts = wait_until(browser, lambda d: len(dead_row_texts(d)) == 3 and dead_row_texts(d))
-        assert any(XSS_SYMBOL in t and '<img src=x onerror="window.__xss=2">' in t
-                   for t in texts), texts
+        assert any(
+            XSS_SYMBOL in t and '<img src=x onerror="window.__xss=2">' in t for t in texts
+        ), texts
         assert browser.execute_script("return window.__xss === undefined")
         assert any("Symbol not tradable" in t for t in texts)
         OUTPUT.mkdir(exist_ok=True)
@@ -168,14 +200,26 @@ def test_operator_sees_dead_orders_replays_one_and_markup_stays_text(tmp_path, b
         click_in_dead_row(browser, XSS_SYMBOL, ".//input[@type='checkbox']")
         broker.default = Reject("Market closed")
         store = QueueStore(app.env["ORDER_QUEUE_DATABASE_URL"])
-        store.enqueue("placeorder", {"apikey": "k" * 64, "strategy": "Browser",
-                                     "symbol": "INFY", "exchange": "NSE", "action": "SELL",
-                                     "product": "MIS", "quantity": "1"},
-                      now=utcnow(), max_age_seconds=300)
+        store.enqueue(
+            "placeorder",
+            {
+                "apikey": "k" * 64,
+                "strategy": "Browser",
+                "symbol": "INFY",
+                "exchange": "NSE",
+                "action": "SELL",
+                "product": "MIS",
+                "quantity": "1",
+            },
+            now=utcnow(),
+            max_age_seconds=300,
+        )
         store.dispose()
         wait_until(browser, lambda d: len(dead_row_texts(d)) == 2)
         ticked = browser.find_elements(By.CSS_SELECTOR, "#dead-table tbody input:checked")
-        assert [XSS_SYMBOL in box.find_element(By.XPATH, "./../..").text for box in ticked] == [True]
+        assert [XSS_SYMBOL in box.find_element(By.XPATH, "./../..").text for box in ticked] == [
+            True
+        ]
         assert browser.find_element(By.ID, "bulk-replay").is_enabled()
 
         # On a phone: the page fits the screen; wide tables scroll inside their panel.
@@ -183,32 +227,43 @@ def test_operator_sees_dead_orders_replays_one_and_markup_stays_text(tmp_path, b
         browser.get(f"{app.base_url}/order-queue/")
         wait_until(browser, lambda d: text_of(d, "count-dead") == "2")
         assert browser.execute_script(
-            "return document.documentElement.scrollWidth <= window.innerWidth + 1")
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1"
+        )
         browser.save_screenshot(str(OUTPUT / "order_queue_admin_phone.png"))
     finally:
         app.stop()
 
 
 def test_a_filter_link_opens_filtered_and_an_order_in_doubt_is_settled_from_its_page(
-        tmp_path, broker, browser):
+    tmp_path, broker, browser
+):
     from selenium.webdriver.common.by import By
 
     # TCS is rejected; SBIN's answer is lost and the orderbook cannot tell (semi_auto's
     # 403), so SBIN reaches the operator in doubt.
-    broker.behaviour_for = lambda body: Drop() if body.get("symbol") == "SBIN" else \
-        Reject("Symbol not tradable")
+    broker.behaviour_for = lambda body: (
+        Drop() if body.get("symbol") == "SBIN" else Reject("Symbol not tradable")
+    )
     broker.orderbook_behaviour = Status(403)
-    app = AppProcess(tmp_path, broker.base_url, TEST_PEPPER,
-                     ORDER_QUEUE_ORDERBOOK_WAIT_SECONDS="0.5")
-    webhook_id = json.loads(app.flask("strategy", "add", "--name", "Doubt", "--symbol",
-                                      "SBIN", "--quantity", "5"))["webhook_id"]
+    app = AppProcess(
+        tmp_path, broker.base_url, TEST_PEPPER, ORDER_QUEUE_ORDERBOOK_WAIT_SECONDS="0.5"
+    )
+    webhook_id = json.loads(
+        app.flask("strategy", "add", "--name", "Doubt", "--symbol", "SBIN", "--quantity", "5")
+    )["webhook_id"]
     app.flask("strategy", "map", "--name", "Doubt", "--symbol", "TCS", "--quantity", "5")
     app.flask("user", "set-password", "--username", "trader", "--password", "pw-for-test")
     app.start()
     try:
         for symbol in ("SBIN", "TCS"):
-            assert httpx.post(f"{app.base_url}/strategy/webhook/{webhook_id}",
-                              json={"symbol": symbol, "action": "BUY"}, timeout=5).status_code == 200
+            assert (
+                httpx.post(
+                    f"{app.base_url}/strategy/webhook/{webhook_id}",
+                    json={"symbol": symbol, "action": "BUY"},
+                    timeout=5,
+                ).status_code
+                == 200
+            )
         sign_in(browser, f"{app.base_url}/order-queue/?reason=in_doubt")
         wait_until(browser, lambda d: text_of(d, "count-dead") == "2")
         texts = wait_until(browser, lambda d: len(dead_row_texts(d)) == 1 and dead_row_texts(d))
@@ -229,35 +284,57 @@ def test_a_filter_link_opens_filtered_and_an_order_in_doubt_is_settled_from_its_
 
 
 def test_held_instruments_are_settled_from_the_main_page_charts_draw_and_a_filter_replays_all(
-        tmp_path, broker, browser):
+    tmp_path, broker, browser
+):
     from selenium.webdriver.common.by import By
 
     # SBIN's answer is lost and the orderbook cannot tell: it reaches the operator in
     # doubt.  Three symbols are rejected, INFY goes through (a latency to draw).
-    broker.behaviour_for = lambda body: (Drop() if body.get("symbol") == "SBIN" else
-                                         Accept() if body.get("symbol") == "INFY" else
-                                         Reject("Symbol not tradable"))
+    broker.behaviour_for = lambda body: (
+        Drop()
+        if body.get("symbol") == "SBIN"
+        else Accept()
+        if body.get("symbol") == "INFY"
+        else Reject("Symbol not tradable")
+    )
     broker.orderbook_behaviour = Status(403)
-    app = AppProcess(tmp_path, broker.base_url, TEST_PEPPER,
-                     ORDER_QUEUE_ORDERBOOK_WAIT_SECONDS="0.5")
+    app = AppProcess(
+        tmp_path, broker.base_url, TEST_PEPPER, ORDER_QUEUE_ORDERBOOK_WAIT_SECONDS="0.5"
+    )
     symbols = ["SBIN", "INFY", "TCS", "WIPRO", "HDFC"]
-    webhook_id = json.loads(app.flask("strategy", "add", "--name", "Scalp", "--symbol",
-                                      symbols[0], "--quantity", "5"))["webhook_id"]
-    app.flask("strategy", "map", "--name", "Scalp", "--quantity", "5",
-              *(a for s in symbols[1:] for a in ("--symbol", s)))
+    webhook_id = json.loads(
+        app.flask("strategy", "add", "--name", "Scalp", "--symbol", symbols[0], "--quantity", "5")
+    )["webhook_id"]
+    app.flask(
+        "strategy",
+        "map",
+        "--name",
+        "Scalp",
+        "--quantity",
+        "5",
+        *(a for s in symbols[1:] for a in ("--symbol", s)),
+    )
     app.flask("user", "set-password", "--username", "trader", "--password", "pw-for-test")
     app.start()
     try:
         for symbol in symbols:
-            assert httpx.post(f"{app.base_url}/strategy/webhook/{webhook_id}",
-                              json={"symbol": symbol, "action": "BUY"}, timeout=5).status_code == 200
+            assert (
+                httpx.post(
+                    f"{app.base_url}/strategy/webhook/{webhook_id}",
+                    json={"symbol": symbol, "action": "BUY"},
+                    timeout=5,
+                ).status_code
+                == 200
+            )
         sign_in(browser, f"{app.base_url}/order-queue/")
         wait_until(browser, lambda d: text_of(d, "count-dead") == "4")
 
         # The held row names SBIN and what it waits for; it is settled right there.
         held = wait_until(browser, lambda d: "SBIN" in text_of(d, "held") and text_of(d, "held"))
         assert "placed or not" in held
-        wait_until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chart-latency polyline")) == 2)
+        wait_until(
+            browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chart-latency polyline")) == 2
+        )
         assert "card-danger" in browser.find_element(By.ID, "card-dead").get_attribute("class")
         OUTPUT.mkdir(exist_ok=True)  # the incident at a glance: desktop and phone, both themes
         browser.save_screenshot(str(OUTPUT / "incident_desktop.png"))
@@ -265,7 +342,8 @@ def test_held_instruments_are_settled_from_the_main_page_charts_draw_and_a_filte
         browser.save_screenshot(str(OUTPUT / "incident_dark.png"))
         browser.set_window_size(390, 844)
         assert browser.execute_script(
-            "return document.documentElement.scrollWidth <= window.innerWidth + 1")
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1"
+        )
         browser.save_screenshot(str(OUTPUT / "incident_phone_dark.png"))
         browser.find_element(By.ID, "theme-toggle").click()
         browser.save_screenshot(str(OUTPUT / "incident_phone.png"))
@@ -276,11 +354,14 @@ def test_held_instruments_are_settled_from_the_main_page_charts_draw_and_a_filte
         wait_until(browser, lambda d: d.find_element(By.ID, "held-empty").is_displayed())
 
         # The pictures, drawn from what is stored: INFY's trip shows as a latency.
-        wait_until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chart-latency polyline")) == 2)
+        wait_until(
+            browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chart-latency polyline")) == 2
+        )
         assert "no data yet" not in text_of(browser, "chart-latency")
         assert browser.execute_script(  # drawn as pictures, not shown as text
             "return [...document.querySelectorAll('.chart-box svg')].every("
-            "svg => svg instanceof SVGSVGElement && svg.getBoundingClientRect().height > 100)")
+            "svg => svg instanceof SVGSVGElement && svg.getBoundingClientRect().height > 100)"
+        )
         assert browser.find_elements(By.CSS_SELECTOR, "#chart-depth polyline.s-dead")
         assert browser.find_elements(By.CSS_SELECTOR, "#chart-rate line.limit")
 
@@ -289,8 +370,13 @@ def test_held_instruments_are_settled_from_the_main_page_charts_draw_and_a_filte
         broker.behaviour_for = None
         broker.default = Accept()
         browser.get(f"{app.base_url}/order-queue/?reason=rejected&strategy=Scalp")
-        button = wait_until(browser, lambda d: d.find_element(By.ID, "filter-replay").is_displayed()
-                            and d.find_element(By.ID, "filter-replay"))
+        button = wait_until(
+            browser,
+            lambda d: (
+                d.find_element(By.ID, "filter-replay").is_displayed()
+                and d.find_element(By.ID, "filter-replay")
+            ),
+        )
         assert button.text == "Replay all 3 matching"
         button.click()
         browser.switch_to.alert.accept()

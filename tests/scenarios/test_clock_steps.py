@@ -40,17 +40,25 @@ class SteppedApp:
         self.offset_file = tmp_path / "faketime-offset"
         self.step_to(offset)
         self.process = AppProcess(
-            tmp_path, broker.base_url, TEST_PEPPER, ORDER_QUEUE_WORKERS="4",
-            LD_PRELOAD=faketime_library(), FAKETIME_TIMESTAMP_FILE=str(self.offset_file),
-            FAKETIME_NO_CACHE="1", FAKETIME_DONT_FAKE_MONOTONIC="1", **settings)
+            tmp_path,
+            broker.base_url,
+            TEST_PEPPER,
+            ORDER_QUEUE_WORKERS="4",
+            LD_PRELOAD=faketime_library(),
+            FAKETIME_TIMESTAMP_FILE=str(self.offset_file),
+            FAKETIME_NO_CACHE="1",
+            FAKETIME_DONT_FAKE_MONOTONIC="1",
+            **settings,
+        )
 
     def step_to(self, offset: int) -> None:
         self.offset_file.write_text(f"{offset:+d}\n")
 
     def queue_rows(self) -> list[tuple]:
         with sqlite3.connect(self.process.workdir / "order_queue.db") as conn:
-            return conn.execute("SELECT id, state, dead_reason FROM order_queue "
-                                "ORDER BY id").fetchall()
+            return conn.execute(
+                "SELECT id, state, dead_reason FROM order_queue ORDER BY id"
+            ).fetchall()
 
     def health(self) -> dict:
         return httpx.get(f"{self.process.base_url}/order-queue/api/health", timeout=5).json()
@@ -91,8 +99,9 @@ def test_steps_back_and_forward_hold_nothing_and_keep_the_rate_budget(stepped, b
         stepped_at = time.monotonic()
         # Thirty orders at ten a second: about two seconds left, never the step's size.
         expected = 30 * burst
-        assert wait_until(lambda: len(broker.orders()) >= expected, timeout=30), \
+        assert wait_until(lambda n=expected: len(broker.orders()) >= n, timeout=30), (
             stepped.process.log()[-3000:]
+        )
         assert time.monotonic() - stepped_at < 10
     time.sleep(1.5)  # a duplicate would come now
     per_symbol = Counter(r.body["symbol"] for r in broker.orders())
@@ -113,8 +122,9 @@ def test_an_order_waiting_across_a_step_back_expires_on_time_not_late(stepped, b
     taken = time.monotonic()
     fire(url, SYMBOLS[:1])
     stepped.step_to(-300)
-    assert wait_until(lambda: stepped.queue_rows()[0][1:] == ("dead", "expired"), timeout=30), \
+    assert wait_until(lambda: stepped.queue_rows()[0][1:] == ("dead", "expired"), timeout=30), (
         stepped.queue_rows()
+    )
     assert time.monotonic() - taken < 25
     broker.resume()
     time.sleep(2)
@@ -135,8 +145,9 @@ def test_an_order_in_doubt_across_a_step_back_is_found_not_sent_again(stepped, b
     stepped.step_to(0)
     time.sleep(0.5)
     hang.release()  # the connection resets: the outcome is unknown
-    assert wait_until(lambda: stepped.queue_rows()[0][1] == "sent", timeout=30), \
+    assert wait_until(lambda: stepped.queue_rows()[0][1] == "sent", timeout=30), (
         stepped.process.log()[-3000:]
+    )
     time.sleep(1.5)
     assert len(broker.received) == 1
     detail = stepped.process.flask("order-queue", "show", str(stepped.queue_rows()[0][0]))

@@ -21,8 +21,8 @@ from collections import Counter
 
 import pytest
 
-from tests.support.app_process import AppProcess, fire_alerts
 from tests.conftest import TEST_PEPPER
+from tests.support.app_process import AppProcess, fire_alerts
 from tests.support.fake_broker import Accept, AcceptThenHang, Drop, Hold, Stall
 
 SEED = int(os.getenv("CRASH_TEST_SEED", "20261122"))
@@ -55,21 +55,37 @@ class MisbehavingBroker:
 
 def queue_states(workdir) -> Counter:
     with sqlite3.connect(workdir / "order_queue.db") as conn:
-        return Counter(dict(conn.execute(
-            "SELECT state, count(*) FROM order_queue GROUP BY state").fetchall()))
+        return Counter(
+            dict(conn.execute("SELECT state, count(*) FROM order_queue GROUP BY state").fetchall())
+        )
 
 
 @pytest.mark.crash
 def test_sigkill_mid_burst_loses_nothing_and_doubles_nothing(tmp_path, broker):
     rng = random.Random(SEED)
     print(f"\ncrash test seed={SEED} (CRASH_TEST_SEED to change)")
-    app = AppProcess(tmp_path, broker.base_url, TEST_PEPPER, ORDER_QUEUE_WORKERS="8",
-                     ORDER_QUEUE_REGULAR_RATE="500", ORDER_QUEUE_READ_TIMEOUT="2",
-                     ORDER_QUEUE_MAX_AGE_SECONDS="900", LOG_LEVEL="WARNING")
-    webhook_id = json.loads(app.flask("strategy", "add", "--name", "Crash", "--symbol",
-                                      SYMBOLS[0], "--quantity", "1"))["webhook_id"]
-    app.flask("strategy", "map", "--name", "Crash", "--quantity", "1",
-              *(arg for symbol in SYMBOLS[1:] for arg in ("--symbol", symbol)))
+    app = AppProcess(
+        tmp_path,
+        broker.base_url,
+        TEST_PEPPER,
+        ORDER_QUEUE_WORKERS="8",
+        ORDER_QUEUE_REGULAR_RATE="500",
+        ORDER_QUEUE_READ_TIMEOUT="2",
+        ORDER_QUEUE_MAX_AGE_SECONDS="900",
+        LOG_LEVEL="WARNING",
+    )
+    webhook_id = json.loads(
+        app.flask("strategy", "add", "--name", "Crash", "--symbol", SYMBOLS[0], "--quantity", "1")
+    )["webhook_id"]
+    app.flask(
+        "strategy",
+        "map",
+        "--name",
+        "Crash",
+        "--quantity",
+        "1",
+        *(arg for symbol in SYMBOLS[1:] for arg in ("--symbol", symbol)),
+    )
     url = f"{app.base_url}/strategy/webhook/{webhook_id}"
     broker.behaviour_for = MisbehavingBroker(rng)
     acknowledged, lock = set(), threading.Lock()
@@ -110,9 +126,11 @@ def test_sigkill_mid_burst_loses_nothing_and_doubles_nothing(tmp_path, broker):
     lost = acknowledged - set(booked)
     duplicated = {key: n for key, n in booked.items() if n > 1}
     states = queue_states(tmp_path)
-    print(f"crash test: rounds={rounds} fired={len(fired_keys)} acknowledged={len(acknowledged)} "
-          f"booked={len(booked)} lost={len(lost)} duplicated={len(duplicated)} "
-          f"dead={states['dead']} states={dict(states)}")
+    print(
+        f"crash test: rounds={rounds} fired={len(fired_keys)} acknowledged={len(acknowledged)} "
+        f"booked={len(booked)} lost={len(lost)} duplicated={len(duplicated)} "
+        f"dead={states['dead']} states={dict(states)}"
+    )
     assert rounds >= 10 and len(acknowledged) >= MIN_ACKNOWLEDGED
     assert not lost, f"lost {len(lost)}: {sorted(lost)[:10]}\n{app.log()[-3000:]}"
     assert not duplicated, f"duplicated {duplicated}"

@@ -21,8 +21,8 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.support.app_process import AppProcess, fire_alerts
 from tests.conftest import TEST_PEPPER
+from tests.support.app_process import AppProcess, fire_alerts
 from tests.support.server_venv import server_python
 
 SYMBOLS = [f"H{i:02d}" for i in range(16)]
@@ -40,15 +40,32 @@ class SelfHosted(AppProcess):
     """The host posting to itself, under the dev server or gunicorn + eventlet."""
 
     def __init__(self, workdir, queue_url, server):
-        super().__init__(workdir, "", TEST_PEPPER, ORDER_QUEUE_DATABASE_URL=queue_url,
-                         PAPER_BROKER_LATENCY_MS="200", ORDER_QUEUE_MAX_AGE_SECONDS="900",
-                         **DEFAULTS)
+        super().__init__(
+            workdir,
+            "",
+            TEST_PEPPER,
+            ORDER_QUEUE_DATABASE_URL=queue_url,
+            PAPER_BROKER_LATENCY_MS="200",
+            ORDER_QUEUE_MAX_AGE_SECONDS="900",
+            **DEFAULTS,
+        )
         self.env["HOST_SERVER"] = self.base_url
         self.server = server
         if server == "gunicorn":
-            self.command = [str(server_python()), "-m", "gunicorn", "--worker-class",
-                            "eventlet", "--workers", "1", "--graceful-timeout", "30",
-                            "--bind", f"127.0.0.1:{self.port}", "wsgi:app"]
+            self.command = [
+                str(server_python()),
+                "-m",
+                "gunicorn",
+                "--worker-class",
+                "eventlet",
+                "--workers",
+                "1",
+                "--graceful-timeout",
+                "30",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "wsgi:app",
+            ]
 
 
 def booked(workdir) -> Counter:
@@ -68,10 +85,18 @@ def unsettled(base_url: str) -> int | None:
 def test_sigkill_mid_burst_settles_within_seconds(tmp_path, queue_url, server):
     rng = random.Random(20261128)
     app = SelfHosted(tmp_path, queue_url, server)
-    webhook_id = json.loads(app.flask("strategy", "add", "--name", "Self", "--symbol",
-                                      SYMBOLS[0], "--quantity", "1"))["webhook_id"]
-    app.flask("strategy", "map", "--name", "Self", "--quantity", "1",
-              *(arg for symbol in SYMBOLS[1:] for arg in ("--symbol", symbol)))
+    webhook_id = json.loads(
+        app.flask("strategy", "add", "--name", "Self", "--symbol", SYMBOLS[0], "--quantity", "1")
+    )["webhook_id"]
+    app.flask(
+        "strategy",
+        "map",
+        "--name",
+        "Self",
+        "--quantity",
+        "1",
+        *(arg for symbol in SYMBOLS[1:] for arg in ("--symbol", symbol)),
+    )
     url = f"{app.base_url}/strategy/webhook/{webhook_id}"
     acknowledged, lock = set(), threading.Lock()
 
@@ -101,9 +126,11 @@ def test_sigkill_mid_burst_settles_within_seconds(tmp_path, queue_url, server):
     books = booked(tmp_path)
     lost = acknowledged - set(books)
     duplicated = {key: n for key, n in books.items() if n > 1}
-    print(f"\nself-hosted {server}: acknowledged={len(acknowledged)} booked={len(books)} "
-          f"lost={len(lost)} duplicated={len(duplicated)} drained {drained_after:.1f}s "
-          f"after the restart; depth={states}")
+    print(
+        f"\nself-hosted {server}: acknowledged={len(acknowledged)} booked={len(books)} "
+        f"lost={len(lost)} duplicated={len(duplicated)} drained {drained_after:.1f}s "
+        f"after the restart; depth={states}"
+    )
     if lost:
         print("\n".join(app.log().splitlines()[-400:]))
     assert not lost, sorted(lost)[:10]
@@ -120,19 +147,34 @@ def test_sigterm_lets_the_request_to_its_own_api_finish(tmp_path, server):
     gunicorn: its worker too, which a handler that blocked the event loop broke)."""
     app = SelfHosted(tmp_path, f"sqlite:///{tmp_path}/order_queue.db", server)
     app.env.update(PAPER_BROKER_LATENCY_MS="1500", ORDER_QUEUE_WORKERS="1")
-    webhook_id = json.loads(app.flask("strategy", "add", "--name", "Term", "--symbol",
-                                      SYMBOLS[0], "--quantity", "1"))["webhook_id"]
-    app.flask("strategy", "map", "--name", "Term", "--quantity", "1",
-              *(arg for symbol in SYMBOLS[1:4] for arg in ("--symbol", symbol)))
+    webhook_id = json.loads(
+        app.flask("strategy", "add", "--name", "Term", "--symbol", SYMBOLS[0], "--quantity", "1")
+    )["webhook_id"]
+    app.flask(
+        "strategy",
+        "map",
+        "--name",
+        "Term",
+        "--quantity",
+        "1",
+        *(arg for symbol in SYMBOLS[1:4] for arg in ("--symbol", symbol)),
+    )
     try:
         app.start(timeout=60)
         for symbol in SYMBOLS[:4]:
-            answer = httpx.post(f"{app.base_url}/strategy/webhook/{webhook_id}",
-                                json={"symbol": symbol, "action": "BUY"}, timeout=10)
+            answer = httpx.post(
+                f"{app.base_url}/strategy/webhook/{webhook_id}",
+                json={"symbol": symbol, "action": "BUY"},
+                timeout=10,
+            )
             assert answer.status_code == 200
         deadline = time.monotonic() + 10  # until the first order is at the paper broker
-        while time.monotonic() < deadline and not httpx.get(
-                f"{app.base_url}/order-queue/api/health", timeout=5).json()["depth"]["sending"]["regular"]:
+        while (
+            time.monotonic() < deadline
+            and not httpx.get(f"{app.base_url}/order-queue/api/health", timeout=5).json()["depth"][
+                "sending"
+            ]["regular"]
+        ):
             time.sleep(0.05)
         time.sleep(0.3)
         started = time.monotonic()
@@ -142,13 +184,16 @@ def test_sigterm_lets_the_request_to_its_own_api_finish(tmp_path, server):
         app.stop()
     with sqlite3.connect(tmp_path / "order_queue.db") as conn:
         states = Counter(state for (state,) in conn.execute("SELECT state FROM order_queue"))
-        stopped = conn.execute("SELECT count(*) FROM order_queue_dispatchers "
-                               "WHERE stopped_at IS NOT NULL").fetchone()[0]
+        stopped = conn.execute(
+            "SELECT count(*) FROM order_queue_dispatchers WHERE stopped_at IS NOT NULL"
+        ).fetchone()[0]
     assert code == 0 and "exited with code" not in app.log(), app.log()[-3000:]
     # The signal reaches the worker's Python handler when its event loop next wakes: an
     # order claimed meanwhile is finished too.  None is cut off, none is left in doubt.
-    assert set(states) == {"sent", "pending"} and sum(states.values()) == 4, \
-        (states, app.log()[-3000:])
+    assert set(states) == {"sent", "pending"} and sum(states.values()) == 4, (
+        states,
+        app.log()[-3000:],
+    )
     assert stopped == 1
     assert len(booked(tmp_path)) == states["sent"]
     assert took < 15

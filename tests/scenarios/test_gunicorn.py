@@ -95,8 +95,10 @@ def test_worker_sigkill_and_master_sigterm_mid_burst(tmp_path, broker, queue_url
     app = gunicorn_process(tmp_path, broker.base_url, queue_url)
     url = strategy_on_every_symbol(app, "Gunicorn")
     acknowledged, lock = set(), threading.Lock()
-    bursts = [[(SYMBOLS[i % len(SYMBOLS)], 1000 * round_ + i) for i in range(60)]
-              for round_ in range(1, 4)]
+    bursts = [
+        [(SYMBOLS[i % len(SYMBOLS)], 1000 * round_ + i) for i in range(60)]
+        for round_ in range(1, 4)
+    ]
     try:
         app.start(timeout=60)
         with Probe(f"{app.base_url}/order-queue/api/health") as probe:
@@ -110,8 +112,9 @@ def test_worker_sigkill_and_master_sigterm_mid_burst(tmp_path, broker, queue_url
                 thread.join()
             # 2. Once the new worker answers, the master is SIGTERMed mid-burst.
             app_deadline = time.monotonic() + 60
-            while worker_pids(app.process.pid) in ([], [worker]) and \
-                    time.monotonic() < app_deadline:
+            while (
+                worker_pids(app.process.pid) in ([], [worker]) and time.monotonic() < app_deadline
+            ):
                 time.sleep(0.1)
             probe.resume_when_answering()
             threads = fire_alerts(url, bursts[1], acknowledged, lock)
@@ -135,9 +138,11 @@ def test_worker_sigkill_and_master_sigterm_mid_burst(tmp_path, broker, queue_url
     fired = {key for burst in bursts for key in burst}
     lost = acknowledged - set(booked)
     duplicated = {key: n for key, n in booked.items() if n > 1}
-    print(f"\ngunicorn+eventlet: acknowledged={len(acknowledged)} booked={len(booked)} "
-          f"lost={len(lost)} duplicated={len(duplicated)} slowest probe={probe.slowest:.3f}s "
-          f"probes={probe.answered}")
+    print(
+        f"\ngunicorn+eventlet: acknowledged={len(acknowledged)} booked={len(booked)} "
+        f"lost={len(lost)} duplicated={len(duplicated)} slowest probe={probe.slowest:.3f}s "
+        f"probes={probe.answered}"
+    )
     assert not lost, sorted(lost)[:10]
     assert not duplicated, duplicated
     assert set(booked) <= fired
@@ -184,8 +189,10 @@ def test_docker_stop_sigterm_then_sigkill_ten_seconds_later(tmp_path, broker, qu
     finally:
         app.stop()
     booked = Counter((entry["symbol"], int(entry["quantity"])) for entry in broker.book)
-    print(f"\ndocker stop: exited by itself={exited_by_itself} after {took:.1f}s "
-          f"acknowledged={len(acknowledged)} booked={len(booked)}")
+    print(
+        f"\ndocker stop: exited by itself={exited_by_itself} after {took:.1f}s "
+        f"acknowledged={len(acknowledged)} booked={len(booked)}"
+    )
     assert exited_by_itself, f"still running 10 s after SIGTERM:\n{app.log()[-4000:]}"
     assert acknowledged <= set(booked), sorted(acknowledged - set(booked))[:10]
     assert not {key: n for key, n in booked.items() if n > 1}
@@ -202,8 +209,13 @@ def wait_until_drained(app: AppProcess, acknowledged: set, broker, timeout: floa
             depth = httpx.get(f"{app.base_url}/order-queue/api/health", timeout=5).json()["depth"]
         except (httpx.HTTPError, KeyError):
             depth = None
-        if depth is not None and acknowledged <= booked and not any(
-                sum(depth.get(state, {}).values()) for state in ("pending", "sending", "in_doubt")):
+        if (
+            depth is not None
+            and acknowledged <= booked
+            and not any(
+                sum(depth.get(state, {}).values()) for state in ("pending", "sending", "in_doubt")
+            )
+        ):
             return True
         time.sleep(0.2)
     return False
@@ -229,18 +241,21 @@ def test_boot_with_the_queue_database_unreachable(tmp_path, broker, postgres_sch
     upstream = urlsplit(postgres_schema_url)
     with TcpProxy((upstream.hostname, upstream.port or 5432)) as proxy:
         proxy.cut()
-        via_proxy = postgres_schema_url.replace(f"{upstream.hostname}:{upstream.port or 5432}",
-                                                f"127.0.0.1:{proxy.port}")
+        via_proxy = postgres_schema_url.replace(
+            f"{upstream.hostname}:{upstream.port or 5432}", f"127.0.0.1:{proxy.port}"
+        )
         app = gunicorn_process(tmp_path, broker.base_url, via_proxy + "&connect_timeout=1")
-        webhook_id = json.loads(app.flask("strategy", "add", "--name", "Boot", "--symbol",
-                                          "SBIN", "--quantity", "1"))["webhook_id"]
+        webhook_id = json.loads(
+            app.flask("strategy", "add", "--name", "Boot", "--symbol", "SBIN", "--quantity", "1")
+        )["webhook_id"]
         url = f"{app.base_url}/strategy/webhook/{webhook_id}"
         try:
             app.launch()
             health = wait_for_answer(f"{app.base_url}/order-queue/api/health")
             assert health.status_code == 503
-            assert any("waiting for the queue database" in p
-                       for p in health.json()["problems"]), health.json()
+            assert any("waiting for the queue database" in p for p in health.json()["problems"]), (
+                health.json()
+            )
             refused = httpx.post(url, json={"symbol": "SBIN", "action": "BUY"}, timeout=10)
             assert refused.status_code == 503 and refused.headers["Retry-After"]
             proxy.restore()
@@ -276,16 +291,23 @@ def test_a_locked_sqlite_file_stalls_only_the_webhook_that_waits_for_it(tmp_path
     import sqlite3
 
     app = gunicorn_process(tmp_path, broker.base_url, f"sqlite:///{tmp_path}/order_queue.db")
-    webhook_id = json.loads(app.flask("strategy", "add", "--name", "Lock", "--symbol",
-                                      "SBIN", "--quantity", "1"))["webhook_id"]
+    webhook_id = json.loads(
+        app.flask("strategy", "add", "--name", "Lock", "--symbol", "SBIN", "--quantity", "1")
+    )["webhook_id"]
     try:
         app.start(timeout=60)
         holder = sqlite3.connect(tmp_path / "order_queue.db", isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
         answers = []
-        webhook = threading.Thread(target=lambda: answers.append(httpx.post(
-            f"{app.base_url}/strategy/webhook/{webhook_id}",
-            json={"symbol": "SBIN", "action": "BUY"}, timeout=30)))
+        webhook = threading.Thread(
+            target=lambda: answers.append(
+                httpx.post(
+                    f"{app.base_url}/strategy/webhook/{webhook_id}",
+                    json={"symbol": "SBIN", "action": "BUY"},
+                    timeout=30,
+                )
+            )
+        )
         webhook.start()
         slowest, released_at = 0.0, time.monotonic() + 3.0
         while time.monotonic() < released_at:

@@ -37,15 +37,21 @@ class SessionKiller(threading.Thread):
     def run(self):
         while not self.stop_event.wait(self.every):
             if not self.restarted and self.restart_when():
-                restart = subprocess.run(["pg_ctlcluster", "15", "main", "restart"],
-                                         capture_output=True, text=True, timeout=60)
+                restart = subprocess.run(
+                    ["pg_ctlcluster", "15", "main", "restart"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
                 self.restarted = restart.returncode == 0
                 continue
             try:
                 with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
                     self.terminated += conn.execute(
                         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE application_name = %s", (self.name_to_kill,)).fetchone()[0]
+                        "WHERE application_name = %s",
+                        (self.name_to_kill,),
+                    ).fetchone()[0]
             except psycopg.Error:
                 pass  # the server is restarting
 
@@ -55,8 +61,9 @@ class SessionKiller(threading.Thread):
 
 
 @pytest.mark.parametrize("server", ["dev", "gunicorn"])
-def test_sessions_terminated_and_the_server_restarted_mid_burst(tmp_path, broker,
-                                                                postgres_schema_url, server):
+def test_sessions_terminated_and_the_server_restarted_mid_burst(
+    tmp_path, broker, postgres_schema_url, server
+):
     if subprocess.run(["which", "pg_ctlcluster"], capture_output=True).returncode != 0:
         pytest.skip("needs Debian's pg_ctlcluster to restart the server")
     application_name = f"oq_fault_{uuid.uuid4().hex[:8]}"
@@ -65,8 +72,7 @@ def test_sessions_terminated_and_the_server_restarted_mid_burst(tmp_path, broker
     if server == "gunicorn":
         app = gunicorn_process(tmp_path, broker.base_url, queue_url)
     else:
-        app = AppProcess(tmp_path, broker.base_url, TEST_PEPPER,
-                         ORDER_QUEUE_DATABASE_URL=queue_url)
+        app = AppProcess(tmp_path, broker.base_url, TEST_PEPPER, ORDER_QUEUE_DATABASE_URL=queue_url)
     url = strategy_on_every_symbol(app, "Faults")
     acknowledged, lock = set(), threading.Lock()
     burst = [(SYMBOLS[i % len(SYMBOLS)], 100 + i) for i in range(150)]
@@ -89,9 +95,11 @@ def test_sessions_terminated_and_the_server_restarted_mid_burst(tmp_path, broker
         killer.stop()
         app.stop()
     booked = Counter((entry["symbol"], int(entry["quantity"])) for entry in broker.book)
-    print(f"\n{server}: sessions terminated={killer.terminated} restarted={killer.restarted} "
-          f"acknowledged={len(acknowledged)} of {len(burst)} booked={len(booked)} "
-          f"drained {back_after:.1f}s after the fault ended")
+    print(
+        f"\n{server}: sessions terminated={killer.terminated} restarted={killer.restarted} "
+        f"acknowledged={len(acknowledged)} of {len(burst)} booked={len(booked)} "
+        f"drained {back_after:.1f}s after the fault ended"
+    )
     assert killer.restarted and killer.terminated > 0
     assert acknowledged <= set(booked), sorted(acknowledged - set(booked))[:10]
     assert not {key: n for key, n in booked.items() if n > 1}

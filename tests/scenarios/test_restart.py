@@ -7,8 +7,8 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.support.app_process import AppProcess
 from tests.conftest import TEST_PEPPER
+from tests.support.app_process import AppProcess
 from tests.support.fake_broker import Accept, Hold
 
 SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
@@ -22,10 +22,20 @@ def app_process(tmp_path, broker):
 
 
 def test_sigkill_with_orders_pending_then_restart_delivers_each_once(app_process, broker):
-    created = json.loads(app_process.flask(
-        "strategy", "add", "--name", "Restart", "--symbol", SYMBOLS[0], "--quantity", "1"))
-    app_process.flask("strategy", "map", "--name", "Restart", "--quantity", "1",
-                      *(arg for symbol in SYMBOLS[1:] for arg in ("--symbol", symbol)))
+    created = json.loads(
+        app_process.flask(
+            "strategy", "add", "--name", "Restart", "--symbol", SYMBOLS[0], "--quantity", "1"
+        )
+    )
+    app_process.flask(
+        "strategy",
+        "map",
+        "--name",
+        "Restart",
+        "--quantity",
+        "1",
+        *(arg for symbol in SYMBOLS[1:] for arg in ("--symbol", symbol)),
+    )
     broker.default = Hold()  # the broker books orders but does not answer yet
     app_process.start()
     url = f"{app_process.base_url}/strategy/webhook/{created['webhook_id']}"

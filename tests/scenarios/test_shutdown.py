@@ -11,18 +11,28 @@ import time
 import httpx
 import pytest
 
-from tests.support.app_process import ROOT, AppProcess
 from tests.conftest import TEST_PEPPER
+from tests.support.app_process import ROOT, AppProcess
 from tests.support.fake_broker import Stall
 
 SYMBOLS = ["A1", "A2", "A3", "A4", "A5"]
 
 
 def fire_alerts(process):
-    created = json.loads(process.flask("strategy", "add", "--name", "Stop", "--symbol",
-                                       SYMBOLS[0], "--quantity", "1"))
-    process.flask("strategy", "map", "--name", "Stop", "--quantity", "1",
-                  *(arg for symbol in SYMBOLS[1:] for arg in ("--symbol", symbol)))
+    created = json.loads(
+        process.flask(
+            "strategy", "add", "--name", "Stop", "--symbol", SYMBOLS[0], "--quantity", "1"
+        )
+    )
+    process.flask(
+        "strategy",
+        "map",
+        "--name",
+        "Stop",
+        "--quantity",
+        "1",
+        *(arg for symbol in SYMBOLS[1:] for arg in ("--symbol", symbol)),
+    )
     return created["webhook_id"]
 
 
@@ -34,14 +44,22 @@ def states(process):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_finishes_the_in_flight_order_and_leaves_the_rest(tmp_path, broker, signum):
     broker.default = Stall(1.0)
-    process = AppProcess(tmp_path, broker.base_url, TEST_PEPPER, ORDER_QUEUE_WORKERS="1",
-                         ORDER_QUEUE_READ_TIMEOUT="5")
+    process = AppProcess(
+        tmp_path,
+        broker.base_url,
+        TEST_PEPPER,
+        ORDER_QUEUE_WORKERS="1",
+        ORDER_QUEUE_READ_TIMEOUT="5",
+    )
     webhook_id = fire_alerts(process)
     process.start()
     try:
         for symbol in SYMBOLS:
-            response = httpx.post(f"{process.base_url}/strategy/webhook/{webhook_id}",
-                                  json={"symbol": symbol, "action": "BUY"}, timeout=5)
+            response = httpx.post(
+                f"{process.base_url}/strategy/webhook/{webhook_id}",
+                json={"symbol": symbol, "action": "BUY"},
+                timeout=5,
+            )
             assert response.status_code == 200
         assert broker.wait_for(1, timeout=10)
         started = time.monotonic()
@@ -84,13 +102,20 @@ WSGI_WRAPPER = textwrap.dedent("""
 def test_wsgi_import_path_stops_gracefully_and_runs_the_earlier_handler(tmp_path, broker):
     script, marker = tmp_path / "serve.py", tmp_path / "marker"
     script.write_text(WSGI_WRAPPER)
-    process = AppProcess(tmp_path, broker.base_url, TEST_PEPPER,
-                         command=[sys.executable, str(script), str(marker), str(ROOT)])
+    process = AppProcess(
+        tmp_path,
+        broker.base_url,
+        TEST_PEPPER,
+        command=[sys.executable, str(script), str(marker), str(ROOT)],
+    )
     webhook_id = fire_alerts(process)
     process.start()
     try:
-        response = httpx.post(f"{process.base_url}/strategy/webhook/{webhook_id}",
-                              json={"symbol": "A1", "action": "BUY"}, timeout=5)
+        response = httpx.post(
+            f"{process.base_url}/strategy/webhook/{webhook_id}",
+            json={"symbol": "A1", "action": "BUY"},
+            timeout=5,
+        )
         assert response.status_code == 200
         assert broker.wait_for(1, timeout=10)
         assert process.terminate(signal.SIGTERM, timeout=20) == 0, process.log()

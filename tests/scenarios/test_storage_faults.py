@@ -13,16 +13,17 @@ import pytest
 
 from database import order_queue_db
 from tests.conftest import make_app
-from tests.support.tcp_proxy import TcpProxy
 from tests.support.helpers import add_strategy, post
+from tests.support.tcp_proxy import TcpProxy
 
 ALERT = {"symbol": "SBIN", "action": "BUY"}
 
 
 def setup_app(tmp_path, queue_dir, **settings):
     queue_dir.mkdir(exist_ok=True)
-    app = make_app(tmp_path, ORDER_QUEUE_DATABASE_URL=f"sqlite:///{queue_dir}/order_queue.db",
-                   **settings)
+    app = make_app(
+        tmp_path, ORDER_QUEUE_DATABASE_URL=f"sqlite:///{queue_dir}/order_queue.db", **settings
+    )
     strategy = add_strategy(app.test_cli_runner())
     return app.test_client(), strategy["webhook_id"]
 
@@ -33,8 +34,9 @@ def assert_refused(client, webhook_id, caplog):
         response = post(client, webhook_id, ALERT)
     assert response.status_code == 503
     assert "NOT queued" in response.get_json()["error"]
-    assert any(r.levelno == logging.ERROR and "NOT queued" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        r.levelno == logging.ERROR and "NOT queued" in r.getMessage() for r in caplog.records
+    )
 
 
 def stored_count(queue_dir):
@@ -121,8 +123,9 @@ def test_postgres_link_cut_then_restored(tmp_path, postgres_schema_url, caplog):
     real = make_url(postgres_schema_url)
     with TcpProxy((real.host, real.port or 5432)) as proxy:
         via_proxy = real.set(host="127.0.0.1", port=proxy.port)
-        app = make_app(tmp_path, ORDER_QUEUE_DATABASE_URL=via_proxy.render_as_string(
-            hide_password=False))
+        app = make_app(
+            tmp_path, ORDER_QUEUE_DATABASE_URL=via_proxy.render_as_string(hide_password=False)
+        )
         client = app.test_client()
         webhook_id = add_strategy(app.test_cli_runner())["webhook_id"]
         assert post(client, webhook_id, ALERT).status_code == 200
@@ -145,8 +148,9 @@ def small_disk(tmp_path):
     """A 4 MB tmpfs of its own, to fill up."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    _mount_or_skip("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk),
-                   needed_for="the disk-full test")
+    _mount_or_skip(
+        "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk), needed_for="the disk-full test"
+    )
     yield disk
     subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
@@ -162,16 +166,20 @@ def fill(disk) -> None:
             pass
 
 
-def test_a_full_disk_refuses_new_orders_and_still_sends_the_stored_ones(tmp_path, small_disk,
-                                                                         broker, caplog):
+def test_a_full_disk_refuses_new_orders_and_still_sends_the_stored_ones(
+    tmp_path, small_disk, broker, caplog
+):
     from blueprints import order_queue
     from services.order_queue import runtime
 
-    client, webhook_id = setup_app(tmp_path, small_disk, HOST_SERVER=broker.base_url,
-                                   ORDER_QUEUE_DISK_RESERVE_MB="0.5")
+    client, webhook_id = setup_app(
+        tmp_path, small_disk, HOST_SERVER=broker.base_url, ORDER_QUEUE_DISK_RESERVE_MB="0.5"
+    )
     assert (small_disk / "order_queue.db-reserve").stat().st_size == 512 * 1024
-    stored = [post(client, webhook_id, {"symbol": "SBIN", "action": "BUY",
-                                        "position_size": str(n)}) for n in range(5)]
+    stored = [
+        post(client, webhook_id, {"symbol": "SBIN", "action": "BUY", "position_size": str(n)})
+        for n in range(5)
+    ]
     assert [a.status_code for a in stored] == [200] * 5
     fill(small_disk)
     refused = post(client, webhook_id, ALERT)  # the write that finds the disk full

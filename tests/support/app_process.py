@@ -26,8 +26,15 @@ class AppProcess:
     ``stdin`` is /dev/null and stdout goes to a file, as under nohup or systemd.
     """
 
-    def __init__(self, workdir: Path, host_server: str, pepper: str, *,
-                 command: list[str] | None = None, **settings: str):
+    def __init__(
+        self,
+        workdir: Path,
+        host_server: str,
+        pepper: str,
+        *,
+        command: list[str] | None = None,
+        **settings: str,
+    ):
         self.workdir = Path(workdir)
         self.command = command or [sys.executable, "app.py"]
         self.port = free_port()
@@ -54,9 +61,15 @@ class AppProcess:
 
     def flask(self, *args: str) -> str:
         """Run ``flask --app app ...`` with this app's environment; return stdout."""
-        result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args],
-                                cwd=ROOT, env=self.env, capture_output=True, text=True,
-                                timeout=60, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "app", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"flask {' '.join(args)} failed:\n{result.stderr}")
         return result.stdout
@@ -73,8 +86,10 @@ class AppProcess:
                     return self
             else:
                 try:
-                    if httpx.get(f"{self.base_url}/order-queue/api/health",
-                                 timeout=1).status_code == 200:
+                    if (
+                        httpx.get(f"{self.base_url}/order-queue/api/health", timeout=1).status_code
+                        == 200
+                    ):
                         return self
                 except httpx.HTTPError:
                     pass
@@ -86,9 +101,15 @@ class AppProcess:
         log = open(self.log_path, "a")
         # A session of its own: a kill reaches every process of the server at once, as
         # when a container is killed (a WSGI server's master and its workers).
-        self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env,
-                                        stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
 
     def kill(self) -> None:
@@ -111,17 +132,27 @@ class AppProcess:
             self.kill()
 
 
-def fire_alerts(url: str, keys: list[tuple[str, int]], acknowledged: set, lock, *,
-                threads: int = 6, timeout: float = 10) -> list[threading.Thread]:
+def fire_alerts(
+    url: str,
+    keys: list[tuple[str, int]],
+    acknowledged: set,
+    lock,
+    *,
+    threads: int = 6,
+    timeout: float = 10,
+) -> list[threading.Thread]:
     """POST each ``(symbol, quantity)`` BUY alert from ``threads`` clients, remembering
     those answered 200 (a connection cut by a kill is not acknowledged); returns the
     started client threads."""
+
     def client(chunk):
         with httpx.Client(timeout=timeout) as http:
             for symbol, quantity in chunk:
                 try:
-                    answer = http.post(url, json={"symbol": symbol, "action": "BUY",
-                                                  "position_size": str(quantity)})
+                    answer = http.post(
+                        url,
+                        json={"symbol": symbol, "action": "BUY", "position_size": str(quantity)},
+                    )
                 except httpx.HTTPError:
                     continue
                 if answer.status_code == 200:

@@ -112,8 +112,9 @@ class Positions(Behaviour):
     needed"), placing nothing.  Plain orders move the position too.  ``delay`` (low,
     high) seconds before answering stands for a broker's own processing time."""
 
-    def __init__(self, open_positions: dict[str, int] | None = None,
-                 delay: tuple[float, float] = (0.0, 0.0)) -> None:
+    def __init__(
+        self, open_positions: dict[str, int] | None = None, delay: tuple[float, float] = (0.0, 0.0)
+    ) -> None:
         self.positions = dict(open_positions or {})
         self.delay = delay
         self._lock = threading.Lock()
@@ -128,8 +129,11 @@ class Positions(Behaviour):
             if ex.record.endpoint == "placesmartorder":
                 target = int(_number(body.get("position_size")))
                 if target == current:
-                    message = ("No OpenPosition Found. Not placing Exit order." if target == 0
-                               else "No action needed. Position size matches current position")
+                    message = (
+                        "No OpenPosition Found. Not placing Exit order."
+                        if target == 0
+                        else "No action needed. Position size matches current position"
+                    )
                     ex.reply(200, {"status": "success", "message": message})
                     return
             else:
@@ -471,8 +475,9 @@ class FakeBroker:
     def _bind(self) -> None:
         if self._server is not None:
             raise RuntimeError("FakeBroker is already listening")
-        server = _Server(("127.0.0.1", self._port),
-                         _KeepAliveHandler if self.keep_alive else _Handler)
+        server = _Server(
+            ("127.0.0.1", self._port), _KeepAliveHandler if self.keep_alive else _Handler
+        )
         server.broker = self
         self._port = server.server_address[1]
         # A short poll interval keeps refuse()/stop() fast.
@@ -657,12 +662,14 @@ class _LoggedAccept(Behaviour):
 
     def run(self, ex: _OrderExchange) -> None:  # type: ignore[override]
         orderid = ex.accept()
-        line = json.dumps({
-            "endpoint": ex.record.endpoint,
-            "body": ex.record.body,
-            "orderid": orderid,
-            "wall_time": ex.record.wall_time,
-        })
+        line = json.dumps(
+            {
+                "endpoint": ex.record.endpoint,
+                "body": ex.record.body,
+                "orderid": orderid,
+                "wall_time": ex.record.wall_time,
+            }
+        )
         with self._lock:
             self._file.write(line + "\n")
             self._file.flush()

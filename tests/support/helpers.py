@@ -15,60 +15,127 @@ UNLIMITED = RateLimits(smart=10**6, regular=10**6, window=1.0)
 
 
 def payload(symbol="SBIN", action="BUY", strategy="Trend"):
-    return {"apikey": KEY, "strategy": strategy, "symbol": symbol, "exchange": "NSE",
-            "product": "MIS", "action": action, "pricetype": "MARKET", "quantity": "10"}
+    return {
+        "apikey": KEY,
+        "strategy": strategy,
+        "symbol": symbol,
+        "exchange": "NSE",
+        "product": "MIS",
+        "action": action,
+        "pricetype": "MARKET",
+        "quantity": "10",
+    }
 
 
 def make_order(state="dead", symbol="SBIN", error="Invalid symbol", strategy="Trend"):
     """An order driven to ``state`` through the store's own operations."""
     store = order_queue_db.get_store()
     now = utcnow()
-    order_id = store.enqueue("placeorder", payload(symbol, strategy=strategy), now=now,
-                             max_age_seconds=300)
+    order_id = store.enqueue(
+        "placeorder", payload(symbol, strategy=strategy), now=now, max_age_seconds=300
+    )
     if state == "pending":
         return order_id
     claimed = store.claim_next("test", now=now, lease_seconds=30, limits=UNLIMITED).order
     assert claimed.id == order_id
     if state == "dead":
-        store.mark_dead(claimed, now=now, actor="test", reason=DeadReason.REJECTED,
-                        outcome="rejected", error=error, http_status=400)
+        store.mark_dead(
+            claimed,
+            now=now,
+            actor="test",
+            reason=DeadReason.REJECTED,
+            outcome="rejected",
+            error=error,
+            http_status=400,
+        )
     elif state == "dead_in_doubt":
-        store.mark_dead(claimed, now=now, actor="test", reason=DeadReason.IN_DOUBT,
-                        outcome="unknown", error="orderbook unavailable")
+        store.mark_dead(
+            claimed,
+            now=now,
+            actor="test",
+            reason=DeadReason.IN_DOUBT,
+            outcome="unknown",
+            error="orderbook unavailable",
+        )
     elif state == "sent":
         store.mark_sent(claimed, now=now, actor="test", broker_orderid=f"B{order_id}")
     return order_id
 
 
 def add_strategy(runner, *extra, name="Trend", symbol="SBIN", quantity="10", mode="LONG"):
-    result = runner.invoke(args=["strategy", "add", "--name", name, "--symbol", symbol,
-                                 "--exchange", "NSE", "--quantity", quantity, "--product",
-                                 "MIS", "--mode", mode, *extra])
+    result = runner.invoke(
+        args=[
+            "strategy",
+            "add",
+            "--name",
+            name,
+            "--symbol",
+            symbol,
+            "--exchange",
+            "NSE",
+            "--quantity",
+            quantity,
+            "--product",
+            "MIS",
+            "--mode",
+            mode,
+            *extra,
+        ]
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
 
 
 def post(client, webhook_id, body):
     data = body if isinstance(body, (str, bytes)) else json.dumps(body)
-    return client.post(f"/strategy/webhook/{webhook_id}", data=data,
-                       content_type="application/json")
+    return client.post(
+        f"/strategy/webhook/{webhook_id}", data=data, content_type="application/json"
+    )
 
 
 def gunicorn_process(workdir, host_server, queue_url, **settings) -> AppProcess:
-    process = AppProcess(workdir, host_server, TEST_PEPPER, ORDER_QUEUE_DATABASE_URL=queue_url,
-                         ORDER_QUEUE_WORKERS="4", LOG_LEVEL="INFO", **settings)
+    process = AppProcess(
+        workdir,
+        host_server,
+        TEST_PEPPER,
+        ORDER_QUEUE_DATABASE_URL=queue_url,
+        ORDER_QUEUE_WORKERS="4",
+        LOG_LEVEL="INFO",
+        **settings,
+    )
     python = server_python()
-    process.command = [str(python), "-m", "gunicorn", "--worker-class", "eventlet",
-                       "--workers", "1", "--timeout", "300", "--graceful-timeout", "30",
-                       "--bind", f"127.0.0.1:{process.port}", "wsgi:app"]
+    process.command = [
+        str(python),
+        "-m",
+        "gunicorn",
+        "--worker-class",
+        "eventlet",
+        "--workers",
+        "1",
+        "--timeout",
+        "300",
+        "--graceful-timeout",
+        "30",
+        "--bind",
+        f"127.0.0.1:{process.port}",
+        "wsgi:app",
+    ]
     return process
 
 
 def strategy_on_symbols(app: AppProcess, name: str, symbols: list[str]) -> str:
     """A strategy of ``app`` mapping every one of ``symbols``; returns its webhook URL."""
-    webhook_id = json.loads(app.flask("strategy", "add", "--name", name, "--symbol",
-                                      symbols[0], "--quantity", "1"))["webhook_id"]
+    webhook_id = json.loads(
+        app.flask("strategy", "add", "--name", name, "--symbol", symbols[0], "--quantity", "1")
+    )["webhook_id"]
     if symbols[1:]:
-        app.flask("strategy", "map", "--name", name, "--quantity", "1",
-                  *(arg for symbol in symbols[1:] for arg in ("--symbol", symbol)))
+        app.flask(
+            "strategy",
+            "map",
+            "--name",
+            name,
+            "--quantity",
+            "1",
+            *(arg for symbol in symbols[1:] for arg in ("--symbol", symbol)),
+        )
     return f"{app.base_url}/strategy/webhook/{webhook_id}"

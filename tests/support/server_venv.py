@@ -24,7 +24,8 @@ def server_python() -> Path:
     python = VENV / "bin" / "python"
     if not python.exists() or not stamp.exists() or stamp.read_text() != digest:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(requirements)],
-                       check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(requirements)], check=True
+        )
         stamp.write_text(digest)
     return python

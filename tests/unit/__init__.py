@@ -1,1 +1,2 @@
-"""One test module per plugin module: the store, the dispatcher and its parts, the page, the CLI, the settings."""
+"""One test module per plugin module: the store, the dispatcher and its parts, the page,
+the CLI, the settings."""

@@ -15,8 +15,9 @@ from tests.support.alert_receiver import Receiver
 @pytest.fixture
 def receiver(monkeypatch):
     hook = Receiver()
-    hook.settings = OrderQueueSettings(alert_webhook_url=hook.url, alert_telegram_chat_id="42",
-                                       alert_repeat_seconds=60)
+    hook.settings = OrderQueueSettings(
+        alert_webhook_url=hook.url, alert_telegram_chat_id="42", alert_repeat_seconds=60
+    )
     monkeypatch.setattr(events, "alerter", Alerter(hook.settings))  # nothing remembered
     yield hook
     hook.release.set()
@@ -52,9 +53,19 @@ def test_a_dead_lettered_order_is_alerted(receiver, store, broker):
     from tests.support.fake_broker import Reject
 
     broker.script(Reject("RMS: margin exceeds"))
-    store.enqueue("placeorder", {"apikey": "k" * 64, "strategy": "Trend", "symbol": "SBIN",
-                                 "exchange": "NSE", "action": "BUY", "quantity": "1"},
-                  now=utcnow(), max_age_seconds=300)
+    store.enqueue(
+        "placeorder",
+        {
+            "apikey": "k" * 64,
+            "strategy": "Trend",
+            "symbol": "SBIN",
+            "exchange": "NSE",
+            "action": "BUY",
+            "quantity": "1",
+        },
+        now=utcnow(),
+        max_age_seconds=300,
+    )
     dispatcher = Dispatcher(store, OrderQueueSettings(host_server=broker.base_url))
     dispatcher.start()
     try:

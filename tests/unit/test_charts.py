@@ -21,8 +21,10 @@ def polylines(markup: str) -> dict[str, list[tuple[float, float]]]:
 
 
 def test_depth_chart_draws_each_state_from_the_samples_and_ends_with_now():
-    samples = [{"at": NOW - timedelta(hours=h), "pending": 10 * h, "sending": 0,
-                "in_doubt": 1, "dead": 0} for h in (5, 3, 1)]
+    samples = [
+        {"at": NOW - timedelta(hours=h), "pending": 10 * h, "sending": 0, "in_doubt": 1, "dead": 0}
+        for h in (5, 3, 1)
+    ]
     lines = polylines(charts.depth_chart(samples, NOW, {"pending": 7, "in_doubt": 0, "dead": 2}))
     assert set(lines) == {"s-pending", "s-in_doubt", "s-dead"}
     pending = lines["s-pending"]
@@ -34,8 +36,12 @@ def test_depth_chart_draws_each_state_from_the_samples_and_ends_with_now():
 
 
 def test_rate_chart_counts_the_busiest_account_of_each_lane_per_second():
-    sends = [(NOW - timedelta(seconds=10, milliseconds=ms), "regular:a") for ms in range(0, 800, 100)]
-    sends += [(NOW - timedelta(seconds=10, milliseconds=ms), "regular:b") for ms in range(0, 300, 100)]
+    sends = [
+        (NOW - timedelta(seconds=10, milliseconds=ms), "regular:a") for ms in range(0, 800, 100)
+    ]
+    sends += [
+        (NOW - timedelta(seconds=10, milliseconds=ms), "regular:b") for ms in range(0, 300, 100)
+    ]
     sends += [(NOW - timedelta(seconds=20), "smart:a")]
     markup = charts.rate_chart(sends, NOW, {"smart": 10, "regular": 10})
     lines = polylines(markup)
@@ -50,8 +56,10 @@ def test_rate_chart_counts_the_busiest_account_of_each_lane_per_second():
 
 
 def test_latency_chart_shows_p50_and_p99_per_minute():
-    accepted = [(NOW - timedelta(minutes=2), NOW - timedelta(minutes=2, milliseconds=ms))
-                for ms in [10] * 98 + [500, 900]]
+    accepted = [
+        (NOW - timedelta(minutes=2), NOW - timedelta(minutes=2, milliseconds=ms))
+        for ms in [10] * 98 + [500, 900]
+    ]
     lines = polylines(charts.latency_chart(accepted, NOW))
     assert len(lines["s-p50"]) == len(lines["s-p99"]) == 1
     assert lines["s-p99"][0][1] < lines["s-p50"][0][1]  # p99 higher on the chart
@@ -68,8 +76,9 @@ def test_no_data_says_so_and_text_is_escaped():
 
 
 def test_the_unit_is_in_the_title_not_on_the_top_tick():
-    svg = charts._line_chart("Webhook to broker", [charts.Series("p50", "s-p50", [(0, 80.0)])],
-                             60, "ms", [])
+    svg = charts._line_chart(
+        "Webhook to broker", [charts.Series("p50", "s-p50", [(0, 80.0)])], 60, "ms", []
+    )
     texts = re.findall(r'<text class="([^"]+)" x="([\d.]+)" y="([\d.]+)"[^>]*>([^<]*)<', svg)
     assert ("chart-title", "Webhook to broker (ms)") in [(c, t) for c, _, _, t in texts]
     axis = [(float(x), float(y), t) for c, x, y, t in texts if c == "axis"]

@@ -28,15 +28,20 @@ def test_a_dead_order_is_raised_as_an_alert_and_other_states_are_not(monkeypatch
 def test_events_go_to_the_admin_namespace_only_when_a_server_runs(monkeypatch):
     emitted = []
     monkeypatch.setattr(events, "alerter", Recording())
-    monkeypatch.setattr(events.socketio, "emit",
-                        lambda name, data, namespace: emitted.append((name, data["id"], namespace)))
+    monkeypatch.setattr(
+        events.socketio,
+        "emit",
+        lambda name, data, namespace: emitted.append((name, data["id"], namespace)),
+    )
     monkeypatch.setattr(events.socketio, "server", None)
     events.publish(9, "pending")
     assert emitted == []  # the CLI, a worker, a test: nobody to tell
     monkeypatch.setattr(events.socketio, "server", object())
     events.publish(10, "dead", reason="expired")
-    assert emitted == [(events.ORDER_EVENT, 10, events.NAMESPACE),
-                       (events.DEAD_EVENT, 10, events.NAMESPACE)]
+    assert emitted == [
+        (events.ORDER_EVENT, 10, events.NAMESPACE),
+        (events.DEAD_EVENT, 10, events.NAMESPACE),
+    ]
 
 
 def test_a_broken_socket_never_stops_an_order(monkeypatch):

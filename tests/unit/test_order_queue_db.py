@@ -27,14 +27,23 @@ KEY_B = "b" * 64
 
 
 def order(symbol="SBIN", action="BUY", apikey=KEY_A, **extra):
-    return {"apikey": apikey, "strategy": "S1", "symbol": symbol, "exchange": "NSE",
-            "product": "MIS", "action": action, "pricetype": "MARKET", "quantity": "10",
-            **extra}
+    return {
+        "apikey": apikey,
+        "strategy": "S1",
+        "symbol": symbol,
+        "exchange": "NSE",
+        "product": "MIS",
+        "action": action,
+        "pricetype": "MARKET",
+        "quantity": "10",
+        **extra,
+    }
 
 
 def enqueue(store, endpoint="placeorder", at=T0, max_age=None, deadline=None, **fields):
-    return store.enqueue(endpoint, order(**fields), now=at, max_age_seconds=max_age,
-                         deadline=deadline)
+    return store.enqueue(
+        endpoint, order(**fields), now=at, max_age_seconds=max_age, deadline=deadline
+    )
 
 
 def claim(store, at=T0, owner="d1", limits=LIMITS):
@@ -66,8 +75,9 @@ def test_enqueue_refuses_other_endpoints_and_stores_nothing(store, endpoint):
     assert store.list_orders() == []
 
 
-@pytest.mark.parametrize("payload", [None, [], {"symbol": "SBIN"}, order(apikey=""),
-                                     {**order(), "symbol": 5}])
+@pytest.mark.parametrize(
+    "payload", [None, [], {"symbol": "SBIN"}, order(apikey=""), {**order(), "symbol": 5}]
+)
 def test_enqueue_refuses_unusable_payloads(store, payload):
     with pytest.raises(ValueError):
         store.enqueue("placeorder", payload, now=T0, max_age_seconds=None)
@@ -129,8 +139,15 @@ SETTLING = RateLimits(smart=10, regular=10, window=1.1, smart_settle=1.0)
 
 
 def smart_order(store, symbol, position_size, at=T0):
-    return enqueue(store, "placesmartorder", at=at, symbol=symbol, action="SELL",
-                   position_size=str(position_size), quantity="0")
+    return enqueue(
+        store,
+        "placesmartorder",
+        at=at,
+        symbol=symbol,
+        action="SELL",
+        position_size=str(position_size),
+        quantity="0",
+    )
 
 
 def test_smart_orders_for_different_instruments_go_back_to_back(store):
@@ -143,8 +160,9 @@ def test_a_smart_order_waits_the_settle_gap_after_the_last_one_for_its_instrumen
     claimed = claim(store, limits=SETTLING)
     assert claimed.id == first
     store.mark_sent(claimed, now=T0, actor="d1", broker_orderid="B1")
-    result = store.claim_next("d1", now=T0 + timedelta(seconds=0.5), lease_seconds=30,
-                              limits=SETTLING)
+    result = store.claim_next(
+        "d1", now=T0 + timedelta(seconds=0.5), lease_seconds=30, limits=SETTLING
+    )
     assert result.order is None  # the outcome is known, but the position has not settled
     assert result.next_due_at == T0 + timedelta(seconds=1.0)
     assert claim(store, at=T0 + timedelta(seconds=1.0), limits=SETTLING).id == second
@@ -205,8 +223,9 @@ def test_exits_are_claimed_before_entries_but_never_overtake_their_own_instrumen
 def test_mark_with_a_stale_lease_changes_nothing(store):
     enqueue(store)
     first = claim_and_stamp(store)
-    store.recover_stale_sending(now=T0 + timedelta(seconds=60), heartbeat_timeout=5,
-                                check_at=T0 + timedelta(seconds=60))
+    store.recover_stale_sending(
+        now=T0 + timedelta(seconds=60), heartbeat_timeout=5, check_at=T0 + timedelta(seconds=60)
+    )
     assert not store.mark_sent(first, now=T0, actor="d1", broker_orderid="X")
     row = store.get_order(first.id)
     assert row["state"] == OrderState.IN_DOUBT.value and row["broker_orderid"] is None
@@ -215,21 +234,31 @@ def test_mark_with_a_stale_lease_changes_nothing(store):
 def test_mark_sent_records_orderid_and_attempt(store):
     enqueue(store)
     claimed = claim(store)
-    assert store.mark_sent(claimed, now=T0, actor="d1", broker_orderid="2501", http_status=200,
-                           latency_ms=12.5)
+    assert store.mark_sent(
+        claimed, now=T0, actor="d1", broker_orderid="2501", http_status=200, latency_ms=12.5
+    )
     row = store.get_order(claimed.id)
     assert (row["state"], row["broker_orderid"], row["attempts"]) == ("sent", "2501", 1)
     trail = store.list_attempts(claimed.id)
-    assert [(a["outcome"], a["http_status"], a["broker_orderid"]) for a in trail] == \
-        [("accepted", 200, "2501")]
+    assert [(a["outcome"], a["http_status"], a["broker_orderid"]) for a in trail] == [
+        ("accepted", 200, "2501")
+    ]
 
 
 def test_mark_failed_returns_to_pending_until_retry_at(store):
     enqueue(store)
     claimed = claim(store)
     retry_at = T0 + timedelta(seconds=2)
-    assert store.mark_failed(claimed, now=T0, actor="d1", retry_at=retry_at, outcome="transient",
-                             error="HTTP 500", counts_as_attempt=True, http_status=500)
+    assert store.mark_failed(
+        claimed,
+        now=T0,
+        actor="d1",
+        retry_at=retry_at,
+        outcome="transient",
+        error="HTTP 500",
+        counts_as_attempt=True,
+        http_status=500,
+    )
     assert claim(store, at=T0 + timedelta(seconds=1.9)) is None
     again = claim(store, at=retry_at)
     assert again.id == claimed.id and again.attempts == 1
@@ -238,11 +267,21 @@ def test_mark_failed_returns_to_pending_until_retry_at(store):
 def test_mark_dead_keeps_reason_and_lists_as_failed(store):
     enqueue(store)
     claimed = claim(store)
-    store.mark_dead(claimed, now=T0, actor="d1", reason=DeadReason.REJECTED, outcome="rejected",
-                    error="Invalid symbol", http_status=400)
+    store.mark_dead(
+        claimed,
+        now=T0,
+        actor="d1",
+        reason=DeadReason.REJECTED,
+        outcome="rejected",
+        error="Invalid symbol",
+        http_status=400,
+    )
     row = store.get_order(claimed.id)
-    assert (row["state"], row["dead_reason"], row["last_error"]) == \
-        ("dead", "rejected", "Invalid symbol")
+    assert (row["state"], row["dead_reason"], row["last_error"]) == (
+        "dead",
+        "rejected",
+        "Invalid symbol",
+    )
     assert [r["id"] for r in store.list_orders(states=["dead"])] == [claimed.id]
 
 
@@ -250,11 +289,14 @@ def test_recovery_moves_orders_of_a_silent_dispatcher_to_in_doubt(store):
     store.register_dispatcher("d1", host="h", pid=1, now=T0)
     enqueue(store)
     claimed = claim_and_stamp(store)
-    assert store.recover_stale_sending(now=T0 + timedelta(seconds=2), heartbeat_timeout=5,
-                                       check_at=T0) == []
+    assert (
+        store.recover_stale_sending(now=T0 + timedelta(seconds=2), heartbeat_timeout=5, check_at=T0)
+        == []
+    )
     later = T0 + timedelta(seconds=6)
-    assert store.recover_stale_sending(now=later, heartbeat_timeout=5,
-                                       check_at=later) == [claimed.id]
+    assert store.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later) == [
+        claimed.id
+    ]
     row = store.get_order(claimed.id)
     assert row["state"] == OrderState.IN_DOUBT.value  # never straight back to pending
     assert store.claim_in_doubt("d2", now=later, lease_seconds=30).id == claimed.id
@@ -267,8 +309,15 @@ def test_an_order_claimed_but_never_stamped_goes_straight_back_to_pending(store)
     store.register_dispatcher("d1", host="h", pid=1, now=T0)
     order_id = enqueue(store)
     first = claim_and_stamp(store)
-    assert store.mark_failed(first, now=T0, actor="d1", retry_at=T0, outcome="transient",
-                             error="HTTP 502", counts_as_attempt=True)
+    assert store.mark_failed(
+        first,
+        now=T0,
+        actor="d1",
+        retry_at=T0,
+        outcome="transient",
+        error="HTTP 502",
+        counts_as_attempt=True,
+    )
     claim(store)  # the retry is claimed, and its dispatcher dies before stamping
     later = T0 + timedelta(seconds=10)
     assert store.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later) == []
@@ -284,8 +333,12 @@ def test_live_dispatcher_keeps_its_orders(store):
     enqueue(store)
     claim(store)
     store.heartbeat("d1", now=T0 + timedelta(seconds=9))
-    assert store.recover_stale_sending(now=T0 + timedelta(seconds=10), heartbeat_timeout=5,
-                                       check_at=T0) == []
+    assert (
+        store.recover_stale_sending(
+            now=T0 + timedelta(seconds=10), heartbeat_timeout=5, check_at=T0
+        )
+        == []
+    )
 
 
 def test_in_doubt_order_blocks_its_instrument(store):
@@ -372,11 +425,17 @@ def test_deadline_before_max_age_sets_expiry_and_past_deadline_is_ignored(store)
     soon = enqueue(store, max_age=300, deadline=None)
     assert store.get_order(soon)["expires_at"] == T0 + timedelta(seconds=300)
     squareoff = T0 + timedelta(seconds=60)
-    early = store.enqueue("placeorder", order(symbol="TCS"), now=T0, max_age_seconds=300,
-                          deadline=squareoff)
+    early = store.enqueue(
+        "placeorder", order(symbol="TCS"), now=T0, max_age_seconds=300, deadline=squareoff
+    )
     assert store.get_order(early)["expires_at"] == squareoff
-    flatten = store.enqueue("placesmartorder", order(symbol="INFY"), now=squareoff,
-                            max_age_seconds=300, deadline=squareoff)  # the squareoff itself
+    flatten = store.enqueue(
+        "placesmartorder",
+        order(symbol="INFY"),
+        now=squareoff,
+        max_age_seconds=300,
+        deadline=squareoff,
+    )  # the squareoff itself
     assert store.get_order(flatten)["expires_at"] == squareoff + timedelta(seconds=300)
 
 
@@ -384,9 +443,18 @@ def test_deadline_before_max_age_sets_expiry_and_past_deadline_is_ignored(store)
 
 IDENTITY_VALUES = {
     "id": 999_999,
-    "endpoint": "placesmartorder", "payload": "{}", "apikey_token": "x", "account": "x",
-    "strategy": "Other", "symbol": "TCS", "exchange": "BSE", "product": "CNC",
-    "instrument": "x", "lane": "smart", "lane_key": "x", "lane_priority": 0,
+    "endpoint": "placesmartorder",
+    "payload": "{}",
+    "apikey_token": "x",
+    "account": "x",
+    "strategy": "Other",
+    "symbol": "TCS",
+    "exchange": "BSE",
+    "product": "CNC",
+    "instrument": "x",
+    "lane": "smart",
+    "lane_key": "x",
+    "lane_priority": 0,
     "created_at": T0 + timedelta(days=1),
 }
 
@@ -403,30 +471,52 @@ def test_identity_columns_cannot_be_updated(store, column):
     select_column = f"SELECT {column} FROM order_queue WHERE id = :id"
     before = raw(store, select_column, id=order_id).scalar()
     with pytest.raises(QueueStorageError, match="write-once"):
-        raw(store, f"UPDATE order_queue SET {column} = :value WHERE id = :id",
-            value=IDENTITY_VALUES[column], id=order_id)
+        raw(
+            store,
+            f"UPDATE order_queue SET {column} = :value WHERE id = :id",
+            value=IDENTITY_VALUES[column],
+            id=order_id,
+        )
     assert raw(store, select_column, id=order_id).scalar() == before
     raw(store, "UPDATE order_queue SET last_error = 'note' WHERE id = :id", id=order_id)
 
 
 #: How an order reaches each state through the lifecycle's own transitions.
-PATHS = {"pending": [], "sending": ["sending"], "in_doubt": ["sending", "in_doubt"],
-         "dead": ["dead"], "sent": ["sending", "sent"], "dismissed": ["dead", "dismissed"],
-         "cancelled": ["cancelled"]}
+PATHS = {
+    "pending": [],
+    "sending": ["sending"],
+    "in_doubt": ["sending", "in_doubt"],
+    "dead": ["dead"],
+    "sent": ["sending", "sent"],
+    "dismissed": ["dead", "dismissed"],
+    "cancelled": ["cancelled"],
+}
 
 
 def finish(store, state, at=T0):
     order_id = enqueue(store, symbol=f"S{state}")
     for step in PATHS[state]:
-        raw(store, "UPDATE order_queue SET state = :state, finished_at = :at, updated_at = :at "
-                   "WHERE id = :id",
-            state=step, at=at, id=order_id)
+        raw(
+            store,
+            "UPDATE order_queue SET state = :state, finished_at = :at, updated_at = :at "
+            "WHERE id = :id",
+            state=step,
+            at=at,
+            id=order_id,
+        )
     return order_id
 
 
-@pytest.mark.parametrize("start, jump", [("pending", "sent"), ("pending", "dismissed"),
-                                          ("in_doubt", "dismissed"), ("sent", "pending"),
-                                          ("cancelled", "pending")])
+@pytest.mark.parametrize(
+    "start, jump",
+    [
+        ("pending", "sent"),
+        ("pending", "dismissed"),
+        ("in_doubt", "dismissed"),
+        ("sent", "pending"),
+        ("cancelled", "pending"),
+    ],
+)
 def test_state_changes_outside_the_lifecycle_are_refused(store, start, jump):
     order_id = finish(store, start)
     with pytest.raises(QueueStorageError, match="not part of the order lifecycle"):
@@ -436,14 +526,20 @@ def test_state_changes_outside_the_lifecycle_are_refused(store, start, jump):
 
 def test_an_open_order_cannot_be_replaced_or_truncated(store):
     order_id = enqueue(store)
-    columns = "id, endpoint, payload, apikey_token, account, strategy, symbol, exchange, " \
-              "product, instrument, lane, lane_key, lane_priority, created_at, state, " \
-              "attempts, available_at, reconcile_checks, updated_at"
+    columns = (
+        "id, endpoint, payload, apikey_token, account, strategy, symbol, exchange, "
+        "product, instrument, lane, lane_key, lane_priority, created_at, state, "
+        "attempts, available_at, reconcile_checks, updated_at"
+    )
     rewritten = columns.replace("payload", "'{}'")  # same id, another payload
     if store.backend.name == "sqlite":
         with pytest.raises(QueueStorageError, match="never replaced"):
-            raw(store, f"INSERT OR REPLACE INTO order_queue ({columns}) "
-                       f"SELECT {rewritten} FROM order_queue WHERE id = :id", id=order_id)
+            raw(
+                store,
+                f"INSERT OR REPLACE INTO order_queue ({columns}) "
+                f"SELECT {rewritten} FROM order_queue WHERE id = :id",
+                id=order_id,
+            )
     else:
         with pytest.raises(QueueStorageError, match="cannot be deleted"):
             raw(store, "TRUNCATE order_queue, order_queue_attempts")
@@ -482,8 +578,13 @@ def test_purge_removes_only_old_finished_orders_and_their_trails(store):
     old_dismissed = finish(store, "dismissed", at=T0)
     new_sent = finish(store, "sent", at=T0 + timedelta(days=40))
     pending = finish(store, "pending")
-    raw(store, "INSERT INTO order_queue_attempts (order_id, at, kind, outcome) "
-               "VALUES (:id, :at, 'send', 'accepted')", id=old_sent, at=T0)
+    raw(
+        store,
+        "INSERT INTO order_queue_attempts (order_id, at, kind, outcome) "
+        "VALUES (:id, :at, 'send', 'accepted')",
+        id=old_sent,
+        at=T0,
+    )
     assert store.purge_finished(older_than=T0 + timedelta(days=30)) == 2
     remaining = {row["id"] for row in store.list_orders()}
     assert remaining == {old_dead, new_sent, pending}
@@ -505,8 +606,14 @@ def test_purge_goes_in_batches_so_a_backlog_never_holds_the_writer_long(store):
 def dead_order(store, **fields):
     enqueue(store, **fields)
     claimed = claim(store)
-    store.mark_dead(claimed, now=T0, actor="d1", reason=DeadReason.REJECTED,
-                    outcome="rejected", error="Invalid symbol")
+    store.mark_dead(
+        claimed,
+        now=T0,
+        actor="d1",
+        reason=DeadReason.REJECTED,
+        outcome="rejected",
+        error="Invalid symbol",
+    )
     return claimed.id
 
 
@@ -520,8 +627,11 @@ def test_replay_puts_a_dead_order_back_in_line_with_a_fresh_expiry(store):
     again = claim(store, at=later)
     assert again.id == order_id
     trail = store.list_attempts(order_id)
-    assert (trail[-1]["kind"], trail[-1]["outcome"], trail[-1]["actor"]) == \
-        ("operator", "replayed", "alice")
+    assert (trail[-1]["kind"], trail[-1]["outcome"], trail[-1]["actor"]) == (
+        "operator",
+        "replayed",
+        "alice",
+    )
     assert not store.replay(order_id, now=later, actor="alice", max_age_seconds=300)
 
 
@@ -586,8 +696,9 @@ def test_the_seed_named_module_functions_work_on_the_configured_store(tmp_path):
     on_the_wire = q.mark_processing("d1", now=T0, lease_seconds=30, limits=LIMITS).order
     assert q.get_store().stamp_send(on_the_wire, clock=lambda: T0, lease_seconds=30).go
     later = T0 + timedelta(seconds=30)
-    assert q.recover_stale_processing_orders(now=later, heartbeat_timeout=5,
-                                             check_at=later) == [doubt_id]
+    assert q.recover_stale_processing_orders(now=later, heartbeat_timeout=5, check_at=later) == [
+        doubt_id
+    ]
     depth = q.queue_depth()
     assert depth["sent"]["regular"] == 1 and depth["in_doubt"]["regular"] == 1
     assert first.id == sent_id and q.get_failed_orders() == []
@@ -603,8 +714,7 @@ def test_the_queue_file_is_created_private(tmp_path):
     store.dispose()
 
 
-def test_an_app_role_that_does_not_own_the_tables_cannot_switch_the_guards_off(
-        postgres_schema_url):
+def test_an_app_role_that_does_not_own_the_tables_cannot_switch_the_guards_off(postgres_schema_url):
     """The owner makes the schema; the app runs as a role with data rights only: it
     queues and claims, but cannot disable or drop a trigger, nor skip triggers with
     session_replication_role."""
@@ -620,7 +730,11 @@ def test_an_app_role_that_does_not_own_the_tables_cannot_switch_the_guards_off(
     with admin.connect() as conn:
         conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
         conn.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
-        conn.execute(text(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"'))
+        conn.execute(
+            text(
+                f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"'  # noqa: E501
+            )
+        )
         conn.execute(text(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"'))
     app_url = postgres_schema_url.replace("postgres@", f"{role}@")
     app_store = QueueStore(app_url)
@@ -628,9 +742,11 @@ def test_an_app_role_that_does_not_own_the_tables_cannot_switch_the_guards_off(
         app_store.create_schema()  # at every start: leaves the owner's triggers alone
         order_id = enqueue(app_store)
         assert claim(app_store).id == order_id
-        for statement in ("ALTER TABLE order_queue DISABLE TRIGGER ALL",
-                          "DROP TRIGGER order_queue_guard ON order_queue",
-                          "SET session_replication_role = replica"):
+        for statement in (
+            "ALTER TABLE order_queue DISABLE TRIGGER ALL",
+            "DROP TRIGGER order_queue_guard ON order_queue",
+            "SET session_replication_role = replica",
+        ):
             with pytest.raises(QueueStorageError, match="owner|permission denied"):
                 raw(app_store, statement)
         with pytest.raises(QueueStorageError, match="cannot be deleted"):
@@ -671,8 +787,9 @@ def test_an_earlier_version_in_flight_order_counts_as_sent_after_the_upgrade(tmp
     row = upgraded.get_order(order_id)
     assert row["sent_at"] == row["dispatched_at"] == T0
     later = T0 + timedelta(seconds=10)
-    assert upgraded.recover_stale_sending(now=later, heartbeat_timeout=5,
-                                          check_at=later) == [order_id]
+    assert upgraded.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later) == [
+        order_id
+    ]
     upgraded.dispose()
 
 
@@ -684,25 +801,37 @@ def test_a_plain_connection_cannot_replace_a_dead_order_or_an_attempt(tmp_path):
     store.create_schema()
     enqueue(store)
     claimed = claim(store)
-    store.mark_dead(claimed, now=T0, actor="d1", reason=DeadReason.REJECTED,
-                    outcome="rejected", error="RMS", http_status=400)
+    store.mark_dead(
+        claimed,
+        now=T0,
+        actor="d1",
+        reason=DeadReason.REJECTED,
+        outcome="rejected",
+        error="RMS",
+        http_status=400,
+    )
     store.dispose()
     console = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
     assert console.execute("PRAGMA recursive_triggers").fetchone() == (0,)
     with pytest.raises(sqlite3.DatabaseError, match="never replaced"):
-        console.execute("INSERT OR REPLACE INTO order_queue SELECT * FROM order_queue "
-                        "WHERE id = ?", (claimed.id,))
+        console.execute(
+            "INSERT OR REPLACE INTO order_queue SELECT * FROM order_queue WHERE id = ?",
+            (claimed.id,),
+        )
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        console.execute("INSERT OR REPLACE INTO order_queue_attempts "
-                        "SELECT * FROM order_queue_attempts")
+        console.execute(
+            "INSERT OR REPLACE INTO order_queue_attempts SELECT * FROM order_queue_attempts"
+        )
     assert console.execute("SELECT state, dead_reason FROM order_queue").fetchall() == [
-        ("dead", "rejected")]
+        ("dead", "rejected")
+    ]
     console.close()
 
 
-@pytest.mark.parametrize("reason, allowed", [(DeadReason.REJECTED, False),
-                                             (DeadReason.EXPIRED, False),
-                                             (DeadReason.IN_DOUBT, True)])
+@pytest.mark.parametrize(
+    "reason, allowed",
+    [(DeadReason.REJECTED, False), (DeadReason.EXPIRED, False), (DeadReason.IN_DOUBT, True)],
+)
 def test_only_an_order_dead_in_doubt_may_be_marked_sent(store, reason, allowed):
     enqueue(store)
     claimed = claim(store)

@@ -7,8 +7,14 @@ import pytest
 from services.order_queue.orderbook import find_matches, parse_broker_timestamp
 
 SENT_AT = datetime(2026, 11, 28, 4, 0, 0)  # 09:30:00 IST
-ORDER = {"symbol": "SBIN", "exchange": "NSE", "product": "MIS", "pricetype": "MARKET",
-         "action": "BUY", "quantity": "10"}
+ORDER = {
+    "symbol": "SBIN",
+    "exchange": "NSE",
+    "product": "MIS",
+    "pricetype": "MARKET",
+    "action": "BUY",
+    "quantity": "10",
+}
 
 
 def entry(orderid="B1", timestamp="28-Nov-2026 09:30:01", **fields):
@@ -21,14 +27,22 @@ def test_an_entry_matching_every_field_after_the_send_is_a_match():
 
 def test_the_same_second_as_the_send_counts_but_earlier_does_not():
     book = [entry("SAME", "28-Nov-2026 09:30:00"), entry("EARLIER", "28-Nov-2026 09:29:59")]
-    assert find_matches("placeorder", ORDER, SENT_AT.replace(microsecond=700_000),
-                        book).orderids == ["SAME"]
+    assert find_matches(
+        "placeorder", ORDER, SENT_AT.replace(microsecond=700_000), book
+    ).orderids == ["SAME"]
 
 
-@pytest.mark.parametrize("different", [
-    {"symbol": "TCS"}, {"exchange": "BSE"}, {"product": "CNC"}, {"action": "SELL"},
-    {"quantity": "11"}, {"pricetype": "LIMIT"},
-])
+@pytest.mark.parametrize(
+    "different",
+    [
+        {"symbol": "TCS"},
+        {"exchange": "BSE"},
+        {"product": "CNC"},
+        {"action": "SELL"},
+        {"quantity": "11"},
+        {"pricetype": "LIMIT"},
+    ],
+)
 def test_any_differing_field_rules_an_entry_out(different):
     assert find_matches("placeorder", ORDER, SENT_AT, [entry(**different)]).orderids == []
 
@@ -41,8 +55,10 @@ def test_a_smart_order_matches_whatever_action_and_quantity_the_broker_derived()
 
 def test_a_limit_order_must_match_its_price():
     limit = {**ORDER, "pricetype": "LIMIT", "price": "601.5"}
-    book = [entry("RIGHT", pricetype="LIMIT", price=601.50),
-            entry("WRONG", pricetype="LIMIT", price=602)]
+    book = [
+        entry("RIGHT", pricetype="LIMIT", price=601.50),
+        entry("WRONG", pricetype="LIMIT", price=602),
+    ]
     assert find_matches("placeorder", limit, SENT_AT, book).orderids == ["RIGHT"]
 
 

@@ -18,8 +18,13 @@ def receipt(fence=True, received=None, done=None, status=None, body=None, instan
 
 
 def over_at(rec, gone_since=None):
-    return request_over_at(rec, dispatched_at=SENT, receiver_gone_since=gone_since,
-                           settle_seconds=SETTLE, in_progress_seconds=LONG)
+    return request_over_at(
+        rec,
+        dispatched_at=SENT,
+        receiver_gone_since=gone_since,
+        settle_seconds=SETTLE,
+        in_progress_seconds=LONG,
+    )
 
 
 def test_a_host_without_the_fence_gets_the_long_bound():
@@ -46,12 +51,15 @@ def test_a_live_receiver_may_still_be_working_on_it():
     assert over_at(receipt(received=received)) == received + timedelta(seconds=LONG)
 
 
-@pytest.mark.parametrize("status, body, outcome, orderid", [
-    (200, '{"status": "success", "orderid": "42"}', Outcome.ACCEPTED, "42"),
-    (400, '{"status": "error", "message": "bad symbol"}', Outcome.REJECTED, None),
-    (429, '{"status": "error"}', Outcome.THROTTLED, None),
-    (408, '{"status": "error"}', Outcome.TRANSIENT, None),
-])
+@pytest.mark.parametrize(
+    "status, body, outcome, orderid",
+    [
+        (200, '{"status": "success", "orderid": "42"}', Outcome.ACCEPTED, "42"),
+        (400, '{"status": "error", "message": "bad symbol"}', Outcome.REJECTED, None),
+        (429, '{"status": "error"}', Outcome.THROTTLED, None),
+        (408, '{"status": "error"}', Outcome.TRANSIENT, None),
+    ],
+)
 def test_a_kept_answer_is_read_as_its_sender_would_have(status, body, outcome, orderid):
     verdict = recorded_verdict(receipt(received=SENT, done=SENT, status=status, body=body))
     assert verdict.outcome is outcome and verdict.orderid == orderid

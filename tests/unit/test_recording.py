@@ -12,8 +12,16 @@ from services.order_queue.recording import OutcomeRecorder, describe
 from services.order_queue.settings import OrderQueueSettings
 
 UNLIMITED = RateLimits(smart=10**6, regular=10**6, window=1.0)
-ORDER = {"apikey": "r" * 64, "strategy": "S1", "symbol": "SBIN", "exchange": "NSE",
-         "product": "MIS", "action": "BUY", "pricetype": "MARKET", "quantity": "10"}
+ORDER = {
+    "apikey": "r" * 64,
+    "strategy": "S1",
+    "symbol": "SBIN",
+    "exchange": "NSE",
+    "product": "MIS",
+    "action": "BUY",
+    "pricetype": "MARKET",
+    "quantity": "10",
+}
 
 
 @pytest.fixture
@@ -23,15 +31,19 @@ def clock():
 
 @pytest.fixture
 def recorder(store, clock):
-    return OutcomeRecorder(store, OrderQueueSettings(max_retries=2, rate_window_seconds=1.0,
-                                                     reconcile_interval_seconds=3.0),
-                           clock, actor="test-dispatcher")
+    return OutcomeRecorder(
+        store,
+        OrderQueueSettings(max_retries=2, rate_window_seconds=1.0, reconcile_interval_seconds=3.0),
+        clock,
+        actor="test-dispatcher",
+    )
 
 
 def claimed(store, clock):
     store.enqueue("placeorder", ORDER, now=clock.now(), max_age_seconds=300)
-    return store.claim_next("test-dispatcher", now=clock.now(), lease_seconds=30,
-                            limits=UNLIMITED).order
+    return store.claim_next(
+        "test-dispatcher", now=clock.now(), lease_seconds=30, limits=UNLIMITED
+    ).order
 
 
 def test_accepted_is_sent_with_the_broker_order_id(store, clock, recorder):
@@ -43,7 +55,8 @@ def test_accepted_is_sent_with_the_broker_order_id(store, clock, recorder):
 
 
 def test_not_sent_goes_back_without_using_the_budget_and_not_before_the_window(
-        store, clock, recorder):
+    store, clock, recorder
+):
     order = claimed(store, clock)
     recorder.apply(order, Verdict(Outcome.NOT_SENT, message="refused"), latency_ms=0.0)
     row = store.get_order(order.id)
@@ -55,19 +68,25 @@ def test_transient_retries_until_the_budget_is_spent(store, clock, recorder):
     order = claimed(store, clock)
     recorder.apply(order, Verdict(Outcome.TRANSIENT, 408, message="slow down"), 5.0)
     assert store.get_order(order.id)["state"] == "pending"
-    again = store.claim_next("test-dispatcher", now=clock.now() + timedelta(seconds=60),
-                             lease_seconds=30, limits=UNLIMITED).order
+    again = store.claim_next(
+        "test-dispatcher",
+        now=clock.now() + timedelta(seconds=60),
+        lease_seconds=30,
+        limits=UNLIMITED,
+    ).order
     recorder.apply(again, Verdict(Outcome.TRANSIENT, 408, message="slow down"), 5.0)
     row = store.get_order(order.id)
     assert (row["state"], row["dead_reason"], row["attempts"]) == ("dead", "retries_exhausted", 2)
 
 
-def test_throttled_goes_back_without_using_the_budget_after_retry_after(store, clock,
-                                                                        recorder):
+def test_throttled_goes_back_without_using_the_budget_after_retry_after(store, clock, recorder):
     order = claimed(store, clock)
     before = clock.now()
-    recorder.apply(order, Verdict(Outcome.THROTTLED, 429, message="10 per 1 second",
-                                  retry_after=3.0), latency_ms=2.0)
+    recorder.apply(
+        order,
+        Verdict(Outcome.THROTTLED, 429, message="10 per 1 second", retry_after=3.0),
+        latency_ms=2.0,
+    )
     row = store.get_order(order.id)
     assert (row["state"], row["attempts"]) == ("pending", 0)
     assert row["available_at"] >= before + timedelta(seconds=3)
@@ -75,11 +94,14 @@ def test_throttled_goes_back_without_using_the_budget_after_retry_after(store, c
     assert (attempt["outcome"], attempt["http_status"]) == ("throttled", 429)
 
 
-@pytest.mark.parametrize("verdict, state, reason", [
-    (Verdict(Outcome.UNKNOWN, 502, message="bad gateway"), "in_doubt", None),
-    (Verdict(Outcome.REJECTED, 400, message="RMS"), "dead", "rejected"),
-    (Verdict(Outcome.CREDENTIALS, 403, message="invalid key"), "dead", "credentials"),
-])
+@pytest.mark.parametrize(
+    "verdict, state, reason",
+    [
+        (Verdict(Outcome.UNKNOWN, 502, message="bad gateway"), "in_doubt", None),
+        (Verdict(Outcome.REJECTED, 400, message="RMS"), "dead", "rejected"),
+        (Verdict(Outcome.CREDENTIALS, 403, message="invalid key"), "dead", "credentials"),
+    ],
+)
 def test_each_outcome_lands_in_its_state(store, clock, recorder, verdict, state, reason):
     order = claimed(store, clock)
     recorder.apply(order, verdict, latency_ms=5.0)
@@ -90,8 +112,9 @@ def test_each_outcome_lands_in_its_state(store, clock, recorder, verdict, state,
 
 def test_an_acceptance_after_the_lease_was_lost_is_kept_as_evidence(store, clock, recorder):
     order = claimed(store, clock)
-    store.recover_stale_sending(now=clock.now() + timedelta(seconds=60), heartbeat_timeout=1,
-                                check_at=clock.now())
+    store.recover_stale_sending(
+        now=clock.now() + timedelta(seconds=60), heartbeat_timeout=1, check_at=clock.now()
+    )
     recorder.apply(order, Verdict(Outcome.ACCEPTED, 200, orderid="LATE1"), latency_ms=9000.0)
     trail = store.list_attempts(order.id)
     assert trail[-1]["outcome"] == "accepted_after_lease_lost"

@@ -22,8 +22,12 @@ def test_times_are_iso_with_a_z_and_other_values_pass_through():
 
 def test_an_order_row_gains_its_age():
     row = {"id": 1, "created_at": NOW - timedelta(seconds=90), "state": "pending"}
-    assert order_json(row, NOW) == {"id": 1, "created_at": "2026-11-28T03:58:30.000Z",
-                                    "state": "pending", "age_seconds": 90.0}
+    assert order_json(row, NOW) == {
+        "id": 1,
+        "created_at": "2026-11-28T03:58:30.000Z",
+        "state": "pending",
+        "age_seconds": 90.0,
+    }
 
 
 def test_what_a_held_order_waits_for():
@@ -34,6 +38,10 @@ def test_what_a_held_order_waits_for():
     assert waits_for(sending, SETTINGS)["waits_for"] == "the broker's answer"
     assert waits_for(in_doubt, SETTINGS) == {
         "waits_for": "the broker's orderbook: was it placed?",
-        "until": "2026-11-28T04:00:00.000Z", "settle": True}
-    assert waits_for(dead, SETTINGS)["settle"] is True and waits_for(dead, SETTINGS)["until"] is None
+        "until": "2026-11-28T04:00:00.000Z",
+        "settle": True,
+    }
+    assert (
+        waits_for(dead, SETTINGS)["settle"] is True and waits_for(dead, SETTINGS)["until"] is None
+    )
     assert waits_for(settling, SETTINGS)["until"] == "2026-11-28T04:00:01.000Z"

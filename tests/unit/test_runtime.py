@@ -10,9 +10,14 @@ from tests.conftest import TEST_PEPPER
 
 
 def settings_for(tmp_path, **overrides):
-    return OrderQueueSettings(**{"database_url": f"sqlite:///{tmp_path}/order_queue.db",
-                                 "api_key_pepper": TEST_PEPPER,
-                                 "host_server": "http://127.0.0.1:9", **overrides})
+    return OrderQueueSettings(
+        **{
+            "database_url": f"sqlite:///{tmp_path}/order_queue.db",
+            "api_key_pepper": TEST_PEPPER,
+            "host_server": "http://127.0.0.1:9",
+            **overrides,
+        }
+    )
 
 
 @pytest.fixture

@@ -21,14 +21,17 @@ def test_defaults_match_the_design():
     assert settings.max_age_seconds == 300
 
 
-@pytest.mark.parametrize("variable, value", [
-    ("ORDER_QUEUE_MAX_RETRIES", "three"),
-    ("ORDER_QUEUE_MAX_RETRIES", "0"),
-    ("ORDER_QUEUE_REGULAR_RATE", "1.5"),
-    ("ORDER_QUEUE_SMART_RATE", "-1"),
-    ("ORDER_QUEUE_MAX_AGE_SECONDS", "soon"),
-    ("HOST_SERVER", "127.0.0.1:5000"),
-])
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("ORDER_QUEUE_MAX_RETRIES", "three"),
+        ("ORDER_QUEUE_MAX_RETRIES", "0"),
+        ("ORDER_QUEUE_REGULAR_RATE", "1.5"),
+        ("ORDER_QUEUE_SMART_RATE", "-1"),
+        ("ORDER_QUEUE_MAX_AGE_SECONDS", "soon"),
+        ("HOST_SERVER", "127.0.0.1:5000"),
+    ],
+)
 def test_bad_values_fail_naming_the_variable(variable, value):
     with pytest.raises(SettingsError, match=variable):
         load_settings({variable: value})
@@ -81,6 +84,8 @@ def test_first_run_writes_a_private_env_but_never_over_sealed_orders(tmp_path, m
 
 
 def test_the_host_webhook_limit_sets_retry_after_and_never_stops_the_start():
-    assert load_settings({"WEBHOOK_RATE_LIMIT": "100 per minute"}).webhook_limit_window_seconds == 60
+    assert (
+        load_settings({"WEBHOOK_RATE_LIMIT": "100 per minute"}).webhook_limit_window_seconds == 60
+    )
     assert load_settings({"WEBHOOK_RATE_LIMIT": "5 per second"}).webhook_limit_window_seconds == 1
     assert load_settings({"WEBHOOK_RATE_LIMIT": "1000 per day"}).webhook_limit_window_seconds == 60

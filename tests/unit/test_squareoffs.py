@@ -45,12 +45,18 @@ def test_the_trading_day_is_the_ist_date():
     assert trading_day(datetime(2026, 11, 30, 18, 31)) == "2026-12-01"  # 00:01 IST
 
 
-def claim(store, outcome=SquareoffOutcome.ON_TIME, squareoff_time="15:10", day="2026-11-30",
-          strategy_id=1):
-    return store.claim_squareoff(source="strategy", strategy_id=strategy_id,
-                                 strategy_name="Trend", trading_day=day,
-                                 squareoff_time=squareoff_time, outcome=outcome,
-                                 now=datetime(2026, 11, 30, 9, 40))
+def claim(
+    store, outcome=SquareoffOutcome.ON_TIME, squareoff_time="15:10", day="2026-11-30", strategy_id=1
+):
+    return store.claim_squareoff(
+        source="strategy",
+        strategy_id=strategy_id,
+        strategy_name="Trend",
+        trading_day=day,
+        squareoff_time=squareoff_time,
+        outcome=outcome,
+        now=datetime(2026, 11, 30, 9, 40),
+    )
 
 
 def test_a_squareoff_is_recorded_once_a_day_per_strategy_and_time(store):
@@ -60,11 +66,14 @@ def test_a_squareoff_is_recorded_once_a_day_per_strategy_and_time(store):
     assert claim(store, day="2026-12-01") is True  # the next day
     assert claim(store, strategy_id=2) is True
     rows = store.squareoffs_since("2026-11-30")
-    assert [(r["trading_day"], r["strategy_id"], r["squareoff_time"], r["outcome"])
-            for r in rows] == [("2026-12-01", 1, "15:10", "on_time"),
-                               ("2026-11-30", 1, "15:10", "on_time"),
-                               ("2026-11-30", 1, "15:15", "on_time"),
-                               ("2026-11-30", 2, "15:10", "on_time")]
+    assert [
+        (r["trading_day"], r["strategy_id"], r["squareoff_time"], r["outcome"]) for r in rows
+    ] == [
+        ("2026-12-01", 1, "15:10", "on_time"),
+        ("2026-11-30", 1, "15:10", "on_time"),
+        ("2026-11-30", 1, "15:15", "on_time"),
+        ("2026-11-30", 2, "15:10", "on_time"),
+    ]
 
 
 def test_of_many_racing_claims_exactly_one_wins(store):

@@ -80,8 +80,11 @@ def test_purge_refuses_a_non_positive_age(app, runner):
 
 
 def test_an_unreachable_queue_database_is_one_line_and_exit_1(app, runner, tmp_path):
-    runtime.build(replace(runtime.current().settings,
-                          database_url=f"sqlite:///{tmp_path}/missing-dir/gone.db"))
+    runtime.build(
+        replace(
+            runtime.current().settings, database_url=f"sqlite:///{tmp_path}/missing-dir/gone.db"
+        )
+    )
     result = runner.invoke(args=["order-queue", "stats"])
     assert result.exit_code == 1
     assert result.output.startswith("error: ") and len(result.output.splitlines()) == 1

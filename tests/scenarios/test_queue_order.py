@@ -12,8 +12,16 @@ KEY = "q" * 64
 
 
 def payload(symbol="SBIN"):
-    return {"apikey": KEY, "strategy": "S1", "symbol": symbol, "exchange": "NSE",
-            "product": "MIS", "action": "BUY", "pricetype": "MARKET", "quantity": "1"}
+    return {
+        "apikey": KEY,
+        "strategy": "S1",
+        "symbol": symbol,
+        "exchange": "NSE",
+        "product": "MIS",
+        "action": "BUY",
+        "pricetype": "MARKET",
+        "quantity": "1",
+    }
 
 
 def test_returns_none_after_the_row_is_committed(app):
@@ -30,8 +38,13 @@ def test_other_endpoints_raise_value_error_and_store_nothing(app, endpoint):
 
 
 def test_enqueue_wakes_the_dispatcher_instead_of_waiting_for_a_poll(tmp_path, broker):
-    app = make_app(tmp_path, HOST_SERVER=broker.base_url, ORDER_QUEUE_POLL_SECONDS=60,
-                   ORDER_QUEUE_HEARTBEAT_SECONDS=60, ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS=120)
+    app = make_app(
+        tmp_path,
+        HOST_SERVER=broker.base_url,
+        ORDER_QUEUE_POLL_SECONDS=60,
+        ORDER_QUEUE_HEARTBEAT_SECONDS=60,
+        ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS=120,
+    )
     order_queue.start(app)
     try:
         queue_order("placeorder", payload("FIRST"))

@@ -15,8 +15,16 @@ from tests.support.fake_broker import Reject
 
 KEY = "s" * 60 + "Wxyz"
 LIMITS = RateLimits(smart=10, regular=10, window=1.0, tolerance=0.05)
-ORDER = {"apikey": KEY, "strategy": "S1", "symbol": "SBIN", "exchange": "NSE",
-         "product": "MIS", "action": "BUY", "pricetype": "MARKET", "quantity": "10"}
+ORDER = {
+    "apikey": KEY,
+    "strategy": "S1",
+    "symbol": "SBIN",
+    "exchange": "NSE",
+    "product": "MIS",
+    "action": "BUY",
+    "pricetype": "MARKET",
+    "quantity": "10",
+}
 
 
 @pytest.fixture
@@ -25,20 +33,25 @@ def parts(store, broker):
     clock, stopping = Clock(), threading.Event()
     with httpx.Client(timeout=2.0) as client:
         door = HostDoor(client, broker.base_url)
-        sender = Sender(store=store, settings=settings, clock=clock, client=client, door=door,
-                        recorder=OutcomeRecorder(store, settings, clock, actor="sender-test"),
-                        limits=LIMITS, stopping=stopping)
+        sender = Sender(
+            store=store,
+            settings=settings,
+            clock=clock,
+            client=client,
+            door=door,
+            recorder=OutcomeRecorder(store, settings, clock, actor="sender-test"),
+            limits=LIMITS,
+            stopping=stopping,
+        )
         yield sender, stopping
 
 
 def claimed(store):
     store.enqueue("placeorder", ORDER, now=Clock().now(), max_age_seconds=300)
-    return store.claim_next("sender-test", now=Clock().now(), lease_seconds=30,
-                            limits=LIMITS).order
+    return store.claim_next("sender-test", now=Clock().now(), lease_seconds=30, limits=LIMITS).order
 
 
-def test_the_broker_gets_the_key_and_the_order_is_sent_after_asking_the_door(
-        store, broker, parts):
+def test_the_broker_gets_the_key_and_the_order_is_sent_after_asking_the_door(store, broker, parts):
     sender, _ = parts
     assert not sender.door.known
     order = claimed(store)

@@ -19,8 +19,9 @@ from services import order_queue_service
 from services.order_queue import runtime
 from services.order_queue.events import NAMESPACE
 from tests.conftest import TEST_PEPPER, make_app
-from tests.support.helpers import KEY, make_order, payload
 from tests.support.fake_broker import Reject
+from tests.support.helpers import KEY, make_order, payload
+
 
 @pytest.fixture
 def logged_in(app, client):
@@ -59,8 +60,9 @@ def test_every_order_queue_route_requires_a_session(app, client):
         else:  # a page visit goes to login
             assert as_browser.status_code == 302, (method, url)
             assert as_browser.headers["Location"].startswith("/auth/login")
-        as_script = client.open(url, method=method, json=body,
-                                headers={"Accept": "application/json"})
+        as_script = client.open(
+            url, method=method, json=body, headers={"Accept": "application/json"}
+        )
         assert as_script.status_code == 401, (method, url)  # fetch() gets JSON, not HTML
     assert order_queue_db.get_store().list_orders() == []
 
@@ -93,12 +95,20 @@ def test_wrong_password_is_refused(app, client):
         ensure_user("alice", "s3cret-pass")
     response = client.post("/auth/login", data={"username": "alice", "password": "nope"})
     assert response.status_code == 401
-    assert client.get("/order-queue/api/stats", headers={"Accept": "application/json"}).status_code == 401
+    assert (
+        client.get("/order-queue/api/stats", headers={"Accept": "application/json"}).status_code
+        == 401
+    )
 
 
-@pytest.mark.parametrize("action, state, after", [("replay", "dead", "pending"),
-                                                   ("dismiss", "dead", "dismissed"),
-                                                   ("cancel", "pending", "cancelled")])
+@pytest.mark.parametrize(
+    "action, state, after",
+    [
+        ("replay", "dead", "pending"),
+        ("dismiss", "dead", "dismissed"),
+        ("cancel", "pending", "cancelled"),
+    ],
+)
 def test_post_without_csrf_token_is_rejected(tmp_path, action, state, after):
     app = make_app(tmp_path, WTF_CSRF_ENABLED=True)
     client = app.test_client()
@@ -106,8 +116,13 @@ def test_post_without_csrf_token_is_rejected(tmp_path, action, state, after):
         ensure_user("alice", "s3cret-pass")
     login_page = client.get("/auth/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', login_page).group(1)
-    assert client.post("/auth/login", data={"username": "alice", "password": "s3cret-pass",
-                                            "csrf_token": token}).status_code == 302
+    assert (
+        client.post(
+            "/auth/login",
+            data={"username": "alice", "password": "s3cret-pass", "csrf_token": token},
+        ).status_code
+        == 302
+    )
     with app.app_context():
         order_id = make_order(state)
     refused = client.post(f"/order-queue/api/orders/{action}", json={"ids": [order_id]})
@@ -115,8 +130,11 @@ def test_post_without_csrf_token_is_rejected(tmp_path, action, state, after):
     assert order_queue_db.get_store().get_order(order_id)["state"] == state
     page = client.get("/order-queue/").get_data(as_text=True)
     page_token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
-    accepted = client.post(f"/order-queue/api/orders/{action}", json={"ids": [order_id]},
-                           headers={"X-CSRFToken": page_token})
+    accepted = client.post(
+        f"/order-queue/api/orders/{action}",
+        json={"ids": [order_id]},
+        headers={"X-CSRFToken": page_token},
+    )
     assert accepted.status_code == 200
     assert order_queue_db.get_store().get_order(order_id)["state"] == after
 
@@ -150,8 +168,9 @@ def test_order_detail_masks_the_key_and_shows_the_trail(logged_in):
 
 
 def test_markup_in_symbol_and_error_is_escaped(logged_in):
-    order_id = make_order("dead", symbol="<script>alert(1)</script>",
-                          error='<img src=x onerror="alert(2)">')
+    order_id = make_order(
+        "dead", symbol="<script>alert(1)</script>", error='<img src=x onerror="alert(2)">'
+    )
     page = logged_in.get(f"/order-queue/orders/{order_id}").get_data(as_text=True)
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -179,15 +198,19 @@ def test_admin_page_renders(logged_in):
 
 
 def test_replay_dismiss_cancel_through_the_api(logged_in):
-    dead, other_dead, pending = make_order("dead"), make_order("dead", "TCS"), \
-        make_order("pending", "INFY")
+    dead, other_dead, pending = (
+        make_order("dead"),
+        make_order("dead", "TCS"),
+        make_order("pending", "INFY"),
+    )
     replay = logged_in.post("/order-queue/api/orders/replay", json={"ids": [dead]}).get_json()
     assert replay["ok"] and replay["results"][0]["message"].startswith("replayed")
     store = order_queue_db.get_store()
     assert store.get_order(dead)["state"] == "pending"
     assert store.list_attempts(dead)[-1]["actor"] == "alice"
-    dismiss = logged_in.post("/order-queue/api/orders/dismiss",
-                             json={"ids": [other_dead], "note": "checked by hand"}).get_json()
+    dismiss = logged_in.post(
+        "/order-queue/api/orders/dismiss", json={"ids": [other_dead], "note": "checked by hand"}
+    ).get_json()
     assert dismiss["ok"] and store.get_order(other_dead)["state"] == "dismissed"
     cancel = logged_in.post("/order-queue/api/orders/cancel", json={"ids": [pending]}).get_json()
     assert cancel["ok"] and store.get_order(pending)["state"] == "cancelled"
@@ -197,8 +220,7 @@ def test_replay_dismiss_cancel_through_the_api(logged_in):
 
 def test_bulk_actions_report_per_order(logged_in):
     ids = [make_order("dead", symbol=f"B{i}") for i in range(3)]
-    result = logged_in.post("/order-queue/api/orders/dismiss",
-                            json={"ids": ids + [999]}).get_json()
+    result = logged_in.post("/order-queue/api/orders/dismiss", json={"ids": ids + [999]}).get_json()
     assert [r["ok"] for r in result["results"]] == [True, True, True, False]
     assert result["results"][-1]["message"] == "no such order"
 
@@ -210,8 +232,9 @@ def test_replay_after_a_later_order_was_sent_needs_confirmation(logged_in):
     assert not first["ok"] and first["results"][0]["needs_confirmation"]
     assert first["results"][0]["later_sent"] == [later]
     assert order_queue_db.get_store().get_order(dead)["state"] == "dead"
-    confirmed = logged_in.post("/order-queue/api/orders/replay",
-                               json={"ids": [dead], "confirm": True}).get_json()
+    confirmed = logged_in.post(
+        "/order-queue/api/orders/replay", json={"ids": [dead], "confirm": True}
+    ).get_json()
     assert confirmed["ok"]
     assert order_queue_db.get_store().get_order(dead)["state"] == "pending"
 
@@ -223,16 +246,19 @@ def test_replay_of_an_order_dead_in_doubt_needs_confirmation(logged_in):
     assert not first["ok"] and first["results"][0]["needs_confirmation"]
     assert "may already be at the broker" in first["results"][0]["message"]
     assert order_queue_db.get_store().get_order(dead)["state"] == "dead"
-    confirmed = logged_in.post("/order-queue/api/orders/replay",
-                               json={"ids": [dead], "confirm": True}).get_json()
+    confirmed = logged_in.post(
+        "/order-queue/api/orders/replay", json={"ids": [dead], "confirm": True}
+    ).get_json()
     assert confirmed["ok"]
     assert order_queue_db.get_store().get_order(dead)["state"] == "pending"
 
 
 def test_an_order_in_doubt_is_settled_as_placed_with_the_brokers_orderid(logged_in):
     dead = make_order("dead_in_doubt", symbol="SBIN")
-    settled = logged_in.post("/order-queue/api/orders/settle", json={
-        "ids": [dead], "placed": True, "broker_orderid": "B-777"}).get_json()
+    settled = logged_in.post(
+        "/order-queue/api/orders/settle",
+        json={"ids": [dead], "placed": True, "broker_orderid": "B-777"},
+    ).get_json()
     assert settled["ok"], settled
     row = order_queue_db.get_store().get_order(dead)
     assert (row["state"], row["broker_orderid"]) == ("sent", "B-777")
@@ -242,8 +268,9 @@ def test_an_order_in_doubt_is_settled_as_placed_with_the_brokers_orderid(logged_
 
 def test_an_order_in_doubt_is_settled_as_not_placed_and_sent_again(logged_in):
     dead = make_order("dead_in_doubt", symbol="SBIN")
-    settled = logged_in.post("/order-queue/api/orders/settle",
-                             json={"ids": [dead], "placed": False}).get_json()
+    settled = logged_in.post(
+        "/order-queue/api/orders/settle", json={"ids": [dead], "placed": False}
+    ).get_json()
     assert settled["ok"]
     assert order_queue_db.get_store().get_order(dead)["state"] == "pending"
 
@@ -252,23 +279,45 @@ def test_settling_refuses_what_it_cannot_be(logged_in):
     rejected, in_doubt = make_order("dead"), make_order("dead_in_doubt", symbol="TCS")
     make_order("sent", symbol="INFY")  # bound to broker order id B<id>
     taken = order_queue_db.get_store().list_orders(states=["sent"])[0]["broker_orderid"]
-    not_in_doubt = logged_in.post("/order-queue/api/orders/settle", json={
-        "ids": [rejected], "placed": False}).get_json()
-    assert not not_in_doubt["ok"] and "only an order in doubt" in \
-        not_in_doubt["results"][0]["message"]
-    bound = logged_in.post("/order-queue/api/orders/settle", json={
-        "ids": [in_doubt], "placed": True, "broker_orderid": taken}).get_json()
+    not_in_doubt = logged_in.post(
+        "/order-queue/api/orders/settle", json={"ids": [rejected], "placed": False}
+    ).get_json()
+    assert (
+        not not_in_doubt["ok"] and "only an order in doubt" in not_in_doubt["results"][0]["message"]
+    )
+    bound = logged_in.post(
+        "/order-queue/api/orders/settle",
+        json={"ids": [in_doubt], "placed": True, "broker_orderid": taken},
+    ).get_json()
     assert not bound["ok"] and "already bound" in bound["results"][0]["message"]
-    assert logged_in.post("/order-queue/api/orders/settle", json={
-        "ids": [in_doubt], "placed": True}).status_code == 400
-    assert logged_in.post("/order-queue/api/orders/settle", json={
-        "ids": [in_doubt], "placed": "yes"}).status_code == 400
+    assert (
+        logged_in.post(
+            "/order-queue/api/orders/settle", json={"ids": [in_doubt], "placed": True}
+        ).status_code
+        == 400
+    )
+    assert (
+        logged_in.post(
+            "/order-queue/api/orders/settle", json={"ids": [in_doubt], "placed": "yes"}
+        ).status_code
+        == 400
+    )
     assert order_queue_db.get_store().get_order(in_doubt)["state"] == "dead"
 
 
-@pytest.mark.parametrize("body", [None, [], {"ids": []}, {"ids": "1"}, {"ids": [True]},
-                                  {"ids": [1.5]}, {"ids": list(range(501))},
-                                  {"ids": [1], "note": 5}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        [],
+        {"ids": []},
+        {"ids": "1"},
+        {"ids": [True]},
+        {"ids": [1.5]},
+        {"ids": list(range(501))},
+        {"ids": [1], "note": 5},
+    ],
+)
 def test_bad_action_bodies_get_400(logged_in, body):
     response = logged_in.post("/order-queue/api/orders/dismiss", json=body)
     assert response.status_code == 400
@@ -296,11 +345,18 @@ def test_a_dead_lettered_order_is_loud(tmp_path, broker, caplog):
         runtime.stop_current(timeout=5)
     dead_event = next(e for e in events if e["name"] == "order_queue:dead")["args"][0]
     assert (dead_event["reason"], dead_event["symbol"]) == ("rejected", "SBIN")
-    assert [e["args"][0]["state"] for e in events if e["name"] == "order_queue:order"] == \
-        ["pending", "dead"]
+    assert [e["args"][0]["state"] for e in events if e["name"] == "order_queue:order"] == [
+        "pending",
+        "dead",
+    ]
     [line] = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
-    for part in ("order 1", "reason=rejected", "strategy=Trend", "symbol=SBIN",
-                 "Invalid symbol <BAD>"):
+    for part in (
+        "order 1",
+        "reason=rejected",
+        "strategy=Trend",
+        "symbol=SBIN",
+        "Invalid symbol <BAD>",
+    ):
         assert part in line
 
 
@@ -351,13 +407,16 @@ def test_health_reasons(tmp_path, broker):
         runtime.stop_current(timeout=5)
 
 
-@pytest.mark.parametrize("target", ["//evil.com", "/%09/evil.com", "/\\evil.com",
-                                    "https://evil.com", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "target",
+    ["//evil.com", "/%09/evil.com", "/\\evil.com", "https://evil.com", "javascript:alert(1)"],
+)
 def test_login_never_redirects_off_site(app, client, target):
     with app.app_context():
         ensure_user("alice", "s3cret-pass")
-    response = client.post(f"/auth/login?next={target}",
-                           data={"username": "alice", "password": "s3cret-pass"})
+    response = client.post(
+        f"/auth/login?next={target}", data={"username": "alice", "password": "s3cret-pass"}
+    )
     assert response.status_code == 302
     assert response.headers["Location"] == "/order-queue/"
 
@@ -372,8 +431,15 @@ def test_a_host_view_that_hides_a_storage_failure_as_500(tmp_path, stored_first,
     from flask import jsonify
 
     app = make_app(tmp_path, ORDER_QUEUE_SQLITE_BUSY_TIMEOUT_MS=100)
-    order = {"apikey": "k" * 64, "strategy": "Scan", "exchange": "NSE", "action": "BUY",
-             "product": "MIS", "pricetype": "MARKET", "quantity": "1"}
+    order = {
+        "apikey": "k" * 64,
+        "strategy": "Scan",
+        "exchange": "NSE",
+        "action": "BUY",
+        "product": "MIS",
+        "pricetype": "MARKET",
+        "quantity": "1",
+    }
 
     def alert():
         try:
@@ -396,7 +462,6 @@ def test_a_host_view_that_hides_a_storage_failure_as_500(tmp_path, stored_first,
     if status == 503:
         assert "NOT queued" in response.get_json()["error"]
         assert response.headers["Retry-After"] == "5"
-
 
 
 @pytest.mark.parametrize("app", ["sqlite"], indirect=True)
@@ -430,8 +495,12 @@ def test_logins_are_throttled_after_a_few_wrong_passwords(app, client):
         ensure_user("bob", "right-password")
     try:
         for _ in range(3):
-            assert client.post("/auth/login", data={"username": "bob",
-                                                     "password": "wrong"}).status_code == 401
+            assert (
+                client.post(
+                    "/auth/login", data={"username": "bob", "password": "wrong"}
+                ).status_code
+                == 401
+            )
         held = client.post("/auth/login", data={"username": "bob", "password": "right-password"})
         assert held.status_code == 429 and int(held.headers["Retry-After"]) >= 1
     finally:
@@ -453,8 +522,10 @@ def test_session_cookie_and_security_headers(app, client):
 def test_a_session_past_its_absolute_lifetime_is_logged_out(app, client):
     with client.session_transaction() as session:
         session.update(logged_in=True, user="dave", login_time=time.time() - 13 * 3600)
-    assert client.get("/order-queue/api/stats",
-                      headers={"Accept": "application/json"}).status_code == 401
+    assert (
+        client.get("/order-queue/api/stats", headers={"Accept": "application/json"}).status_code
+        == 401
+    )
 
 
 def test_anonymous_health_shows_no_host_names_or_pids(app, client):
@@ -474,8 +545,10 @@ def test_the_page_logs_out(logged_in):
     page = logged_in.get("/order-queue/").get_data(as_text=True)
     assert 'action="/auth/logout"' in page
     assert logged_in.post("/auth/logout").status_code == 302
-    assert logged_in.get("/order-queue/api/stats",
-                         headers={"Accept": "application/json"}).status_code == 401
+    assert (
+        logged_in.get("/order-queue/api/stats", headers={"Accept": "application/json"}).status_code
+        == 401
+    )
 
 
 def test_charts_are_drawn_from_stored_samples_sends_and_answers(logged_in):
@@ -500,8 +573,10 @@ def test_held_instruments_say_what_they_wait_for_and_an_in_doubt_one_is_settled(
     held = logged_in.get("/order-queue/api/held").get_json()["held"]
     assert [(h["id"], h["settle"]) for h in held] == [(in_doubt, True)]
     assert "placed or not" in held[0]["waits_for"]
-    settled = logged_in.post("/order-queue/api/orders/settle", json={
-        "ids": [in_doubt], "placed": True, "broker_orderid": "B-77"}).get_json()
+    settled = logged_in.post(
+        "/order-queue/api/orders/settle",
+        json={"ids": [in_doubt], "placed": True, "broker_orderid": "B-77"},
+    ).get_json()
     assert settled["ok"]
     assert logged_in.get("/order-queue/api/held").get_json()["held"] == []
 
@@ -511,13 +586,15 @@ def test_bulk_replay_by_filter_takes_every_match_beyond_the_rows_shown(logged_in
     other = make_order("dead", symbol="OTHER", strategy="Swing")
     shown = logged_in.get("/order-queue/api/orders?state=dead&strategy=Scalper&per_page=100")
     assert len(shown.get_json()["orders"]) == 100 and shown.get_json()["total"] == 120
-    replayed = logged_in.post("/order-queue/api/orders/replay",
-                              json={"filter": {"state": "dead", "strategy": "Scalper",
-                                               "reason": "rejected"}}).get_json()
+    replayed = logged_in.post(
+        "/order-queue/api/orders/replay",
+        json={"filter": {"state": "dead", "strategy": "Scalper", "reason": "rejected"}},
+    ).get_json()
     assert replayed["ok"] and sorted(r["order_id"] for r in replayed["results"]) == wanted
     store = order_queue_db.get_store()
     assert {store.get_order(i)["state"] for i in wanted} == {"pending"}
     assert store.get_order(other)["state"] == "dead"
-    refused = logged_in.post("/order-queue/api/orders/dismiss",
-                             json={"filter": {"state": "pending"}})
+    refused = logged_in.post(
+        "/order-queue/api/orders/dismiss", json={"filter": {"state": "pending"}}
+    )
     assert refused.status_code == 400

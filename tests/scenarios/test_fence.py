@@ -14,8 +14,16 @@ def queued_and_claimed(app):
     with app.app_context():
         apikey = auth_db.ensure_api_key("admin")
     store = order_queue_db.get_store()
-    payload = {"apikey": apikey, "strategy": "s", "symbol": "SBIN", "exchange": "NSE",
-               "action": "BUY", "quantity": "1", "pricetype": "MARKET", "product": "MIS"}
+    payload = {
+        "apikey": apikey,
+        "strategy": "s",
+        "symbol": "SBIN",
+        "exchange": "NSE",
+        "action": "BUY",
+        "quantity": "1",
+        "pricetype": "MARKET",
+        "product": "MIS",
+    }
     store.enqueue("placeorder", payload, now=utcnow(), max_age_seconds=300)
     order = store.claim_next("d1", now=utcnow(), lease_seconds=30, limits=LIMITS).order
     assert store.stamp_send(order, clock=utcnow, lease_seconds=30, fence_expected=True).go
@@ -33,8 +41,11 @@ def test_a_probe_learns_the_fence_without_touching_anything(client):
 
 def test_the_current_lease_is_admitted_with_a_receipt_and_its_answer_kept(app, client):
     store, order, payload = queued_and_claimed(app)
-    answer = client.post("/api/v1/placeorder", json=payload,
-                         headers={LEASE_HEADER: f"{order.id}:{order.lease_token}"})
+    answer = client.post(
+        "/api/v1/placeorder",
+        json=payload,
+        headers={LEASE_HEADER: f"{order.id}:{order.lease_token}"},
+    )
     assert answer.status_code == 200 and answer.headers[FENCE_HEADER]
     kept = store.get_order(order.id)
     assert kept["host_instance"] and kept["host_received_at"] and kept["host_done_at"]
@@ -44,11 +55,20 @@ def test_the_current_lease_is_admitted_with_a_receipt_and_its_answer_kept(app, c
 
 def test_a_stale_lease_is_refused_and_nothing_is_placed(app, client):
     store, order, payload = queued_and_claimed(app)
-    store.mark_in_doubt(order, now=utcnow(), actor="d1", outcome="unknown",
-                        error="read timeout", check_at=utcnow() + timedelta(seconds=1),
-                        latency_ms=1.0)
-    late = client.post("/api/v1/placeorder", json=payload,
-                       headers={LEASE_HEADER: f"{order.id}:{order.lease_token}"})
+    store.mark_in_doubt(
+        order,
+        now=utcnow(),
+        actor="d1",
+        outcome="unknown",
+        error="read timeout",
+        check_at=utcnow() + timedelta(seconds=1),
+        latency_ms=1.0,
+    )
+    late = client.post(
+        "/api/v1/placeorder",
+        json=payload,
+        headers={LEASE_HEADER: f"{order.id}:{order.lease_token}"},
+    )
     assert late.status_code == 409 and late.headers[FENCE_HEADER]
     assert store.get_order(order.id)["host_received_at"] is None
     book = client.post("/api/v1/orderbook", json={"apikey": payload["apikey"]}).get_json()

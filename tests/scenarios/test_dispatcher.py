@@ -31,25 +31,50 @@ FINAL = {OrderState.SENT.value, OrderState.DEAD.value}
 
 
 def payload(symbol="SBIN", action="BUY", apikey=KEY, **extra):
-    return {"apikey": apikey, "strategy": "S1", "symbol": symbol, "exchange": "NSE",
-            "product": "MIS", "action": action, "pricetype": "MARKET", "quantity": "10",
-            **extra}
+    return {
+        "apikey": apikey,
+        "strategy": "S1",
+        "symbol": symbol,
+        "exchange": "NSE",
+        "product": "MIS",
+        "action": action,
+        "pricetype": "MARKET",
+        "quantity": "10",
+        **extra,
+    }
 
 
 def smart(symbol="SBIN", action="SELL", apikey=KEY):
-    return payload(symbol, action, apikey, quantity="0", position_size="0", price="0",
-                   trigger_price="0", disclosed_quantity="0")
+    return payload(
+        symbol,
+        action,
+        apikey,
+        quantity="0",
+        position_size="0",
+        price="0",
+        trigger_price="0",
+        disclosed_quantity="0",
+    )
 
 
 @pytest.fixture
 def settings(broker):
     return OrderQueueSettings(
-        host_server=broker.base_url, connect_timeout=0.5, read_timeout=0.6,
-        retry_base_seconds=0.05, retry_cap_seconds=0.2, reconcile_checks=3,
-        reconcile_interval_seconds=0.2, heartbeat_seconds=0.2, heartbeat_timeout_seconds=1.0,
-        poll_seconds=0.5, shutdown_timeout_seconds=5, broker_settle_seconds=0.3,
+        host_server=broker.base_url,
+        connect_timeout=0.5,
+        read_timeout=0.6,
+        retry_base_seconds=0.05,
+        retry_cap_seconds=0.2,
+        reconcile_checks=3,
+        reconcile_interval_seconds=0.2,
+        heartbeat_seconds=0.2,
+        heartbeat_timeout_seconds=1.0,
+        poll_seconds=0.5,
+        shutdown_timeout_seconds=5,
+        broker_settle_seconds=0.3,
         orderbook_wait_seconds=1.0,
-        upstream_timeout_seconds=0)  # the fake broker books stalled orders within the lease
+        upstream_timeout_seconds=0,
+    )  # the fake broker books stalled orders within the lease
 
 
 @pytest.fixture
@@ -102,21 +127,28 @@ def test_resumes_pending_work_on_start_without_a_wake(store, broker, dispatch):
     assert [wait_final(store, i)["state"] for i in ids] == ["sent"] * 3
 
 
-@pytest.mark.parametrize("behaviours, state, reason, attempts, broker_hits", [
-    ([Status(408)] * 3, "dead", "retries_exhausted", 3, 3),
-    ([Status(408), Status(425)], "sent", None, 3, 3),
-    # The API's own limiter refused it before any order code ran: no attempt spent.
-    ([Status(429)] * 4, "sent", None, 1, 5),
-    ([Status(400, {"status": "error", "message": "Invalid symbol"})], "dead", "rejected", 1, 1),
-    ([Status(401)], "dead", "credentials", 1, 1),
-    ([Status(403, {"status": "error", "message": "Invalid openalgo apikey"})],
-     "dead", "credentials", 1, 1),
-    ([Status(422)], "dead", "rejected", 1, 1),
-    ([Reject("RMS: margin exceeds")], "dead", "rejected", 1, 1),
-    ([Status(200, "<html>gateway</html>")], "sent", None, 2, 2),
-])
-def test_outcome_matrix(store, broker, dispatch, behaviours, state, reason, attempts,
-                        broker_hits):
+@pytest.mark.parametrize(
+    "behaviours, state, reason, attempts, broker_hits",
+    [
+        ([Status(408)] * 3, "dead", "retries_exhausted", 3, 3),
+        ([Status(408), Status(425)], "sent", None, 3, 3),
+        # The API's own limiter refused it before any order code ran: no attempt spent.
+        ([Status(429)] * 4, "sent", None, 1, 5),
+        ([Status(400, {"status": "error", "message": "Invalid symbol"})], "dead", "rejected", 1, 1),
+        ([Status(401)], "dead", "credentials", 1, 1),
+        (
+            [Status(403, {"status": "error", "message": "Invalid openalgo apikey"})],
+            "dead",
+            "credentials",
+            1,
+            1,
+        ),
+        ([Status(422)], "dead", "rejected", 1, 1),
+        ([Reject("RMS: margin exceeds")], "dead", "rejected", 1, 1),
+        ([Status(200, "<html>gateway</html>")], "sent", None, 2, 2),
+    ],
+)
+def test_outcome_matrix(store, broker, dispatch, behaviours, state, reason, attempts, broker_hits):
     broker.script(*behaviours)
     order_id = enqueue(store)
     dispatch()
@@ -183,8 +215,7 @@ def test_accept_then_hang_is_adopted_from_the_orderbook(store, broker, dispatch)
     assert row["broker_orderid"] == broker.book[0]["orderid"]
 
 
-def test_dropped_request_is_sent_again_after_the_orderbook_shows_nothing(
-        store, broker, dispatch):
+def test_dropped_request_is_sent_again_after_the_orderbook_shows_nothing(store, broker, dispatch):
     broker.script(Drop())
     order_id = enqueue(store)
     dispatch()
@@ -196,12 +227,19 @@ def test_dropped_request_is_sent_again_after_the_orderbook_shows_nothing(
 
 def test_ambiguous_orderbook_goes_to_a_human(store, broker, dispatch):
     broker.script(Drop())
-    stamped_after_send = (datetime.now(IST) + timedelta(seconds=30)).strftime(
-        "%d-%b-%Y %H:%M:%S")
+    stamped_after_send = (datetime.now(IST) + timedelta(seconds=30)).strftime("%d-%b-%Y %H:%M:%S")
     for _ in range(2):
-        broker.add_book_entry({"symbol": "SBIN", "exchange": "NSE", "action": "BUY",
-                               "quantity": "10", "product": "MIS", "pricetype": "MARKET",
-                               "timestamp": stamped_after_send})
+        broker.add_book_entry(
+            {
+                "symbol": "SBIN",
+                "exchange": "NSE",
+                "action": "BUY",
+                "quantity": "10",
+                "product": "MIS",
+                "pricetype": "MARKET",
+                "timestamp": stamped_after_send,
+            }
+        )
     order_id = enqueue(store)
     dispatch()
     row = wait_final(store, order_id)
@@ -218,8 +256,7 @@ def test_a_5xx_after_booking_ends_with_one_order_adopted(store, broker, dispatch
     [booked] = broker.orders()
     assert row["state"] == "sent" and row["broker_orderid"] == booked.orderid
     assert len(broker.received) == 1
-    assert [a["outcome"] for a in store.list_attempts(order_id)] == ["unknown",
-                                                                     "found_at_broker"]
+    assert [a["outcome"] for a in store.list_attempts(order_id)] == ["unknown", "found_at_broker"]
 
 
 def test_a_5xx_without_booking_is_sent_again_once_within_seconds(store, broker, dispatch):
@@ -243,7 +280,8 @@ def test_an_api_that_keeps_failing_spends_the_retry_budget(store, broker, dispat
 
 
 def test_an_unavailable_orderbook_holds_the_order_with_backoff_then_asks_a_human(
-        store, broker, dispatch):
+    store, broker, dispatch
+):
     broker.script(Drop())
     broker.orderbook_behaviour = Status(403)  # OpenAlgo's semi_auto mode
     order_id = enqueue(store)
@@ -289,8 +327,9 @@ def test_smart_orders_are_claimed_first(store, broker, dispatch):
     assert [r.endpoint for r in broker.received][0] == "placesmartorder"
 
 
-def test_thirty_exits_on_thirty_symbols_go_out_at_the_smart_lanes_budget(store, broker,
-                                                                         dispatch, frozen_heap):
+def test_thirty_exits_on_thirty_symbols_go_out_at_the_smart_lanes_budget(
+    store, broker, dispatch, frozen_heap
+):
     """A flatten of 30 instruments is not paced one per second: only two smart orders
     for the same instrument wait for each other."""
     ids = [enqueue(store, "placesmartorder", smart(symbol=f"F{i}")) for i in range(30)]
@@ -321,8 +360,7 @@ def test_an_exit_never_overtakes_the_entry_before_it(store, broker, dispatch):
     assert store.get_order(entry)["state"] == "sent"
 
 
-def test_undecryptable_key_is_dead_lettered_as_credentials(store, broker, dispatch,
-                                                           monkeypatch):
+def test_undecryptable_key_is_dead_lettered_as_credentials(store, broker, dispatch, monkeypatch):
     order_id = enqueue(store)
     use_pepper("another pepper of at least 32 characters")
     dispatch()
@@ -343,7 +381,8 @@ def test_stop_lets_the_in_flight_request_finish(store, broker, dispatch):
 
 
 def test_a_dispatcher_that_lost_its_lease_cannot_overwrite_the_new_owner(
-        store, broker, dispatch, caplog):
+    store, broker, dispatch, caplog
+):
     """Force the race: A's request hangs at the broker while A falls silent (no
     heartbeat); B takes the order over, reconciles it, adopts the broker's orderid; then
     A's answer arrives and must change nothing."""
@@ -362,16 +401,20 @@ def test_a_dispatcher_that_lost_its_lease_cannot_overwrite_the_new_owner(
     assert "check the broker for a duplicate" in caplog.text  # loud, at ERROR
     row = store.get_order(order_id)
     assert row["state"] == "sent" and row["broker_orderid"] == broker.book[0]["orderid"]
-    trail = [(a["kind"], a["outcome"], a["actor"], a["broker_orderid"])
-             for a in store.list_attempts(order_id)]
-    assert [t[:2] for t in trail] == [("recovery", "in_doubt"), ("reconcile", "found_at_broker"),
-                                      ("send", "accepted_after_lease_lost")]
+    trail = [
+        (a["kind"], a["outcome"], a["actor"], a["broker_orderid"])
+        for a in store.list_attempts(order_id)
+    ]
+    assert [t[:2] for t in trail] == [
+        ("recovery", "in_doubt"),
+        ("reconcile", "found_at_broker"),
+        ("send", "accepted_after_lease_lost"),
+    ]
     assert trail[1][2] != slow.id and trail[2][2] == slow.id  # evidence kept, state not
     assert trail[2][3] == broker.book[0]["orderid"] and len(broker.received) == 1
 
 
-def test_a_sender_that_lost_its_lease_before_sending_does_not_send(store, broker, settings,
-                                                                   caplog):
+def test_a_sender_that_lost_its_lease_before_sending_does_not_send(store, broker, settings, caplog):
     """The claim is made, then the sender is held up past its lease (a long pause) and
     recovery takes the order back (never stamped: straight to PENDING, for any
     dispatcher to claim afresh): the late sender must not send it."""
@@ -380,11 +423,15 @@ def test_a_sender_that_lost_its_lease_before_sending_does_not_send(store, broker
     order_id = enqueue(store)
     dispatcher = Dispatcher(store, settings)
     claimed_at = utcnow()
-    order = store.claim_next(dispatcher.id, now=claimed_at, lease_seconds=1,
-                             limits=dispatcher.limits).order
-    assert store.recover_stale_sending(now=claimed_at + timedelta(seconds=2),
-                                       heartbeat_timeout=60,
-                                       check_at=claimed_at) == []
+    order = store.claim_next(
+        dispatcher.id, now=claimed_at, lease_seconds=1, limits=dispatcher.limits
+    ).order
+    assert (
+        store.recover_stale_sending(
+            now=claimed_at + timedelta(seconds=2), heartbeat_timeout=60, check_at=claimed_at
+        )
+        == []
+    )
     with caplog.at_level("ERROR"):
         dispatcher.sender.send(order)
     assert broker.received == []
@@ -399,11 +446,13 @@ def test_send_time_not_claim_time_counts_for_rate_and_reconciliation(store, brok
 
     order_id = enqueue(store)
     # This dispatcher's clock runs 30 s after the claim: the send happens "later".
-    dispatcher = Dispatcher(store, settings,
-                            clock=Clock(wall=lambda: utcnow() + timedelta(seconds=30)))
+    dispatcher = Dispatcher(
+        store, settings, clock=Clock(wall=lambda: utcnow() + timedelta(seconds=30))
+    )
     claimed_at = utcnow()
-    order = store.claim_next(dispatcher.id, now=claimed_at, lease_seconds=60,
-                             limits=dispatcher.limits).order
+    order = store.claim_next(
+        dispatcher.id, now=claimed_at, lease_seconds=60, limits=dispatcher.limits
+    ).order
     dispatcher.sender.send(order)
     row = store.get_order(order_id)
     assert row["state"] == "sent" and len(broker.received) == 1
@@ -411,8 +460,7 @@ def test_send_time_not_claim_time_counts_for_rate_and_reconciliation(store, brok
     dispatcher.client.close()
 
 
-def test_an_order_the_broker_lists_after_our_lease_is_adopted_not_resent(store, broker,
-                                                                        dispatch):
+def test_an_order_the_broker_lists_after_our_lease_is_adopted_not_resent(store, broker, dispatch):
     """Our request times out, but the API goes on placing the order (OpenAlgo's broker
     client waits far longer than ours): it is listed only after our lease has passed.
     It must be adopted once listed, never sent a second time."""
@@ -439,8 +487,9 @@ def test_a_stopped_dispatcher_with_a_request_in_flight_is_not_resent(store, brok
     assert row["state"] == "sent" and len(broker.book) == 1, store.list_attempts(order_id)
 
 
-def test_a_retention_backlog_is_purged_in_batches_while_orders_still_go_out(store, broker,
-                                                                           dispatch):
+def test_a_retention_backlog_is_purged_in_batches_while_orders_still_go_out(
+    store, broker, dispatch
+):
     """A year of finished orders past retention, found at start: the dispatcher removes
     them a batch per pass, and a new order is sent meanwhile, not after the backlog."""
     from sqlalchemy import insert
@@ -448,12 +497,28 @@ def test_a_retention_backlog_is_purged_in_batches_while_orders_still_go_out(stor
     from database.order_queue_db import PURGE_BATCH, orders, utcnow
 
     old = utcnow() - timedelta(days=400)
-    row = {"endpoint": "placeorder", "payload": "{}", "apikey_token": "x", "account": "a",
-           "strategy": "Old", "symbol": "OLD", "exchange": "NSE", "product": "MIS",
-           "instrument": "a|NSE|OLD|MIS", "lane": "regular", "lane_key": "regular:a",
-           "lane_priority": 1, "state": "sent", "attempts": 1, "reconcile_checks": 0,
-           "created_at": old, "available_at": old, "updated_at": old, "finished_at": old,
-           "dispatched_at": old}
+    row = {
+        "endpoint": "placeorder",
+        "payload": "{}",
+        "apikey_token": "x",
+        "account": "a",
+        "strategy": "Old",
+        "symbol": "OLD",
+        "exchange": "NSE",
+        "product": "MIS",
+        "instrument": "a|NSE|OLD|MIS",
+        "lane": "regular",
+        "lane_key": "regular:a",
+        "lane_priority": 1,
+        "state": "sent",
+        "attempts": 1,
+        "reconcile_checks": 0,
+        "created_at": old,
+        "available_at": old,
+        "updated_at": old,
+        "finished_at": old,
+        "dispatched_at": old,
+    }
     backlog = 3 * PURGE_BATCH + 7
     with store.engine.begin() as conn:
         conn.execute(insert(orders), [row] * backlog)
