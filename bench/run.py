@@ -35,6 +35,7 @@ from database.order_queue.api_keys import use_pepper  # noqa: E402
 from database.order_queue_db import QueueStore, RateLimits, utcnow  # noqa: E402
 from tests.support.app_process import AppProcess, free_port  # noqa: E402
 from tests.support.fake_broker import FakeBroker, Positions  # noqa: E402
+from tests.support.rows import finished_order_row  # noqa: E402
 
 PEPPER = "b3nch" * 10
 KEY = "k" * 64
@@ -482,40 +483,12 @@ def bench_flatten(work: Path, count: int, repeats: int, label: str) -> None:
 
 
 def fill_finished(store: QueueStore, count: int, age: timedelta = timedelta(days=1)) -> None:
-    template = {
-        "endpoint": "placeorder",
-        "payload": "{}",
-        "apikey_token": "x",
-        "account": "a",
-        "strategy": "Old",
-        "symbol": "OLD",
-        "exchange": "NSE",
-        "product": "MIS",
-        "instrument": "a|NSE|OLD|MIS",
-        "lane": "regular",
-        "lane_key": "regular:a",
-        "lane_priority": 1,
-        "state": "sent",
-        "attempts": 1,
-        "reconcile_checks": 0,
-    }
-    now = utcnow() - age
-    with store.engine.begin() as conn:
-        from database.order_queue_db import orders
+    from database.order_queue_db import orders
 
-        batch = [
-            {
-                **template,
-                "created_at": now,
-                "available_at": now,
-                "updated_at": now,
-                "finished_at": now,
-                "dispatched_at": now,
-            }
-            for _ in range(10_000)
-        ]
-        for _ in range(count // 10_000 or 1):
-            conn.execute(orders.insert(), batch[:count] if count < 10_000 else batch)
+    batch = [finished_order_row(utcnow() - age)] * min(count, 10_000)
+    with store.engine.begin() as conn:
+        for _ in range(max(count // 10_000, 1)):
+            conn.execute(orders.insert(), batch)
 
 
 def claim_mark_times(store: QueueStore, count: int) -> list[float]:

@@ -495,30 +495,9 @@ def test_a_retention_backlog_is_purged_in_batches_while_orders_still_go_out(
     from sqlalchemy import insert
 
     from database.order_queue_db import PURGE_BATCH, orders, utcnow
+    from tests.support.rows import finished_order_row
 
-    old = utcnow() - timedelta(days=400)
-    row = {
-        "endpoint": "placeorder",
-        "payload": "{}",
-        "apikey_token": "x",
-        "account": "a",
-        "strategy": "Old",
-        "symbol": "OLD",
-        "exchange": "NSE",
-        "product": "MIS",
-        "instrument": "a|NSE|OLD|MIS",
-        "lane": "regular",
-        "lane_key": "regular:a",
-        "lane_priority": 1,
-        "state": "sent",
-        "attempts": 1,
-        "reconcile_checks": 0,
-        "created_at": old,
-        "available_at": old,
-        "updated_at": old,
-        "finished_at": old,
-        "dispatched_at": old,
-    }
+    row = finished_order_row(utcnow() - timedelta(days=400))
     backlog = 3 * PURGE_BATCH + 7
     with store.engine.begin() as conn:
         conn.execute(insert(orders), [row] * backlog)
