@@ -7,12 +7,16 @@ proposal's functions over the configured store.  The store itself lives in the
 ``database/order_queue/`` package, one idea per module:
 
 - ``model``: states, lanes, tables, lifecycle rules, value types.
-- ``backends``: SQLite and PostgreSQL, their locking, wake-ups and triggers.
-- ``store``: ``QueueStore``, the one transaction gate and the schema.
+- ``backends``: the ``Backend`` interface; SQLite and PostgreSQL, their locking, wake-ups
+  and triggers.
+- ``core``: ``StoreCore``, the engine, the one transaction gate and the attempt trail.
+- ``store``: ``QueueStore``, the schema and its upgrades, the parts below in one object.
 - ``claims``: the claim path and the send stamp (where rate windows are kept).
 - ``writes``: enqueue, outcome marks, recovery, expiry, dispatcher records.
-- ``operator_moves``: replay, settle, dismiss, cancel, purge.
+- ``operator_moves``: replay, settle, dismiss, cancel, purge (in batches).
 - ``reads``: depth, listings, stats, the admin page's facts.
+- ``squareoff_log``: each squareoff's record per IST day.
+- ``disk_reserve``: the room kept for stored orders when the disk fills.
 - ``api_keys``: sealing the broker API key; ``green``: store calls off an event loop.
 
 Nothing else in the code base issues SQL against the queue tables.

@@ -1,12 +1,13 @@
-"""``QueueStore``: one database, its one transaction gate, its schema, and every operation.
+"""``QueueStore``: one database's schema, and every operation in one object.
 
-The operations live in five parts, one idea each, mixed into the store so callers see
-one object (``store.claim_next``, ``store.depth``): the claim path (``claims``), the
-write path (``writes``), the operator's moves (``operator_moves``), the read side
-(``reads``) and the squareoff log (``squareoff_log``).  Each part keeps its statements
-named and together at its top, and reaches the database only through ``transaction``
-(or ``_storage_errors`` around a backend's own statement), so transaction discipline is
-reviewed here.  Dialect differences stay in ``backends``.
+The operations live in five parts, one idea each, so callers see one object
+(``store.claim_next``, ``store.depth``): the claim path (``claims``), the write path
+(``writes``), the operator's moves (``operator_moves``), the read side (``reads``) and the
+squareoff log (``squareoff_log``).  Each part keeps its statements named and together at
+its top, and stands on ``StoreCore`` (``core``): it reaches the database only through
+``transaction`` (or ``_storage_errors`` around a backend's own statement) and writes the
+trail only through ``_record``, so transaction discipline is reviewed in one place.
+Dialect differences stay in ``backends``.
 """
 
 from __future__ import annotations

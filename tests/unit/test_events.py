@@ -44,11 +44,15 @@ def test_events_go_to_the_admin_namespace_only_when_a_server_runs(monkeypatch):
     ]
 
 
-def test_a_broken_socket_never_stops_an_order(monkeypatch):
+def test_a_broken_socket_never_stops_an_order(monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise OSError("socket gone")
 
-    monkeypatch.setattr(events, "alerter", Recording())
+    alerts = Recording()
+    monkeypatch.setattr(events, "alerter", alerts)
     monkeypatch.setattr(events.socketio, "server", object())
     monkeypatch.setattr(events.socketio, "emit", broken)
-    events.publish(11, "sent")  # logged and swallowed: the caller carries on
+    events.publish(11, "sent")  # returns: the caller (a sender, a webhook) carries on
+    assert "could not publish order-queue event for order 11" in caplog.text
+    events.publish(12, "dead", reason="rejected")  # the alert still goes out
+    assert [key for _, key, _ in alerts.raised] == ["12"]
