@@ -209,6 +209,27 @@ def test_the_send_stamp_takes_turns_within_the_lane_window(store):
     assert store.stamp_send(claimed[2], clock=clock, lease_seconds=30, limits=two_a_second).go
 
 
+def test_the_hosts_jitter_widens_the_window_a_stamp_is_counted_over(tmp_path):
+    """OpenAlgo's limiter counts a request when its server gets to it: with 0.3 s of
+    jitter, a lane of two a second takes its third stamp only 1.3 s after the first,
+    where without it 1.0 s would do.  (SQLite: stamps on the clock given; PostgreSQL
+    stamps with its server's clock under the same window rule.)"""
+    store = QueueStore(f"sqlite:///{tmp_path}/queue.db")
+    store.create_schema()
+    jittery = RateLimits(smart=2, regular=2, window=1.0, jitter=0.3)
+    for symbol in ("A", "B", "C"):
+        enqueue(store, symbol=symbol)
+    claimed = [claim(store) for _ in range(3)]
+    for order in claimed[:2]:
+        assert store.stamp_send(order, clock=lambda: T0, lease_seconds=30, limits=jittery).go
+    later = T0 + timedelta(seconds=1.1)  # past the broker's second, inside the jitter
+    refused = store.stamp_send(claimed[2], clock=lambda: later, lease_seconds=30, limits=jittery)
+    assert not refused.go and 0.19 < refused.wait_seconds <= 0.2
+    after = T0 + timedelta(seconds=1.31)
+    assert store.stamp_send(claimed[2], clock=lambda: after, lease_seconds=30, limits=jittery).go
+    store.dispose()
+
+
 def test_exits_are_claimed_before_entries_but_never_overtake_their_own_instrument(store):
     entry_a = enqueue(store, symbol="A")
     entry_b = enqueue(store, symbol="B")
