@@ -333,7 +333,9 @@ def test_entry_still_queued_at_squareoff_is_expired_not_sent(tmp_path, broker, m
     from services.order_queue import deadlines
 
     broker.refuse()  # the API is down, so the entry waits in the queue
-    app = make_app(tmp_path, HOST_SERVER=broker.base_url)
+    # No catch-up at start: between 15:10 and 15:30 IST by the real clock, the start would
+    # otherwise run this strategy's squareoff and queue a flatten beside the entry.
+    app = make_app(tmp_path, HOST_SERVER=broker.base_url, ORDER_QUEUE_SQUAREOFF_CATCHUP_MINUTES="0")
     strategy = add_strategy(
         app.test_cli_runner(),
         "--intraday",
