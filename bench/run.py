@@ -31,13 +31,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.upstream_model import READY_LINE  # noqa: E402
-from database.order_queue.api_keys import use_pepper  # noqa: E402
+from database.order_queue.api_keys import KeySealing  # noqa: E402
 from database.order_queue_db import QueueStore, RateLimits, utcnow  # noqa: E402
 from tests.support.app_process import AppProcess, free_port  # noqa: E402
 from tests.support.fake_broker import FakeBroker, Positions  # noqa: E402
 from tests.support.rows import finished_order_row  # noqa: E402
 
 PEPPER = "b3nch" * 10
+#: The sealing of the stores the bench drives directly.
+SEALING = KeySealing(PEPPER)
 KEY = "k" * 64
 ROWS: list[tuple[str, str, str]] = []
 LATENCIES: dict[str, list[float]] = {}
@@ -110,7 +112,7 @@ def bench_enqueue(work: Path, count: int, repeats: int) -> None:
                 }
             )
         ).store
-        store.create_schema()
+        store.schema.create()
         times = []
         for i in range(count):
             started = time.perf_counter()
@@ -169,7 +171,7 @@ def serving_label() -> str:
 
 def fresh_postgres_schema(name: str) -> str:
     """A URL whose tables live in a new, empty schema ``name`` of the test database."""
-    admin = QueueStore(POSTGRES_URL)
+    admin = QueueStore(POSTGRES_URL, sealing=SEALING)
     with admin.engine.begin() as conn:
         conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
         conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
@@ -495,12 +497,16 @@ def claim_mark_times(store: QueueStore, count: int) -> list[float]:
     """Seconds per claim + mark sent, for ``count`` fresh orders."""
     limits = RateLimits(smart=10**6, regular=10**6, window=1.1)
     for i in range(count):
-        store.enqueue("placeorder", payload(f"G{i}", i + 1), now=utcnow(), max_age_seconds=600)
+        store.lifecycle.enqueue(
+            "placeorder", payload(f"G{i}", i + 1), now=utcnow(), max_age_seconds=600
+        )
     times = []
     for _ in range(count):
         started = time.perf_counter()
-        claim = store.claim_next("bench", now=utcnow(), lease_seconds=30, limits=limits).order
-        store.mark_sent(claim, now=utcnow(), actor="bench", broker_orderid="1")
+        claim = store.claims.claim_next(
+            "bench", now=utcnow(), lease_seconds=30, limits=limits
+        ).order
+        store.lifecycle.mark_sent(claim, now=utcnow(), actor="bench", broker_orderid="1")
         times.append(time.perf_counter() - started)
     return times
 
@@ -514,12 +520,16 @@ def sent_orders(store: QueueStore, count: int) -> None:
     with its payload, sealed key and attempt row), as a day of trading leaves them."""
     limits = RateLimits(smart=10**6, regular=10**6, window=1.1)
     for i in range(count):
-        store.enqueue(
+        store.lifecycle.enqueue(
             "placeorder", payload(f"S{i % 200}", i % 50 + 1), now=utcnow(), max_age_seconds=600
         )
-        claim = store.claim_next("bench", now=utcnow(), lease_seconds=30, limits=limits).order
-        store.stamp_send(claim, clock=utcnow, lease_seconds=30)
-        store.mark_sent(claim, now=utcnow(), actor="bench", broker_orderid=str(10**14 + i))
+        claim = store.claims.claim_next(
+            "bench", now=utcnow(), lease_seconds=30, limits=limits
+        ).order
+        store.claims.stamp_send(claim, clock=utcnow, lease_seconds=30)
+        store.lifecycle.mark_sent(
+            claim, now=utcnow(), actor="bench", broker_orderid=str(10**14 + i)
+        )
 
 
 def file_mb(store: QueueStore, path: Path) -> float:
@@ -534,8 +544,8 @@ def bench_size(work: Path, count: int) -> None:
     """The queue database's size per 100,000 sent orders, beside the same orders' payloads
     written as JSON lines (the least any record of them could take)."""
     path = work / "size.db"
-    store = QueueStore(f"sqlite:///{path}")
-    store.create_schema()
+    store = QueueStore(f"sqlite:///{path}", sealing=SEALING)
+    store.schema.create()
     empty = file_mb(store, path)
     sent_orders(store, count)
     per_100k = (file_mb(store, path) - empty) * 100_000 / count
@@ -559,14 +569,14 @@ def bench_purging(work: Path, big: int, repeats: int) -> None:
     for _ in range(repeats):
         for label, times in (("quiet", quiet), ("purging", purging)):
             path = work / f"purge-{label}.db"
-            store = QueueStore(f"sqlite:///{path}")
-            store.create_schema()
+            store = QueueStore(f"sqlite:///{path}", sealing=SEALING)
+            store.schema.create()
             fill_finished(store, big, age=timedelta(days=40))
             stop, purged = threading.Event(), [0]
 
             def purge(stop=stop, store=store, purged=purged) -> None:
                 while not stop.is_set():
-                    batch = store.purge_finished(older_than=utcnow() - timedelta(days=30))
+                    batch = store.operator.purge_finished(older_than=utcnow() - timedelta(days=30))
                     purged[0] += batch
                     if batch < PURGE_BATCH:
                         return
@@ -594,8 +604,8 @@ def bench_purging(work: Path, big: int, repeats: int) -> None:
 def bench_growth(work: Path, big: int, repeats: int) -> None:
     small_costs, big_costs = [], []
     for label, rows, costs in (("small", 1_000, small_costs), ("big", big, big_costs)):
-        store = QueueStore(f"sqlite:///{work}/growth-{label}.db")
-        store.create_schema()
+        store = QueueStore(f"sqlite:///{work}/growth-{label}.db", sealing=SEALING)
+        store.schema.create()
         fill_finished(store, rows)
         for _ in range(repeats):
             costs.append(claim_mark_cost(store, 200))
@@ -625,7 +635,9 @@ def bulk_pending(store: QueueStore, count: int) -> None:
 
     from database.order_queue_db import orders
 
-    first = store.enqueue("placeorder", payload("R0", 1), now=utcnow(), max_age_seconds=3600)
+    first = store.lifecycle.enqueue(
+        "placeorder", payload("R0", 1), now=utcnow(), max_age_seconds=3600
+    )
     with store.engine.begin() as conn:
         row = dict(conn.execute(select(orders).where(orders.c.id == first)).mappings().one())
         row.pop("id")
@@ -654,8 +666,8 @@ def bench_recovery(work: Path, pending: int, big_pending: int, repeats: int) -> 
                     broker.refuse()  # memory only: nothing should be sent meanwhile
                 folder = work / f"recovery-{label}-{run}"
                 folder.mkdir()
-                store = QueueStore(f"sqlite:///{folder}/order_queue.db")
-                store.create_schema()
+                store = QueueStore(f"sqlite:///{folder}/order_queue.db", sealing=SEALING)
+                store.schema.create()
                 if count:
                     bulk_pending(store, count)
                 if in_doubt:
@@ -717,16 +729,16 @@ def bench_postgres(work: Path, count: int, repeats: int) -> None:
     for run in range(repeats):
         for workers in (1, 4):
             schema = f"bench_{os.getpid()}_{workers}"
-            admin = QueueStore(url)
+            admin = QueueStore(url, sealing=SEALING)
             with admin.engine.begin() as conn:
                 conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
                 conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
             admin.dispose()
             schema_url = f"{url}?options=-csearch_path%3D{schema}"
-            store = QueueStore(schema_url)
-            store.create_schema()
+            store = QueueStore(schema_url, sealing=SEALING)
+            store.schema.create()
             for i in range(count):
-                store.enqueue(
+                store.lifecycle.enqueue(
                     "placeorder",
                     payload(f"P{i % 200}", i + 1, accounts[i % 16]),
                     now=utcnow(),
@@ -878,7 +890,6 @@ def main() -> None:
 
     q = args.quick
     os.environ["API_KEY_PEPPER"] = PEPPER
-    use_pepper(PEPPER)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
         work = Path(tmp)

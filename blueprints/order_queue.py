@@ -65,7 +65,7 @@ def init_app(app) -> OrderQueueSettings:
             if app.config.get(name) is not None
         }
     )
-    app.extensions["order_queue"] = runtime.build(settings)
+    runtime.build(settings)
     app.register_blueprint(order_queue_bp)
     app.after_request(_storage_failure_is_503)
     app.after_request(_refused_webhook_is_429)
@@ -131,7 +131,7 @@ def start(app) -> None:
     ``app.db_ready``) and the queue database answers; never raises into the host's
     start-up (see ``runtime.py``).  Outside tests it also stops gracefully on SIGTERM /
     SIGINT."""
-    app.extensions["order_queue"].start_when_ready(
+    runtime.current().start_when_ready(
         host_ready=getattr(app, "db_ready", None), handle_signals=not app.testing
     )
 
@@ -272,13 +272,13 @@ def api_orders():
     filters, (page, per_page) = _filters(request.args), _page(request.args)
     queue = runtime.current()
     store, now = queue.store, queue.clock.now()
-    rows = store.list_orders(limit=per_page, offset=(page - 1) * per_page, **filters)
+    rows = store.reads.list_orders(limit=per_page, offset=(page - 1) * per_page, **filters)
     return jsonify(
         {
             "orders": [reports.order_json(r, now) for r in rows],
             "page": page,
             "per_page": per_page,
-            "total": store.count_orders(**filters),
+            "total": store.reads.count_orders(**filters),
         }
     )
 
@@ -337,7 +337,7 @@ def _dead_ids_matching(chosen) -> list[int]:
     if chosen.get("state", "dead") != "dead":
         abort(400, description="only dead orders are replayed or dismissed by filter")
     filters = _filters({**chosen, "state": "dead"})
-    rows = runtime.current().store.list_orders(limit=MAX_BULK, **filters)
+    rows = runtime.current().store.reads.list_orders(limit=MAX_BULK, **filters)
     if not rows:
         abort(400, description="no dead order matches the filter")
     return [row["id"] for row in rows]

@@ -3,35 +3,36 @@
 What the rest of the code (and OpenAlgo's start-up) needs from storage is importable
 from here: the model (states, lanes, tables, the values a claim hands out), the
 ``QueueStore`` and its errors, ``init_db`` for the start-up DB init list, and the seed
-proposal's functions over the configured store.  The store itself lives in the
+proposal's functions over the runtime's store.  The store lives in the
 ``database/order_queue/`` package, one idea per module:
 
 - ``model``: states, lanes, tables, lifecycle rules, value types.
 - ``backends``: the ``Backend`` interface; SQLite and PostgreSQL, their locking, wake-ups
   and triggers.
-- ``core``: ``StoreCore``, the engine, the one transaction gate and the attempt trail.
-- ``store``: ``QueueStore``, the schema and its upgrades, the parts below in one object.
-- ``claims``: the claim path and the send stamp (where rate windows are kept).
-- ``writes``: enqueue, outcome marks, recovery, expiry, dispatcher records.
+- ``core``: ``StoreCore`` (the engine, the one transaction gate, the attempt trail) and
+  ``StorePart``, what every part below holds it through.
+- ``store``: ``QueueStore``, the schema and its upgrades, and one part per concept:
+- ``claims``: the claim and the send stamp (where rate windows are kept).
+- ``lifecycle``: enqueue, the outcome marks, recovery, expiry.
+- ``receipts``: what the host's door records of a request, and the answer kept.
 - ``operator_moves``: replay, settle, dismiss, cancel, purge (in batches).
-- ``reads``: depth, listings, stats, the admin page's facts.
+- ``dispatcher_registry``: dispatchers and their heartbeats.
+- ``samples``: depth over time, the charts' facts.
+- ``reads``: depth, listings, stats, the trail.
 - ``squareoff_log``: each squareoff's record per IST day.
 - ``disk_reserve``: the room kept for stored orders when the disk fills.
 - ``api_keys``: sealing the broker API key; ``green``: store calls off an event loop.
 
-Nothing else in the code base issues SQL against the queue tables.
-
-The lifecycle these functions move orders through is drawn once, in docs/design.md
-("Lifecycle").
+Nothing else in the code base issues SQL against the queue tables.  The lifecycle these
+functions move orders through is drawn once, in docs/design.md ("Lifecycle"); the words
+are in its glossary.
 """
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from database.order_queue.green import OffloadedCalls
 from database.order_queue.model import (
     ALLOWED_TRANSITIONS,
     DEFAULT_BUSY_TIMEOUT_MS,
@@ -92,8 +93,6 @@ __all__ = [  # the public face: the model, the store, and the seed's functions
     "orders",
     "utcnow",
     "QueueStore",
-    "configure",
-    "get_store",
     "init_db",
     "db_session",
     "enqueue_order",
@@ -107,10 +106,16 @@ __all__ = [  # the public face: the model, the store, and the seed's functions
 
 
 # OpenAlgo's database modules expose plain functions over a module-level engine; these
-# keep the seed proposal's names (enqueue_order, mark_sent, ...) over the configured store.
+# keep the seed proposal's names over the store the runtime owns.
 
-_store: QueueStore | None = None
-_store_lock = threading.Lock()
+
+def _store() -> QueueStore:
+    """The runtime's store (``services/order_queue/runtime.py`` owns it; imported at call
+    time because the runtime is built over this module).  Raises ``QueueStorageError``
+    before the app's ``init_app`` has built the runtime."""
+    from services.order_queue import runtime
+
+    return runtime.current().store
 
 
 class _NoThreadSession:
@@ -125,48 +130,9 @@ class _NoThreadSession:
 db_session = _NoThreadSession()
 
 
-def configure(
-    url: str = DEFAULT_DATABASE_URL,
-    *,
-    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
-    disk_reserve_bytes: int = 0,
-) -> QueueStore:
-    """Point the module at ``url`` and return the store; replaces any previous store.
-    The runtime (``services.order_queue.runtime``) calls it with the configured URL:
-    the settings, not this module, read the environment.
-
-    The store is handed out wrapped so that, under a green server (gunicorn + eventlet),
-    its calls run off the event loop (``order_queue/green.py``); it is used the same way."""
-    global _store
-    with _store_lock:
-        if _store is not None:
-            _store.dispose()
-        # The wrapper offers the store's own methods (run off the event loop), so it
-        # stands in for a QueueStore; its __getattr__ is invisible to the type checker.
-        _store = cast(
-            QueueStore,
-            OffloadedCalls(
-                QueueStore(
-                    url, busy_timeout_ms=busy_timeout_ms, disk_reserve_bytes=disk_reserve_bytes
-                ),
-                inline=frozenset({"start_listener", "transaction"}),
-            ),
-        )
-    return _store
-
-
-def get_store() -> QueueStore:
-    """The configured store.  Raises ``QueueStorageError`` before the app's
-    ``init_app`` (or ``configure``) has named the database."""
-    store = _store
-    if store is None:
-        raise QueueStorageError("the order queue is not configured yet (init_app sets it up)")
-    return store
-
-
 def init_db() -> None:
     """Start-up DB init entry (beside OpenAlgo's others): create the queue schema."""
-    get_store().create_schema()
+    _store().schema.create()
 
 
 def enqueue_order(
@@ -177,8 +143,8 @@ def enqueue_order(
     max_age_seconds: float | None = None,
     deadline: datetime | None = None,
 ) -> int:
-    """Commit an order as PENDING; see ``QueueStore.enqueue``."""
-    return get_store().enqueue(
+    """Commit an order as PENDING (``LifecycleMarks.enqueue``)."""
+    return _store().lifecycle.enqueue(
         endpoint, payload, now=now or utcnow(), max_age_seconds=max_age_seconds, deadline=deadline
     )
 
@@ -186,32 +152,38 @@ def enqueue_order(
 def mark_processing(
     owner: str, *, now: datetime, lease_seconds: float, limits: RateLimits
 ) -> ClaimResult:
-    """The seed's name for claiming: lease the next sendable order as SENDING."""
-    return get_store().claim_next(owner, now=now, lease_seconds=lease_seconds, limits=limits)
+    """The seed's name for a claim: lease the next sendable order as SENDING
+    (``Claims.claim_next``)."""
+    return _store().claims.claim_next(owner, now=now, lease_seconds=lease_seconds, limits=limits)
 
 
 def mark_sent(order: ClaimedOrder, **kwargs) -> bool:
-    return get_store().mark_sent(order, **kwargs)
+    """SENDING → SENT under the order's lease (``LifecycleMarks.mark_sent``)."""
+    return _store().lifecycle.mark_sent(order, **kwargs)
 
 
 def mark_failed(order: ClaimedOrder, **kwargs) -> bool:
-    return get_store().mark_failed(order, **kwargs)
+    """The seed's name for a retry: SENDING → PENDING with backoff, or DEAD once the
+    retries are spent (``LifecycleMarks.mark_failed``)."""
+    return _store().lifecycle.mark_failed(order, **kwargs)
 
 
 def recover_stale_processing_orders(
     *, now: datetime, heartbeat_timeout: float, check_at: datetime
 ) -> list[int]:
-    """Unlike the seed, a stale in-flight order that was stamped (its request may have
-    left) becomes IN_DOUBT; only one never stamped goes straight back to PENDING."""
-    return get_store().recover_stale_sending(
+    """Orders whose dispatcher died mid-send: IN_DOUBT when their send was stamped (the
+    request may have left), PENDING when it never was (``LifecycleMarks.recover_stale_sending``)."""
+    return _store().lifecycle.recover_stale_sending(
         now=now, heartbeat_timeout=heartbeat_timeout, check_at=check_at
     )
 
 
 def queue_depth() -> dict[str, dict[str, int]]:
-    return get_store().depth()
+    """Orders per lane and state (``OrderReads.depth``)."""
+    return _store().reads.depth()
 
 
 def get_failed_orders(limit: int = 100) -> list[dict[str, Any]]:
-    """Dead-lettered orders awaiting a decision, newest first."""
-    return get_store().list_orders(states=[OrderState.DEAD.value], limit=limit)
+    """The seed's name for dead-lettered orders awaiting a decision, newest first
+    (``OrderReads.list_orders`` on DEAD)."""
+    return _store().reads.list_orders(states=[OrderState.DEAD.value], limit=limit)

@@ -88,12 +88,12 @@ def queue_order(endpoint, payload):
     for pause in (*(() if in_request else BACKGROUND_RETRY_PAUSES), None):
         now = queue.clock.now()
         try:
-            order_id = queue.store.enqueue(
+            order_id = queue.store.lifecycle.enqueue(
                 endpoint,
                 payload,
                 now=now,
                 max_age_seconds=queue.settings.max_age_seconds,
-                deadline=deadlines.on_queue_time(queue.clock, payload, now),
+                deadline=queue.deadline_for(payload, now),
             )
             break
         except QueueStorageError as exc:
@@ -124,6 +124,10 @@ def queue_order(endpoint, payload):
         payload.get("quantity"),
     )
     events.publish(
-        order_id, "pending", symbol=payload.get("symbol"), strategy=payload.get("strategy")
+        queue.alerter,
+        order_id,
+        "pending",
+        symbol=payload.get("symbol"),
+        strategy=payload.get("strategy"),
     )
     queue.wake()

@@ -13,13 +13,14 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
-from database import order_queue_db
-from database.order_queue.api_keys import use_pepper
+from database.order_queue.api_keys import KeySealing
 from database.order_queue_db import QueueStore
 from services.order_queue import runtime
 from tests.support.fake_broker import FakeBroker
 
 TEST_PEPPER = "a3f1" * 16
+#: The sealing of stores a test drives directly (an app builds its own from the pepper).
+TEST_SEALING = KeySealing(TEST_PEPPER)
 POSTGRES_URL = os.getenv(
     "ORDER_QUEUE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -27,10 +28,8 @@ POSTGRES_URL = os.getenv(
 
 @pytest.fixture(autouse=True)
 def _pepper(monkeypatch):
-    """The pepper in the environment (for apps the test starts, whose settings read it)
-    and in the key sealing (for stores a test drives directly)."""
+    """The pepper in the environment, for apps the test starts (their settings read it)."""
     monkeypatch.setenv("API_KEY_PEPPER", TEST_PEPPER)
-    use_pepper(TEST_PEPPER)
 
 
 def _postgres_or_skip() -> None:
@@ -71,8 +70,8 @@ def queue_url(request, tmp_path):
 @pytest.fixture
 def store(queue_url):
     """A queue store with its schema, on each backend."""
-    queue_store = QueueStore(queue_url)
-    queue_store.create_schema()
+    queue_store = QueueStore(queue_url, sealing=TEST_SEALING)
+    queue_store.schema.create()
     yield queue_store
     queue_store.dispose()
 
@@ -128,7 +127,7 @@ def app(request, tmp_path, monkeypatch, _pepper):
     application = make_app(tmp_path, **overrides)
     yield application
     runtime.stop_current(timeout=5)
-    order_queue_db.get_store().dispose()
+    runtime.current().store.dispose()
 
 
 @pytest.fixture

@@ -80,17 +80,16 @@ from database.order_queue import api_keys
 from database.order_queue.store import QueueStore
 from database.order_queue_db import DeadReason, RateLimits, utcnow
 cfg = json.loads(sys.argv[1])
-api_keys.use_pepper(cfg["pepper"])
-store = QueueStore(cfg["url"])
+store = QueueStore(cfg["url"], sealing=api_keys.KeySealing(cfg["pepper"]))
 payload = {"apikey": "k" * 64, "strategy": "Page", "symbol": "INFY", "exchange": "NSE",
            "product": "CNC", "action": "BUY", "pricetype": "MARKET", "quantity": "3"}
 for _ in range(20):
     now = utcnow()
-    order_id = store.enqueue("placeorder", payload, now=now, max_age_seconds=300)
-    claimed = store.claim_next("page-check", now=now, lease_seconds=30,
+    order_id = store.lifecycle.enqueue("placeorder", payload, now=now, max_age_seconds=300)
+    claimed = store.claims.claim_next("page-check", now=now, lease_seconds=30,
                                limits=RateLimits(smart=100, regular=100, window=1.0)).order
     if claimed is not None and claimed.id == order_id:
-        store.mark_dead(claimed, now=now, actor="page-check", reason=DeadReason.IN_DOUBT,
+        store.lifecycle.mark_dead(claimed, now=now, actor="page-check", reason=DeadReason.IN_DOUBT,
                         outcome="unknown", error="answer lost; orderbook could not tell")
         print(order_id)
         break

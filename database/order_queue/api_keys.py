@@ -5,8 +5,8 @@ derived from ``API_KEY_PEPPER`` (as OpenAlgo does for its own tokens) and identi
 account by an HMAC of the key, so rate limits can be kept per account without decrypting.
 PBKDF2 costs tens of milliseconds, so the Fernet key is derived once per pepper.
 
-The pepper comes from the settings (the only reader of the environment), handed over
-once at start by ``use_pepper``; until then sealing refuses.
+The pepper comes from the settings (the only reader of the environment); the runtime
+builds the one ``KeySealing`` of the process from it.
 """
 
 import base64
@@ -27,51 +27,43 @@ class CredentialsUnavailable(Exception):
     """The stored API key cannot be decrypted (pepper changed or token corrupt)."""
 
 
-_current_pepper = b""
+class KeySealing:
+    """Seals and opens broker API keys with one pepper.  The runtime builds one from the
+    settings and hands it to the store (which seals at enqueue) and to the dispatcher
+    (which opens at send); nothing else holds a pepper."""
 
+    def __init__(self, pepper: str):
+        """Raises ``CredentialsUnavailable`` for a pepper too short to derive a key from."""
+        if len(pepper or "") < 32:
+            raise CredentialsUnavailable(
+                f"{PEPPER_VARIABLE} must be set to at least 32 characters to encrypt API keys"
+            )
+        self._pepper = pepper.encode()
+        _fernet_for(self._pepper)  # derived now (tens of ms), not on a request's time
 
-def use_pepper(pepper: str) -> None:
-    """Seal and open keys with ``pepper`` from now on (``API_KEY_PEPPER``).  Raises
-    ``CredentialsUnavailable`` for one too short to derive a key from."""
-    global _current_pepper
-    if len(pepper or "") < 32:
-        raise CredentialsUnavailable(
-            f"{PEPPER_VARIABLE} must be set to at least 32 characters to encrypt API keys"
-        )
-    _current_pepper = pepper.encode()
+    def seal(self, api_key: str) -> str:
+        """Encrypt ``api_key`` for storage."""
+        return _fernet_for(self._pepper).encrypt(api_key.encode()).decode()
 
+    def unseal(self, token: str) -> str:
+        """Decrypt a stored key; raise ``CredentialsUnavailable`` instead of crashing."""
+        try:
+            return _fernet_for(self._pepper).decrypt(token.encode()).decode()
+        except (InvalidToken, ValueError, AttributeError) as exc:
+            raise CredentialsUnavailable("stored API key cannot be decrypted") from exc
 
-def _pepper() -> bytes:
-    if not _current_pepper:
-        raise CredentialsUnavailable(f"{PEPPER_VARIABLE} has not been configured")
-    return _current_pepper
+    def seal_with_account(self, api_key: str) -> tuple[str, str]:
+        """``(seal(api_key), account id)`` for an order being queued; the account id is
+        a stable, non-reversible HMAC of the key (16 hex characters).  Every order of
+        an account carries the same key, so the pair is made once per key and pepper
+        and reused: the shared token tells nothing the account column does not."""
+        return _sealed_with_account(self._pepper, api_key)
 
 
 @lru_cache(maxsize=4)
 def _fernet_for(pepper: bytes) -> Fernet:
     kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=_SALT, iterations=_ITERATIONS)
     return Fernet(base64.urlsafe_b64encode(kdf.derive(pepper)))
-
-
-def seal(api_key: str) -> str:
-    """Encrypt ``api_key`` for storage."""
-    return _fernet_for(_pepper()).encrypt(api_key.encode()).decode()
-
-
-def unseal(token: str) -> str:
-    """Decrypt a stored key; raise ``CredentialsUnavailable`` instead of crashing."""
-    try:
-        return _fernet_for(_pepper()).decrypt(token.encode()).decode()
-    except (InvalidToken, ValueError, AttributeError) as exc:
-        raise CredentialsUnavailable("stored API key cannot be decrypted") from exc
-
-
-def seal_with_account(api_key: str) -> tuple[str, str]:
-    """``(seal(api_key), account id)`` for an order being queued; the account id is a
-    stable, non-reversible HMAC of the key (16 hex characters).  Every order of an
-    account carries the same key, so the pair is made once per key and pepper and
-    reused: the shared token tells nothing the account column does not already."""
-    return _sealed_with_account(_pepper(), api_key)
 
 
 @lru_cache(maxsize=256)

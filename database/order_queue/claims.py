@@ -22,7 +22,7 @@ from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
-from database.order_queue.core import StoreCore
+from database.order_queue.core import StorePart
 from database.order_queue.model import (
     ClaimedOrder,
     ClaimResult,
@@ -154,9 +154,8 @@ _NEXT_LEASE_EXPIRY = select(func.min(orders.c.lease_expires_at)).where(
 _NEVER = datetime(9999, 12, 31)
 
 
-class ClaimPath(StoreCore):
-    """Claims and send stamps (mixed into ``QueueStore``, which provides ``transaction``
-    and ``backend``)."""
+class Claims(StorePart):
+    """Claims and send stamps."""
 
     @cached_property
     def _claim_candidate(self):

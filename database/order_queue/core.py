@@ -1,9 +1,9 @@
-"""``StoreCore``: one database and its one transaction gate, under every part of the store.
+"""``StoreCore``: one database and its one transaction gate, shared by every part of the store.
 
-Each part of ``QueueStore`` (``claims``, ``writes``, ``operator_moves``, ``reads``,
-``squareoff_log``) reaches the database only through ``transaction`` (or
-``_storage_errors`` around a backend's own statement), and writes the attempt trail only
-through ``_record``, so transaction discipline and the record are reviewed here.
+Each part of ``QueueStore`` is a ``StorePart`` holding the one core: it reaches the
+database only through ``transaction`` (or ``_storage_errors`` around a backend's own
+statement), and writes the attempt trail only through ``_record``, so transaction
+discipline and the record are reviewed here.
 """
 
 from __future__ import annotations
@@ -108,3 +108,17 @@ class StoreCore:
                 "broker_orderid": broker_orderid,
             },
         )
+
+
+class StorePart:
+    """One concept's operations (claims, lifecycle marks, receipts, ...) over the store's
+    shared core, which it holds rather than is: parts never call each other, and
+    everything they may touch of the database is named here."""
+
+    def __init__(self, core: StoreCore):
+        self.core = core
+        self.backend = core.backend
+        self.engine = core.engine
+        self.transaction = core.transaction
+        self._storage_errors = core._storage_errors
+        self._record = core._record

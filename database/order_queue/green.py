@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -70,42 +70,54 @@ def spawn(fn: Callable[..., Any], *args: Any) -> None:
         threading.Thread(target=fn, args=args, daemon=True).start()
 
 
-class OffloadedCalls:
-    """Wraps an object so that each of its methods runs through ``run_blocking``, one
-    call at a time under a green server.  Attributes that are not methods, and methods
-    named in ``inline``, pass straight through; calls the object makes on itself are
-    not wrapped (so they never wait for their own turn)."""
+class GreenTurns:
+    """The green lock that calls into one store take turns on: the server library's own,
+    so waiting for it yields to the hub (a real lock held across the wait would block
+    it).  Made on first use, for whichever green server is running."""
 
-    def __init__(self, target: Any, *, inline: frozenset[str] = frozenset()):
-        self._target = target
-        self._inline = inline
-        self._turns: dict[str, Any] = {}
-        self._turns_lock = threading.Lock()
+    def __init__(self) -> None:
+        self._locks: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._target, name)
-        if name.startswith("_") or name in self._inline or not callable(value):
-            return value
-
-        def offloaded(*args: Any, **kwargs: Any) -> Any:
-            model = server_model()
-            if model == "threads":
-                return value(*args, **kwargs)
-            with self._turn(model):
-                return run_blocking(value, *args, **kwargs)
-
-        offloaded.__name__ = name
-        offloaded.__doc__ = value.__doc__
-        return offloaded
-
-    def _turn(self, model: str) -> Any:
-        """The green lock callers take turns on: the server library's own, so waiting
-        for it yields to the hub (a real lock held across the wait would block it)."""
-        with self._turns_lock:
-            if model not in self._turns:
+    def for_model(self, model: str) -> Any:
+        with self._lock:
+            if model not in self._locks:
                 if model == "eventlet":
                     from eventlet.semaphore import Semaphore
                 else:
                     from gevent.lock import Semaphore
-                self._turns[model] = Semaphore(1)
-            return self._turns[model]
+                self._locks[model] = Semaphore(1)
+            return self._locks[model]
+
+
+class OffloadedCalls:
+    """Wraps an object so that each of its public methods runs through ``run_blocking``,
+    one call at a time (on ``turns``) under a green server.  Attributes that are not
+    methods pass straight through; calls the object makes on itself are not wrapped (so
+    they never wait for their own turn)."""
+
+    def __init__(self, target: Any, turns: GreenTurns):
+        self._target = target
+        self._turns = turns
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if name.startswith("_") or not callable(value):
+            return value
+
+        def offloaded_call(*args: Any, **kwargs: Any) -> Any:
+            model = server_model()
+            if model == "threads":
+                return value(*args, **kwargs)
+            with self._turns.for_model(model):
+                return run_blocking(value, *args, **kwargs)
+
+        offloaded_call.__name__ = name
+        offloaded_call.__doc__ = value.__doc__
+        return offloaded_call
+
+
+def offloaded(target: T, turns: GreenTurns) -> T:
+    """``target`` with its calls off the event loop (``OffloadedCalls``), typed as itself:
+    it offers the same methods, through a ``__getattr__`` the type checker cannot see."""
+    return cast(T, OffloadedCalls(target, turns))

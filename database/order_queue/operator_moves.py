@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, select, update
 
-from database.order_queue.core import StoreCore
+from database.order_queue.core import StorePart
 from database.order_queue.model import (
     AttemptKind,
     DeadReason,
@@ -46,9 +46,8 @@ _PURGEABLE = (
 )
 
 
-class OperatorMoves(StoreCore):
-    """Moves a human decides (mixed into ``QueueStore``; the trail is written with
-    ``OrderWrites._record``)."""
+class OperatorMoves(StorePart):
+    """Moves a human decides, each leaving an operator attempt in the trail."""
 
     def replay(
         self,

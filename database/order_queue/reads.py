@@ -1,4 +1,4 @@
-"""The read side: depth, listings, stats, the pictures' facts, dispatcher liveness.
+"""The read side: depth, listings, stats, held orders, the attempt trail.
 
 Every read runs in a read-only transaction and hands out plain dicts without the sealed
 API key or the lease token (``_public``).
@@ -8,54 +8,23 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import aliased
 
-from database.order_queue.core import StoreCore
+from database.order_queue.core import StorePart
 from database.order_queue.model import (
-    AttemptKind,
     DeadReason,
     Lane,
     OrderState,
     attempts,
-    dispatchers,
     orders,
-    samples,
 )
 
 
-class ChartFacts(TypedDict):
-    """What ``chart_facts`` returns: the admin page's pictures are drawn from it."""
-
-    depth: list[dict[str, Any]]  # samples rows, oldest first
-    sends: list[tuple[datetime, str]]  # (sent at, lane key)
-    accepted: list[tuple[datetime, datetime]]  # (sent at, queued at)
-    current: dict[str, int]  # orders per state now
-
-
-class OrderReads(StoreCore):
-    """Reads (mixed into ``QueueStore``, which provides ``transaction``); none writes."""
-
-    def dispatcher_gone_since(
-        self, dispatcher_id: str, *, now: datetime, heartbeat_timeout: float
-    ) -> datetime | None:
-        """When the dispatcher (and so, for a receipt, its process) was last known alive,
-        if it is gone now: stopped, or silent past the heartbeat timeout.  None while it
-        beats, and for an id no dispatcher ever registered (nothing is known of it)."""
-        with self.transaction(read_only=True) as conn:
-            row = conn.execute(
-                select(dispatchers.c.heartbeat_at, dispatchers.c.stopped_at).where(
-                    dispatchers.c.id == dispatcher_id
-                )
-            ).first()
-        if row is None:
-            return None
-        if row.stopped_at is not None:
-            return row.stopped_at
-        silent_since = row.heartbeat_at + timedelta(seconds=heartbeat_timeout)
-        return silent_since if silent_since <= now else None
+class OrderReads(StorePart):
+    """Reads of orders and their trail; none writes."""
 
     def bound_broker_orderids(self, orderids: list[str], *, excluding: int) -> set[str]:
         """Which of ``orderids`` are already bound to another queued order."""
@@ -92,28 +61,6 @@ class OrderReads(StoreCore):
                 )
             ).scalar_one()
         return oldest, open_work
-
-    def live_dispatchers(self, *, now: datetime, heartbeat_timeout: float) -> list[dict[str, Any]]:
-        """Dispatchers of any process that have not stopped and beat recently."""
-        with self.transaction(read_only=True) as conn:
-            rows = (
-                conn.execute(
-                    select(
-                        dispatchers.c.id,
-                        dispatchers.c.host,
-                        dispatchers.c.pid,
-                        dispatchers.c.heartbeat_at,
-                    )
-                    .where(
-                        dispatchers.c.stopped_at.is_(None),
-                        dispatchers.c.heartbeat_at > now - timedelta(seconds=heartbeat_timeout),
-                    )
-                    .order_by(dispatchers.c.id)
-                )
-                .mappings()
-                .all()
-            )
-        return [dict(row) for row in rows]
 
     def shared_now(self) -> datetime:
         """The clock every process sharing this database agrees on (``clock.py``)."""
@@ -219,45 +166,6 @@ class OrderReads(StoreCore):
             "sent_today": sum(by_lane.values()),
             "sent_today_by_lane": by_lane,
             "dead": sum(depth[OrderState.DEAD.value].values()),
-        }
-
-    def chart_facts(
-        self, *, since_samples: datetime, since_sends: datetime, since_latency: datetime
-    ) -> ChartFacts:
-        """What the admin page's pictures are drawn from, in one transaction: depth
-        samples, send moments per account lane, (sent at, queued at) of orders the
-        broker accepted, and the depth per state now."""
-        with self.transaction(read_only=True) as conn:
-            depth = [
-                dict(row)
-                for row in conn.execute(
-                    select(samples).where(samples.c.at >= since_samples).order_by(samples.c.at)
-                ).mappings()
-            ]
-            sends = conn.execute(
-                select(attempts.c.at, orders.c.lane_key)
-                .join(orders, orders.c.id == attempts.c.order_id)
-                .where(attempts.c.kind == AttemptKind.SEND.value, attempts.c.at >= since_sends)
-            ).all()
-            accepted = conn.execute(
-                select(attempts.c.at, orders.c.created_at)
-                .join(orders, orders.c.id == attempts.c.order_id)
-                .where(
-                    attempts.c.kind == AttemptKind.SEND.value,
-                    attempts.c.outcome == "accepted",
-                    attempts.c.at >= since_latency,
-                )
-            ).all()
-            by_state: dict[str, int] = dict(
-                conn.execute(select(orders.c.state, func.count()).group_by(orders.c.state))
-                .tuples()  # rows as (state, count) tuples (for the type checker; no-op)
-                .all()
-            )
-        return {
-            "depth": depth,
-            "sends": [tuple(row) for row in sends],
-            "accepted": [tuple(row) for row in accepted],
-            "current": {state.value: by_state.get(state.value, 0) for state in OrderState},
         }
 
     def held_orders(self, *, now: datetime, settle_seconds: float) -> list[dict[str, Any]]:

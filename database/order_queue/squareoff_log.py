@@ -12,15 +12,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from database.order_queue.core import StoreCore
+from database.order_queue.core import StorePart
 from database.order_queue.model import QueueStorageError, SquareoffOutcome, squareoffs
 
 #: How long the log is kept: long enough to look back over a month of trading days.
 SQUAREOFF_LOG_RETENTION = timedelta(days=60)
 
 
-class SquareoffLog(StoreCore):
-    """Squareoff records (mixed into ``QueueStore``, which provides ``transaction``)."""
+class SquareoffLog(StorePart):
+    """Squareoff records, one per strategy, day and squareoff time."""
 
     def claim_squareoff(
         self,

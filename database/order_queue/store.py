@@ -1,26 +1,42 @@
-"""``QueueStore``: one database's schema, and every operation in one object.
+"""``QueueStore``: one database's schema, and its operations grouped by concept.
 
-The operations live in five parts, one idea each, so callers see one object
-(``store.claim_next``, ``store.depth``): the claim path (``claims``), the write path
-(``writes``), the operator's moves (``operator_moves``), the read side (``reads``) and the
-squareoff log (``squareoff_log``).  Each part keeps its statements named and together at
-its top, and stands on ``StoreCore`` (``core``): it reaches the database only through
-``transaction`` (or ``_storage_errors`` around a backend's own statement) and writes the
-trail only through ``_record``, so transaction discipline is reviewed in one place.
-Dialect differences stay in ``backends``.
+A store holds one ``StoreCore`` (the engine, the transaction gate, the attempt trail)
+and, over it, one part per concept, each in its own module with its statements named at
+its top:
+
+- ``claims``: which order may go now, its lease, and its send stamp;
+- ``lifecycle``: enqueue and the marks that move an order on (sent, retry, dead, in
+  doubt), recovery and expiry;
+- ``receipts``: what the host's door records of a request, and the answer kept;
+- ``operator``: replay, settle, dismiss, cancel, purge;
+- ``dispatchers``: the dispatcher registry and heartbeats;
+- ``samples``: depth over time and the charts' facts;
+- ``reads``: depth, listings, stats, the trail;
+- ``squareoffs``: the squareoff log.
+
+Callers name the part: ``store.claims.claim_next(...)``, ``store.reads.depth()``.  Built
+with ``offload=True`` (the runtime does), each part's calls run off a green server's
+event loop, taking turns on one green lock (``green.py``).  Dialect differences stay in
+``backends``.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy import inspect, select, update
 from sqlalchemy.engine import Connection
 
-from database.order_queue import api_keys
-from database.order_queue.claims import ClaimPath
+from database.order_queue.api_keys import CredentialsUnavailable, KeySealing
+from database.order_queue.claims import Claims
+from database.order_queue.core import StoreCore, StorePart
+from database.order_queue.dispatcher_registry import DispatcherRegistry
+from database.order_queue.green import GreenTurns, offloaded
+from database.order_queue.lifecycle import LifecycleMarks
 from database.order_queue.model import (
+    DEFAULT_BUSY_TIMEOUT_MS,
     PEPPER_CHECK,
     PEPPER_CHECK_TEXT,
     Base,
@@ -31,18 +47,72 @@ from database.order_queue.model import (
 )
 from database.order_queue.operator_moves import OperatorMoves
 from database.order_queue.reads import OrderReads
+from database.order_queue.receipts import Receipts
+from database.order_queue.samples import DepthSamples
 from database.order_queue.squareoff_log import SquareoffLog
-from database.order_queue.writes import OrderWrites
+
+T = TypeVar("T")
 
 
-class QueueStore(ClaimPath, OrderWrites, OperatorMoves, OrderReads, SquareoffLog):
-    """All queue operations against one database: its parts over ``StoreCore``."""
+class QueueStore:
+    """All queue operations against one database, one part per concept."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        sealing: KeySealing,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        disk_reserve_bytes: int = 0,
+        offload: bool = False,
+    ):
+        core = StoreCore(
+            url, busy_timeout_ms=busy_timeout_ms, disk_reserve_bytes=disk_reserve_bytes
+        )
+        turns = GreenTurns() if offload else None
+
+        def part(target: T) -> T:
+            return offloaded(target, turns) if turns is not None else target
+
+        self.core = core
+        self.url = url
+        self.engine = core.engine
+        self.backend = core.backend
+        self.sealing = sealing
+        self.schema = part(Schema(core, sealing))
+        self.claims = part(Claims(core))
+        self.lifecycle = part(LifecycleMarks(core, sealing))
+        self.receipts = part(Receipts(core))
+        self.operator = part(OperatorMoves(core))
+        self.dispatchers = part(DispatcherRegistry(core))
+        self.samples = part(DepthSamples(core))
+        self.reads = part(OrderReads(core))
+        self.squareoffs = part(SquareoffLog(core))
+
+    def transaction(self, *, read_only: bool = False):
+        """The core's transaction gate, for a test or tool that must reach a row directly."""
+        return self.core.transaction(read_only=read_only)
 
     def storage_warning(self) -> str | None:
         """Why new orders are refused now (a full disk), or None."""
         return self.backend.storage_warning()
 
-    def create_schema(self) -> None:
+    def start_listener(self, wake: Callable[[], None], stop: threading.Event):
+        """Cross-process wake-ups where the backend has them (PostgreSQL LISTEN)."""
+        return self.backend.start_listener(self.core.engine, wake, stop)
+
+    def dispose(self) -> None:
+        self.core.dispose()
+
+
+class Schema(StorePart):
+    """The schema and its upgrades, and the pepper check sealed into the database."""
+
+    def __init__(self, core: StoreCore, sealing: KeySealing):
+        super().__init__(core)
+        self.sealing = sealing
+
+    def create(self) -> None:
         """Create tables, indexes and triggers if absent, in one transaction.  Safe to
         call on every start, and from several processes starting at once."""
         try:
@@ -55,10 +125,6 @@ class QueueStore(ClaimPath, OrderWrites, OperatorMoves, OrderReads, SquareoffLog
             _add_missing_columns(conn)
             self.backend.create_triggers(conn)
 
-    def start_listener(self, wake: Callable[[], None], stop: threading.Event):
-        """Cross-process wake-ups where the backend has them (PostgreSQL LISTEN)."""
-        return self.backend.start_listener(self.engine, wake, stop)
-
     def check_pepper(self) -> bool:
         """True when this process's ``API_KEY_PEPPER`` is the one the stored API keys
         were sealed with.  The first call on a database seals a check value with the
@@ -69,12 +135,14 @@ class QueueStore(ClaimPath, OrderWrites, OperatorMoves, OrderReads, SquareoffLog
             sealed = conn.execute(select(meta.c.value).where(meta.c.key == PEPPER_CHECK)).scalar()
             if sealed is None:
                 conn.execute(
-                    meta.insert().values(key=PEPPER_CHECK, value=api_keys.seal(PEPPER_CHECK_TEXT))
+                    meta.insert().values(
+                        key=PEPPER_CHECK, value=self.sealing.seal(PEPPER_CHECK_TEXT)
+                    )
                 )
                 return True
         try:
-            return api_keys.unseal(sealed) == PEPPER_CHECK_TEXT
-        except api_keys.CredentialsUnavailable:
+            return self.sealing.unseal(sealed) == PEPPER_CHECK_TEXT
+        except CredentialsUnavailable:
             return False
 
 

@@ -9,7 +9,7 @@ is retried or decided automatically: a human asked for exactly this.
 from dataclasses import asdict, dataclass, field
 
 from database.order_queue_db import DeadReason, OrderState
-from services.order_queue import deadlines, events, runtime
+from services.order_queue import events, runtime
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -40,12 +40,12 @@ def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[A
     store, max_age = queue.store, queue.settings.max_age_seconds
     results = []
     for order_id in order_ids:
-        row = store.get_order(order_id)
+        row = store.reads.get_order(order_id)
         if row is None or row["state"] != OrderState.DEAD.value:
             # Said first: asking to confirm a replay that cannot happen misleads.
             results.append(ActionResult(order_id, False, _why_not(store, order_id, "dead")))
             continue
-        later = [later_row["id"] for later_row in store.later_orders_gone_ahead(order_id)]
+        later = [later_row["id"] for later_row in store.reads.later_orders_gone_ahead(order_id)]
         warnings = []
         if row["dead_reason"] == DeadReason.IN_DOUBT.value:
             warnings.append(
@@ -68,12 +68,12 @@ def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[A
             )
             continue
         now = queue.clock.now()
-        deadline = deadlines.on_queue_time(
-            queue.clock, {**row["payload"], "strategy": row["strategy"]}, now
-        )
-        if store.replay(order_id, now=now, actor=actor, max_age_seconds=max_age, deadline=deadline):
+        deadline = queue.deadline_for({**row["payload"], "strategy": row["strategy"]}, now)
+        if store.operator.replay(
+            order_id, now=now, actor=actor, max_age_seconds=max_age, deadline=deadline
+        ):
             logger.warning("order %s replayed by %s", order_id, actor)
-            events.publish(order_id, "pending", action="replayed")
+            events.publish(queue.alerter, order_id, "pending", action="replayed")
             results.append(ActionResult(order_id, True, "replayed: queued for sending"))
         else:
             results.append(ActionResult(order_id, False, _why_not(store, order_id, "dead")))
@@ -105,20 +105,18 @@ def settle(
         now = queue.clock.now()
         if placed:
             assert broker_orderid is not None  # 'placed' without one returned above
-            done = store.settle_placed(
+            done = store.operator.settle_placed(
                 order_id, now=now, actor=actor, broker_orderid=broker_orderid, note=note
             )
             outcome, state = f"settled as placed, broker order id {broker_orderid}", "sent"
         else:
-            row = store.get_order(order_id)
+            row = store.reads.get_order(order_id)
             deadline = (
-                deadlines.on_queue_time(
-                    queue.clock, {**row["payload"], "strategy": row["strategy"]}, now
-                )
+                queue.deadline_for({**row["payload"], "strategy": row["strategy"]}, now)
                 if row
                 else None
             )
-            done = store.settle_not_placed(
+            done = store.operator.settle_not_placed(
                 order_id,
                 now=now,
                 actor=actor,
@@ -129,7 +127,7 @@ def settle(
             outcome, state = "settled as not placed: queued for sending", "pending"
         if done:
             logger.warning("order %s %s by %s", order_id, outcome, actor)
-            events.publish(order_id, state, action="settled")
+            events.publish(queue.alerter, order_id, state, action="settled")
             results.append(ActionResult(order_id, True, outcome))
         else:
             results.append(
@@ -141,7 +139,7 @@ def settle(
 
 
 def _why_not_settled(store, order_id: int, broker_orderid: str | None) -> str:
-    row = store.get_order(order_id)
+    row = store.reads.get_order(order_id)
     if row is None:
         return "no such order"
     if row["state"] == "in_doubt":
@@ -175,14 +173,14 @@ def _simple(
     note: str | None,
 ) -> list[ActionResult]:
     queue = runtime.current()
-    move = getattr(queue.store, action)
+    move = getattr(queue.store.operator, action)
     results = []
     for order_id in order_ids:
         if move(order_id, now=queue.clock.now(), actor=actor, note=note):
             logger.warning(
                 "order %s %s by %s%s", order_id, new_state, actor, f": {note}" if note else ""
             )
-            events.publish(order_id, new_state, action=action)
+            events.publish(queue.alerter, order_id, new_state, action=action)
             results.append(ActionResult(order_id, True, new_state))
         else:
             results.append(
@@ -192,7 +190,7 @@ def _simple(
 
 
 def _why_not(store, order_id: int, required_state: str) -> str:
-    row = store.get_order(order_id)
+    row = store.reads.get_order(order_id)
     if row is None:
         return "no such order"
     return f"order is {row['state']}, not {required_state}"

@@ -6,7 +6,7 @@ vendored, audited and kept up to date; OpenAlgo's CSP (no CDN, no inline script)
 as is; the page inserts the markup and colours it from its own stylesheet, so the dark
 and light themes apply.  Every text in the markup is escaped.
 
-Pure functions: facts in (from ``QueueStore.chart_facts``), markup out.
+Pure functions: facts in (from ``QueueStore.samples.chart_facts``), markup out.
 """
 
 from __future__ import annotations

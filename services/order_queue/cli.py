@@ -83,7 +83,7 @@ def list_command(state, strategy, symbol, reason, limit, as_json):
         )
     queue = runtime.current()
     now = queue.clock.now()
-    rows = queue.store.list_orders(
+    rows = queue.store.reads.list_orders(
         states=state.split(",") if state else None,
         strategy=strategy,
         symbol=symbol,
@@ -247,6 +247,6 @@ def purge_command(days):
     queue = runtime.current()
     days = days if days is not None else queue.settings.retention_days
     older_than, purged = queue.clock.now() - timedelta(days=days), 0
-    while batch := queue.store.purge_finished(older_than=older_than):
+    while batch := queue.store.operator.purge_finished(older_than=older_than):
         purged += batch
     click.echo(f"purged {purged} finished orders older than {days:g} days")

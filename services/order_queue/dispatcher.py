@@ -35,6 +35,7 @@ from database.order_queue_db import (
     RateLimits,
 )
 from services.order_queue import events
+from services.order_queue.alerts import Alerter
 from services.order_queue.clock import Clock
 from services.order_queue.door import HostDoor
 from services.order_queue.pacing import loop_wait_seconds
@@ -63,11 +64,15 @@ class Dispatcher:
         settings: OrderQueueSettings,
         *,
         clock: Clock | None = None,
+        alerter: Alerter | None = None,
         client: httpx.Client | None = None,
     ):
+        """``clock`` and ``alerter`` are the runtime's; a dispatcher built alone (a test,
+        a tool) gets its own of each, the alerter sending where ``settings`` say."""
         self.store = store
         self.settings = settings
         self.clock = clock or Clock()
+        self.alerter = alerter or Alerter(settings)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.limits = RateLimits(
             smart=settings.smart_rate,
@@ -96,7 +101,7 @@ class Dispatcher:
         # Learnt from the host's answers (fence.py); until it has answered once, each
         # pass asks it (a host starting up may not listen yet).
         self.door = HostDoor(self.client, settings.host_server)
-        recorder = OutcomeRecorder(store, settings, self.clock, actor=self.id)
+        recorder = OutcomeRecorder(store, settings, self.clock, self.id, self.alerter)
         self.sender = Sender(
             store=store,
             settings=settings,
@@ -162,7 +167,7 @@ class Dispatcher:
         if drained:
             try:
                 if self._registered:
-                    self.store.stop_dispatcher(self.id, now=self.clock.now())
+                    self.store.dispatchers.stop_dispatcher(self.id, now=self.clock.now())
             except QueueStorageError as exc:
                 logger.error("could not record dispatcher %s stop: %s", self.id, exc)
             self.client.close()
@@ -175,7 +180,7 @@ class Dispatcher:
 
     def _register(self) -> None:
         if not self._registered:
-            self.store.register_dispatcher(
+            self.store.dispatchers.register_dispatcher(
                 self.id, host=socket.gethostname(), pid=os.getpid(), now=self.clock.now()
             )
             self._registered = True
@@ -207,7 +212,7 @@ class Dispatcher:
             and not self._stopping.is_set()
             and self.clock.monotonic() >= self._next_in_doubt_look
         ):
-            order = self.store.claim_in_doubt(
+            order = self.store.claims.claim_in_doubt(
                 self.id, now=self.clock.now(), lease_seconds=self.settings.lease_seconds
             )
             if order is None:
@@ -217,7 +222,7 @@ class Dispatcher:
                 break
             self._submit(self.reconciler.reconcile, order)
         while self._free_slot() and not self._stopping.is_set():
-            claim = self.store.claim_next(
+            claim = self.store.claims.claim_next(
                 self.id,
                 now=self.clock.now(),
                 lease_seconds=self.settings.lease_seconds,
@@ -239,9 +244,9 @@ class Dispatcher:
             return
         self._last_housekeeping = tick
         now = self.clock.now()
-        self.store.heartbeat(self.id, now=now)
-        self.store.record_sample(now=now, every_seconds=SAMPLE_SECONDS)
-        recovered = self.store.recover_stale_sending(
+        self.store.dispatchers.heartbeat(self.id, now=now)
+        self.store.samples.record_sample(now=now, every_seconds=SAMPLE_SECONDS)
+        recovered = self.store.lifecycle.recover_stale_sending(
             now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds, check_at=now
         )
         for order_id in recovered:
@@ -250,8 +255,8 @@ class Dispatcher:
                 "will be reconciled with the broker's orderbook",
                 order_id,
             )
-            events.publish(order_id, "in_doubt")
-        for row in self.store.expire_pending(now=now):
+            events.publish(self.alerter, order_id, "in_doubt")
+        for row in self.store.lifecycle.expire_pending(now=now):
             logger.error(
                 "order %s dead-lettered: reason=expired strategy=%s symbol=%s queued_at=%s",
                 row["id"],
@@ -260,7 +265,12 @@ class Dispatcher:
                 row["created_at"],
             )
             events.publish(
-                row["id"], "dead", reason="expired", symbol=row["symbol"], strategy=row["strategy"]
+                self.alerter,
+                row["id"],
+                "dead",
+                reason="expired",
+                symbol=row["symbol"],
+                strategy=row["strategy"],
             )
         if (
             self._purge_more
@@ -269,7 +279,7 @@ class Dispatcher:
         ):
             # One small batch per pass while a backlog lasts: claims go on between them.
             self._last_purge = tick
-            purged = self.store.purge_finished(
+            purged = self.store.operator.purge_finished(
                 older_than=now - timedelta(days=self.settings.retention_days)
             )
             self._purge_more = purged == PURGE_BATCH

@@ -18,7 +18,6 @@ import time
 from dotenv import load_dotenv
 
 from services.order_queue import runtime
-from services.order_queue.alerts import alerter
 from services.order_queue.settings import load_settings
 from utils.logging import get_logger
 
@@ -32,8 +31,8 @@ def drain(reason: str, *, give_up_after: float | None = None) -> int:
     """Run until the queue owes nothing; returns the orders still open at the end."""
     load_dotenv(os.path.join(os.getcwd(), ".env"))
     queue = runtime.build(load_settings())
-    queue.store.create_schema()
-    _oldest, open_work = queue.store.watch_facts()
+    queue.store.schema.create()
+    _oldest, open_work = queue.store.reads.watch_facts()
     text = (
         f"order queue plugin NOT in force after an OpenAlgo update: {reason}. New "
         f"webhooks use OpenAlgo's in-memory queue again: run the plugin's installer. "
@@ -41,7 +40,7 @@ def drain(reason: str, *, give_up_after: float | None = None) -> int:
         f"by their own bounds"
     )
     logger.error("%s", text)
-    alerter.raise_alert("plugin", "not in force", text, open_orders=open_work)
+    queue.alerter.raise_alert("plugin", "not in force", text, open_orders=open_work)
     # Long enough for the oldest order to go out or expire, and for one in doubt to settle.
     settings = queue.settings
     limit = give_up_after or (settings.max_age_seconds + settings.in_progress_seconds + 60)
@@ -50,10 +49,10 @@ def drain(reason: str, *, give_up_after: float | None = None) -> int:
         queue.start_dispatcher()
         while open_work and time.monotonic() < deadline:
             time.sleep(LOOK_SECONDS)
-            _oldest, open_work = queue.store.watch_facts()
+            _oldest, open_work = queue.store.reads.watch_facts()
         queue.stop(timeout=settings.shutdown_timeout_seconds)
     logger.info("order queue drain finished: %s orders still open", open_work)
-    alerter.wait_delivered(10.0)
+    queue.alerter.wait_delivered(10.0)
     return open_work
 
 

@@ -9,7 +9,7 @@ error is logged and swallowed.
 """
 
 from extensions import socketio
-from services.order_queue.alerts import alerter
+from services.order_queue.alerts import Alerter
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -21,8 +21,9 @@ ORDER_EVENT = "order_queue:order"
 DEAD_EVENT = "order_queue:dead"
 
 
-def publish(order_id: int, state: str, **details) -> None:
-    """Tell connected admin pages that ``order_id`` is now in ``state``."""
+def publish(alerter: Alerter, order_id: int, state: str, **details) -> None:
+    """Tell connected admin pages that ``order_id`` is now in ``state``; a dead order is
+    also raised through ``alerter`` (the runtime's)."""
     if state == "dead":
         alerter.raise_alert(
             "dead",

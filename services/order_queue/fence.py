@@ -76,7 +76,9 @@ def _check_lease():
     queue = runtime.current()
     instance, now = receiving_instance(), queue.clock.now()
     try:
-        admitted = queue.store.record_receipt(int(order_id), token, instance=instance, now=now)
+        admitted = queue.store.receipts.record_receipt(
+            int(order_id), token, instance=instance, now=now
+        )
     except QueueStorageError as exc:
         logger.error("order %s refused at the door: queue database unavailable: %s", order_id, exc)
         return jsonify(status="error", message="order queue unavailable: not placed"), 503
@@ -96,7 +98,7 @@ def _keep_answer(response):
         order_id, instance, received_at = receipt
         try:
             queue = runtime.current()
-            queue.store.record_host_answer(
+            queue.store.receipts.record_host_answer(
                 order_id,
                 instance=instance,
                 received_at=received_at,

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from database.order_queue.api_keys import CredentialsUnavailable, unseal
+from database.order_queue.api_keys import CredentialsUnavailable
 from database.order_queue_db import AttemptKind, ClaimedOrder, DeadReason, QueueStore, Receipt
 from services.order_queue.clock import Clock
 from services.order_queue.orderbook import OrderbookUnavailable, fetch_orderbook, find_matches
@@ -57,7 +57,7 @@ class Reconciler:
         checks_done = order.reconcile_checks + 1
         last_check = checks_done >= self.settings.reconcile_checks
         try:
-            api_key = unseal(order.apikey_token)
+            api_key = self.store.sealing.unseal(order.apikey_token)
         except CredentialsUnavailable as exc:
             record.dead(
                 order,
@@ -92,7 +92,7 @@ class Reconciler:
         )
         unbound = sorted(
             set(result.orderids)
-            - self.store.bound_broker_orderids(result.orderids, excluding=order.id)
+            - self.store.reads.bound_broker_orderids(result.orderids, excluding=order.id)
         )
         now = self.clock.now()
         # Behind the host's door (it said so, or it left a receipt): its timing is known.
@@ -160,7 +160,7 @@ class Reconciler:
             and receipt.done_at is None
             and receipt.instance
         ):
-            gone_since = self.store.dispatcher_gone_since(
+            gone_since = self.store.dispatchers.dispatcher_gone_since(
                 receipt.instance, now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds
             )
         assert order.dispatched_at is not None  # an in-doubt order's send was stamped

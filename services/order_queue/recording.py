@@ -14,6 +14,7 @@ from typing import TypedDict
 
 from database.order_queue_db import AttemptKind, ClaimedOrder, DeadReason, QueueStore
 from services.order_queue import events
+from services.order_queue.alerts import Alerter
 from services.order_queue.clock import Clock
 from services.order_queue.outcome import Outcome, Verdict
 from services.order_queue.pacing import backoff_seconds
@@ -40,11 +41,19 @@ class _Common(TypedDict):
 class OutcomeRecorder:
     """Records verdicts for one dispatcher (``actor`` in the attempt trail)."""
 
-    def __init__(self, store: QueueStore, settings: OrderQueueSettings, clock: Clock, actor: str):
+    def __init__(
+        self,
+        store: QueueStore,
+        settings: OrderQueueSettings,
+        clock: Clock,
+        actor: str,
+        alerter: Alerter,
+    ):
         self.store = store
         self.settings = settings
         self.clock = clock
         self.actor = actor
+        self.alerter = alerter
 
     def apply(self, order: ClaimedOrder, verdict: Verdict, latency_ms: float) -> None:
         """Record the outcome of a send."""
@@ -52,7 +61,7 @@ class OutcomeRecorder:
         common: _Common = {"now": now, "actor": self.actor, "latency_ms": latency_ms}
         outcome = verdict.outcome
         if outcome is Outcome.ACCEPTED:
-            done = self.store.mark_sent(
+            done = self.store.lifecycle.mark_sent(
                 order,
                 broker_orderid=verdict.orderid,
                 http_status=verdict.http_status,
@@ -70,7 +79,7 @@ class OutcomeRecorder:
                 )
                 self.publish(order, "sent", orderid=verdict.orderid)
         elif outcome is Outcome.NOT_SENT:
-            done = self.store.mark_failed(
+            done = self.store.lifecycle.mark_failed(
                 order,
                 retry_at=now + self._backoff(1),
                 outcome=outcome.value,
@@ -83,7 +92,7 @@ class OutcomeRecorder:
                 self.publish(order, "pending", error=verdict.message)
         elif outcome is Outcome.THROTTLED:
             wait = max(timedelta(seconds=verdict.retry_after or 0.0), self._backoff(1))
-            done = self.store.mark_failed(
+            done = self.store.lifecycle.mark_failed(
                 order,
                 retry_at=now + wait,
                 outcome=outcome.value,
@@ -102,7 +111,7 @@ class OutcomeRecorder:
         elif outcome is Outcome.TRANSIENT:
             done = self._transient(order, verdict, common)
         elif outcome is Outcome.UNKNOWN:
-            done = self.store.mark_in_doubt(
+            done = self.store.lifecycle.mark_in_doubt(
                 order,
                 outcome=outcome.value,
                 error=describe(verdict),
@@ -129,7 +138,7 @@ class OutcomeRecorder:
                 order.id,
                 verdict.orderid,
             )
-            self.store.record_late_acceptance(
+            self.store.receipts.record_late_acceptance(
                 order.id,
                 now=now,
                 actor=self.actor,
@@ -149,7 +158,7 @@ class OutcomeRecorder:
             return self.dead(
                 order, DeadReason.RETRIES_EXHAUSTED, verdict, latency_ms=common["latency_ms"]
             )
-        done = self.store.mark_failed(
+        done = self.store.lifecycle.mark_failed(
             order,
             retry_at=common["now"] + self._backoff(used),
             outcome=verdict.outcome.value,
@@ -181,7 +190,7 @@ class OutcomeRecorder:
     ) -> bool:
         """Dead-letter the order, loudly: ERROR log line and a live event."""
         error = describe(verdict)
-        done = self.store.mark_dead(
+        done = self.store.lifecycle.mark_dead(
             order,
             now=self.clock.now(),
             actor=self.actor,
@@ -207,7 +216,7 @@ class OutcomeRecorder:
 
     def adopt(self, order: ClaimedOrder, orderid: str | None, message: str) -> None:
         """An in-doubt order was placed after all, as ``orderid``."""
-        if self.store.mark_sent(
+        if self.store.lifecycle.mark_sent(
             order,
             now=self.clock.now(),
             actor=self.actor,
@@ -236,7 +245,7 @@ class OutcomeRecorder:
                 kind=AttemptKind.RECONCILE,
             )
             return
-        if self.store.release_to_pending(
+        if self.store.lifecycle.release_to_pending(
             order, now=self.clock.now(), actor=self.actor, message=message
         ):
             logger.warning("order %s was not placed (%s); sending it again", order.id, message)
@@ -250,12 +259,13 @@ class OutcomeRecorder:
         if at is None:
             pause = self.settings.reconcile_interval_seconds if pause is None else pause
             at = now + timedelta(seconds=pause)
-        self.store.note_reconcile_miss(
+        self.store.lifecycle.note_reconcile_miss(
             order, now=now, actor=self.actor, message=message, check_at=at
         )
 
     def publish(self, order: ClaimedOrder, state: str, **details) -> None:
         events.publish(
+            self.alerter,
             order.id,
             state,
             symbol=order.payload.get("symbol"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from database.order_queue.api_keys import CredentialsUnavailable, mask, unseal
+from database.order_queue.api_keys import CredentialsUnavailable, mask
 from database.order_queue.model import SquareoffOutcome
 from database.order_queue_db import OrderState, QueueStorageError
 from services.order_queue import charts
@@ -36,10 +36,12 @@ def stats_report(queue: OrderQueueRuntime) -> dict:
     process: with ``flask order-queue worker`` processes doing the sending, a web
     process without a dispatcher of its own is still served."""
     now, settings, store = queue.clock.now(), queue.settings, queue.store
-    report = store.stats(
+    report = store.reads.stats(
         now=now, day_start=queue.clock.from_wall(day_start_utc(queue.clock.to_wall(now)))
     )
-    live = store.live_dispatchers(now=now, heartbeat_timeout=settings.heartbeat_timeout_seconds)
+    live = store.dispatchers.live_dispatchers(
+        now=now, heartbeat_timeout=settings.heartbeat_timeout_seconds
+    )
     report["dispatcher"] = {
         "alive": bool(live),
         "ids": [d["id"] for d in live],
@@ -56,7 +58,7 @@ def stats_report(queue: OrderQueueRuntime) -> dict:
             "outcome": row["outcome"],
             "recorded_at": iso(row["recorded_at"]),
         }
-        for row in store.squareoffs_since(trading_day(queue.clock.to_wall(now)))
+        for row in store.squareoffs.squareoffs_since(trading_day(queue.clock.to_wall(now)))
     ]
     report["storage_warning"] = store.storage_warning()
     report["clock_warnings"] = queue.clock.warnings()
@@ -124,24 +126,26 @@ def order_detail(queue: OrderQueueRuntime, order_id: int) -> dict | None:
     """One order with its payload (API key masked), attempt trail and the later orders
     of its instrument already gone out; None when there is no such order."""
     store = queue.store
-    row = store.get_order(order_id, with_key_token=True)
+    row = store.reads.get_order(order_id, with_key_token=True)
     if row is None:
         return None
     try:
-        masked = mask(unseal(row.pop("apikey_token")))
+        masked = mask(store.sealing.unseal(row.pop("apikey_token")))
     except CredentialsUnavailable:
         masked = "(cannot be decrypted)"
     detail = order_json(row, queue.clock.now())
     detail["payload"] = {**row["payload"], "apikey": masked}
-    detail["trail"] = [{k: iso(v) for k, v in a.items()} for a in store.list_attempts(order_id)]
-    detail["later_sent"] = [r["id"] for r in store.later_orders_gone_ahead(order_id)]
+    detail["trail"] = [
+        {k: iso(v) for k, v in a.items()} for a in store.reads.list_attempts(order_id)
+    ]
+    detail["later_sent"] = [r["id"] for r in store.reads.later_orders_gone_ahead(order_id)]
     return detail
 
 
 def held_report(queue: OrderQueueRuntime) -> list[dict]:
     """Instruments held back, each with what its order waits for and until when."""
     now, settings = queue.clock.now(), queue.settings
-    rows = queue.store.held_orders(now=now, settle_seconds=settings.smart_settle_seconds)
+    rows = queue.store.reads.held_orders(now=now, settle_seconds=settings.smart_settle_seconds)
     return [dict(order_json(row, now), **waits_for(row, settings)) for row in rows]
 
 
@@ -177,7 +181,7 @@ def waits_for(row: dict, settings: OrderQueueSettings) -> dict:
 def charts_report(queue: OrderQueueRuntime) -> dict:
     """The page's pictures as SVG markup (``charts.py``), from one read of the facts."""
     now, settings = queue.clock.now(), queue.settings
-    facts = queue.store.chart_facts(
+    facts = queue.store.samples.chart_facts(
         since_samples=now - timedelta(hours=charts.DEPTH_HOURS),
         since_sends=now - timedelta(minutes=charts.RATE_MINUTES),
         since_latency=now - timedelta(minutes=charts.LATENCY_MINUTES),

@@ -1,12 +1,14 @@
-"""The order queue's runtime in this process: one object, built once at start, holding
-the settings, the clock, the store and the dispatcher.  Start and stop go through it.
+"""The order queue's runtime in this process: the one owner of its settings, clock, key
+sealing, store, alerter, deadlines and dispatcher.  Start and stop go through it.
 
-- **Build.** ``build(settings)`` (from the admin blueprint's ``init_app``) hands the
-  pepper to the key sealing, points the store at its database, and replaces any earlier
-  runtime (tests build one per app).  ``current()`` is how the rest of the plugin finds
-  it.  The little other process-wide state is set from it at build and nowhere else: the
-  store behind ``order_queue_db``'s seed functions, the sealing's pepper, the alerter's
-  settings.
+- **Build.** ``build(settings)`` (from the admin blueprint's ``init_app``) seals keys
+  with the settings' pepper, opens the store on its database, and replaces any earlier
+  runtime (tests build one per app).  ``current()`` is the one way to reach it, from a
+  request, a dispatcher thread or the host's scheduler alike (these have no app
+  context, so the runtime is not kept on the app); the seed's functions in
+  ``database/order_queue_db.py`` are calls over it.  The one process-wide thing it does
+  not own is the host's wiring done at import, before any runtime exists: the deadline
+  providers (``deadlines.py``) and the signal handlers (below).
 - **Start.** ``start_when_ready`` waits for the host's own start-up (OpenAlgo sets
   ``app.db_ready`` once its databases are initialised; sending earlier competes with
   that start-up for OpenAlgo's SQLite write lock).  If the queue database cannot be
@@ -31,12 +33,11 @@ import signal
 import threading
 from datetime import datetime
 
-from database import order_queue_db
-from database.order_queue.api_keys import CredentialsUnavailable, seal, use_pepper
+from database.order_queue.api_keys import CredentialsUnavailable, KeySealing
 from database.order_queue.green import server_model, spawn
 from database.order_queue_db import QueueStorageError, QueueStore
-from services.order_queue import squareoffs
-from services.order_queue.alerts import alerter
+from services.order_queue import deadlines, squareoffs
+from services.order_queue.alerts import Alerter
 from services.order_queue.clock import Clock
 from services.order_queue.dispatcher import Dispatcher
 from services.order_queue.settings import OrderQueueSettings, SettingsError
@@ -61,12 +62,14 @@ class PepperChanged(Exception):
 
 
 class OrderQueueRuntime:
-    """Settings, clock, store and this process's dispatcher, started and stopped here."""
+    """Settings, clock, store, alerter and this process's dispatcher, started and
+    stopped here."""
 
     def __init__(self, settings: OrderQueueSettings, store: QueueStore):
         self.settings = settings
         self.store = store
-        self.clock = Clock(store.shared_now if store.backend.spans_machines else None)
+        self.clock = Clock(store.reads.shared_now if store.backend.spans_machines else None)
+        self.alerter = Alerter(settings)
         self.dispatcher: Dispatcher | None = None
         self.start_problem: tuple[str, datetime] | None = None
         self._lock = threading.Lock()
@@ -91,7 +94,9 @@ class OrderQueueRuntime:
     def _start_locked(self) -> Dispatcher:
         if self.dispatcher is None or not self.dispatcher.alive:
             # Known before it sends: its own host's door names it in receipts.
-            dispatcher = Dispatcher(self.store, self.settings, clock=self.clock)
+            dispatcher = Dispatcher(
+                self.store, self.settings, clock=self.clock, alerter=self.alerter
+            )
             dispatcher.start()
             self.dispatcher = dispatcher
         return self.dispatcher
@@ -139,8 +144,8 @@ class OrderQueueRuntime:
         """Create the schema if needed and start the dispatcher; False (logged, and kept
         for health) while the queue database cannot be reached."""
         try:
-            self.store.create_schema()
-            if not self.store.check_pepper():
+            self.store.schema.create()
+            if not self.store.schema.check_pepper():
                 raise PepperChanged(PEPPER_CHANGED)
             with self._lock:
                 # Checked under the lock ``stop`` takes: a stop that came while the
@@ -198,11 +203,11 @@ class OrderQueueRuntime:
         while not self._stop_watching.wait(WATCH_SECONDS):
             try:
                 settings, now = self.settings, self.clock.now()
-                oldest, open_work = self.store.watch_facts()
-                if open_work and not self.store.live_dispatchers(
+                oldest, open_work = self.store.reads.watch_facts()
+                if open_work and not self.store.dispatchers.live_dispatchers(
                     now=now, heartbeat_timeout=settings.heartbeat_timeout_seconds
                 ):
-                    alerter.raise_alert(
+                    self.alerter.raise_alert(
                         "dispatcher",
                         "none beating",
                         f"no order queue dispatcher is running while {open_work} orders wait",
@@ -211,20 +216,25 @@ class OrderQueueRuntime:
                 if oldest is not None:
                     age = (now - oldest).total_seconds()
                     if age > settings.alert_queue_age_seconds:
-                        alerter.raise_alert(
+                        self.alerter.raise_alert(
                             "queue_age",
                             "oldest pending",
                             f"the oldest pending order has waited {age:.0f} s",
                             oldest_pending_age_seconds=round(age),
                         )
             except QueueStorageError as exc:
-                alerter.raise_alert(
+                self.alerter.raise_alert(
                     "storage", "unavailable", f"the order queue database cannot be read: {exc}"
                 )
             except Exception:
                 logger.exception("order queue watchdog pass failed; carrying on")
 
     # ------------------------------------------------------------------ what others ask
+
+    def deadline_for(self, payload: dict, now: datetime) -> datetime | None:
+        """The host's squareoff deadline for this order, on the queue's steady time
+        (``now`` is too), or None (``deadlines.py``)."""
+        return deadlines.on_queue_time(self.clock, payload, now)
 
     def holding_reason(self) -> str | None:
         """Why new orders must not be queued now (a changed pepper), or None."""
@@ -299,20 +309,21 @@ def build(settings: OrderQueueSettings) -> OrderQueueRuntime:
     ``SettingsError`` for a pepper too short to seal keys with."""
     global _current
     try:
-        use_pepper(settings.api_key_pepper)
-        seal("start-up check")  # derives the key now, not on a request's time
+        sealing = KeySealing(settings.api_key_pepper)
     except CredentialsUnavailable as exc:
         raise SettingsError(str(exc)) from None
     with _build_lock:
         previous = _current
         if previous is not None:
             previous.stop(timeout=5)
-        store = order_queue_db.configure(
+            previous.store.dispose()
+        store = QueueStore(
             settings.database_url,
+            sealing=sealing,
             busy_timeout_ms=settings.sqlite_busy_timeout_ms,
             disk_reserve_bytes=int(settings.disk_reserve_mb * 1024 * 1024),
+            offload=True,  # off a green server's event loop (``green.py``)
         )
-        alerter.settings = settings
         _current = OrderQueueRuntime(settings, store)
         return _current
 

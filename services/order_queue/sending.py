@@ -1,7 +1,7 @@
 """Sending one claimed order: open its API key, take the account lane's turn, post it
 to the host's API with its lease, and record what the answer means.
 
-The turn is the send stamp (``QueueStore.stamp_send``): it decides, for every process
+The turn is the send stamp (``QueueStore.claims.stamp_send``): it decides, for every process
 at once, whether the lane's rate window has room, and records the moment of sending.
 A request leaves only while its stamp is fresh (``pacing.stamp_is_timely``), so no
 window at the broker holds more than its limit.  A broker error may echo the request:
@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import httpx
 
-from database.order_queue.api_keys import CredentialsUnavailable, mask, unseal
+from database.order_queue.api_keys import CredentialsUnavailable, mask
 from database.order_queue_db import ClaimedOrder, DeadReason, QueueStore, RateLimits
 from services.order_queue.clock import Clock
 from services.order_queue.door import LEASE_HEADER, HostDoor
@@ -57,7 +57,7 @@ class Sender:
 
     def send(self, order: ClaimedOrder) -> None:
         try:
-            api_key = unseal(order.apikey_token)
+            api_key = self.store.sealing.unseal(order.apikey_token)
         except CredentialsUnavailable as exc:
             self.recorder.dead(
                 order,
@@ -106,7 +106,7 @@ class Sender:
             if self.stopping.is_set():
                 break
             self.clock.now()  # any due sync of the shared clock happens here, not in the call
-            stamp = self.store.stamp_send(
+            stamp = self.store.claims.stamp_send(
                 order,
                 clock=self.clock.read,
                 lease_seconds=self.settings.lease_seconds,

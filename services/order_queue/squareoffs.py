@@ -39,7 +39,6 @@ from typing import Any
 import pytz
 
 from database.order_queue.model import QueueStorageError, SquareoffOutcome
-from services.order_queue.alerts import alerter
 from services.order_queue.ist import IST, ist_moment_utc, trading_day
 from utils.logging import get_logger
 
@@ -146,7 +145,7 @@ def _run_on_time(source: SquareoffSource, strategy_id: int):
             return source.fire(strategy_id)  # the host's own function decides
         queue = runtime.current()
         now = queue.clock.now()
-        first = queue.store.claim_squareoff(
+        first = queue.store.squareoffs.claim_squareoff(
             source=source.name,
             strategy_id=strategy.id,
             strategy_name=strategy.name,
@@ -215,7 +214,7 @@ def _catch_up_one(
     outcome = (
         SquareoffOutcome.CAUGHT_UP if decision is Decision.CATCH_UP else SquareoffOutcome.MISSED
     )
-    if not queue.store.claim_squareoff(
+    if not queue.store.squareoffs.claim_squareoff(
         source=source.name,
         strategy_id=strategy.id,
         strategy_name=strategy.name,
@@ -238,7 +237,7 @@ def _catch_up_one(
             f"session's close; check the positions by hand"
         )
         logger.error("%s", text)
-    alerter.raise_alert(
+    queue.alerter.raise_alert(
         "squareoff",
         f"{source.name}:{strategy.id}:{outcome.value}",
         text,

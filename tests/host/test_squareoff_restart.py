@@ -10,7 +10,6 @@ import pytest
 
 from blueprints import strategy as strategy_blueprint
 from blueprints.strategy import start_scheduler, stop_scheduler
-from database import order_queue_db
 from services.order_queue import runtime, squareoffs
 from services.order_queue.alerts import Alerter
 from services.order_queue.ist import ist_moment_utc
@@ -28,7 +27,7 @@ def at_ist(hhmm, seconds=0):
 def flattens():
     return sorted(
         (row["symbol"], row["payload"]["position_size"])
-        for row in order_queue_db.get_store().list_orders()
+        for row in runtime.current().store.reads.list_orders()
         if row["endpoint"] == "placesmartorder"
     )
 
@@ -46,11 +45,11 @@ def intraday(app, runner):
 
 
 @pytest.fixture
-def alerts(monkeypatch):
+def alerts(app, monkeypatch):
     hook = Receiver()
     monkeypatch.setattr(
-        squareoffs,
-        "alerter",  # a fresh one: nothing remembered
+        runtime.current(),
+        "alerter",  # the runtime's, sending to the receiver
         Alerter(OrderQueueSettings(alert_webhook_url=hook.url)),
     )
     yield hook

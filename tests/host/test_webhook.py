@@ -14,14 +14,14 @@ from blueprints.strategy import (
     start_scheduler,
     stop_scheduler,
 )
-from database import order_queue_db
 from database.auth_db import get_api_key_for_tradingview
+from services.order_queue import runtime
 from tests.conftest import make_app
 from tests.support.helpers import add_strategy, post
 
 
 def queued():
-    return order_queue_db.get_store().list_orders()
+    return runtime.current().store.reads.list_orders()
 
 
 def test_webhook_order_reaches_the_broker_with_the_exact_payload(tmp_path, broker):
@@ -36,7 +36,7 @@ def test_webhook_order_reaches_the_broker_with_the_exact_payload(tmp_path, broke
         [row] = queued()  # committed before the 200
         assert broker.wait_for(1, timeout=5)
         deadline = time.monotonic() + 5
-        while order_queue_db.get_store().get_order(row["id"])["state"] != "sent":
+        while runtime.current().store.reads.get_order(row["id"])["state"] != "sent":
             assert time.monotonic() < deadline
             time.sleep(0.02)
         with app.app_context():
@@ -53,7 +53,7 @@ def test_webhook_order_reaches_the_broker_with_the_exact_payload(tmp_path, broke
             "pricetype": "MARKET",
             "quantity": "10",
         }
-        stored = order_queue_db.get_store().get_order(row["id"])
+        stored = runtime.current().store.reads.get_order(row["id"])
         assert stored["broker_orderid"] == received.orderid
     finally:
         order_queue.runtime.stop_current(timeout=5)
@@ -412,7 +412,6 @@ def test_a_webhook_refused_by_the_rate_limit_is_an_honest_429_and_counted(tmp_pa
 
 
 def test_a_changed_pepper_answers_503_saying_what_to_do(tmp_path, monkeypatch):
-    from database.order_queue.api_keys import use_pepper
     from services.order_queue import runtime
 
     app = make_app(tmp_path)
@@ -420,7 +419,6 @@ def test_a_changed_pepper_answers_503_saying_what_to_do(tmp_path, monkeypatch):
     order_queue.start(app)  # seals the queue's pepper check with the first pepper
     runtime.stop_current(timeout=5)
     monkeypatch.setenv("API_KEY_PEPPER", "b" * 64)
-    use_pepper("b" * 64)
     app = make_app(tmp_path)
     order_queue.start(app)
     try:

@@ -15,7 +15,7 @@ import pytest
 from database.order_queue.store import QueueStore
 from database.order_queue_db import utcnow
 from install import openalgo as installer
-from tests.conftest import TEST_PEPPER
+from tests.conftest import TEST_PEPPER, TEST_SEALING
 from tests.support.alert_receiver import Receiver
 from tests.support.helpers import payload
 
@@ -152,9 +152,9 @@ def test_the_queue_stays_in_force_through_openalgos_update_paths(
 def test_an_update_that_removes_an_anchor_is_loud_and_strands_no_order(openalgo, tmp_path, broker):
     upstream, checkout = openalgo
     queue_url = f"sqlite:///{tmp_path / 'order_queue.db'}"
-    store = QueueStore(queue_url)
-    store.create_schema()
-    store.enqueue("placeorder", payload("INFY"), now=utcnow(), max_age_seconds=300)
+    store = QueueStore(queue_url, sealing=TEST_SEALING)
+    store.schema.create()
+    store.lifecycle.enqueue("placeorder", payload("INFY"), now=utcnow(), max_age_seconds=300)
     store.dispose()
 
     def rename_the_timing_line(tree):

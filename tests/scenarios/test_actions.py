@@ -6,14 +6,14 @@ from tests.support.helpers import make_order
 
 
 def state_of(order_id):
-    return runtime.current().store.get_order(order_id)["state"]
+    return runtime.current().store.reads.get_order(order_id)["state"]
 
 
 def test_replay_sends_a_rejected_order_again(app):
     order_id = make_order("dead")
     [result] = actions.replay([order_id], "alice")
     assert result.ok and state_of(order_id) == "pending"
-    trail = runtime.current().store.list_attempts(order_id)
+    trail = runtime.current().store.reads.list_attempts(order_id)
     assert (trail[-1]["outcome"], trail[-1]["actor"]) == ("replayed", "alice")
 
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from database.order_queue_db import QueueStore, utcnow
-from tests.conftest import TEST_PEPPER
+from tests.conftest import TEST_PEPPER, TEST_SEALING
 from tests.support.app_process import ROOT, AppProcess
 from tests.support.fake_broker import Accept, Drop, Reject, Status
 
@@ -138,8 +138,8 @@ def test_operator_sees_dead_orders_replays_one_and_markup_stays_text(tmp_path, b
             if body.get("symbol") == XSS_SYMBOL
             else None
         )
-        store = QueueStore(app.env["ORDER_QUEUE_DATABASE_URL"])
-        store.enqueue(
+        store = QueueStore(app.env["ORDER_QUEUE_DATABASE_URL"], sealing=TEST_SEALING)
+        store.lifecycle.enqueue(
             "placeorder",
             {
                 "apikey": "k" * 64,
@@ -199,8 +199,8 @@ def test_operator_sees_dead_orders_replays_one_and_markup_stays_text(tmp_path, b
         # A tick survives the repaint that a newly dead order causes.
         click_in_dead_row(browser, XSS_SYMBOL, ".//input[@type='checkbox']")
         broker.default = Reject("Market closed")
-        store = QueueStore(app.env["ORDER_QUEUE_DATABASE_URL"])
-        store.enqueue(
+        store = QueueStore(app.env["ORDER_QUEUE_DATABASE_URL"], sealing=TEST_SEALING)
+        store.lifecycle.enqueue(
             "placeorder",
             {
                 "apikey": "k" * 64,

@@ -4,7 +4,6 @@ import json
 import time
 from dataclasses import replace
 
-from database import order_queue_db
 from services.order_queue import runtime
 from tests.support.helpers import make_order
 
@@ -36,7 +35,7 @@ def test_actions_and_exit_codes(app, runner):
     assert done.exit_code == 0 and "dismissed" in done.output
     partial = runner.invoke(args=["order-queue", "cancel", str(pending), "999"])
     assert partial.exit_code == 1
-    assert order_queue_db.get_store().get_order(pending)["state"] == "cancelled"
+    assert runtime.current().store.reads.get_order(pending)["state"] == "cancelled"
 
 
 def test_replay_needs_confirm_after_a_later_send(app, runner):
@@ -46,7 +45,7 @@ def test_replay_needs_confirm_after_a_later_send(app, runner):
     assert held.exit_code == 3 and json.loads(held.output)[0]["needs_confirmation"]
     done = runner.invoke(args=["order-queue", "replay", str(dead), "--confirm"])
     assert done.exit_code == 0
-    assert order_queue_db.get_store().get_order(dead)["state"] == "pending"
+    assert runtime.current().store.reads.get_order(dead)["state"] == "pending"
 
 
 def test_purge_keeps_dead_orders(app, runner):
@@ -54,8 +53,8 @@ def test_purge_keeps_dead_orders(app, runner):
     time.sleep(0.1)
     result = runner.invoke(args=["order-queue", "purge", "--days", "0.000001"])  # 86 ms
     assert result.exit_code == 0 and "purged 1" in result.output
-    assert order_queue_db.get_store().get_order(sent) is None
-    assert order_queue_db.get_store().get_order(dead)["state"] == "dead"
+    assert runtime.current().store.reads.get_order(sent) is None
+    assert runtime.current().store.reads.get_order(dead)["state"] == "dead"
 
 
 def test_settle_in_doubt_orders(app, runner):
@@ -64,9 +63,9 @@ def test_settle_in_doubt_orders(app, runner):
     assert done.exit_code == 0 and "B-9" in done.output
     again = runner.invoke(args=["order-queue", "settle", str(missing), "--not-placed"])
     assert again.exit_code == 0
-    store = order_queue_db.get_store()
-    assert store.get_order(placed)["state"] == "sent"
-    assert store.get_order(missing)["state"] == "pending"
+    store = runtime.current().store
+    assert store.reads.get_order(placed)["state"] == "sent"
+    assert store.reads.get_order(missing)["state"] == "pending"
     assert runner.invoke(args=["order-queue", "settle", str(placed)]).exit_code == 2
     assert runner.invoke(args=["order-queue", "settle", str(placed), "--not-placed"]).exit_code == 1
 
@@ -76,7 +75,7 @@ def test_purge_refuses_a_non_positive_age(app, runner):
     for days in ("0", "-1"):
         refused = runner.invoke(args=["order-queue", "purge", "--days", days])
         assert refused.exit_code == 2 and "Traceback" not in refused.output
-    assert order_queue_db.get_store().get_order(sent) is not None
+    assert runtime.current().store.reads.get_order(sent) is not None
 
 
 def test_an_unreachable_queue_database_is_one_line_and_exit_1(app, runner, tmp_path):

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from database.order_queue.api_keys import use_pepper
+from database.order_queue.api_keys import KeySealing
 from database.order_queue_db import OrderState
 from services.order_queue.clock import Clock
 from services.order_queue.dispatcher import Dispatcher
@@ -97,17 +97,17 @@ def dispatch(store, settings):
 def enqueue(store, endpoint="placeorder", body=None):
     from database.order_queue_db import utcnow
 
-    return store.enqueue(endpoint, body or payload(), now=utcnow(), max_age_seconds=300)
+    return store.lifecycle.enqueue(endpoint, body or payload(), now=utcnow(), max_age_seconds=300)
 
 
 def wait_final(store, order_id, timeout=10.0, states=FINAL):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        row = store.get_order(order_id)
+        row = store.reads.get_order(order_id)
         if row["state"] in states:
             return row
         time.sleep(0.02)
-    raise AssertionError(f"order {order_id} stuck in {store.get_order(order_id)['state']}")
+    raise AssertionError(f"order {order_id} stuck in {store.reads.get_order(order_id)['state']}")
 
 
 def test_delivers_the_exact_payload_and_stores_the_orderid(store, broker, dispatch):
@@ -165,7 +165,7 @@ def test_rejection_message_is_kept_for_the_operator(store, broker, dispatch):
     dispatch()
     row = wait_final(store, order_id)
     assert "margin exceeds" in row["last_error"]
-    [attempt] = store.list_attempts(order_id)
+    [attempt] = store.reads.list_attempts(order_id)
     assert attempt["outcome"] == "rejected" and attempt["http_status"] == 200
 
 
@@ -174,7 +174,9 @@ def test_a_broker_error_that_echoes_the_request_keeps_no_plain_key(store, broker
     order_id = enqueue(store)
     dispatch()
     row = wait_final(store, order_id)
-    stored = row["last_error"] + " ".join(a["message"] or "" for a in store.list_attempts(order_id))
+    stored = row["last_error"] + " ".join(
+        a["message"] or "" for a in store.reads.list_attempts(order_id)
+    )
     assert KEY not in stored and "symbol=SBIN" in stored
 
 
@@ -183,11 +185,11 @@ def test_connection_refused_retries_until_the_broker_is_back(store, broker, disp
     order_id = enqueue(store)
     dispatch()
     deadline = time.monotonic() + 10
-    while len(store.list_attempts(order_id)) < 2 and time.monotonic() < deadline:
+    while len(store.reads.list_attempts(order_id)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    row = store.get_order(order_id)
+    row = store.reads.get_order(order_id)
     assert row["state"] in ("pending", "sending") and row["attempts"] == 0
-    assert {a["outcome"] for a in store.list_attempts(order_id)} == {"not_sent"}
+    assert {a["outcome"] for a in store.reads.list_attempts(order_id)} == {"not_sent"}
     broker.resume()
     row = wait_final(store, order_id)
     assert row["state"] == "sent" and len(broker.orders()) == 1
@@ -201,7 +203,7 @@ def test_timeout_after_send_is_reconciled_not_resent(store, broker, dispatch):
     assert row["state"] == "sent"
     assert len(broker.received) == 1  # never sent twice
     assert row["broker_orderid"] == broker.orders()[0].orderid
-    outcomes = [a["outcome"] for a in store.list_attempts(order_id)]
+    outcomes = [a["outcome"] for a in store.reads.list_attempts(order_id)]
     assert outcomes[0] == "unknown" and outcomes[-1] == "found_at_broker"
 
 
@@ -256,7 +258,10 @@ def test_a_5xx_after_booking_ends_with_one_order_adopted(store, broker, dispatch
     [booked] = broker.orders()
     assert row["state"] == "sent" and row["broker_orderid"] == booked.orderid
     assert len(broker.received) == 1
-    assert [a["outcome"] for a in store.list_attempts(order_id)] == ["unknown", "found_at_broker"]
+    assert [a["outcome"] for a in store.reads.list_attempts(order_id)] == [
+        "unknown",
+        "found_at_broker",
+    ]
 
 
 def test_a_5xx_without_booking_is_sent_again_once_within_seconds(store, broker, dispatch):
@@ -287,10 +292,10 @@ def test_an_unavailable_orderbook_holds_the_order_with_backoff_then_asks_a_human
     order_id = enqueue(store)
     dispatch(orderbook_wait_seconds=2.0)
     time.sleep(1.2)
-    assert store.get_order(order_id)["state"] == "in_doubt"  # held, not given up
+    assert store.reads.get_order(order_id)["state"] == "in_doubt"  # held, not given up
     row = wait_final(store, order_id)
     assert (row["state"], row["dead_reason"]) == ("dead", "in_doubt")
-    tries = [a for a in store.list_attempts(order_id) if a["kind"] == "reconcile"]
+    tries = [a for a in store.reads.list_attempts(order_id) if a["kind"] == "reconcile"]
     assert len(tries) >= 3  # asked again, with growing pauses
     assert len(broker.received) == 1
 
@@ -357,12 +362,13 @@ def test_an_exit_never_overtakes_the_entry_before_it(store, broker, dispatch):
     dispatch(read_timeout=2.0)
     wait_final(store, exit_)
     assert [r.body["action"] for r in broker.received] == ["BUY", "SELL"]
-    assert store.get_order(entry)["state"] == "sent"
+    assert store.reads.get_order(entry)["state"] == "sent"
 
 
 def test_undecryptable_key_is_dead_lettered_as_credentials(store, broker, dispatch, monkeypatch):
     order_id = enqueue(store)
-    use_pepper("another pepper of at least 32 characters")
+    # The process restarted with another API_KEY_PEPPER than the key was sealed with.
+    monkeypatch.setattr(store, "sealing", KeySealing("another pepper of at least 32 characters"))
     dispatch()
     row = wait_final(store, order_id)
     assert (row["state"], row["dead_reason"]) == ("dead", "credentials")
@@ -376,8 +382,8 @@ def test_stop_lets_the_in_flight_request_finish(store, broker, dispatch):
     assert broker.wait_for(1, timeout=5)
     second = enqueue(store, body=payload(symbol="B"))
     assert dispatcher.stop(timeout=5)
-    assert store.get_order(first)["state"] == "sent"
-    assert store.get_order(second)["state"] == "pending"  # left for the next start
+    assert store.reads.get_order(first)["state"] == "sent"
+    assert store.reads.get_order(second)["state"] == "pending"  # left for the next start
 
 
 def test_a_dispatcher_that_lost_its_lease_cannot_overwrite_the_new_owner(
@@ -399,11 +405,11 @@ def test_a_dispatcher_that_lost_its_lease_cannot_overwrite_the_new_owner(
         while "lost its lease" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.05)
     assert "check the broker for a duplicate" in caplog.text  # loud, at ERROR
-    row = store.get_order(order_id)
+    row = store.reads.get_order(order_id)
     assert row["state"] == "sent" and row["broker_orderid"] == broker.book[0]["orderid"]
     trail = [
         (a["kind"], a["outcome"], a["actor"], a["broker_orderid"])
-        for a in store.list_attempts(order_id)
+        for a in store.reads.list_attempts(order_id)
     ]
     assert [t[:2] for t in trail] == [
         ("recovery", "in_doubt"),
@@ -423,11 +429,11 @@ def test_a_sender_that_lost_its_lease_before_sending_does_not_send(store, broker
     order_id = enqueue(store)
     dispatcher = Dispatcher(store, settings)
     claimed_at = utcnow()
-    order = store.claim_next(
+    order = store.claims.claim_next(
         dispatcher.id, now=claimed_at, lease_seconds=1, limits=dispatcher.limits
     ).order
     assert (
-        store.recover_stale_sending(
+        store.lifecycle.recover_stale_sending(
             now=claimed_at + timedelta(seconds=2), heartbeat_timeout=60, check_at=claimed_at
         )
         == []
@@ -435,7 +441,7 @@ def test_a_sender_that_lost_its_lease_before_sending_does_not_send(store, broker
     with caplog.at_level("ERROR"):
         dispatcher.sender.send(order)
     assert broker.received == []
-    assert store.get_order(order_id)["state"] == "pending"
+    assert store.reads.get_order(order_id)["state"] == "pending"
     assert "lease lost before sending" in caplog.text
     dispatcher.client.close()
 
@@ -450,11 +456,11 @@ def test_send_time_not_claim_time_counts_for_rate_and_reconciliation(store, brok
         store, settings, clock=Clock(wall=lambda: utcnow() + timedelta(seconds=30))
     )
     claimed_at = utcnow()
-    order = store.claim_next(
+    order = store.claims.claim_next(
         dispatcher.id, now=claimed_at, lease_seconds=60, limits=dispatcher.limits
     ).order
     dispatcher.sender.send(order)
-    row = store.get_order(order_id)
+    row = store.reads.get_order(order_id)
     assert row["state"] == "sent" and len(broker.received) == 1
     assert row["dispatched_at"] >= claimed_at + timedelta(seconds=30)
     dispatcher.client.close()
@@ -469,7 +475,7 @@ def test_an_order_the_broker_lists_after_our_lease_is_adopted_not_resent(store, 
     dispatch(upstream_timeout_seconds=4)  # no resend before 9 s after the send
     row = wait_final(store, order_id, timeout=30)
     time.sleep(0.5)
-    assert len(broker.received) == 1, store.list_attempts(order_id)  # one request, ever
+    assert len(broker.received) == 1, store.reads.list_attempts(order_id)  # one request, ever
     assert row["state"] == "sent" and row["broker_orderid"] == broker.book[0]["orderid"]
 
 
@@ -484,7 +490,7 @@ def test_a_stopped_dispatcher_with_a_request_in_flight_is_not_resent(store, brok
     dispatch(read_timeout=3.0, heartbeat_timeout_seconds=1.0)
     row = wait_final(store, order_id, timeout=20)
     time.sleep(0.5)
-    assert row["state"] == "sent" and len(broker.book) == 1, store.list_attempts(order_id)
+    assert row["state"] == "sent" and len(broker.book) == 1, store.reads.list_attempts(order_id)
 
 
 def test_a_retention_backlog_is_purged_in_batches_while_orders_still_go_out(
@@ -505,7 +511,7 @@ def test_a_retention_backlog_is_purged_in_batches_while_orders_still_go_out(
     order_id = enqueue(store)
     assert wait_final(store, order_id)["state"] == "sent"
     deadline = time.monotonic() + 15
-    while len(store.list_orders(limit=10_000)) > 1 and time.monotonic() < deadline:
+    while len(store.reads.list_orders(limit=10_000)) > 1 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert [r["id"] for r in store.list_orders(limit=10_000)] == [order_id]
+    assert [r["id"] for r in store.reads.list_orders(limit=10_000)] == [order_id]
     assert dispatcher.alive

@@ -3,8 +3,9 @@ receipt and the host's answer are kept for the reconciler (both stores)."""
 
 from datetime import timedelta
 
-from database import auth_db, order_queue_db
+from database import auth_db
 from database.order_queue_db import RateLimits, utcnow
+from services.order_queue import runtime
 from services.order_queue.door import FENCE_HEADER, LEASE_HEADER
 
 LIMITS = RateLimits(smart=10, regular=10, window=1.0)
@@ -13,7 +14,7 @@ LIMITS = RateLimits(smart=10, regular=10, window=1.0)
 def queued_and_claimed(app):
     with app.app_context():
         apikey = auth_db.ensure_api_key("admin")
-    store = order_queue_db.get_store()
+    store = runtime.current().store
     payload = {
         "apikey": apikey,
         "strategy": "s",
@@ -24,14 +25,14 @@ def queued_and_claimed(app):
         "pricetype": "MARKET",
         "product": "MIS",
     }
-    store.enqueue("placeorder", payload, now=utcnow(), max_age_seconds=300)
-    order = store.claim_next("d1", now=utcnow(), lease_seconds=30, limits=LIMITS).order
-    assert store.stamp_send(order, clock=utcnow, lease_seconds=30, fence_expected=True).go
+    store.lifecycle.enqueue("placeorder", payload, now=utcnow(), max_age_seconds=300)
+    order = store.claims.claim_next("d1", now=utcnow(), lease_seconds=30, limits=LIMITS).order
+    assert store.claims.stamp_send(order, clock=utcnow, lease_seconds=30, fence_expected=True).go
     return store, order, payload
 
 
 def row(store, order_id):
-    return store.get_order(order_id)
+    return store.reads.get_order(order_id)
 
 
 def test_a_probe_learns_the_fence_without_touching_anything(client):
@@ -47,7 +48,7 @@ def test_the_current_lease_is_admitted_with_a_receipt_and_its_answer_kept(app, c
         headers={LEASE_HEADER: f"{order.id}:{order.lease_token}"},
     )
     assert answer.status_code == 200 and answer.headers[FENCE_HEADER]
-    kept = store.get_order(order.id)
+    kept = store.reads.get_order(order.id)
     assert kept["host_instance"] and kept["host_received_at"] and kept["host_done_at"]
     assert kept["host_answer_status"] == 200
     assert answer.get_json()["orderid"] in kept["host_answer_body"]
@@ -55,7 +56,7 @@ def test_the_current_lease_is_admitted_with_a_receipt_and_its_answer_kept(app, c
 
 def test_a_stale_lease_is_refused_and_nothing_is_placed(app, client):
     store, order, payload = queued_and_claimed(app)
-    store.mark_in_doubt(
+    store.lifecycle.mark_in_doubt(
         order,
         now=utcnow(),
         actor="d1",
@@ -70,7 +71,7 @@ def test_a_stale_lease_is_refused_and_nothing_is_placed(app, client):
         headers={LEASE_HEADER: f"{order.id}:{order.lease_token}"},
     )
     assert late.status_code == 409 and late.headers[FENCE_HEADER]
-    assert store.get_order(order.id)["host_received_at"] is None
+    assert store.reads.get_order(order.id)["host_received_at"] is None
     book = client.post("/api/v1/orderbook", json={"apikey": payload["apikey"]}).get_json()
     assert book["data"]["orders"] == []
 

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from database import order_queue_db
 from database.auth_db import ensure_user
+from services.order_queue import runtime
 from tests.support.helpers import add_strategy
 
 SEED = 20261128
@@ -129,5 +129,5 @@ def test_generated_bodies_get_a_4xx_and_leave_nothing_partial(app, logged_in_cli
     ):
         assert logged_in_client.get(f"/order-queue/api/orders?{query}").status_code < 500
     assert logged_in_client.get("/order-queue/api/orders/99999999999999999999").status_code < 500
-    rows = order_queue_db.get_store().count_orders()
+    rows = runtime.current().store.reads.count_orders()
     assert rows == accepted and seen == 400

@@ -3,7 +3,6 @@
 import pytest
 
 from blueprints import order_queue
-from database import order_queue_db
 from services.order_queue import runtime
 from services.order_queue_service import queue_order
 from tests.conftest import make_app
@@ -26,7 +25,7 @@ def payload(symbol="SBIN"):
 
 def test_returns_none_after_the_row_is_committed(app):
     assert queue_order("placeorder", payload()) is None
-    [row] = order_queue_db.get_store().list_orders()
+    [row] = runtime.current().store.reads.list_orders()
     assert row["state"] == "pending" and row["endpoint"] == "placeorder"
 
 
@@ -34,7 +33,7 @@ def test_returns_none_after_the_row_is_committed(app):
 def test_other_endpoints_raise_value_error_and_store_nothing(app, endpoint):
     with pytest.raises(ValueError):
         queue_order(endpoint, payload())
-    assert order_queue_db.get_store().list_orders() == []
+    assert runtime.current().store.reads.list_orders() == []
 
 
 def test_enqueue_wakes_the_dispatcher_instead_of_waiting_for_a_poll(tmp_path, broker):

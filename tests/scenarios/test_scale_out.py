@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from database.order_queue_db import QueueStore, utcnow
-from tests.conftest import TEST_PEPPER
+from tests.conftest import TEST_PEPPER, TEST_SEALING
 from tests.support.app_process import AppProcess
 from tests.support.fake_broker import Stall
 
@@ -47,7 +47,7 @@ def start_workers(tmp_path, url, broker, count, **settings):
 def enqueue_orders(store, count):
     """``count`` orders over 3 accounts and 50 instruments; quantity = queue position."""
     for i in range(count):
-        store.enqueue(
+        store.lifecycle.enqueue(
             "placeorder",
             {
                 "apikey": ACCOUNTS[i % 3],
@@ -86,8 +86,8 @@ def assert_exactly_once_in_order(broker, count):
 
 @pytest.fixture
 def pg_store(postgres_schema_url):
-    store = QueueStore(postgres_schema_url)
-    store.create_schema()
+    store = QueueStore(postgres_schema_url, sealing=TEST_SEALING)
+    store.schema.create()
     yield store
     store.dispose()
 
@@ -182,7 +182,7 @@ def test_four_workers_starting_at_once_on_an_empty_database(tmp_path, postgres_s
             worker.stop()
     for worker in workers:
         assert "Traceback" not in worker.log() and " ERROR " not in worker.log(), worker.log()
-    store = QueueStore(postgres_schema_url)
+    store = QueueStore(postgres_schema_url, sealing=TEST_SEALING)
     with store.transaction(read_only=True) as conn:
         tables = conn.execute(
             text(
@@ -223,13 +223,13 @@ def test_an_enqueue_in_another_process_wakes_the_worker_at_once(
 
 def test_a_plain_postgresql_url_just_works(postgres_schema_url):
     plain = postgres_schema_url.replace("postgresql+psycopg://", "postgresql://")
-    store = QueueStore(plain)
-    store.create_schema()
-    order_id = store.enqueue(
+    store = QueueStore(plain, sealing=TEST_SEALING)
+    store.schema.create()
+    order_id = store.lifecycle.enqueue(
         "placeorder",
         {"apikey": ACCOUNTS[0], "symbol": "SBIN", "exchange": "NSE", "action": "BUY"},
         now=utcnow(),
         max_age_seconds=60,
     )
-    assert store.get_order(order_id)["state"] == "pending"
+    assert store.reads.get_order(order_id)["state"] == "pending"
     store.dispose()

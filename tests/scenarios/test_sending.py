@@ -47,8 +47,10 @@ def parts(store, broker):
 
 
 def claimed(store):
-    store.enqueue("placeorder", ORDER, now=Clock().now(), max_age_seconds=300)
-    return store.claim_next("sender-test", now=Clock().now(), lease_seconds=30, limits=LIMITS).order
+    store.lifecycle.enqueue("placeorder", ORDER, now=Clock().now(), max_age_seconds=300)
+    return store.claims.claim_next(
+        "sender-test", now=Clock().now(), lease_seconds=30, limits=LIMITS
+    ).order
 
 
 def test_the_broker_gets_the_key_and_the_order_is_sent_after_asking_the_door(store, broker, parts):
@@ -59,7 +61,7 @@ def test_the_broker_gets_the_key_and_the_order_is_sent_after_asking_the_door(sto
     assert sender.door.known and not sender.door.fences  # the fake broker has no door
     [arrived] = broker.received
     assert arrived.body["apikey"] == KEY and arrived.body["symbol"] == "SBIN"
-    assert store.get_order(order.id)["state"] == "sent"
+    assert store.reads.get_order(order.id)["state"] == "sent"
 
 
 def test_a_broker_error_that_echoes_the_key_is_kept_masked(store, broker, parts):
@@ -67,7 +69,7 @@ def test_a_broker_error_that_echoes_the_key_is_kept_masked(store, broker, parts)
     broker.script(Reject(f"invalid apikey {KEY}"))
     order = claimed(store)
     sender.send(order)
-    row = store.get_order(order.id)
+    row = store.reads.get_order(order.id)
     assert (row["state"], row["dead_reason"]) == ("dead", "rejected")
     assert KEY not in row["last_error"] and "****Wxyz" in row["last_error"]
 
@@ -78,6 +80,6 @@ def test_a_stopping_dispatcher_sends_nothing_and_puts_the_order_back(store, brok
     stopping.set()
     sender.send(order)
     assert broker.received == []
-    row = store.get_order(order.id)
+    row = store.reads.get_order(order.id)
     assert (row["state"], row["attempts"]) == ("pending", 0)
-    assert store.list_attempts(order.id)[-1]["outcome"] == "not_sent"
+    assert store.reads.list_attempts(order.id)[-1]["outcome"] == "not_sent"

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from database import order_queue_db
-from tests.conftest import make_app
+from services.order_queue import runtime
+from tests.conftest import TEST_SEALING, make_app
 from tests.support.helpers import add_strategy, post
 from tests.support.tcp_proxy import TcpProxy
 
@@ -65,7 +65,7 @@ def test_missing_directory_then_restored(tmp_path, caplog):
     queue_dir = tmp_path / "queue"
     client, webhook_id = setup_app(tmp_path, queue_dir)
     assert post(client, webhook_id, ALERT).status_code == 200
-    order_queue_db.get_store().engine.dispose()  # a clean copy for the "restore"
+    runtime.current().store.engine.dispose()  # a clean copy for the "restore"
     backup = tmp_path / "backup"
     shutil.copytree(queue_dir, backup)
     shutil.rmtree(queue_dir)
@@ -104,7 +104,7 @@ def bind_mount(tmp_path):
 def test_read_only_volume_then_writable_again(tmp_path, bind_mount, caplog):
     client, webhook_id = setup_app(tmp_path, bind_mount)
     assert post(client, webhook_id, ALERT).status_code == 200
-    order_queue_db.get_store().engine.dispose()  # connections reopen while read-only
+    runtime.current().store.engine.dispose()  # connections reopen while read-only
     result = _mount("-o", "remount,bind,ro", str(bind_mount))
     assert result.returncode == 0, result.stderr
     assert_refused(client, webhook_id, caplog)
@@ -136,7 +136,7 @@ def test_postgres_link_cut_then_restored(tmp_path, postgres_schema_url, caplog):
         assert client.get("/order-queue/api/health").status_code == 503
         proxy.restore()
         assert post(client, webhook_id, ALERT).status_code == 200
-        order_queue_db.get_store().dispose()
+        runtime.current().store.dispose()
     direct = create_engine(postgres_schema_url)
     with direct.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM order_queue")).scalar() == 2
@@ -213,18 +213,20 @@ def test_the_wal_is_cut_back_after_a_long_reader_let_it_grow(tmp_path):
     from database.order_queue_db import utcnow
     from tests.support.helpers import payload
 
-    store = QueueStore(f"sqlite:///{tmp_path}/queue.db")
-    store.create_schema()
+    store = QueueStore(f"sqlite:///{tmp_path}/queue.db", sealing=TEST_SEALING)
+    store.schema.create()
     wal = tmp_path / "queue.db-wal"
     reader = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
     reader.execute("BEGIN")
     reader.execute("SELECT count(*) FROM order_queue").fetchone()  # holds its snapshot
     while wal.stat().st_size <= 2 * WAL_SIZE_LIMIT_BYTES:
         for n in range(100):
-            store.enqueue("placeorder", payload(f"S{n}"), now=utcnow(), max_age_seconds=300)
+            store.lifecycle.enqueue(
+                "placeorder", payload(f"S{n}"), now=utcnow(), max_age_seconds=300
+            )
     reader.execute("COMMIT")
     reader.close()
     for n in range(1200):  # past the next automatic checkpoint and the WAL's reset
-        store.enqueue("placeorder", payload(f"T{n}"), now=utcnow(), max_age_seconds=300)
+        store.lifecycle.enqueue("placeorder", payload(f"T{n}"), now=utcnow(), max_age_seconds=300)
     assert wal.stat().st_size <= WAL_SIZE_LIMIT_BYTES  # (measured while connections are open)
     store.dispose()

@@ -11,7 +11,6 @@ from datetime import timedelta
 import pytest
 
 from blueprints import order_queue
-from database import order_queue_db
 from database.auth_db import ensure_user
 from database.order_queue_db import QueueStorageError, utcnow
 from extensions import socketio
@@ -64,7 +63,7 @@ def test_every_order_queue_route_requires_a_session(app, client):
             url, method=method, json=body, headers={"Accept": "application/json"}
         )
         assert as_script.status_code == 401, (method, url)  # fetch() gets JSON, not HTML
-    assert order_queue_db.get_store().list_orders() == []
+    assert runtime.current().store.reads.list_orders() == []
 
 
 def test_health_is_public_and_reports(app, client):
@@ -78,7 +77,7 @@ def test_health_sees_a_dispatcher_this_process_does_not_own(app, logged_in):
     their heartbeats from the queue database."""
     from services.order_queue.dispatcher import Dispatcher
 
-    elsewhere = Dispatcher(order_queue_db.get_store(), runtime.current().settings)
+    elsewhere = Dispatcher(runtime.current().store, runtime.current().settings)
     elsewhere.start()
     try:
         assert runtime.current().dispatcher is None
@@ -127,7 +126,7 @@ def test_post_without_csrf_token_is_rejected(tmp_path, action, state, after):
         order_id = make_order(state)
     refused = client.post(f"/order-queue/api/orders/{action}", json={"ids": [order_id]})
     assert refused.status_code == 400
-    assert order_queue_db.get_store().get_order(order_id)["state"] == state
+    assert runtime.current().store.reads.get_order(order_id)["state"] == state
     page = client.get("/order-queue/").get_data(as_text=True)
     page_token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
     accepted = client.post(
@@ -136,7 +135,7 @@ def test_post_without_csrf_token_is_rejected(tmp_path, action, state, after):
         headers={"X-CSRFToken": page_token},
     )
     assert accepted.status_code == 200
-    assert order_queue_db.get_store().get_order(order_id)["state"] == after
+    assert runtime.current().store.reads.get_order(order_id)["state"] == after
 
 
 # ----------------------------------------------------------------- reading
@@ -205,15 +204,15 @@ def test_replay_dismiss_cancel_through_the_api(logged_in):
     )
     replay = logged_in.post("/order-queue/api/orders/replay", json={"ids": [dead]}).get_json()
     assert replay["ok"] and replay["results"][0]["message"].startswith("replayed")
-    store = order_queue_db.get_store()
-    assert store.get_order(dead)["state"] == "pending"
-    assert store.list_attempts(dead)[-1]["actor"] == "alice"
+    store = runtime.current().store
+    assert store.reads.get_order(dead)["state"] == "pending"
+    assert store.reads.list_attempts(dead)[-1]["actor"] == "alice"
     dismiss = logged_in.post(
         "/order-queue/api/orders/dismiss", json={"ids": [other_dead], "note": "checked by hand"}
     ).get_json()
-    assert dismiss["ok"] and store.get_order(other_dead)["state"] == "dismissed"
+    assert dismiss["ok"] and store.reads.get_order(other_dead)["state"] == "dismissed"
     cancel = logged_in.post("/order-queue/api/orders/cancel", json={"ids": [pending]}).get_json()
-    assert cancel["ok"] and store.get_order(pending)["state"] == "cancelled"
+    assert cancel["ok"] and store.reads.get_order(pending)["state"] == "cancelled"
     again = logged_in.post("/order-queue/api/orders/cancel", json={"ids": [pending]}).get_json()
     assert not again["ok"] and "cancelled, not pending" in again["results"][0]["message"]
 
@@ -231,12 +230,12 @@ def test_replay_after_a_later_order_was_sent_needs_confirmation(logged_in):
     first = logged_in.post("/order-queue/api/orders/replay", json={"ids": [dead]}).get_json()
     assert not first["ok"] and first["results"][0]["needs_confirmation"]
     assert first["results"][0]["later_sent"] == [later]
-    assert order_queue_db.get_store().get_order(dead)["state"] == "dead"
+    assert runtime.current().store.reads.get_order(dead)["state"] == "dead"
     confirmed = logged_in.post(
         "/order-queue/api/orders/replay", json={"ids": [dead], "confirm": True}
     ).get_json()
     assert confirmed["ok"]
-    assert order_queue_db.get_store().get_order(dead)["state"] == "pending"
+    assert runtime.current().store.reads.get_order(dead)["state"] == "pending"
 
 
 def test_replay_of_an_order_dead_in_doubt_needs_confirmation(logged_in):
@@ -245,12 +244,12 @@ def test_replay_of_an_order_dead_in_doubt_needs_confirmation(logged_in):
     first = logged_in.post("/order-queue/api/orders/replay", json={"ids": [dead]}).get_json()
     assert not first["ok"] and first["results"][0]["needs_confirmation"]
     assert "may already be at the broker" in first["results"][0]["message"]
-    assert order_queue_db.get_store().get_order(dead)["state"] == "dead"
+    assert runtime.current().store.reads.get_order(dead)["state"] == "dead"
     confirmed = logged_in.post(
         "/order-queue/api/orders/replay", json={"ids": [dead], "confirm": True}
     ).get_json()
     assert confirmed["ok"]
-    assert order_queue_db.get_store().get_order(dead)["state"] == "pending"
+    assert runtime.current().store.reads.get_order(dead)["state"] == "pending"
 
 
 def test_an_order_in_doubt_is_settled_as_placed_with_the_brokers_orderid(logged_in):
@@ -260,9 +259,9 @@ def test_an_order_in_doubt_is_settled_as_placed_with_the_brokers_orderid(logged_
         json={"ids": [dead], "placed": True, "broker_orderid": "B-777"},
     ).get_json()
     assert settled["ok"], settled
-    row = order_queue_db.get_store().get_order(dead)
+    row = runtime.current().store.reads.get_order(dead)
     assert (row["state"], row["broker_orderid"]) == ("sent", "B-777")
-    trail = order_queue_db.get_store().list_attempts(dead)
+    trail = runtime.current().store.reads.list_attempts(dead)
     assert trail[-1]["outcome"] == "settled_placed" and trail[-1]["actor"] == "alice"
 
 
@@ -272,13 +271,13 @@ def test_an_order_in_doubt_is_settled_as_not_placed_and_sent_again(logged_in):
         "/order-queue/api/orders/settle", json={"ids": [dead], "placed": False}
     ).get_json()
     assert settled["ok"]
-    assert order_queue_db.get_store().get_order(dead)["state"] == "pending"
+    assert runtime.current().store.reads.get_order(dead)["state"] == "pending"
 
 
 def test_settling_refuses_what_it_cannot_be(logged_in):
     rejected, in_doubt = make_order("dead"), make_order("dead_in_doubt", symbol="TCS")
     make_order("sent", symbol="INFY")  # bound to broker order id B<id>
-    taken = order_queue_db.get_store().list_orders(states=["sent"])[0]["broker_orderid"]
+    taken = runtime.current().store.reads.list_orders(states=["sent"])[0]["broker_orderid"]
     not_in_doubt = logged_in.post(
         "/order-queue/api/orders/settle", json={"ids": [rejected], "placed": False}
     ).get_json()
@@ -302,7 +301,7 @@ def test_settling_refuses_what_it_cannot_be(logged_in):
         ).status_code
         == 400
     )
-    assert order_queue_db.get_store().get_order(in_doubt)["state"] == "dead"
+    assert runtime.current().store.reads.get_order(in_doubt)["state"] == "dead"
 
 
 @pytest.mark.parametrize(
@@ -397,7 +396,7 @@ def test_health_reasons(tmp_path, broker):
             order_id = make_order("pending")
         runtime.current().wake()
         deadline = time.monotonic() + 10
-        while order_queue_db.get_store().get_order(order_id)["state"] != "dead":
+        while runtime.current().store.reads.get_order(order_id)["state"] != "dead":
             assert time.monotonic() < deadline
             time.sleep(0.02)
         report = client.get("/order-queue/api/health")
@@ -552,19 +551,19 @@ def test_the_page_logs_out(logged_in):
 
 
 def test_charts_are_drawn_from_stored_samples_sends_and_answers(logged_in):
-    store = order_queue_db.get_store()
+    store = runtime.current().store
     now = utcnow()
-    assert store.record_sample(now=now - timedelta(minutes=30), every_seconds=60)
+    assert store.samples.record_sample(now=now - timedelta(minutes=30), every_seconds=60)
     sent = make_order("sent")
     make_order("dead", symbol="TCS")
-    assert store.record_sample(now=now, every_seconds=60)
-    assert not store.record_sample(now=now, every_seconds=60)  # one a minute
+    assert store.samples.record_sample(now=now, every_seconds=60)
+    assert not store.samples.record_sample(now=now, every_seconds=60)  # one a minute
     drawn = logged_in.get("/order-queue/api/charts").get_json()
     assert set(drawn) == {"depth", "rate", "latency"}
     for markup in drawn.values():
         assert markup.startswith("<svg") and "<polyline" in markup
     assert "no data yet" not in drawn["latency"]  # order #sent was accepted
-    assert store.get_order(sent)["state"] == "sent"
+    assert store.reads.get_order(sent)["state"] == "sent"
 
 
 def test_held_instruments_say_what_they_wait_for_and_an_in_doubt_one_is_settled(logged_in):
@@ -591,9 +590,9 @@ def test_bulk_replay_by_filter_takes_every_match_beyond_the_rows_shown(logged_in
         json={"filter": {"state": "dead", "strategy": "Scalper", "reason": "rejected"}},
     ).get_json()
     assert replayed["ok"] and sorted(r["order_id"] for r in replayed["results"]) == wanted
-    store = order_queue_db.get_store()
-    assert {store.get_order(i)["state"] for i in wanted} == {"pending"}
-    assert store.get_order(other)["state"] == "dead"
+    store = runtime.current().store
+    assert {store.reads.get_order(i)["state"] for i in wanted} == {"pending"}
+    assert store.reads.get_order(other)["state"] == "dead"
     refused = logged_in.post(
         "/order-queue/api/orders/dismiss", json={"filter": {"state": "pending"}}
     )

@@ -4,8 +4,8 @@ the host, and an app process under gunicorn + eventlet."""
 
 import json
 
-from database import order_queue_db
 from database.order_queue_db import DeadReason, RateLimits, utcnow
+from services.order_queue import runtime
 from tests.conftest import TEST_PEPPER
 from tests.support.app_process import AppProcess
 from tests.support.server_venv import server_python
@@ -29,17 +29,17 @@ def payload(symbol="SBIN", action="BUY", strategy="Trend"):
 
 def make_order(state="dead", symbol="SBIN", error="Invalid symbol", strategy="Trend"):
     """An order driven to ``state`` through the store's own operations."""
-    store = order_queue_db.get_store()
+    store = runtime.current().store
     now = utcnow()
-    order_id = store.enqueue(
+    order_id = store.lifecycle.enqueue(
         "placeorder", payload(symbol, strategy=strategy), now=now, max_age_seconds=300
     )
     if state == "pending":
         return order_id
-    claimed = store.claim_next("test", now=now, lease_seconds=30, limits=UNLIMITED).order
+    claimed = store.claims.claim_next("test", now=now, lease_seconds=30, limits=UNLIMITED).order
     assert claimed.id == order_id
     if state == "dead":
-        store.mark_dead(
+        store.lifecycle.mark_dead(
             claimed,
             now=now,
             actor="test",
@@ -49,7 +49,7 @@ def make_order(state="dead", symbol="SBIN", error="Invalid symbol", strategy="Tr
             http_status=400,
         )
     elif state == "dead_in_doubt":
-        store.mark_dead(
+        store.lifecycle.mark_dead(
             claimed,
             now=now,
             actor="test",
@@ -58,7 +58,7 @@ def make_order(state="dead", symbol="SBIN", error="Invalid symbol", strategy="Tr
             error="orderbook unavailable",
         )
     elif state == "sent":
-        store.mark_sent(claimed, now=now, actor="test", broker_orderid=f"B{order_id}")
+        store.lifecycle.mark_sent(claimed, now=now, actor="test", broker_orderid=f"B{order_id}")
     return order_id
 
 

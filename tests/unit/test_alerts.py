@@ -6,7 +6,6 @@ import time
 import pytest
 
 from database.order_queue_db import utcnow
-from services.order_queue import events
 from services.order_queue.alerts import Alerter
 from services.order_queue.settings import OrderQueueSettings
 from tests.support.alert_receiver import Receiver
@@ -18,7 +17,6 @@ def receiver(monkeypatch):
     hook.settings = OrderQueueSettings(
         alert_webhook_url=hook.url, alert_telegram_chat_id="42", alert_repeat_seconds=60
     )
-    monkeypatch.setattr(events, "alerter", Alerter(hook.settings))  # nothing remembered
     yield hook
     hook.release.set()
     hook.server.shutdown()
@@ -53,7 +51,7 @@ def test_a_dead_lettered_order_is_alerted(receiver, store, broker):
     from tests.support.fake_broker import Reject
 
     broker.script(Reject("RMS: margin exceeds"))
-    store.enqueue(
+    store.lifecycle.enqueue(
         "placeorder",
         {
             "apikey": "k" * 64,
@@ -66,7 +64,11 @@ def test_a_dead_lettered_order_is_alerted(receiver, store, broker):
         now=utcnow(),
         max_age_seconds=300,
     )
-    dispatcher = Dispatcher(store, OrderQueueSettings(host_server=broker.base_url))
+    dispatcher = Dispatcher(
+        store,
+        OrderQueueSettings(host_server=broker.base_url),
+        alerter=Alerter(receiver.settings),
+    )
     dispatcher.start()
     try:
         assert receiver.wait_for(1)

@@ -2,44 +2,38 @@
 
 import pytest
 
-from database.order_queue.api_keys import (
-    CredentialsUnavailable,
-    mask,
-    seal,
-    seal_with_account,
-    unseal,
-    use_pepper,
-)
-from tests.conftest import TEST_PEPPER
+from database.order_queue.api_keys import CredentialsUnavailable, KeySealing, mask
+from tests.conftest import TEST_SEALING
 
 KEY = "k" * 60 + "AbCd"
 
 
 def test_a_sealed_key_opens_with_the_same_pepper_and_hides_the_key():
-    token = seal(KEY)
-    assert KEY not in token and unseal(token) == KEY
+    token = TEST_SEALING.seal(KEY)
+    assert KEY not in token and TEST_SEALING.unseal(token) == KEY
 
 
 def test_another_pepper_cannot_open_it():
-    token = seal(KEY)
-    use_pepper("another pepper of at least 32 characters")
-    try:
-        with pytest.raises(CredentialsUnavailable):
-            unseal(token)
-    finally:
-        use_pepper(TEST_PEPPER)
+    token = TEST_SEALING.seal(KEY)
+    with pytest.raises(CredentialsUnavailable):
+        KeySealing("another pepper of at least 32 characters").unseal(token)
 
 
 def test_the_account_id_is_stable_per_key_and_tells_keys_apart():
-    _, account = seal_with_account(KEY)
-    assert seal_with_account(KEY)[1] == account and len(account) == 16
-    assert seal_with_account("x" * 64)[1] != account
+    _, account = TEST_SEALING.seal_with_account(KEY)
+    assert TEST_SEALING.seal_with_account(KEY)[1] == account and len(account) == 16
+    assert TEST_SEALING.seal_with_account("x" * 64)[1] != account
     assert KEY not in account
+
+
+def test_the_account_id_depends_on_the_pepper():
+    other = KeySealing("another pepper of at least 32 characters")
+    assert other.seal_with_account(KEY)[1] != TEST_SEALING.seal_with_account(KEY)[1]
 
 
 def test_a_pepper_too_short_is_refused():
     with pytest.raises(CredentialsUnavailable, match="API_KEY_PEPPER"):
-        use_pepper("short")
+        KeySealing("short")
 
 
 @pytest.mark.parametrize("key, shown", [(KEY, "****AbCd"), ("short", "****"), (None, "")])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from database.order_queue.green import OffloadedCalls, run_blocking, server_model
+from database.order_queue.green import GreenTurns, OffloadedCalls, run_blocking, server_model
 
 
 class Target:
@@ -21,7 +21,7 @@ def test_a_threaded_process_runs_calls_where_they_are():
 
 
 def test_offloaded_calls_return_results_raise_errors_and_pass_attributes_through():
-    wrapped = OffloadedCalls(Target())
+    wrapped = OffloadedCalls(Target(), GreenTurns())
     assert wrapped.double(21) == 42
     assert wrapped.limit == 3
     with pytest.raises(ValueError, match="from the store"):

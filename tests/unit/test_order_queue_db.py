@@ -19,6 +19,7 @@ from database.order_queue_db import (
     QueueStore,
     RateLimits,
 )
+from tests.conftest import TEST_PEPPER, TEST_SEALING
 
 T0 = datetime(2026, 11, 23, 4, 0, 0)  # 09:30 IST
 LIMITS = RateLimits(smart=1, regular=10, window=1.1)
@@ -41,25 +42,25 @@ def order(symbol="SBIN", action="BUY", apikey=KEY_A, **extra):
 
 
 def enqueue(store, endpoint="placeorder", at=T0, max_age=None, deadline=None, **fields):
-    return store.enqueue(
+    return store.lifecycle.enqueue(
         endpoint, order(**fields), now=at, max_age_seconds=max_age, deadline=deadline
     )
 
 
 def claim(store, at=T0, owner="d1", limits=LIMITS):
-    return store.claim_next(owner, now=at, lease_seconds=30, limits=limits).order
+    return store.claims.claim_next(owner, now=at, lease_seconds=30, limits=limits).order
 
 
 def claim_and_stamp(store, at=T0, owner="d1"):
     """Claim, then stamp the send: the request is on its way."""
     claimed = claim(store, at=at, owner=owner)
-    assert store.stamp_send(claimed, clock=lambda: at, lease_seconds=30).go
+    assert store.claims.stamp_send(claimed, clock=lambda: at, lease_seconds=30).go
     return claimed
 
 
 def test_enqueue_commits_a_pending_row_without_the_plain_key(store):
     order_id = enqueue(store)
-    row = store.get_order(order_id)
+    row = store.reads.get_order(order_id)
     assert row["state"] == OrderState.PENDING.value
     assert row["payload"] == {k: v for k, v in order().items() if k != "apikey"}
     assert row["lane"] == "regular" and row["symbol"] == "SBIN"
@@ -71,8 +72,8 @@ def test_enqueue_commits_a_pending_row_without_the_plain_key(store):
 @pytest.mark.parametrize("endpoint", ["cancelorder", "placeorder ", "", "PLACEORDER"])
 def test_enqueue_refuses_other_endpoints_and_stores_nothing(store, endpoint):
     with pytest.raises(ValueError, match="endpoint"):
-        store.enqueue(endpoint, order(), now=T0, max_age_seconds=None)
-    assert store.list_orders() == []
+        store.lifecycle.enqueue(endpoint, order(), now=T0, max_age_seconds=None)
+    assert store.reads.list_orders() == []
 
 
 @pytest.mark.parametrize(
@@ -80,8 +81,8 @@ def test_enqueue_refuses_other_endpoints_and_stores_nothing(store, endpoint):
 )
 def test_enqueue_refuses_unusable_payloads(store, payload):
     with pytest.raises(ValueError):
-        store.enqueue("placeorder", payload, now=T0, max_age_seconds=None)
-    assert store.list_orders() == []
+        store.lifecycle.enqueue("placeorder", payload, now=T0, max_age_seconds=None)
+    assert store.reads.list_orders() == []
 
 
 def test_claim_prefers_smart_lane_then_oldest(store):
@@ -101,7 +102,7 @@ def test_later_order_for_same_instrument_waits_for_earlier_one(store):
     assert first.id == entry  # the smart exit may not overtake the entry before it
     assert claim(store).id == other
     assert claim(store) is None
-    store.mark_sent(first, now=T0, actor="d1", broker_orderid="1")
+    store.lifecycle.mark_sent(first, now=T0, actor="d1", broker_orderid="1")
     assert claim(store).id == exit_
 
 
@@ -117,9 +118,9 @@ def test_rate_limit_per_account_and_lane(store):
     other_account = enqueue(store, symbol="S0", apikey=KEY_B)
     claimed = [claim(store) for _ in range(10)]
     assert [c.id for c in claimed] == ids[:10]
-    result = store.claim_next("d1", now=T0, lease_seconds=30, limits=LIMITS)
+    result = store.claims.claim_next("d1", now=T0, lease_seconds=30, limits=LIMITS)
     assert result.order.id == other_account  # another account has its own budget
-    result = store.claim_next("d1", now=T0, lease_seconds=30, limits=LIMITS)
+    result = store.claims.claim_next("d1", now=T0, lease_seconds=30, limits=LIMITS)
     assert result.order is None
     assert result.next_due_at == T0 + timedelta(seconds=1.1)
     assert claim(store, at=T0 + timedelta(seconds=1.11)).id == ids[10]
@@ -159,8 +160,8 @@ def test_a_smart_order_waits_the_settle_gap_after_the_last_one_for_its_instrumen
     first, second = smart_order(store, "SBIN", 0), smart_order(store, "SBIN", 10)
     claimed = claim(store, limits=SETTLING)
     assert claimed.id == first
-    store.mark_sent(claimed, now=T0, actor="d1", broker_orderid="B1")
-    result = store.claim_next(
+    store.lifecycle.mark_sent(claimed, now=T0, actor="d1", broker_orderid="B1")
+    result = store.claims.claim_next(
         "d1", now=T0 + timedelta(seconds=0.5), lease_seconds=30, limits=SETTLING
     )
     assert result.order is None  # the outcome is known, but the position has not settled
@@ -174,11 +175,11 @@ def test_a_smart_order_that_placed_nothing_leaves_nothing_to_settle(store):
     first, second = smart_order(store, "SBIN", 0), smart_order(store, "SBIN", 0)
     third = smart_order(store, "SBIN", 5)
     claimed = claim(store, limits=SETTLING)
-    store.mark_sent(claimed, now=T0, actor="d1", broker_orderid=None)
+    store.lifecycle.mark_sent(claimed, now=T0, actor="d1", broker_orderid=None)
     after = T0 + timedelta(seconds=0.1)
     claimed = claim(store, at=after, limits=SETTLING)
     assert claimed.id == second
-    store.mark_sent(claimed, now=after, actor="d1", broker_orderid="B2")
+    store.lifecycle.mark_sent(claimed, now=after, actor="d1", broker_orderid="B2")
     assert claim(store, at=after, limits=SETTLING) is None  # that one placed an order
     assert claim(store, at=after + timedelta(seconds=1), limits=SETTLING).id == third
     assert first < second < third
@@ -196,17 +197,23 @@ def test_the_send_stamp_takes_turns_within_the_lane_window(store):
     def clock():
         return moment[0]
 
-    first = store.stamp_send(claimed[0], clock=clock, lease_seconds=30, limits=two_a_second)
+    first = store.claims.stamp_send(claimed[0], clock=clock, lease_seconds=30, limits=two_a_second)
     assert first.go and not first.lease_lost
-    assert store.stamp_send(claimed[1], clock=clock, lease_seconds=30, limits=two_a_second).go
-    refused = store.stamp_send(claimed[2], clock=clock, lease_seconds=30, limits=two_a_second)
+    assert store.claims.stamp_send(
+        claimed[1], clock=clock, lease_seconds=30, limits=two_a_second
+    ).go
+    refused = store.claims.stamp_send(
+        claimed[2], clock=clock, lease_seconds=30, limits=two_a_second
+    )
     assert not refused.go and not refused.lease_lost
     assert 0.9 < refused.wait_seconds <= 1.0
-    assert store.get_order(claimed[2].id)["sent_at"] is None
+    assert store.reads.get_order(claimed[2].id)["sent_at"] is None
     moment[0] += timedelta(seconds=refused.wait_seconds)
     if store.backend.spans_machines:
         time.sleep(refused.wait_seconds)
-    assert store.stamp_send(claimed[2], clock=clock, lease_seconds=30, limits=two_a_second).go
+    assert store.claims.stamp_send(
+        claimed[2], clock=clock, lease_seconds=30, limits=two_a_second
+    ).go
 
 
 def test_the_hosts_jitter_widens_the_window_a_stamp_is_counted_over(tmp_path):
@@ -214,19 +221,23 @@ def test_the_hosts_jitter_widens_the_window_a_stamp_is_counted_over(tmp_path):
     jitter, a lane of two a second takes its third stamp only 1.3 s after the first,
     where without it 1.0 s would do.  (SQLite: stamps on the clock given; PostgreSQL
     stamps with its server's clock under the same window rule.)"""
-    store = QueueStore(f"sqlite:///{tmp_path}/queue.db")
-    store.create_schema()
+    store = QueueStore(f"sqlite:///{tmp_path}/queue.db", sealing=TEST_SEALING)
+    store.schema.create()
     jittery = RateLimits(smart=2, regular=2, window=1.0, jitter=0.3)
     for symbol in ("A", "B", "C"):
         enqueue(store, symbol=symbol)
     claimed = [claim(store) for _ in range(3)]
     for order in claimed[:2]:
-        assert store.stamp_send(order, clock=lambda: T0, lease_seconds=30, limits=jittery).go
+        assert store.claims.stamp_send(order, clock=lambda: T0, lease_seconds=30, limits=jittery).go
     later = T0 + timedelta(seconds=1.1)  # past the broker's second, inside the jitter
-    refused = store.stamp_send(claimed[2], clock=lambda: later, lease_seconds=30, limits=jittery)
+    refused = store.claims.stamp_send(
+        claimed[2], clock=lambda: later, lease_seconds=30, limits=jittery
+    )
     assert not refused.go and 0.19 < refused.wait_seconds <= 0.2
     after = T0 + timedelta(seconds=1.31)
-    assert store.stamp_send(claimed[2], clock=lambda: after, lease_seconds=30, limits=jittery).go
+    assert store.claims.stamp_send(
+        claimed[2], clock=lambda: after, lease_seconds=30, limits=jittery
+    ).go
     store.dispose()
 
 
@@ -244,23 +255,23 @@ def test_exits_are_claimed_before_entries_but_never_overtake_their_own_instrumen
 def test_mark_with_a_stale_lease_changes_nothing(store):
     enqueue(store)
     first = claim_and_stamp(store)
-    store.recover_stale_sending(
+    store.lifecycle.recover_stale_sending(
         now=T0 + timedelta(seconds=60), heartbeat_timeout=5, check_at=T0 + timedelta(seconds=60)
     )
-    assert not store.mark_sent(first, now=T0, actor="d1", broker_orderid="X")
-    row = store.get_order(first.id)
+    assert not store.lifecycle.mark_sent(first, now=T0, actor="d1", broker_orderid="X")
+    row = store.reads.get_order(first.id)
     assert row["state"] == OrderState.IN_DOUBT.value and row["broker_orderid"] is None
 
 
 def test_mark_sent_records_orderid_and_attempt(store):
     enqueue(store)
     claimed = claim(store)
-    assert store.mark_sent(
+    assert store.lifecycle.mark_sent(
         claimed, now=T0, actor="d1", broker_orderid="2501", http_status=200, latency_ms=12.5
     )
-    row = store.get_order(claimed.id)
+    row = store.reads.get_order(claimed.id)
     assert (row["state"], row["broker_orderid"], row["attempts"]) == ("sent", "2501", 1)
-    trail = store.list_attempts(claimed.id)
+    trail = store.reads.list_attempts(claimed.id)
     assert [(a["outcome"], a["http_status"], a["broker_orderid"]) for a in trail] == [
         ("accepted", 200, "2501")
     ]
@@ -270,7 +281,7 @@ def test_mark_failed_returns_to_pending_until_retry_at(store):
     enqueue(store)
     claimed = claim(store)
     retry_at = T0 + timedelta(seconds=2)
-    assert store.mark_failed(
+    assert store.lifecycle.mark_failed(
         claimed,
         now=T0,
         actor="d1",
@@ -288,7 +299,7 @@ def test_mark_failed_returns_to_pending_until_retry_at(store):
 def test_mark_dead_keeps_reason_and_lists_as_failed(store):
     enqueue(store)
     claimed = claim(store)
-    store.mark_dead(
+    store.lifecycle.mark_dead(
         claimed,
         now=T0,
         actor="d1",
@@ -297,40 +308,42 @@ def test_mark_dead_keeps_reason_and_lists_as_failed(store):
         error="Invalid symbol",
         http_status=400,
     )
-    row = store.get_order(claimed.id)
+    row = store.reads.get_order(claimed.id)
     assert (row["state"], row["dead_reason"], row["last_error"]) == (
         "dead",
         "rejected",
         "Invalid symbol",
     )
-    assert [r["id"] for r in store.list_orders(states=["dead"])] == [claimed.id]
+    assert [r["id"] for r in store.reads.list_orders(states=["dead"])] == [claimed.id]
 
 
 def test_recovery_moves_orders_of_a_silent_dispatcher_to_in_doubt(store):
-    store.register_dispatcher("d1", host="h", pid=1, now=T0)
+    store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
     enqueue(store)
     claimed = claim_and_stamp(store)
     assert (
-        store.recover_stale_sending(now=T0 + timedelta(seconds=2), heartbeat_timeout=5, check_at=T0)
+        store.lifecycle.recover_stale_sending(
+            now=T0 + timedelta(seconds=2), heartbeat_timeout=5, check_at=T0
+        )
         == []
     )
     later = T0 + timedelta(seconds=6)
-    assert store.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later) == [
-        claimed.id
-    ]
-    row = store.get_order(claimed.id)
+    assert store.lifecycle.recover_stale_sending(
+        now=later, heartbeat_timeout=5, check_at=later
+    ) == [claimed.id]
+    row = store.reads.get_order(claimed.id)
     assert row["state"] == OrderState.IN_DOUBT.value  # never straight back to pending
-    assert store.claim_in_doubt("d2", now=later, lease_seconds=30).id == claimed.id
-    assert store.claim_in_doubt("d3", now=later, lease_seconds=30) is None  # leased
+    assert store.claims.claim_in_doubt("d2", now=later, lease_seconds=30).id == claimed.id
+    assert store.claims.claim_in_doubt("d3", now=later, lease_seconds=30) is None  # leased
 
 
 def test_an_order_claimed_but_never_stamped_goes_straight_back_to_pending(store):
     """Its dispatcher died before the send stamp: the request never left, so there is
     nothing to reconcile, and no receipt of an earlier attempt may speak for it."""
-    store.register_dispatcher("d1", host="h", pid=1, now=T0)
+    store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
     order_id = enqueue(store)
     first = claim_and_stamp(store)
-    assert store.mark_failed(
+    assert store.lifecycle.mark_failed(
         first,
         now=T0,
         actor="d1",
@@ -341,21 +354,23 @@ def test_an_order_claimed_but_never_stamped_goes_straight_back_to_pending(store)
     )
     claim(store)  # the retry is claimed, and its dispatcher dies before stamping
     later = T0 + timedelta(seconds=10)
-    assert store.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later) == []
-    row = store.get_order(order_id)
+    assert (
+        store.lifecycle.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later) == []
+    )
+    row = store.reads.get_order(order_id)
     assert (row["state"], row["sent_at"], row["fence_expected"]) == ("pending", None, None)
     assert row["attempts"] == 1  # the unsent claim is no attempt
-    assert store.list_attempts(order_id)[-1]["outcome"] == "released"
+    assert store.reads.list_attempts(order_id)[-1]["outcome"] == "released"
     assert claim(store, at=later).id == order_id
 
 
 def test_live_dispatcher_keeps_its_orders(store):
-    store.register_dispatcher("d1", host="h", pid=1, now=T0)
+    store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
     enqueue(store)
     claim(store)
-    store.heartbeat("d1", now=T0 + timedelta(seconds=9))
+    store.dispatchers.heartbeat("d1", now=T0 + timedelta(seconds=9))
     assert (
-        store.recover_stale_sending(
+        store.lifecycle.recover_stale_sending(
             now=T0 + timedelta(seconds=10), heartbeat_timeout=5, check_at=T0
         )
         == []
@@ -363,15 +378,15 @@ def test_live_dispatcher_keeps_its_orders(store):
 
 
 def test_in_doubt_order_blocks_its_instrument(store):
-    store.register_dispatcher("d1", host="h", pid=1, now=T0)
+    store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
     enqueue(store, symbol="SBIN")
     claim_and_stamp(store)
     later_id = enqueue(store, symbol="SBIN", at=T0 + timedelta(seconds=1))
     later = T0 + timedelta(seconds=10)
-    store.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later)
+    store.lifecycle.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later)
     assert claim(store, at=later) is None
-    doubt = store.claim_in_doubt("d2", now=later, lease_seconds=30)
-    store.release_to_pending(doubt, now=later, actor="d2", message="not at broker")
+    doubt = store.claims.claim_in_doubt("d2", now=later, lease_seconds=30)
+    store.lifecycle.release_to_pending(doubt, now=later, actor="d2", message="not at broker")
     assert claim(store, at=later).id == doubt.id
     assert later_id != doubt.id
 
@@ -381,9 +396,9 @@ def test_expired_pending_orders_are_dead_lettered_not_claimed(store):
     fresh = enqueue(store, symbol="TCS", max_age=60, at=T0 + timedelta(seconds=50))
     at = T0 + timedelta(seconds=61)
     assert claim(store, at=at).id == fresh  # claim never returns an expired order
-    expired = store.expire_pending(now=at)
+    expired = store.lifecycle.expire_pending(now=at)
     assert [r["id"] for r in expired] == [old]
-    row = store.get_order(old)
+    row = store.reads.get_order(old)
     assert (row["state"], row["dead_reason"]) == ("dead", "expired")
 
 
@@ -391,7 +406,7 @@ def test_depth_counts_every_state_and_lane(store):
     enqueue(store)
     enqueue(store, "placesmartorder", symbol="TCS", action="SELL")
     claim(store)
-    depth = store.depth()
+    depth = store.reads.depth()
     assert set(depth) == {s.value for s in OrderState}
     assert depth["sending"]["smart"] == 1 and depth["pending"]["regular"] == 1
     assert depth["sent"] == {"smart": 0, "regular": 0}
@@ -400,20 +415,20 @@ def test_depth_counts_every_state_and_lane(store):
 def test_broker_orderid_binding_lookup(store):
     enqueue(store)
     first = claim(store)
-    store.mark_sent(first, now=T0, actor="d1", broker_orderid="777")
-    assert store.bound_broker_orderids(["777", "888"], excluding=first.id + 1) == {"777"}
-    assert store.bound_broker_orderids(["777"], excluding=first.id) == set()
+    store.lifecycle.mark_sent(first, now=T0, actor="d1", broker_orderid="777")
+    assert store.reads.bound_broker_orderids(["777", "888"], excluding=first.id + 1) == {"777"}
+    assert store.reads.bound_broker_orderids(["777"], excluding=first.id) == set()
 
 
 def test_schema_creation_is_idempotent(store):
     enqueue(store)
-    store.create_schema()
-    assert len(store.list_orders()) == 1
+    store.schema.create()
+    assert len(store.reads.list_orders()) == 1
 
 
 def test_sqlite_file_settings(tmp_path):
-    store = QueueStore(f"sqlite:///{tmp_path}/q/order_queue.db")
-    store.create_schema()
+    store = QueueStore(f"sqlite:///{tmp_path}/q/order_queue.db", sealing=TEST_SEALING)
+    store.schema.create()
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
@@ -422,18 +437,18 @@ def test_sqlite_file_settings(tmp_path):
 
 
 def test_sqlite_file_never_holds_the_api_key(tmp_path):
-    store = QueueStore(f"sqlite:///{tmp_path}/order_queue.db")
-    store.create_schema()
+    store = QueueStore(f"sqlite:///{tmp_path}/order_queue.db", sealing=TEST_SEALING)
+    store.schema.create()
     for i in range(20):
-        store.enqueue("placeorder", order(symbol=f"S{i}"), now=T0, max_age_seconds=None)
+        store.lifecycle.enqueue("placeorder", order(symbol=f"S{i}"), now=T0, max_age_seconds=None)
     store.dispose()
     for path in tmp_path.iterdir():  # the database and its WAL
         assert KEY_A.encode() not in path.read_bytes(), path.name
 
 
 def test_sqlite_write_to_a_deleted_file_fails_instead_of_vanishing(tmp_path):
-    store = QueueStore(f"sqlite:///{tmp_path}/order_queue.db")
-    store.create_schema()
+    store = QueueStore(f"sqlite:///{tmp_path}/order_queue.db", sealing=TEST_SEALING)
+    store.schema.create()
     enqueue(store)
     for path in tmp_path.iterdir():
         path.unlink()
@@ -444,20 +459,20 @@ def test_sqlite_write_to_a_deleted_file_fails_instead_of_vanishing(tmp_path):
 
 def test_deadline_before_max_age_sets_expiry_and_past_deadline_is_ignored(store):
     soon = enqueue(store, max_age=300, deadline=None)
-    assert store.get_order(soon)["expires_at"] == T0 + timedelta(seconds=300)
+    assert store.reads.get_order(soon)["expires_at"] == T0 + timedelta(seconds=300)
     squareoff = T0 + timedelta(seconds=60)
-    early = store.enqueue(
+    early = store.lifecycle.enqueue(
         "placeorder", order(symbol="TCS"), now=T0, max_age_seconds=300, deadline=squareoff
     )
-    assert store.get_order(early)["expires_at"] == squareoff
-    flatten = store.enqueue(
+    assert store.reads.get_order(early)["expires_at"] == squareoff
+    flatten = store.lifecycle.enqueue(
         "placesmartorder",
         order(symbol="INFY"),
         now=squareoff,
         max_age_seconds=300,
         deadline=squareoff,
     )  # the squareoff itself
-    assert store.get_order(flatten)["expires_at"] == squareoff + timedelta(seconds=300)
+    assert store.reads.get_order(flatten)["expires_at"] == squareoff + timedelta(seconds=300)
 
 
 # ----------------------------------------------------------------- write-once protection
@@ -542,7 +557,7 @@ def test_state_changes_outside_the_lifecycle_are_refused(store, start, jump):
     order_id = finish(store, start)
     with pytest.raises(QueueStorageError, match="not part of the order lifecycle"):
         raw(store, "UPDATE order_queue SET state = :state WHERE id = :id", state=jump, id=order_id)
-    assert store.get_order(order_id)["state"] == start
+    assert store.reads.get_order(order_id)["state"] == start
 
 
 def test_an_open_order_cannot_be_replaced_or_truncated(store):
@@ -564,7 +579,7 @@ def test_an_open_order_cannot_be_replaced_or_truncated(store):
     else:
         with pytest.raises(QueueStorageError, match="cannot be deleted"):
             raw(store, "TRUNCATE order_queue, order_queue_attempts")
-    assert store.get_order(order_id)["payload"]["symbol"] == "SBIN"
+    assert store.reads.get_order(order_id)["payload"]["symbol"] == "SBIN"
 
 
 @pytest.mark.parametrize("state", ["pending", "sending", "in_doubt", "dead"])
@@ -572,25 +587,25 @@ def test_rows_that_still_owe_something_cannot_be_deleted(store, state):
     order_id = finish(store, state)
     with pytest.raises(QueueStorageError, match="cannot be deleted"):
         raw(store, "DELETE FROM order_queue WHERE id = :id", id=order_id)
-    assert store.get_order(order_id) is not None
+    assert store.reads.get_order(order_id) is not None
 
 
 @pytest.mark.parametrize("state", ["sent", "dismissed", "cancelled"])
 def test_finished_rows_may_be_deleted(store, state):
     order_id = finish(store, state)
     raw(store, "DELETE FROM order_queue WHERE id = :id", id=order_id)
-    assert store.get_order(order_id) is None
+    assert store.reads.get_order(order_id) is None
 
 
 def test_attempts_are_append_only(store):
     enqueue(store)
     claimed = claim(store)
-    store.mark_sent(claimed, now=T0, actor="d1", broker_orderid="1")
+    store.lifecycle.mark_sent(claimed, now=T0, actor="d1", broker_orderid="1")
     with pytest.raises(QueueStorageError, match="append-only"):
         raw(store, "UPDATE order_queue_attempts SET outcome = 'x'")
     with pytest.raises(QueueStorageError, match="append-only"):
         raw(store, "DELETE FROM order_queue_attempts")
-    assert len(store.list_attempts(claimed.id)) == 1
+    assert len(store.reads.list_attempts(claimed.id)) == 1
 
 
 def test_purge_removes_only_old_finished_orders_and_their_trails(store):
@@ -606,19 +621,19 @@ def test_purge_removes_only_old_finished_orders_and_their_trails(store):
         id=old_sent,
         at=T0,
     )
-    assert store.purge_finished(older_than=T0 + timedelta(days=30)) == 2
-    remaining = {row["id"] for row in store.list_orders()}
+    assert store.operator.purge_finished(older_than=T0 + timedelta(days=30)) == 2
+    remaining = {row["id"] for row in store.reads.list_orders()}
     assert remaining == {old_dead, new_sent, pending}
-    assert old_dismissed not in remaining and store.list_attempts(old_sent) == []
+    assert old_dismissed not in remaining and store.reads.list_attempts(old_sent) == []
 
 
 def test_purge_goes_in_batches_so_a_backlog_never_holds_the_writer_long(store):
     old = [finish(store, "sent", at=T0) for _ in range(5)]
-    assert store.purge_finished(older_than=T0 + timedelta(days=30), limit=2) == 2
-    assert store.purge_finished(older_than=T0 + timedelta(days=30), limit=2) == 2
-    assert store.purge_finished(older_than=T0 + timedelta(days=30), limit=2) == 1
-    assert store.purge_finished(older_than=T0 + timedelta(days=30), limit=2) == 0
-    assert not {row["id"] for row in store.list_orders()} & set(old)
+    assert store.operator.purge_finished(older_than=T0 + timedelta(days=30), limit=2) == 2
+    assert store.operator.purge_finished(older_than=T0 + timedelta(days=30), limit=2) == 2
+    assert store.operator.purge_finished(older_than=T0 + timedelta(days=30), limit=2) == 1
+    assert store.operator.purge_finished(older_than=T0 + timedelta(days=30), limit=2) == 0
+    assert not {row["id"] for row in store.reads.list_orders()} & set(old)
 
 
 # ----------------------------------------------------------------- operator actions
@@ -627,7 +642,7 @@ def test_purge_goes_in_batches_so_a_backlog_never_holds_the_writer_long(store):
 def dead_order(store, **fields):
     enqueue(store, **fields)
     claimed = claim(store)
-    store.mark_dead(
+    store.lifecycle.mark_dead(
         claimed,
         now=T0,
         actor="d1",
@@ -641,31 +656,31 @@ def dead_order(store, **fields):
 def test_replay_puts_a_dead_order_back_in_line_with_a_fresh_expiry(store):
     order_id = dead_order(store)
     later = T0 + timedelta(hours=2)
-    assert store.replay(order_id, now=later, actor="alice", max_age_seconds=300)
-    row = store.get_order(order_id)
+    assert store.operator.replay(order_id, now=later, actor="alice", max_age_seconds=300)
+    row = store.reads.get_order(order_id)
     assert (row["state"], row["dead_reason"]) == ("pending", None)
     assert row["expires_at"] == later + timedelta(seconds=300)
     again = claim(store, at=later)
     assert again.id == order_id
-    trail = store.list_attempts(order_id)
+    trail = store.reads.list_attempts(order_id)
     assert (trail[-1]["kind"], trail[-1]["outcome"], trail[-1]["actor"]) == (
         "operator",
         "replayed",
         "alice",
     )
-    assert not store.replay(order_id, now=later, actor="alice", max_age_seconds=300)
+    assert not store.operator.replay(order_id, now=later, actor="alice", max_age_seconds=300)
 
 
 def test_dismiss_and_cancel_only_from_their_states(store):
     dead = dead_order(store)
     pending = enqueue(store, symbol="TCS")
-    assert not store.cancel(dead, now=T0, actor="bob", note=None)
-    assert not store.dismiss(pending, now=T0, actor="bob", note=None)
-    assert store.dismiss(dead, now=T0, actor="bob", note="fat finger, ignore")
-    assert store.cancel(pending, now=T0, actor="bob", note=None)
-    assert store.get_order(dead)["state"] == "dismissed"
-    assert store.get_order(pending)["state"] == "cancelled"
-    assert store.list_attempts(dead)[-1]["message"] == "fat finger, ignore"
+    assert not store.operator.cancel(dead, now=T0, actor="bob", note=None)
+    assert not store.operator.dismiss(pending, now=T0, actor="bob", note=None)
+    assert store.operator.dismiss(dead, now=T0, actor="bob", note="fat finger, ignore")
+    assert store.operator.cancel(pending, now=T0, actor="bob", note=None)
+    assert store.reads.get_order(dead)["state"] == "dismissed"
+    assert store.reads.get_order(pending)["state"] == "cancelled"
+    assert store.reads.list_attempts(dead)[-1]["message"] == "fat finger, ignore"
     assert claim(store) is None
 
 
@@ -675,47 +690,58 @@ def test_later_sent_orders_for_the_same_instrument_are_reported(store):
     enqueue(store, symbol="TCS")
     for _ in range(2):
         claimed = claim(store)
-        store.mark_sent(claimed, now=T0, actor="d1", broker_orderid=str(claimed.id))
-    later = store.later_orders_gone_ahead(dead)
+        store.lifecycle.mark_sent(claimed, now=T0, actor="d1", broker_orderid=str(claimed.id))
+    later = store.reads.later_orders_gone_ahead(dead)
     assert [row["symbol"] for row in later] == ["SBIN"]
 
 
 def test_filters_and_counts(store):
     dead_order(store, symbol="SBIN")
     enqueue(store, symbol="TCS")
-    assert store.count_orders(states=["dead"], reason="rejected") == 1
-    assert [r["symbol"] for r in store.list_orders(symbol="TCS")] == ["TCS"]
-    assert store.count_orders(strategy="S1") == 2
-    assert store.count_orders(since=T0 + timedelta(seconds=1)) == 0
-    stats = store.stats(now=T0 + timedelta(seconds=30), day_start=T0 - timedelta(hours=1))
+    assert store.reads.count_orders(states=["dead"], reason="rejected") == 1
+    assert [r["symbol"] for r in store.reads.list_orders(symbol="TCS")] == ["TCS"]
+    assert store.reads.count_orders(strategy="S1") == 2
+    assert store.reads.count_orders(since=T0 + timedelta(seconds=1)) == 0
+    stats = store.reads.stats(now=T0 + timedelta(seconds=30), day_start=T0 - timedelta(hours=1))
     assert stats["oldest_pending_age_seconds"] == 30 and stats["dead"] == 1
 
 
 def test_a_replayed_order_waits_for_a_later_one_in_doubt(store):
-    store.register_dispatcher("d1", host="h", pid=1, now=T0)
+    store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
     dead = dead_order(store, symbol="SBIN")
     later = enqueue(store, symbol="SBIN", action="SELL")
     claim_and_stamp(store)  # the later order is on the wire...
     after = T0 + timedelta(seconds=10)
-    store.recover_stale_sending(now=after, heartbeat_timeout=5, check_at=after)  # ...in doubt
-    assert [r["id"] for r in store.later_orders_gone_ahead(dead)] == [later]
-    store.replay(dead, now=after, actor="op", max_age_seconds=300)
+    store.lifecycle.recover_stale_sending(
+        now=after, heartbeat_timeout=5, check_at=after
+    )  # ...in doubt
+    assert [r["id"] for r in store.reads.later_orders_gone_ahead(dead)] == [later]
+    store.operator.replay(dead, now=after, actor="op", max_age_seconds=300)
     assert claim(store, at=after) is None  # not while the later one is in doubt
 
 
-def test_the_seed_named_module_functions_work_on_the_configured_store(tmp_path):
-    """The proposal's names are the module's public face (docs/design.md, "Layout")."""
+def test_the_seed_named_module_functions_work_on_the_runtimes_store(tmp_path):
+    """The proposal's names are the module's public face (docs/design.md, "Layout"),
+    calls over the store the runtime owns."""
     from database import order_queue_db as q
+    from services.order_queue import runtime
+    from services.order_queue.settings import OrderQueueSettings
 
-    q.configure(f"sqlite:///{tmp_path}/face.db")
+    runtime.build(
+        OrderQueueSettings(database_url=f"sqlite:///{tmp_path}/face.db", api_key_pepper=TEST_PEPPER)
+    )
     q.init_db()
-    q.get_store().register_dispatcher("d1", host="h", pid=1, now=T0)
+    runtime.current().store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
     sent_id = q.enqueue_order("placeorder", order(), now=T0)
     doubt_id = q.enqueue_order("placeorder", order(symbol="TCS"), now=T0)
     first = q.mark_processing("d1", now=T0, lease_seconds=30, limits=LIMITS).order
     assert q.mark_sent(first, now=T0, actor="d1", broker_orderid="9")
     on_the_wire = q.mark_processing("d1", now=T0, lease_seconds=30, limits=LIMITS).order
-    assert q.get_store().stamp_send(on_the_wire, clock=lambda: T0, lease_seconds=30).go
+    assert (
+        runtime.current()
+        .store.claims.stamp_send(on_the_wire, clock=lambda: T0, lease_seconds=30)
+        .go
+    )
     later = T0 + timedelta(seconds=30)
     assert q.recover_stale_processing_orders(now=later, heartbeat_timeout=5, check_at=later) == [
         doubt_id
@@ -723,13 +749,13 @@ def test_the_seed_named_module_functions_work_on_the_configured_store(tmp_path):
     depth = q.queue_depth()
     assert depth["sent"]["regular"] == 1 and depth["in_doubt"]["regular"] == 1
     assert first.id == sent_id and q.get_failed_orders() == []
-    q.get_store().dispose()
+    runtime.current().store.dispose()
 
 
 def test_the_queue_file_is_created_private(tmp_path):
-    store = QueueStore(f"sqlite:///{tmp_path}/private/order_queue.db")
-    store.create_schema()
-    store.enqueue("placeorder", order(), now=T0, max_age_seconds=None)
+    store = QueueStore(f"sqlite:///{tmp_path}/private/order_queue.db", sealing=TEST_SEALING)
+    store.schema.create()
+    store.lifecycle.enqueue("placeorder", order(), now=T0, max_age_seconds=None)
     for name in ("order_queue.db", "order_queue.db-wal"):
         assert (tmp_path / "private" / name).stat().st_mode & 0o777 == 0o600, name
     store.dispose()
@@ -743,8 +769,8 @@ def test_an_app_role_that_does_not_own_the_tables_cannot_switch_the_guards_off(p
 
     from sqlalchemy import create_engine
 
-    owner = QueueStore(postgres_schema_url)
-    owner.create_schema()
+    owner = QueueStore(postgres_schema_url, sealing=TEST_SEALING)
+    owner.schema.create()
     role = f"oq_app_{uuid.uuid4().hex[:8]}"
     schema = postgres_schema_url.split("search_path%3D")[1]
     admin = create_engine(postgres_schema_url, isolation_level="AUTOCOMMIT")
@@ -758,9 +784,9 @@ def test_an_app_role_that_does_not_own_the_tables_cannot_switch_the_guards_off(p
         )
         conn.execute(text(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"'))
     app_url = postgres_schema_url.replace("postgres@", f"{role}@")
-    app_store = QueueStore(app_url)
+    app_store = QueueStore(app_url, sealing=TEST_SEALING)
     try:
-        app_store.create_schema()  # at every start: leaves the owner's triggers alone
+        app_store.schema.create()  # at every start: leaves the owner's triggers alone
         order_id = enqueue(app_store)
         assert claim(app_store).id == order_id
         for statement in (
@@ -794,23 +820,23 @@ def test_an_earlier_version_in_flight_order_counts_as_sent_after_the_upgrade(tmp
     been sent, so the upgrade stamps it at its dispatch time and recovery puts it in
     doubt, never straight back to pending."""
     url = f"sqlite:///{tmp_path}/old.db"
-    store = QueueStore(url)
-    store.create_schema()
-    store.register_dispatcher("d1", host="h", pid=1, now=T0)
+    store = QueueStore(url, sealing=TEST_SEALING)
+    store.schema.create()
+    store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
     order_id = enqueue(store)
     claim_and_stamp(store)
     with store.engine.begin() as conn:  # as the earlier version left it
         conn.exec_driver_sql("DROP INDEX ix_order_queue_lane_sent")
         conn.exec_driver_sql("ALTER TABLE order_queue DROP COLUMN sent_at")
     store.dispose()
-    upgraded = QueueStore(url)
-    upgraded.create_schema()
-    row = upgraded.get_order(order_id)
+    upgraded = QueueStore(url, sealing=TEST_SEALING)
+    upgraded.schema.create()
+    row = upgraded.reads.get_order(order_id)
     assert row["sent_at"] == row["dispatched_at"] == T0
     later = T0 + timedelta(seconds=10)
-    assert upgraded.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later) == [
-        order_id
-    ]
+    assert upgraded.lifecycle.recover_stale_sending(
+        now=later, heartbeat_timeout=5, check_at=later
+    ) == [order_id]
     upgraded.dispose()
 
 
@@ -818,11 +844,11 @@ def test_a_plain_connection_cannot_replace_a_dead_order_or_an_attempt(tmp_path):
     """A sqlite3 console has no recursive_triggers: the schema refuses the insert itself."""
     import sqlite3
 
-    store = QueueStore(f"sqlite:///{tmp_path}/queue.db")
-    store.create_schema()
+    store = QueueStore(f"sqlite:///{tmp_path}/queue.db", sealing=TEST_SEALING)
+    store.schema.create()
     enqueue(store)
     claimed = claim(store)
-    store.mark_dead(
+    store.lifecycle.mark_dead(
         claimed,
         now=T0,
         actor="d1",
@@ -856,12 +882,12 @@ def test_a_plain_connection_cannot_replace_a_dead_order_or_an_attempt(tmp_path):
 def test_only_an_order_dead_in_doubt_may_be_marked_sent(store, reason, allowed):
     enqueue(store)
     claimed = claim(store)
-    store.mark_dead(claimed, now=T0, actor="d1", reason=reason, outcome="x", error="e")
+    store.lifecycle.mark_dead(claimed, now=T0, actor="d1", reason=reason, outcome="x", error="e")
     move = "UPDATE order_queue SET state = 'sent' WHERE id = :id"
     if allowed:  # the operator's settle "placed, broker order id X"
         raw(store, move, id=claimed.id)
-        assert store.get_order(claimed.id)["state"] == "sent"
+        assert store.reads.get_order(claimed.id)["state"] == "sent"
     else:  # never placed: "sent" would let the retention purge erase it
         with pytest.raises(QueueStorageError, match="not part of the order lifecycle"):
             raw(store, move, id=claimed.id)
-        assert store.get_order(claimed.id)["state"] == "dead"
+        assert store.reads.get_order(claimed.id)["state"] == "dead"

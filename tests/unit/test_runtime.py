@@ -43,12 +43,12 @@ def test_the_runtime_holds_the_settings_store_and_clock_it_was_built_with(fresh,
     assert runtime.current() is queue
     assert queue.settings.max_retries == 7
     assert queue.store.url.endswith("order_queue.db")
-    assert abs((queue.clock.now() - queue.store.shared_now()).total_seconds()) < 1
+    assert abs((queue.clock.now() - queue.store.reads.shared_now()).total_seconds()) < 1
 
 
 def test_building_again_stops_the_earlier_dispatcher(fresh, tmp_path):
     first = runtime.build(settings_for(tmp_path))
-    first.store.create_schema()
+    first.store.schema.create()
     dispatcher = first.start_dispatcher()
     assert dispatcher.alive and first.status()["dispatcher_running"]
     second = runtime.build(settings_for(tmp_path))
@@ -58,7 +58,7 @@ def test_building_again_stops_the_earlier_dispatcher(fresh, tmp_path):
 
 def test_stop_leaves_nothing_running_and_is_safe_twice(fresh, tmp_path):
     queue = runtime.build(settings_for(tmp_path))
-    queue.store.create_schema()
+    queue.store.schema.create()
     dispatcher = queue.start_dispatcher()
     assert queue.stop(timeout=5)
     assert not dispatcher.alive and queue.dispatcher is None

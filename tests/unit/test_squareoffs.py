@@ -48,7 +48,7 @@ def test_the_trading_day_is_the_ist_date():
 def claim(
     store, outcome=SquareoffOutcome.ON_TIME, squareoff_time="15:10", day="2026-11-30", strategy_id=1
 ):
-    return store.claim_squareoff(
+    return store.squareoffs.claim_squareoff(
         source="strategy",
         strategy_id=strategy_id,
         strategy_name="Trend",
@@ -65,7 +65,7 @@ def test_a_squareoff_is_recorded_once_a_day_per_strategy_and_time(store):
     assert claim(store, squareoff_time="15:15") is True  # the time was edited: a new one
     assert claim(store, day="2026-12-01") is True  # the next day
     assert claim(store, strategy_id=2) is True
-    rows = store.squareoffs_since("2026-11-30")
+    rows = store.squareoffs.squareoffs_since("2026-11-30")
     assert [
         (r["trading_day"], r["strategy_id"], r["squareoff_time"], r["outcome"]) for r in rows
     ] == [

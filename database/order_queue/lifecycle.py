@@ -1,9 +1,10 @@
-"""The write path: enqueue, the outcome marks, recovery and expiry, dispatcher records.
+"""The lifecycle marks: enqueue, the outcome of a send, recovery and expiry.
 
 Every mark is conditional on the lease the caller holds (``_mark``), so a dispatcher
 that lost its order to another can change nothing; each change appends its attempt to
 the trail in the same transaction (``_record``).  Enqueue commits on the driver's own
-cursor (``backends``): it is the webhook's whole cost.
+cursor (``backends``): it is the webhook's whole cost.  The states and the moves between
+them are drawn in docs/design.md ("Lifecycle").
 """
 
 from __future__ import annotations
@@ -12,18 +13,16 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, insert, or_, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.engine import Connection
 
-from database.order_queue import api_keys
-from database.order_queue.core import StoreCore
+from database.order_queue.api_keys import KeySealing
+from database.order_queue.core import StoreCore, StorePart
 from database.order_queue.model import (
     ERROR_TEXT_LIMIT,
     EXIT_PRIORITY,
     LANE_OF_ENDPOINT,
     LANE_PRIORITY,
-    SAMPLE_RETENTION,
-    SAMPLED_STATES,
     AttemptKind,
     ClaimedOrder,
     DeadReason,
@@ -32,17 +31,17 @@ from database.order_queue.model import (
     dispatchers,
     expiry_for,
     orders,
-    samples,
     truncate,
 )
 
-#: When the queue's depth was last sampled (``record_sample``).
-_NEWEST_SAMPLE = select(func.max(samples.c.at))
 
+class LifecycleMarks(StorePart):
+    """Moves of an order through its lifecycle, each under the caller's lease."""
 
-class OrderWrites(StoreCore):
-    """Writes of the order lifecycle (mixed into ``QueueStore``, which provides
-    ``transaction``, ``_storage_errors`` and ``backend``)."""
+    def __init__(self, core: StoreCore, sealing: KeySealing):
+        super().__init__(core)
+        #: Seals each order's API key at enqueue (the runtime's, from the pepper).
+        self.sealing = sealing
 
     def enqueue(
         self,
@@ -77,7 +76,7 @@ class OrderWrites(StoreCore):
             if not isinstance(payload.get(field), str) or not payload[field]:
                 raise ValueError(f"payload needs a non-empty string {field!r}")
         stored_payload = {k: v for k, v in payload.items() if k != "apikey"}
-        apikey_token, account = api_keys.seal_with_account(api_key)
+        apikey_token, account = self.sealing.seal_with_account(api_key)
         product = str(payload.get("product") or "")
         row = {
             "endpoint": endpoint,
@@ -123,57 +122,6 @@ class OrderWrites(StoreCore):
             .values(**values)
         )
         return result.rowcount == 1
-
-    def record_receipt(
-        self, order_id: int, lease_token: str, *, instance: str, now: datetime
-    ) -> bool:
-        """The host's door for a dispatched order: True (and the receipt written) only
-        while the sender still holds the order's lease.
-
-        A request that arrives after its order was taken over (its sender died, its
-        answer timed out) is refused here, so an order that left no receipt was never
-        placed, and reconciliation need not wait for a request that might still come.
-        """
-        with self.transaction() as conn:
-            return (
-                conn.execute(
-                    update(orders)
-                    .where(
-                        orders.c.id == order_id,
-                        orders.c.state == OrderState.SENDING.value,
-                        orders.c.lease_token == lease_token,
-                    )
-                    .values(host_instance=instance, host_received_at=now)
-                ).rowcount
-                == 1
-            )
-
-    def record_host_answer(
-        self,
-        order_id: int,
-        *,
-        instance: str,
-        received_at: datetime,
-        now: datetime,
-        status: int,
-        body: str,
-    ) -> None:
-        """The host's answer to a receipted request, for the reconciler in case the
-        sender is no longer there to read it.  Only for the same receipt."""
-        with self.transaction() as conn:
-            conn.execute(
-                update(orders)
-                .where(
-                    orders.c.id == order_id,
-                    orders.c.host_instance == instance,
-                    orders.c.host_received_at == received_at,
-                )
-                .values(
-                    host_done_at=now,
-                    host_answer_status=status,
-                    host_answer_body=truncate(body, ERROR_TEXT_LIMIT),
-                )
-            )
 
     def mark_sent(
         self,
@@ -382,24 +330,6 @@ class OrderWrites(StoreCore):
                 )
             return changed
 
-    def record_late_acceptance(
-        self, order_id: int, *, now: datetime, actor: str, broker_orderid: str | None, message: str
-    ) -> None:
-        """The broker accepted a request whose lease had already passed to another
-        dispatcher.  The newer owner decides the state; this only keeps the evidence (the
-        orderid) in the trail, so a possible duplicate can be found and cancelled."""
-        with self.transaction() as conn:
-            self._record(
-                conn,
-                order_id,
-                now=now,
-                kind=AttemptKind.SEND,
-                outcome="accepted_after_lease_lost",
-                actor=actor,
-                broker_orderid=broker_orderid,
-                message=message,
-            )
-
     def note_reconcile_miss(
         self, order: ClaimedOrder, *, now: datetime, actor: str, check_at: datetime, message: str
     ) -> bool:
@@ -587,64 +517,6 @@ class OrderWrites(StoreCore):
                     )
                     expired.append(row)
         return expired
-
-    def register_dispatcher(
-        self, dispatcher_id: str, *, host: str, pid: int, now: datetime
-    ) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                insert(dispatchers).values(
-                    id=dispatcher_id, host=host, pid=pid, started_at=now, heartbeat_at=now
-                )
-            )
-
-    def heartbeat(self, dispatcher_id: str, *, now: datetime) -> None:
-        """Prove the dispatcher is alive; its leases stay valid while this runs."""
-        with self.transaction() as conn:
-            conn.execute(
-                update(dispatchers)
-                .where(dispatchers.c.id == dispatcher_id)
-                .values(heartbeat_at=now)
-            )
-
-    def stop_dispatcher(self, dispatcher_id: str, *, now: datetime) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                update(dispatchers)
-                .where(dispatchers.c.id == dispatcher_id)
-                .values(stopped_at=now, heartbeat_at=now)
-            )
-
-    def record_sample(self, *, now: datetime, every_seconds: float) -> bool:
-        """Store the depth per state unless a sample younger than ``every_seconds``
-        exists (several dispatchers share the work); drop samples past retention.
-        True when a sample was written.  Looks first without the write lock: on most
-        heartbeats the newest sample is fresh and nothing need be written."""
-        fresh_after = now - timedelta(seconds=every_seconds)
-        with self.transaction(read_only=True) as conn:
-            newest = conn.execute(_NEWEST_SAMPLE).scalar()
-        if newest is not None and newest > fresh_after:
-            return False
-        with self.transaction() as conn:
-            newest = conn.execute(_NEWEST_SAMPLE).scalar()  # another process may have
-            if newest is not None and newest > fresh_after:
-                return False
-            counts: dict[str, int] = dict(
-                conn.execute(
-                    select(orders.c.state, func.count())
-                    .where(orders.c.state.in_(SAMPLED_STATES))
-                    .group_by(orders.c.state)
-                )
-                .tuples()  # rows as (state, count) tuples (for the type checker; no-op)
-                .all()
-            )
-            conn.execute(
-                insert(samples).values(
-                    at=now, **{state: counts.get(state, 0) for state in SAMPLED_STATES}
-                )
-            )
-            conn.execute(samples.delete().where(samples.c.at < now - SAMPLE_RETENTION))
-            return True
 
 
 def _is_exit(lane: Lane, payload: dict[str, Any]) -> bool:
