@@ -2,7 +2,7 @@
 
 ``init_app(app)`` is the one call a host makes at start-up: it validates the settings,
 builds the queue's runtime (``services/order_queue/runtime.py``), and registers the
-blueprint, the host's door (``fence.py``) and the ``flask order-queue`` commands
+blueprint, the host's door (``door.py``) and the ``flask order-queue`` commands
 (``cli.py``).  The dispatcher is started separately by ``start(app)``, from the host's
 start-up path once its databases are ready, so CLI commands and the reloader's parent
 process never start one.  What the page and the API show is built in ``reports.py``.
@@ -23,7 +23,7 @@ from flask import Blueprint, abort, g, jsonify, render_template, request, sessio
 from database.order_queue.model import MAX_ORDER_ID
 from database.order_queue_db import DeadReason, OrderState, QueueStorageError
 from extensions import socketio
-from services.order_queue import actions, fence, reports, runtime
+from services.order_queue import actions, door, reports, runtime
 from services.order_queue.cli import order_queue_cli
 from services.order_queue.events import NAMESPACE
 from services.order_queue.ist import ist_to_utc
@@ -69,7 +69,7 @@ def init_app(app) -> OrderQueueSettings:
     app.register_blueprint(order_queue_bp)
     app.after_request(_storage_failure_is_503)
     app.after_request(_refused_webhook_is_429)
-    fence.init_app(app)
+    door.init_app(app)
     app.cli.add_command(order_queue_cli)
     socketio.on_event("connect", _live_connect, namespace=NAMESPACE)
     return settings

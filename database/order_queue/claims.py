@@ -49,7 +49,7 @@ _LANE_STAMPS = (
 #: claim that dies before its stamp would carry the previous attempt's facts.
 _NOT_YET_SENT = {
     "sent_at": None,
-    "fence_expected": None,
+    "door_expected": None,
     "host_instance": None,
     "host_received_at": None,
     "host_done_at": None,
@@ -120,7 +120,7 @@ _STAMP_ROW = (
     .values(
         **{
             **_NOT_YET_SENT,
-            "fence_expected": bindparam("fence"),
+            "door_expected": bindparam("door"),
             "sent_at": bindparam("stamp"),
             "dispatched_at": bindparam("stamped_at"),
             "updated_at": bindparam("stamped_at"),
@@ -297,7 +297,7 @@ class Claims(StorePart):
         *,
         clock: Callable[[], datetime],
         lease_seconds: float,
-        fence_expected: bool = False,
+        door_expected: bool = False,
         limits: RateLimits | None = None,
     ) -> SendStamp:
         """Just before the request leaves: confirm the lease is still held, take the
@@ -345,7 +345,7 @@ class Claims(StorePart):
                         "stamped_id": order.id,
                         "token": order.lease_token,
                         "stamp": sent_at,
-                        "fence": fence_expected,
+                        "door": door_expected,
                         "stamped_at": now,
                         "lease_until": now + timedelta(seconds=lease_seconds),
                     },
@@ -370,7 +370,7 @@ def _claimed(row, token: str, state: str, dispatched_at: datetime | None) -> Cla
         dispatched_at=dispatched_at,
         created_at=row["created_at"],
         receipt=Receipt(
-            bool(row["fence_expected"]),
+            bool(row["door_expected"]),
             row["host_instance"],
             row["host_received_at"],
             row["host_done_at"],

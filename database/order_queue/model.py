@@ -156,7 +156,7 @@ class QueuedOrder(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     # receipt: what the receiving host process saw of the current send (it records them
     # itself when it runs the plugin; see ``record_receipt``)
-    fence_expected: Mapped[bool | None] = mapped_column(Boolean)
+    door_expected: Mapped[bool | None] = mapped_column(Boolean)
     host_instance: Mapped[str | None] = mapped_column(String(80))
     host_received_at: Mapped[datetime | None] = mapped_column(DateTime)
     host_done_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -338,13 +338,13 @@ class ClaimedOrder:
 class Receipt:
     """What the host process that received the current send recorded of it.
 
-    ``fence_expected``: the host answered the dispatcher's earlier requests with its
-    fence (it runs the plugin), so a request that left no receipt was refused at the
+    ``door_expected``: the host's answers to the dispatcher's earlier requests showed
+    its door (it runs the plugin), so a request that left no receipt was refused at the
     door and never reached the order code.  ``instance``: the dispatcher id of the
     receiving process (whose liveness the dispatchers table tells), or its process id
     when it had no running dispatcher."""
 
-    fence_expected: bool
+    door_expected: bool
     instance: str | None
     received_at: datetime | None
     done_at: datetime | None

@@ -151,6 +151,12 @@ def _add_missing_columns(conn: Connection) -> None:
     since (columns all nullable): ``create_all`` makes missing tables only."""
     for table in Base.metadata.sorted_tables:
         present = {column["name"] for column in inspect(conn).get_columns(table.name)}
+        if table is orders and "fence_expected" in present and "door_expected" not in present:
+            # Earlier versions named the door "fence"; the flag keeps its values.
+            conn.exec_driver_sql(
+                f"ALTER TABLE {orders.name} RENAME COLUMN fence_expected TO door_expected"
+            )
+            present = (present - {"fence_expected"}) | {"door_expected"}
         for column in table.columns:
             if column.name not in present:
                 kind = column.type.compile(dialect=conn.dialect)

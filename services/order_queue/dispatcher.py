@@ -37,7 +37,7 @@ from database.order_queue_db import (
 from services.order_queue import events
 from services.order_queue.alerts import Alerter
 from services.order_queue.clock import Clock
-from services.order_queue.door import HostDoor
+from services.order_queue.door_probe import DoorProbe
 from services.order_queue.pacing import loop_wait_seconds
 from services.order_queue.reconciling import Reconciler
 from services.order_queue.recording import OutcomeRecorder
@@ -98,9 +98,9 @@ class Dispatcher:
         self._last_purge: float | None = None
         self._purge_more = False  # the last purge batch was full: more are past retention
         self._next_in_doubt_look = 0.0
-        # Learnt from the host's answers (fence.py); until it has answered once, each
+        # Learnt from the host's answers (door.py); until it has answered once, each
         # pass asks it (a host starting up may not listen yet).
-        self.door = HostDoor(self.client, settings.host_server)
+        self.door = DoorProbe(self.client, settings.host_server)
         recorder = OutcomeRecorder(store, settings, self.clock, self.id, self.alerter)
         self.sender = Sender(
             store=store,

@@ -50,7 +50,7 @@ class Reconciler:
         if recorded is not None and self._settle_from_recorded_answer(order, recorded):
             return
         receipt, record = order.receipt, self.recorder
-        if receipt is not None and receipt.fence_expected and receipt.received_at is None:
+        if receipt is not None and receipt.door_expected and receipt.received_at is None:
             record.release(order, "refused at the host's door or never arrived: not placed")
             return
         over_at = self._request_over_at(order, self.clock.now())
@@ -96,7 +96,9 @@ class Reconciler:
         )
         now = self.clock.now()
         # Behind the host's door (it said so, or it left a receipt): its timing is known.
-        fenced = receipt is not None and (receipt.fence_expected or receipt.received_at is not None)
+        behind_door = receipt is not None and (
+            receipt.door_expected or receipt.received_at is not None
+        )
         if result.unreadable or len(unbound) > 1:
             detail = f"{len(unbound)} matching orders at the broker ({', '.join(unbound)})" + (
                 f", {result.unreadable} with unreadable timestamps" if result.unreadable else ""
@@ -110,7 +112,7 @@ class Reconciler:
             )
         elif len(unbound) == 1:
             record.adopt(order, unbound[0], "adopted the broker's matching order")
-        elif (last_check or fenced) and now < over_at:
+        elif (last_check or behind_door) and now < over_at:
             # The request may still be in progress (the host, or the broker behind it,
             # may still place it): look again once it cannot be.
             logger.info(
@@ -126,7 +128,7 @@ class Reconciler:
                 "request cannot still be in progress",
                 at=over_at,
             )
-        elif last_check or fenced:
+        elif last_check or behind_door:
             record.release(order, f"not in the orderbook after {checks_done} checks")
         else:
             record.check_again(order, "not in the orderbook yet")
@@ -184,7 +186,7 @@ def request_over_at(
     """The moment after which the original request can no longer place the order
     anywhere, so that an order the orderbook does not show by then was not placed.
 
-    Without a host that fences (``fence.py``) only the long bound is known:
+    Without the host's door (``door.py``) only the long bound is known:
     the send plus however long the API may keep talking to the broker, unless it
     answered (a 5xx: its request is over, only the broker's settle time is left).  With
     a door: a
@@ -195,7 +197,7 @@ def request_over_at(
     settle = timedelta(seconds=settle_seconds)
     if receipt is not None and receipt.done_at is not None:  # the API answered (a 5xx)
         return receipt.done_at + settle
-    if receipt is None or (receipt.received_at is None and not receipt.fence_expected):
+    if receipt is None or (receipt.received_at is None and not receipt.door_expected):
         return dispatched_at + timedelta(seconds=in_progress_seconds)
     if receipt.received_at is None:  # behind a door that leaves a receipt: never got in
         return dispatched_at

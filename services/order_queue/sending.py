@@ -18,7 +18,7 @@ import httpx
 from database.order_queue.api_keys import CredentialsUnavailable, mask
 from database.order_queue_db import ClaimedOrder, DeadReason, QueueStore, RateLimits
 from services.order_queue.clock import Clock
-from services.order_queue.door import LEASE_HEADER, HostDoor
+from services.order_queue.door_probe import LEASE_HEADER, DoorProbe
 from services.order_queue.outcome import Outcome, Verdict, classify_exception, classify_response
 from services.order_queue.pacing import stamp_is_timely
 from services.order_queue.recording import OutcomeRecorder
@@ -41,7 +41,7 @@ class Sender:
         settings: OrderQueueSettings,
         clock: Clock,
         client: httpx.Client,
-        door: HostDoor,
+        door: DoorProbe,
         recorder: OutcomeRecorder,
         limits: RateLimits,
         stopping: threading.Event,
@@ -110,7 +110,7 @@ class Sender:
                 order,
                 clock=self.clock.read,
                 lease_seconds=self.settings.lease_seconds,
-                fence_expected=self.door.fences,
+                door_expected=self.door.host_has_door,
                 limits=self.limits,
             )
             if stamp.lease_lost:

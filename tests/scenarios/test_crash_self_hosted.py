@@ -2,7 +2,7 @@
 
 The host's paper broker takes 200 ms per order (``PAPER_BROKER_LATENCY_MS``), so a
 SIGKILL lands between sends and bookings; the process that received those requests
-dies with them.  The plugin's door (``services/order_queue/fence.py``) recorded which process
+dies with them.  The plugin's door (``services/order_queue/door.py``) recorded which process
 received each one, so after the restart the orders in doubt are settled within the
 broker's settle time, not the two minutes OpenAlgo's client may wait: every order
 answered 200 is booked exactly once within 15 s of the last restart, with the default

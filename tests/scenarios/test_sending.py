@@ -7,7 +7,7 @@ import pytest
 
 from database.order_queue_db import RateLimits
 from services.order_queue.clock import Clock
-from services.order_queue.door import HostDoor
+from services.order_queue.door_probe import DoorProbe
 from services.order_queue.recording import OutcomeRecorder
 from services.order_queue.sending import Sender
 from services.order_queue.settings import OrderQueueSettings
@@ -32,7 +32,7 @@ def parts(store, broker):
     settings = OrderQueueSettings(host_server=broker.base_url, read_timeout=2.0)
     clock, stopping = Clock(), threading.Event()
     with httpx.Client(timeout=2.0) as client:
-        door = HostDoor(client, broker.base_url)
+        door = DoorProbe(client, broker.base_url)
         sender = Sender(
             store=store,
             settings=settings,
@@ -58,7 +58,7 @@ def test_the_broker_gets_the_key_and_the_order_is_sent_after_asking_the_door(sto
     assert not sender.door.known
     order = claimed(store)
     sender.send(order)
-    assert sender.door.known and not sender.door.fences  # the fake broker has no door
+    assert sender.door.known and not sender.door.host_has_door  # the fake broker has no door
     [arrived] = broker.received
     assert arrived.body["apikey"] == KEY and arrived.body["symbol"] == "SBIN"
     assert store.reads.get_order(order.id)["state"] == "sent"

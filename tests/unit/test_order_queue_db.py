@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from database.order_queue_db import (
     IDENTITY_COLUMNS,
@@ -358,7 +358,7 @@ def test_an_order_claimed_but_never_stamped_goes_straight_back_to_pending(store)
         store.lifecycle.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later) == []
     )
     row = store.reads.get_order(order_id)
-    assert (row["state"], row["sent_at"], row["fence_expected"]) == ("pending", None, None)
+    assert (row["state"], row["sent_at"], row["door_expected"]) == ("pending", None, None)
     assert row["attempts"] == 1  # the unsent claim is no attempt
     assert store.reads.list_attempts(order_id)[-1]["outcome"] == "released"
     assert claim(store, at=later).id == order_id
@@ -838,6 +838,26 @@ def test_an_earlier_version_in_flight_order_counts_as_sent_after_the_upgrade(tmp
         now=later, heartbeat_timeout=5, check_at=later
     ) == [order_id]
     upgraded.dispose()
+
+
+def test_the_door_flag_of_an_earlier_version_survives_the_rename(store):
+    """Earlier versions called the door a fence: the upgrade renames the column and keeps
+    its values, so an order sent behind the door is still known to be."""
+    enqueue(store)
+    claimed = claim(store)
+    assert store.claims.stamp_send(
+        claimed, clock=lambda: T0, lease_seconds=30, door_expected=True
+    ).go
+    with store.engine.begin() as conn:  # as the earlier version left it
+        conn.exec_driver_sql(
+            "ALTER TABLE order_queue RENAME COLUMN door_expected TO fence_expected"
+        )
+    store.schema.create()
+    [row] = store.reads.list_orders(states=["sending"])
+    assert row["door_expected"] is True
+    with store.engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("order_queue")}
+    assert "fence_expected" not in columns
 
 
 def test_a_plain_connection_cannot_replace_a_dead_order_or_an_attempt(tmp_path):

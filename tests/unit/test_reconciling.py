@@ -13,8 +13,8 @@ SENT = datetime(2026, 11, 28, 4, 0, 0)
 LONG, SETTLE = 125.0, 5.0
 
 
-def receipt(fence=True, received=None, done=None, status=None, body=None, instance="d1"):
-    return Receipt(fence, instance if received else None, received, done, status, body)
+def receipt(door=True, received=None, done=None, status=None, body=None, instance="d1"):
+    return Receipt(door, instance if received else None, received, done, status, body)
 
 
 def over_at(rec, gone_since=None):
@@ -27,12 +27,12 @@ def over_at(rec, gone_since=None):
     )
 
 
-def test_a_host_without_the_fence_gets_the_long_bound():
+def test_a_host_without_the_door_gets_the_long_bound():
     assert over_at(None) == SENT + timedelta(seconds=LONG)
-    assert over_at(receipt(fence=False)) == SENT + timedelta(seconds=LONG)
+    assert over_at(receipt(door=False)) == SENT + timedelta(seconds=LONG)
 
 
-def test_no_receipt_behind_a_fence_means_it_cannot_be_placed_any_more():
+def test_no_receipt_behind_the_door_means_it_cannot_be_placed_any_more():
     assert over_at(receipt()) == SENT
 
 
