@@ -1,0 +1,97 @@
+"""Steps the storage tests share: an order, enqueued, claimed, stamped, finished or dead."""
+
+from datetime import datetime
+
+from sqlalchemy import text
+
+from database.order_queue_db import (
+    DeadReason,
+    RateLimits,
+)
+
+T0 = datetime(2026, 11, 23, 4, 0, 0)  # 09:30 IST
+
+
+LIMITS = RateLimits(smart=1, regular=10, window=1.1)
+
+
+KEY_A = "a" * 64
+
+
+KEY_B = "b" * 64
+
+
+def order(symbol="SBIN", action="BUY", apikey=KEY_A, **extra):
+    return {
+        "apikey": apikey,
+        "strategy": "S1",
+        "symbol": symbol,
+        "exchange": "NSE",
+        "product": "MIS",
+        "action": action,
+        "pricetype": "MARKET",
+        "quantity": "10",
+        **extra,
+    }
+
+
+def enqueue(store, endpoint="placeorder", at=T0, max_age=None, deadline=None, **fields):
+    return store.lifecycle.enqueue(
+        endpoint, order(**fields), now=at, max_age_seconds=max_age, deadline=deadline
+    )
+
+
+def claim(store, at=T0, owner="d1", limits=LIMITS):
+    return store.claims.claim_next(owner, now=at, lease_seconds=30, limits=limits).order
+
+
+def claim_and_stamp(store, at=T0, owner="d1"):
+    """Claim, then stamp the send: the request is on its way."""
+    claimed = claim(store, at=at, owner=owner)
+    assert store.claims.stamp_send(claimed, clock=lambda: at, lease_seconds=30).go
+    return claimed
+
+
+def raw(store, sql, **params):
+    with store.transaction() as conn:
+        return conn.execute(text(sql), params)
+
+
+#: How an order reaches each state through the lifecycle's own transitions.
+PATHS = {
+    "pending": [],
+    "sending": ["sending"],
+    "in_doubt": ["sending", "in_doubt"],
+    "dead": ["dead"],
+    "sent": ["sending", "sent"],
+    "dismissed": ["dead", "dismissed"],
+    "cancelled": ["cancelled"],
+}
+
+
+def finish(store, state, at=T0):
+    order_id = enqueue(store, symbol=f"S{state}")
+    for step in PATHS[state]:
+        raw(
+            store,
+            "UPDATE order_queue SET state = :state, finished_at = :at, updated_at = :at "
+            "WHERE id = :id",
+            state=step,
+            at=at,
+            id=order_id,
+        )
+    return order_id
+
+
+def dead_order(store, **fields):
+    enqueue(store, **fields)
+    claimed = claim(store)
+    store.lifecycle.mark_dead(
+        claimed,
+        now=T0,
+        actor="d1",
+        reason=DeadReason.REJECTED,
+        outcome="rejected",
+        error="Invalid symbol",
+    )
+    return claimed.id
