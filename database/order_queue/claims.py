@@ -3,9 +3,9 @@
 A claim picks, in one write transaction, the next pending order that may go now (its
 account lane has budget, no earlier order of its instrument is unfinished, a smart
 order's instrument has settled; exits first) and leases it as SENDING.  The send stamp,
-just before the request leaves, takes the account lane's turn on the shared clock, one
-stamp at a time per lane: that is where the broker's rate windows are kept, for every
-process at once.  The statements are built once, here: building them per claim cost
+just before the request leaves, is taken inside the account lane's budget on the shared
+clock, one stamp at a time per lane: that is where the broker's rate windows are kept,
+for every process at once.  The statements are built once, here: building them per claim cost
 more than running them.
 """
 
@@ -300,10 +300,11 @@ class Claims(StorePart):
         door_expected: bool = False,
         limits: RateLimits | None = None,
     ) -> SendStamp:
-        """Just before the request leaves: confirm the lease is still held, take the
-        account lane's turn, and record the moment of sending with a lease from it.
+        """Just before the request leaves: confirm the lease is still held, take a stamp
+        inside the account lane's budget, and record the moment of sending with a lease
+        from it.
 
-        The turn is decided here, one stamp at a time per lane, on the shared clock:
+        Stamps are taken one at a time per lane, on the shared clock:
         with ``limits``, a stamp is refused (``wait_seconds``) while the lane already
         has its limit of stamps in the last window (widened by ``limits.tolerance``,
         the longest a request may take to leave after its stamp).  Since every request

@@ -1,8 +1,8 @@
-"""Sending one claimed order: open its API key, take the account lane's turn, post it
-to the host's API with its lease, and record what the answer means.
+"""Sending one claimed order: open its API key, take its send stamp, post it to the
+host's API with its lease, and record what the answer means.
 
-The turn is the send stamp (``QueueStore.claims.stamp_send``): it decides, for every process
-at once, whether the lane's rate window has room, and records the moment of sending.
+The send stamp (``store.claims.stamp_send``) decides, for every process at once, whether
+the lane's rate window has room, and records the moment of sending.
 A request leaves only while its stamp is fresh (``pacing.stamp_is_timely``), so no
 window at the broker holds more than its limit.  A broker error may echo the request:
 the key never reaches the store or the logs.
