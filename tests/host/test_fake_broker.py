@@ -132,6 +132,29 @@ def test_wait_for_blocks_until_count_or_timeout(broker, client):
     pending()
 
 
+def test_wait_idle_waits_for_a_request_still_being_served(broker, client):
+    assert broker.wait_idle(timeout=0.5) is True  # nobody connected
+    broker.default = Hold()
+    pending = in_background(lambda: place(client, broker))
+    assert broker.wait_for(1, timeout=2.0)
+    assert broker.wait_idle(timeout=0.1) is False  # held: its answer (and booking) is to come
+    broker.release_held()
+    assert broker.wait_idle(timeout=2.0) is True
+    assert pending().status_code == 200 and len(broker.book) == 1
+
+
+def test_wait_idle_sees_a_connection_not_yet_served(broker):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", broker.port)) as raw:
+        raw.sendall(b"POST /api/v1/placeorder HTTP/1.0\r\nContent-Length: 2\r\n\r\n")
+        # The body is still to come: the connection is open, the request not yet served.
+        assert broker.wait_idle(timeout=0.2) is False
+        raw.sendall(b"{}")
+        raw.recv(1024)
+    assert broker.wait_idle(timeout=2.0) is True
+
+
 def test_invalid_json_is_recorded_and_answered_400_without_using_the_script(broker, client):
     broker.script(Status(503))
     bad = client.post(f"{broker.base_url}/api/v1/placeorder", content=b"not json")

@@ -368,7 +368,8 @@ def test_entry_still_queued_at_squareoff_is_expired_not_sent(tmp_path, broker, m
         broker.resume()
         [row] = queued()
         assert row["dead_reason"] == "expired"
-        time.sleep(0.5)
+        order_queue.runtime.stop_current(timeout=5)  # nothing more can leave...
+        assert broker.wait_idle()  # ...nor arrive
         assert broker.orders() == []
     finally:
         order_queue.runtime.stop_current(timeout=5)

@@ -103,7 +103,9 @@ def test_steps_back_and_forward_hold_nothing_and_keep_the_rate_budget(stepped, b
             stepped.process.log()[-3000:]
         )
         assert time.monotonic() - stepped_at < 10
-    time.sleep(1.5)  # a duplicate would come now
+    assert wait_until(lambda: {row[1] for row in stepped.queue_rows()} == {"sent"}, timeout=15)
+    stepped.process.stop()  # nothing more can leave the app...
+    assert broker.wait_idle()  # ...nor arrive: a duplicate would be in the book now
     per_symbol = Counter(r.body["symbol"] for r in broker.orders())
     assert set(per_symbol.values()) == {2} and len(per_symbol) == 30
     assert peak_count([r.monotonic for r in broker.received], 1.0) <= 10
@@ -127,7 +129,8 @@ def test_an_order_waiting_across_a_step_back_expires_on_time_not_late(stepped, b
     )
     assert time.monotonic() - taken < 25
     broker.resume()
-    time.sleep(2)
+    stepped.process.stop()  # nothing more can leave the app...
+    assert broker.wait_idle()  # ...nor arrive
     assert broker.received == []
 
 
@@ -148,7 +151,8 @@ def test_an_order_in_doubt_across_a_step_back_is_found_not_sent_again(stepped, b
     assert wait_until(lambda: stepped.queue_rows()[0][1] == "sent", timeout=30), (
         stepped.process.log()[-3000:]
     )
-    time.sleep(1.5)
+    stepped.process.stop()  # nothing more can leave the app...
+    assert broker.wait_idle()  # ...nor arrive: a second send would be here now
     assert len(broker.received) == 1
     detail = stepped.process.flask("order-queue", "show", str(stepped.queue_rows()[0][0]))
     assert broker.orders()[0].orderid in detail

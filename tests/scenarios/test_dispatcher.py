@@ -291,8 +291,9 @@ def test_an_unavailable_orderbook_holds_the_order_with_backoff_then_asks_a_human
     broker.orderbook_behaviour = Status(403)  # OpenAlgo's semi_auto mode
     order_id = enqueue(store)
     dispatch(orderbook_wait_seconds=2.0)
-    time.sleep(1.2)
-    assert store.reads.get_order(order_id)["state"] == "in_doubt"  # held, not given up
+    # The orderbook answered 403 twice: the order is held for another look, not given up.
+    assert broker.wait_until(lambda: broker.orderbook_requests >= 2, timeout=10)
+    assert store.reads.get_order(order_id)["state"] == "in_doubt"
     row = wait_final(store, order_id)
     assert (row["state"], row["dead_reason"]) == ("dead", "in_doubt")
     tries = [a for a in store.reads.list_attempts(order_id) if a["kind"] == "reconcile"]
@@ -472,9 +473,10 @@ def test_an_order_the_broker_lists_after_our_lease_is_adopted_not_resent(store, 
     It must be adopted once listed, never sent a second time."""
     broker.default = Stall(7.5)  # booked 7.5 s after it arrived; our lease is 6.1 s
     order_id = enqueue(store)
-    dispatch(upstream_timeout_seconds=4)  # no resend before 9 s after the send
+    dispatcher = dispatch(upstream_timeout_seconds=4)  # no resend before 9 s after the send
     row = wait_final(store, order_id, timeout=30)
-    time.sleep(0.5)
+    assert dispatcher.stop(timeout=10)  # nothing more can leave...
+    assert broker.wait_idle()  # ...nor arrive
     assert len(broker.received) == 1, store.reads.list_attempts(order_id)  # one request, ever
     assert row["state"] == "sent" and row["broker_orderid"] == broker.book[0]["orderid"]
 
@@ -487,9 +489,10 @@ def test_a_stopped_dispatcher_with_a_request_in_flight_is_not_resent(store, brok
     first = dispatch(read_timeout=3.0, heartbeat_timeout_seconds=1.0)
     assert broker.wait_for(1, timeout=5)
     assert not first.stop(timeout=0.3)  # gives up waiting; the request is still out
-    dispatch(read_timeout=3.0, heartbeat_timeout_seconds=1.0)
+    second = dispatch(read_timeout=3.0, heartbeat_timeout_seconds=1.0)
     row = wait_final(store, order_id, timeout=20)
-    time.sleep(0.5)
+    assert second.stop(timeout=10) and first.stop(timeout=10)  # nothing more can leave...
+    assert broker.wait_idle()  # ...nor arrive
     assert row["state"] == "sent" and len(broker.book) == 1, store.reads.list_attempts(order_id)
 
 

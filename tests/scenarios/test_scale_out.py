@@ -64,14 +64,20 @@ def enqueue_orders(store, count):
         )
 
 
-def wait_for_book(broker, count, timeout):
+def wait_until_delivered(store, broker, count, timeout):
+    """Until ``count`` orders are booked and the queue owes nothing: with no order left
+    pending, sending or in doubt, no worker can send one again."""
     deadline = time.monotonic() + timeout
-    while len(broker.book) < count and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        depth = store.reads.depth()
+        owing = sum(sum(depth.get(s, {}).values()) for s in ("pending", "sending", "in_doubt"))
+        if len(broker.book) >= count and owing == 0:
+            return
         time.sleep(0.2)
-    time.sleep(1.5)  # anything sent twice would land now
 
 
 def assert_exactly_once_in_order(broker, count):
+    assert broker.wait_idle(), "the broker is still serving requests"  # the book is final
     booked = Counter(int(entry["quantity"]) for entry in broker.book)
     assert sorted(booked) == list(range(1, count + 1)), "lost orders"
     assert set(booked.values()) == {1}, "duplicated orders"
@@ -98,7 +104,7 @@ def test_four_workers_deliver_2000_orders_once_within_the_account_limits(
     enqueue_orders(pg_store, 2000)
     workers = start_workers(tmp_path, postgres_schema_url, broker, 4)
     try:
-        wait_for_book(broker, 2000, timeout=240)
+        wait_until_delivered(pg_store, broker, 2000, timeout=240)
     finally:
         for worker in workers:
             worker.stop()
@@ -137,7 +143,7 @@ def test_sigkill_of_the_busiest_worker_loses_and_doubles_nothing(
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait(10)
         killed_at = time.monotonic()
-        wait_for_book(broker, 600, timeout=120)
+        wait_until_delivered(pg_store, broker, 600, timeout=120)
         took_over_within = time.monotonic() - killed_at
     finally:
         for worker in workers:

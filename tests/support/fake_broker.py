@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import random
+import select
 import threading
 import time
 from collections import Counter, defaultdict, deque
@@ -314,6 +315,27 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     broker: FakeBroker
 
+    def get_request(self) -> Any:
+        """Counted before the accept, so ``wait_idle`` sees every connection at every
+        moment: waiting in the backlog, being accepted, or being served."""
+        self.broker._connection_opened()
+        try:
+            return super().get_request()
+        except OSError:
+            self.broker._connection_closed()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.broker._connection_closed()
+
+    def has_pending_connection(self) -> bool:
+        """A client connected and is waiting to be accepted."""
+        readable, _, _ = select.select([self.socket], [], [], 0)
+        return bool(readable)
+
 
 class _Handler(BaseHTTPRequestHandler):
     """Routes POSTs to the broker. HTTP/1.0, so every connection is closed
@@ -431,6 +453,7 @@ class FakeBroker:
         self._orderbook_requests = 0
         self._release_gen = 0
         self._stops = 0
+        self._open_connections = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -559,6 +582,34 @@ class FakeBroker:
         (arrival, booking, answer, orderbook request). Returns False on timeout."""
         with self._cond:
             return bool(self._cond.wait_for(predicate, timeout))
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until no connection is being served and none waits to be accepted.
+        Once every sender has stopped (its process killed, its dispatcher stopped),
+        nothing more can arrive: the book is final, and a duplicate would be in it.
+        Proves "nothing more was sent" by an event instead of a fixed sleep."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                server = self._server
+                pending = server is not None and server.has_pending_connection()
+                if self._open_connections == 0 and not pending:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                # Woken by every closed connection; a pending accept is looked at again
+                # within a few milliseconds (the server accepts it meanwhile).
+                self._cond.wait(min(remaining, 0.01))
+
+    def _connection_opened(self) -> None:
+        with self._cond:
+            self._open_connections += 1
+
+    def _connection_closed(self) -> None:
+        with self._cond:
+            self._open_connections -= 1
+            self._cond.notify_all()
 
     def wait_for(self, count: int, timeout: float) -> bool:
         """Block until at least ``count`` order requests have arrived."""
