@@ -104,13 +104,12 @@ def test_steps_back_and_forward_hold_nothing_and_keep_the_rate_budget(stepped, b
         )
         assert time.monotonic() - stepped_at < 10
     assert wait_until(lambda: {row[1] for row in stepped.queue_rows()} == {"sent"}, timeout=15)
+    warnings = stepped.health()["warnings"]
     stepped.process.stop()  # nothing more can leave the app...
     assert broker.wait_idle()  # ...nor arrive: a duplicate would be in the book now
     per_symbol = Counter(r.body["symbol"] for r in broker.orders())
     assert set(per_symbol.values()) == {2} and len(per_symbol) == 30
     assert peak_count([r.monotonic for r in broker.received], 1.0) <= 10
-    assert {state for _, state, _ in stepped.queue_rows()} == {"sent"}
-    warnings = stepped.health()["warnings"]
     assert any("stepped by +600 s" in w or "stepped by +300 s" in w for w in warnings), warnings
 
 
