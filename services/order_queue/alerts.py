@@ -48,7 +48,8 @@ class Alerter:
 
     def __init__(self, settings: OrderQueueSettings | None = None, *, clock=time.monotonic):
         self._clock = clock
-        #: Where alerts go and how often they repeat; the runtime hands its settings over.
+        #: Where alerts go and how often they repeat (the runtime builds its alerter with
+        #: its own settings; without any, no channel is configured and nothing is sent).
         self.settings = settings or OrderQueueSettings()
         self._pending: queue.Queue[Alert] = queue.Queue(maxsize=QUEUE_LIMIT)
         self._last_by_key: dict[str, float] = {}
@@ -142,5 +143,3 @@ def _openalgo_telegram():
         return None
     return telegram_alert_service
 
-
-alerter = Alerter()

@@ -6,6 +6,7 @@ pacing, reconciliation, stop), each test a short scenario.
 
 import time
 from datetime import datetime, timedelta
+from functools import partial
 
 import pytest
 
@@ -24,24 +25,15 @@ from tests.support.fake_broker import (
     Stall,
     Status,
 )
+from tests.support.store_steps import order
 
 KEY = "k" * 64
 OTHER_KEY = "o" * 64
 FINAL = {OrderState.SENT.value, OrderState.DEAD.value}
 
 
-def payload(symbol="SBIN", action="BUY", apikey=KEY, **extra):
-    return {
-        "apikey": apikey,
-        "strategy": "S1",
-        "symbol": symbol,
-        "exchange": "NSE",
-        "product": "MIS",
-        "action": action,
-        "pricetype": "MARKET",
-        "quantity": "10",
-        **extra,
-    }
+#: An order of this module's account (``store_steps.order`` with its key).
+payload = partial(order, apikey=KEY)
 
 
 def smart(symbol="SBIN", action="SELL", apikey=KEY):

@@ -4,27 +4,19 @@ the host, and an app process under gunicorn + eventlet."""
 
 import json
 
-from database.order_queue_db import DeadReason, RateLimits, utcnow
+from database.order_queue_db import RateLimits, utcnow
 from services.order_queue import runtime
 from tests.conftest import TEST_PEPPER
 from tests.support.app_process import AppProcess
 from tests.support.server_venv import server_python
+from tests.support.store_steps import IN_DOUBT, mark_dead, order
 
 KEY = "w" * 60 + "9XyZ"
 UNLIMITED = RateLimits(smart=10**6, regular=10**6, window=1.0)
 
 
 def payload(symbol="SBIN", action="BUY", strategy="Trend"):
-    return {
-        "apikey": KEY,
-        "strategy": strategy,
-        "symbol": symbol,
-        "exchange": "NSE",
-        "product": "MIS",
-        "action": action,
-        "pricetype": "MARKET",
-        "quantity": "10",
-    }
+    return order(symbol, action, apikey=KEY, strategy=strategy)
 
 
 def make_order(state="dead", symbol="SBIN", error="Invalid symbol", strategy="Trend"):
@@ -39,24 +31,9 @@ def make_order(state="dead", symbol="SBIN", error="Invalid symbol", strategy="Tr
     claimed = store.claims.claim_next("test", now=now, lease_seconds=30, limits=UNLIMITED).order
     assert claimed.id == order_id
     if state == "dead":
-        store.lifecycle.mark_dead(
-            claimed,
-            now=now,
-            actor="test",
-            reason=DeadReason.REJECTED,
-            outcome="rejected",
-            error=error,
-            http_status=400,
-        )
+        mark_dead(store, claimed, now=now, actor="test", error=error)
     elif state == "dead_in_doubt":
-        store.lifecycle.mark_dead(
-            claimed,
-            now=now,
-            actor="test",
-            reason=DeadReason.IN_DOUBT,
-            outcome="unknown",
-            error="orderbook unavailable",
-        )
+        mark_dead(store, claimed, now=now, actor="test", **IN_DOUBT)
     elif state == "sent":
         store.lifecycle.mark_sent(claimed, now=now, actor="test", broker_orderid=f"B{order_id}")
     return order_id

@@ -83,15 +83,43 @@ def finish(store, state, at=T0):
     return order_id
 
 
-def dead_order(store, **fields):
-    enqueue(store, **fields)
-    claimed = claim(store)
-    store.lifecycle.mark_dead(
+#: How ``mark_dead`` dead-letters an order unless told otherwise: the broker rejected it.
+REJECTED = {
+    "reason": DeadReason.REJECTED,
+    "outcome": "rejected",
+    "error": "Invalid symbol",
+    "http_status": 400,
+}
+#: The reconciler could not tell whether it was placed.
+IN_DOUBT = {
+    "reason": DeadReason.IN_DOUBT,
+    "outcome": "unknown",
+    "error": "orderbook unavailable",
+    "http_status": None,
+}
+
+
+def mark_dead(store, claimed, *, now=T0, actor="d1", **how):
+    """Dead-letter a claimed order (``REJECTED``, with ``how`` overriding)."""
+    assert store.lifecycle.mark_dead(claimed, now=now, actor=actor, **{**REJECTED, **how})
+
+
+def mark_for_retry(store, claimed, *, retry_at=T0, error="HTTP 500", http_status=None):
+    """A transient failure that spends an attempt: back to pending from ``retry_at``."""
+    return store.lifecycle.mark_failed(
         claimed,
         now=T0,
         actor="d1",
-        reason=DeadReason.REJECTED,
-        outcome="rejected",
-        error="Invalid symbol",
+        retry_at=retry_at,
+        outcome="transient",
+        error=error,
+        counts_as_attempt=True,
+        http_status=http_status,
     )
+
+
+def dead_order(store, **fields):
+    enqueue(store, **fields)
+    claimed = claim(store)
+    mark_dead(store, claimed)
     return claimed.id

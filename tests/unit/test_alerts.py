@@ -1,7 +1,6 @@
 """Alerts beyond the page reach a real HTTP receiver on loopback, once per key, without
 ever waiting for it."""
 
-
 import pytest
 
 from database.order_queue_db import utcnow

@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy import text
 
 from database.order_queue_db import (
-    DeadReason,
     OrderState,
 )
 from tests.support.store_steps import (
@@ -17,6 +16,8 @@ from tests.support.store_steps import (
     claim,
     claim_and_stamp,
     enqueue,
+    mark_dead,
+    mark_for_retry,
     order,
 )
 
@@ -77,16 +78,7 @@ def test_mark_failed_returns_to_pending_until_retry_at(store):
     enqueue(store)
     claimed = claim(store)
     retry_at = T0 + timedelta(seconds=2)
-    assert store.lifecycle.mark_failed(
-        claimed,
-        now=T0,
-        actor="d1",
-        retry_at=retry_at,
-        outcome="transient",
-        error="HTTP 500",
-        counts_as_attempt=True,
-        http_status=500,
-    )
+    assert mark_for_retry(store, claimed, retry_at=retry_at, http_status=500)
     assert claim(store, at=T0 + timedelta(seconds=1.9)) is None
     again = claim(store, at=retry_at)
     assert again.id == claimed.id and again.attempts == 1
@@ -95,15 +87,7 @@ def test_mark_failed_returns_to_pending_until_retry_at(store):
 def test_mark_dead_keeps_reason_and_lists_as_failed(store):
     enqueue(store)
     claimed = claim(store)
-    store.lifecycle.mark_dead(
-        claimed,
-        now=T0,
-        actor="d1",
-        reason=DeadReason.REJECTED,
-        outcome="rejected",
-        error="Invalid symbol",
-        http_status=400,
-    )
+    mark_dead(store, claimed)
     row = store.reads.get_order(claimed.id)
     assert (row["state"], row["dead_reason"], row["last_error"]) == (
         "dead",
@@ -139,15 +123,7 @@ def test_an_order_claimed_but_never_stamped_goes_straight_back_to_pending(store)
     store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
     order_id = enqueue(store)
     first = claim_and_stamp(store)
-    assert store.lifecycle.mark_failed(
-        first,
-        now=T0,
-        actor="d1",
-        retry_at=T0,
-        outcome="transient",
-        error="HTTP 502",
-        counts_as_attempt=True,
-    )
+    assert mark_for_retry(store, first, error="HTTP 502")
     claim(store)  # the retry is claimed, and its dispatcher dies before stamping
     later = T0 + timedelta(seconds=10)
     assert (

@@ -1,29 +1,54 @@
 """``store.squareoffs``: one record per strategy, trading day and squareoff time, so a
-squareoff runs at most once a day.  Run against SQLite and PostgreSQL alike."""
+squareoff runs at most once a day however many processes try.  Run against SQLite and
+PostgreSQL alike."""
+
+import threading
+from datetime import datetime
 
 from database.order_queue.model import SquareoffOutcome
-from tests.support.store_steps import T0
 
 
-def record(store, day="2026-11-23", outcome=SquareoffOutcome.ON_TIME, time="15:10", **kw):
+def claim(
+    store, outcome=SquareoffOutcome.ON_TIME, squareoff_time="15:10", day="2026-11-30", strategy_id=1
+):
     return store.squareoffs.claim_squareoff(
-        source=kw.get("source", "strategy"),
-        strategy_id=kw.get("strategy_id", 1),
+        source="strategy",
+        strategy_id=strategy_id,
         strategy_name="Trend",
         trading_day=day,
-        squareoff_time=time,
+        squareoff_time=squareoff_time,
         outcome=outcome,
-        now=T0,
+        now=datetime(2026, 11, 30, 9, 40),
     )
 
 
-def test_only_the_first_caller_of_the_day_records_the_squareoff(store):
-    assert record(store)
-    assert not record(store, outcome=SquareoffOutcome.CAUGHT_UP)  # a restart, later that day
-    assert record(store, day="2026-11-24")  # the next trading day
-    assert record(store, time="15:15")  # the strategy's squareoff moved: a new one
-    assert record(store, source="chartink")  # another manager's strategy 1
-    days = [
-        (r["trading_day"], r["outcome"]) for r in store.squareoffs.squareoffs_since("2026-11-24")
+def test_a_squareoff_is_recorded_once_a_day_per_strategy_and_time(store):
+    assert claim(store) is True
+    assert claim(store, SquareoffOutcome.CAUGHT_UP) is False  # a restart, another process
+    assert claim(store, squareoff_time="15:15") is True  # the time was edited: a new one
+    assert claim(store, day="2026-12-01") is True  # the next day
+    assert claim(store, strategy_id=2) is True
+    rows = store.squareoffs.squareoffs_since("2026-11-30")
+    assert [
+        (r["trading_day"], r["strategy_id"], r["squareoff_time"], r["outcome"]) for r in rows
+    ] == [
+        ("2026-12-01", 1, "15:10", "on_time"),
+        ("2026-11-30", 1, "15:10", "on_time"),
+        ("2026-11-30", 1, "15:15", "on_time"),
+        ("2026-11-30", 2, "15:10", "on_time"),
     ]
-    assert days == [("2026-11-24", "on_time")]
+
+
+def test_of_many_racing_claims_exactly_one_wins(store):
+    results, start = [], threading.Barrier(8)
+
+    def racer():
+        start.wait()
+        results.append(claim(store))
+
+    threads = [threading.Thread(target=racer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 7 + [True]

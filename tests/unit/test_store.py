@@ -20,6 +20,7 @@ from tests.support.store_steps import (
     T0,
     claim,
     claim_and_stamp,
+    dead_order,
     enqueue,
     finish,
     order,
@@ -270,24 +271,14 @@ def test_a_plain_connection_cannot_replace_a_dead_order_or_an_attempt(tmp_path):
 
     store = QueueStore(f"sqlite:///{tmp_path}/queue.db", sealing=TEST_SEALING)
     store.schema.create()
-    enqueue(store)
-    claimed = claim(store)
-    store.lifecycle.mark_dead(
-        claimed,
-        now=T0,
-        actor="d1",
-        reason=DeadReason.REJECTED,
-        outcome="rejected",
-        error="RMS",
-        http_status=400,
-    )
+    dead = dead_order(store)
     store.dispose()
     console = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
     assert console.execute("PRAGMA recursive_triggers").fetchone() == (0,)
     with pytest.raises(sqlite3.DatabaseError, match="never replaced"):
         console.execute(
             "INSERT OR REPLACE INTO order_queue SELECT * FROM order_queue WHERE id = ?",
-            (claimed.id,),
+            (dead,),
         )
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         console.execute(
