@@ -1,6 +1,6 @@
 """The lifecycle marks: enqueue, the outcome of a send, recovery and expiry.
 
-Every mark is conditional on the lease the caller holds (``_mark``), so a dispatcher
+Every mark is conditional on the lease the caller holds (``_move``), so a dispatcher
 that lost its order to another can change nothing; each change appends its attempt to
 the trail in the same transaction (``_record``).  Enqueue commits on the driver's own
 cursor (``backends``): it is the webhook's whole cost.  The states and the moves between
@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, or_, select, update
-from sqlalchemy.engine import Connection
 
 from database.order_queue.api_keys import KeySealing
 from database.order_queue.core import StoreCore, StorePart
@@ -103,25 +102,37 @@ class LifecycleMarks(StorePart):
         with self._storage_errors(writing=True):
             return int(self.backend.insert_order(self.engine, row))
 
-    def _mark(
+    def _move(
         self,
-        conn: Connection,
-        order_id: int,
-        lease_token: str,
+        order: ClaimedOrder,
         from_state: OrderState,
         values: dict[str, Any],
+        attempt: dict[str, Any],
+        *,
+        notify: bool = False,
     ) -> bool:
-        """Apply ``values`` only if the caller still holds the lease in ``from_state``."""
-        result = conn.execute(
-            update(orders)
-            .where(
-                orders.c.id == order_id,
-                orders.c.lease_token == lease_token,
-                orders.c.state == from_state.value,
+        """In one transaction: apply ``values`` only if the caller still holds the
+        order's lease in ``from_state``; if it did, append ``attempt`` to the trail and,
+        with ``notify``, wake the dispatchers (the instrument's next order may go now).
+        False, and nothing changed, when the lease was lost."""
+        with self.transaction() as conn:
+            changed = (
+                conn.execute(
+                    update(orders)
+                    .where(
+                        orders.c.id == order.id,
+                        orders.c.lease_token == order.lease_token,
+                        orders.c.state == from_state.value,
+                    )
+                    .values(**values, lease_token=None, lease_expires_at=None)
+                ).rowcount
+                == 1
             )
-            .values(**values)
-        )
-        return result.rowcount == 1
+            if changed:
+                self._record(conn, order.id, **attempt)
+                if notify:
+                    self.backend.notify(conn)
+            return changed
 
     def mark_sent(
         self,
@@ -136,42 +147,30 @@ class LifecycleMarks(StorePart):
         latency_ms: float | None = None,
         kind: AttemptKind = AttemptKind.SEND,
     ) -> bool:
-        """SENDING/IN_DOUBT → SENT with the broker's order id.
-
-        Returns False (and changes nothing) if the lease was lost to another dispatcher.
-        """
-        with self.transaction() as conn:
-            changed = self._mark(
-                conn,
-                order.id,
-                order.lease_token,
-                OrderState(order.state),
-                {
-                    "state": OrderState.SENT.value,
-                    "broker_orderid": broker_orderid,
-                    "attempts": orders.c.attempts + (1 if kind is AttemptKind.SEND else 0),
-                    "lease_token": None,
-                    "lease_expires_at": None,
-                    "last_error": None,
-                    "updated_at": now,
-                    "finished_at": now,
-                },
-            )
-            if changed:
-                self._record(
-                    conn,
-                    order.id,
-                    now=now,
-                    kind=kind,
-                    outcome=outcome,
-                    actor=actor,
-                    http_status=http_status,
-                    message=message,
-                    latency_ms=latency_ms,
-                    broker_orderid=broker_orderid,
-                )
-                self.backend.notify(conn)  # the instrument's next order may go now
-            return changed
+        """SENDING/IN_DOUBT → SENT with the broker's order id."""
+        return self._move(
+            order,
+            OrderState(order.state),
+            {
+                "state": OrderState.SENT.value,
+                "broker_orderid": broker_orderid,
+                "attempts": orders.c.attempts + (1 if kind is AttemptKind.SEND else 0),
+                "last_error": None,
+                "updated_at": now,
+                "finished_at": now,
+            },
+            {
+                "now": now,
+                "kind": kind,
+                "outcome": outcome,
+                "actor": actor,
+                "http_status": http_status,
+                "message": message,
+                "latency_ms": latency_ms,
+                "broker_orderid": broker_orderid,
+            },
+            notify=True,
+        )
 
     def mark_failed(
         self,
@@ -190,38 +189,20 @@ class LifecycleMarks(StorePart):
 
         ``counts_as_attempt`` is False when the request never left (connection refused):
         such failures are retried until the order expires without using the budget.
-        Returns False if the lease was lost.
         """
-        with self.transaction() as conn:
-            changed = self._mark(
-                conn,
-                order.id,
-                order.lease_token,
-                OrderState.SENDING,
-                {
-                    "state": OrderState.PENDING.value,
-                    "available_at": retry_at,
-                    "attempts": orders.c.attempts + (1 if counts_as_attempt else 0),
-                    "lease_token": None,
-                    "lease_expires_at": None,
-                    "lease_owner": None,
-                    "last_error": truncate(error, ERROR_TEXT_LIMIT),
-                    "updated_at": now,
-                },
-            )
-            if changed:
-                self._record(
-                    conn,
-                    order.id,
-                    now=now,
-                    kind=AttemptKind.SEND,
-                    outcome=outcome,
-                    actor=actor,
-                    http_status=http_status,
-                    message=error,
-                    latency_ms=latency_ms,
-                )
-            return changed
+        return self._move(
+            order,
+            OrderState.SENDING,
+            {
+                "state": OrderState.PENDING.value,
+                "available_at": retry_at,
+                "attempts": orders.c.attempts + (1 if counts_as_attempt else 0),
+                "lease_owner": None,
+                "last_error": truncate(error, ERROR_TEXT_LIMIT),
+                "updated_at": now,
+            },
+            _send_attempt(now, actor, outcome, error, http_status, latency_ms),
+        )
 
     def mark_dead(
         self,
@@ -237,38 +218,21 @@ class LifecycleMarks(StorePart):
         latency_ms: float | None = None,
         kind: AttemptKind = AttemptKind.SEND,
     ) -> bool:
-        """SENDING/IN_DOUBT → DEAD with ``reason``.  Returns False if the lease was lost."""
-        with self.transaction() as conn:
-            changed = self._mark(
-                conn,
-                order.id,
-                order.lease_token,
-                OrderState(order.state),
-                {
-                    "state": OrderState.DEAD.value,
-                    "dead_reason": reason.value,
-                    "attempts": orders.c.attempts + (1 if counts_as_attempt else 0),
-                    "lease_token": None,
-                    "lease_expires_at": None,
-                    "last_error": truncate(error, ERROR_TEXT_LIMIT),
-                    "updated_at": now,
-                    "finished_at": now,
-                },
-            )
-            if changed:
-                self._record(
-                    conn,
-                    order.id,
-                    now=now,
-                    kind=kind,
-                    outcome=outcome,
-                    actor=actor,
-                    http_status=http_status,
-                    message=error,
-                    latency_ms=latency_ms,
-                )
-                self.backend.notify(conn)
-            return changed
+        """SENDING/IN_DOUBT → DEAD with ``reason``."""
+        return self._move(
+            order,
+            OrderState(order.state),
+            {
+                "state": OrderState.DEAD.value,
+                "dead_reason": reason.value,
+                "attempts": orders.c.attempts + (1 if counts_as_attempt else 0),
+                "last_error": truncate(error, ERROR_TEXT_LIMIT),
+                "updated_at": now,
+                "finished_at": now,
+            },
+            {**_send_attempt(now, actor, outcome, error, http_status, latency_ms), "kind": kind},
+            notify=True,
+        )
 
     def mark_in_doubt(
         self,
@@ -287,7 +251,6 @@ class LifecycleMarks(StorePart):
         The order is reconciled from ``check_at`` on and never resent blindly.  An
         ``http_status`` (a 5xx) means the API did answer: its request is over, which
         the receipt records, so the reconciler waits only the broker's settle time.
-        Returns False if the lease was lost.
         """
         answered = (
             {}
@@ -298,99 +261,52 @@ class LifecycleMarks(StorePart):
                 "host_answer_body": truncate(error, ERROR_TEXT_LIMIT),
             }
         )
-        with self.transaction() as conn:
-            changed = self._mark(
-                conn,
-                order.id,
-                order.lease_token,
-                OrderState.SENDING,
-                {
-                    "state": OrderState.IN_DOUBT.value,
-                    "attempts": orders.c.attempts + 1,
-                    "available_at": check_at,
-                    "reconcile_checks": 0,
-                    "lease_token": None,
-                    "lease_expires_at": None,
-                    "last_error": truncate(error, ERROR_TEXT_LIMIT),
-                    "updated_at": now,
-                    **answered,
-                },
-            )
-            if changed:
-                self._record(
-                    conn,
-                    order.id,
-                    now=now,
-                    kind=AttemptKind.SEND,
-                    outcome=outcome,
-                    actor=actor,
-                    message=error,
-                    latency_ms=latency_ms,
-                    http_status=http_status,
-                )
-            return changed
+        return self._move(
+            order,
+            OrderState.SENDING,
+            {
+                "state": OrderState.IN_DOUBT.value,
+                "attempts": orders.c.attempts + 1,
+                "available_at": check_at,
+                "reconcile_checks": 0,
+                "last_error": truncate(error, ERROR_TEXT_LIMIT),
+                "updated_at": now,
+                **answered,
+            },
+            _send_attempt(now, actor, outcome, error, http_status, latency_ms),
+        )
 
     def note_reconcile_miss(
         self, order: ClaimedOrder, *, now: datetime, actor: str, check_at: datetime, message: str
     ) -> bool:
         """An in-doubt check found nothing (yet): count it and look again at ``check_at``."""
-        with self.transaction() as conn:
-            changed = self._mark(
-                conn,
-                order.id,
-                order.lease_token,
-                OrderState.IN_DOUBT,
-                {
-                    "reconcile_checks": orders.c.reconcile_checks + 1,
-                    "available_at": check_at,
-                    "lease_token": None,
-                    "lease_expires_at": None,
-                    "updated_at": now,
-                },
-            )
-            if changed:
-                self._record(
-                    conn,
-                    order.id,
-                    now=now,
-                    kind=AttemptKind.RECONCILE,
-                    outcome="not_found_yet",
-                    actor=actor,
-                    message=message,
-                )
-            return changed
+        return self._move(
+            order,
+            OrderState.IN_DOUBT,
+            {
+                "reconcile_checks": orders.c.reconcile_checks + 1,
+                "available_at": check_at,
+                "updated_at": now,
+            },
+            _reconcile_attempt(now, actor, "not_found_yet", message),
+        )
 
     def release_to_pending(
         self, order: ClaimedOrder, *, now: datetime, actor: str, message: str
     ) -> bool:
         """IN_DOUBT → PENDING: the broker has no such order after every check, so
         sending it again cannot duplicate it."""
-        with self.transaction() as conn:
-            changed = self._mark(
-                conn,
-                order.id,
-                order.lease_token,
-                OrderState.IN_DOUBT,
-                {
-                    "state": OrderState.PENDING.value,
-                    "available_at": now,
-                    "lease_token": None,
-                    "lease_expires_at": None,
-                    "lease_owner": None,
-                    "updated_at": now,
-                },
-            )
-            if changed:
-                self._record(
-                    conn,
-                    order.id,
-                    now=now,
-                    kind=AttemptKind.RECONCILE,
-                    outcome="not_at_broker",
-                    actor=actor,
-                    message=message,
-                )
-            return changed
+        return self._move(
+            order,
+            OrderState.IN_DOUBT,
+            {
+                "state": OrderState.PENDING.value,
+                "available_at": now,
+                "lease_owner": None,
+                "updated_at": now,
+            },
+            _reconcile_attempt(now, actor, "not_at_broker", message),
+        )
 
     def recover_stale_sending(
         self, *, now: datetime, heartbeat_timeout: float, check_at: datetime
@@ -527,3 +443,34 @@ def _is_exit(lane: Lane, payload: dict[str, Any]) -> bool:
         return int(str(payload.get("position_size", "")).strip()) == 0
     except ValueError:
         return False
+
+
+def _send_attempt(
+    now: datetime,
+    actor: str,
+    outcome: str,
+    error: str,
+    http_status: int | None,
+    latency_ms: float | None,
+) -> dict[str, Any]:
+    """The trail's row for the outcome of a send."""
+    return {
+        "now": now,
+        "kind": AttemptKind.SEND,
+        "outcome": outcome,
+        "actor": actor,
+        "http_status": http_status,
+        "message": error,
+        "latency_ms": latency_ms,
+    }
+
+
+def _reconcile_attempt(now: datetime, actor: str, outcome: str, message: str) -> dict[str, Any]:
+    """The trail's row for a look at the broker's orderbook."""
+    return {
+        "now": now,
+        "kind": AttemptKind.RECONCILE,
+        "outcome": outcome,
+        "actor": actor,
+        "message": message,
+    }
