@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from database.order_queue_db import RateLimits
+from services.order_queue.alerts import Alerter
 from services.order_queue.clock import Clock
 from services.order_queue.door_probe import DoorProbe
 from services.order_queue.recording import OutcomeRecorder
@@ -39,7 +40,7 @@ def parts(store, broker):
             clock=clock,
             client=client,
             door=door,
-            recorder=OutcomeRecorder(store, settings, clock, actor="sender-test"),
+            recorder=OutcomeRecorder(store, settings, clock, "sender-test", Alerter(settings)),
             limits=LIMITS,
             stopping=stopping,
         )
