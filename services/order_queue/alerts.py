@@ -142,4 +142,3 @@ def _openalgo_telegram():
     except Exception:  # not inside OpenAlgo, or its alert service cannot load
         return None
     return telegram_alert_service
-
