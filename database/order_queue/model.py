@@ -46,7 +46,7 @@ def truncate(value: str | None, limit: int) -> str | None:
 class OrderState(str, enum.Enum):
     """Where an order is in its life.  Each member says what moves orders in and out."""
 
-    #: Committed by ``enqueue_order``; also re-entered after a transient failure (with a
+    #: Committed by ``store.lifecycle.enqueue``; also re-entered after a transient failure (with a
     #: later ``available_at``) or after reconciliation found nothing at the broker.
     #: Leaves by claim (SENDING), expiry (DEAD) or operator cancel (CANCELLED).
     PENDING = "pending"
