@@ -5,8 +5,8 @@
 
 Machines here are shared and noisy, so every figure is measured ``--repeats`` times
 (default 3) and reported as the median with min-max.  Nothing here is a pass/fail test.
-Longer than 400 lines: eight benchmarks, each beside the baseline it is read against, so
-one invocation prints one comparable table.
+Each benchmark stands beside the baseline it is read against, so one invocation prints
+one comparable table.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Other tests trust the fake to misbehave exactly as told and to record exactly
 what arrived, so each behaviour is checked here the way the order queue will
-meet it: an httpx call with explicit timeouts.  Longer than 400 lines: one short test
-per behaviour the fake offers.
+meet it: an httpx call with explicit timeouts, one short test per behaviour the fake
+offers.
 """
 
 import json

@@ -13,8 +13,8 @@ Simplification: a smart order goes into the book with the payload's own action
 and quantity. Real OpenAlgo would trade the difference between the current
 position and ``position_size``; the queue only needs to find the order again.
 ``Positions`` models whether a smart order places anything at all, which the
-queue's pacing does depend on.  Longer than 400 lines: a real HTTP server with the
-scripted misbehaviours (stall, drop, hold, reject, accept then hang) the scenarios need.
+queue's pacing does depend on.  One real HTTP server with the scripted misbehaviours
+(stall, drop, hold, reject, accept then hang) the scenarios need.
 """
 
 from __future__ import annotations
