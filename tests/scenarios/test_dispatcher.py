@@ -6,7 +6,6 @@ pacing, reconciliation, stop), each test a short scenario.
 
 import time
 from datetime import datetime, timedelta
-from functools import partial
 
 import pytest
 
@@ -32,8 +31,9 @@ OTHER_KEY = "o" * 64
 FINAL = {OrderState.SENT.value, OrderState.DEAD.value}
 
 
-#: An order of this module's account (``store_steps.order`` with its key).
-payload = partial(order, apikey=KEY)
+def payload(symbol="SBIN", action="BUY", apikey=KEY, **extra):
+    """An order of this module's account unless told otherwise (``store_steps.order``)."""
+    return order(symbol, action, apikey, **extra)
 
 
 def smart(symbol="SBIN", action="SELL", apikey=KEY):
