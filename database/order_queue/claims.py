@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
 from database.order_queue.core import StorePart
+from database.order_queue.dispatcher_registry import lease_is_free
 from database.order_queue.model import (
     ClaimedOrder,
     ClaimResult,
@@ -255,12 +256,14 @@ class Claims(StorePart):
         return min(candidates) if candidates else None
 
     def claim_in_doubt(
-        self, owner: str, *, now: datetime, lease_seconds: float
+        self, owner: str, *, now: datetime, lease_seconds: float, heartbeat_timeout: float
     ) -> ClaimedOrder | None:
         """Lease the oldest due IN_DOUBT order for reconciliation (state unchanged).
 
-        Another dispatcher cannot reconcile it at the same time: the lease must have
-        expired or never been taken.  Returns None when none is due.
+        Another dispatcher cannot reconcile it at the same time: the lease must be free
+        (never taken, expired, or its holder gone: a process killed mid-check does not
+        hold the order, and the lane behind it, for a whole lease).  Returns None when
+        none is due.
         """
         with self.transaction() as conn:
             candidate = (
@@ -268,7 +271,7 @@ class Claims(StorePart):
                 .where(
                     orders.c.state == OrderState.IN_DOUBT.value,
                     orders.c.available_at <= now,
-                    or_(orders.c.lease_expires_at.is_(None), orders.c.lease_expires_at <= now),
+                    lease_is_free(now=now, heartbeat_timeout=heartbeat_timeout),
                 )
                 .order_by(orders.c.id)
                 .limit(1)

@@ -10,10 +10,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import ColumnElement, exists, insert, or_, select, update
 
 from database.order_queue.core import StorePart
-from database.order_queue.model import dispatchers
+from database.order_queue.model import dispatchers, orders
+
+
+def lease_is_free(*, now: datetime, heartbeat_timeout: float) -> ColumnElement[bool]:
+    """An order's lease no longer counts: never taken, expired, or its holder stopped or
+    silent past the heartbeat timeout.  A dead holder frees the lease at once, not when
+    it expires (a lease outlives the longest request by design)."""
+    holder_alive = exists().where(
+        dispatchers.c.id == orders.c.lease_owner,
+        dispatchers.c.stopped_at.is_(None),
+        dispatchers.c.heartbeat_at > now - timedelta(seconds=heartbeat_timeout),
+    )
+    return or_(orders.c.lease_expires_at.is_(None), orders.c.lease_expires_at <= now, ~holder_alive)
 
 
 class DispatcherRegistry(StorePart):

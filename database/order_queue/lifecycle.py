@@ -10,13 +10,14 @@ them are drawn in docs/design.md ("Lifecycle").
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import select, update
 
 from database.order_queue.api_keys import KeySealing
 from database.order_queue.core import StoreCore, StorePart
+from database.order_queue.dispatcher_registry import lease_is_free
 from database.order_queue.model import (
     ERROR_TEXT_LIMIT,
     EXIT_PRIORITY,
@@ -27,7 +28,6 @@ from database.order_queue.model import (
     DeadReason,
     Lane,
     OrderState,
-    dispatchers,
     expiry_for,
     orders,
     truncate,
@@ -317,18 +317,12 @@ class LifecycleMarks(StorePart):
 
         Returns the ids moved to IN_DOUBT, which need reconciling; empty when none.
         """
-        stale_before = now - timedelta(seconds=heartbeat_timeout)
-        live_owner = exists().where(
-            dispatchers.c.id == orders.c.lease_owner,
-            dispatchers.c.stopped_at.is_(None),
-            dispatchers.c.heartbeat_at > stale_before,
-        )
         moved = []
         with self.transaction() as conn:
             stale = conn.execute(
                 select(orders.c.id, orders.c.lease_token, orders.c.sent_at).where(
                     orders.c.state == OrderState.SENDING.value,
-                    or_(orders.c.lease_expires_at <= now, ~live_owner),
+                    lease_is_free(now=now, heartbeat_timeout=heartbeat_timeout),
                 )
             ).all()
             for order_id, token, sent_at in stale:

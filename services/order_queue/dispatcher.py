@@ -213,7 +213,10 @@ class Dispatcher:
             and self.clock.monotonic() >= self._next_in_doubt_look
         ):
             order = self.store.claims.claim_in_doubt(
-                self.id, now=self.clock.now(), lease_seconds=self.settings.lease_seconds
+                self.id,
+                now=self.clock.now(),
+                lease_seconds=self.settings.lease_seconds,
+                heartbeat_timeout=self.settings.heartbeat_timeout_seconds,
             )
             if order is None:
                 # Most passes follow a finished send; looking again at once would cost

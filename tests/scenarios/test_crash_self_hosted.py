@@ -5,9 +5,13 @@ SIGKILL lands between sends and bookings; the process that received those reques
 dies with them.  The plugin's door (``services/order_queue/door.py``) recorded which process
 received each one, so after the restart the orders in doubt are settled within the
 broker's settle time, not the two minutes OpenAlgo's client may wait: every order
-answered 200 is booked exactly once within 15 s of the last restart, with the default
-heartbeat, settle and upstream-timeout settings.  Run under the dev server and under
-gunicorn + eventlet, on SQLite and PostgreSQL.
+answered 200 is booked exactly once, with the default heartbeat, settle and
+upstream-timeout settings, long before the upstream timeout could have run out.  Run
+under the dev server and under gunicorn + eventlet, on SQLite and PostgreSQL.
+
+The drain time is printed, not held to a tight figure: on an idle machine it is about
+the heartbeat timeout plus the settle time (~10 s); the bound below only tells the
+door's evidence from the long wait without it, with room for a loaded machine.
 """
 
 import json
@@ -27,7 +31,9 @@ from tests.support.server_venv import server_python
 
 SYMBOLS = [f"H{i:02d}" for i in range(16)]
 ROUNDS = 3
-DRAIN_LIMIT_SECONDS = 15.0
+#: Half the upstream timeout: without the door's evidence nothing in doubt could settle
+#: before the upstream timeout (120 s) had passed since its send.
+DRAIN_LIMIT_SECONDS = 60.0
 DEFAULTS = {  # the shipped defaults, where tests/support/app_process.py shortens them
     "ORDER_QUEUE_HEARTBEAT_SECONDS": "1",
     "ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS": "5",
@@ -114,7 +120,7 @@ def test_sigkill_mid_burst_settles_within_seconds(tmp_path, queue_url, server):
                 thread.join()
         app.start(timeout=60)
         restarted = time.monotonic()
-        while time.monotonic() - restarted < 60:
+        while time.monotonic() - restarted < 2 * DRAIN_LIMIT_SECONDS:
             if acknowledged <= set(booked(tmp_path)) and unsettled(app.base_url) == 0:
                 break
             time.sleep(0.1)

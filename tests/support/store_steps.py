@@ -45,6 +45,11 @@ def claim(store, at=T0, owner="d1", limits=LIMITS):
     return store.claims.claim_next(owner, now=at, lease_seconds=30, limits=limits).order
 
 
+def claim_in_doubt(store, at=T0, owner="d2"):
+    """Lease a due in-doubt order for a reconcile check, as a dispatcher would."""
+    return store.claims.claim_in_doubt(owner, now=at, lease_seconds=30, heartbeat_timeout=5)
+
+
 def claim_and_stamp(store, at=T0, owner="d1"):
     """Claim, then stamp the send: the request is on its way."""
     claimed = claim(store, at=at, owner=owner)

@@ -18,6 +18,7 @@ from tests.support.store_steps import (
     T0,
     claim,
     claim_and_stamp,
+    claim_in_doubt,
     dead_order,
     enqueue,
 )
@@ -198,7 +199,7 @@ def test_in_doubt_order_blocks_its_instrument(store):
     later = T0 + timedelta(seconds=10)
     store.lifecycle.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later)
     assert claim(store, at=later) is None
-    doubt = store.claims.claim_in_doubt("d2", now=later, lease_seconds=30)
+    doubt = claim_in_doubt(store, later)
     store.lifecycle.release_to_pending(doubt, now=later, actor="d2", message="not at broker")
     assert claim(store, at=later).id == doubt.id
     assert later_id != doubt.id

@@ -15,6 +15,7 @@ from tests.support.store_steps import (
     T0,
     claim,
     claim_and_stamp,
+    claim_in_doubt,
     enqueue,
     mark_dead,
     mark_for_retry,
@@ -113,8 +114,28 @@ def test_recovery_moves_orders_of_a_silent_dispatcher_to_in_doubt(store):
     ) == [claimed.id]
     row = store.reads.get_order(claimed.id)
     assert row["state"] == OrderState.IN_DOUBT.value  # never straight back to pending
-    assert store.claims.claim_in_doubt("d2", now=later, lease_seconds=30).id == claimed.id
-    assert store.claims.claim_in_doubt("d3", now=later, lease_seconds=30) is None  # leased
+    store.dispatchers.register_dispatcher("d2", host="h", pid=2, now=later)
+    assert claim_in_doubt(store, later, owner="d2").id == claimed.id
+    assert claim_in_doubt(store, later, owner="d3") is None  # leased by a live dispatcher
+
+
+def test_an_in_doubt_order_leased_by_a_dispatcher_that_died_is_free_once_it_is_silent(store):
+    """A process killed mid-check must not hold the order, and the instrument's lane
+    behind it, until its lease runs out: only until its heartbeat is stale."""
+    store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
+    enqueue(store)
+    claimed = claim_and_stamp(store)
+    later = T0 + timedelta(seconds=6)
+    store.lifecycle.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later)
+    store.dispatchers.register_dispatcher("d2", host="h", pid=2, now=later)
+    store.dispatchers.register_dispatcher("d3", host="h", pid=3, now=later)
+    assert claim_in_doubt(store, later, owner="d2").id == claimed.id  # then d2 is killed
+    beating = later + timedelta(seconds=4)
+    store.dispatchers.heartbeat("d3", now=beating)
+    assert claim_in_doubt(store, beating, owner="d3") is None  # d2 may still be checking
+    silent = later + timedelta(seconds=6)  # d2's lease runs 30 s; its heartbeat is stale
+    store.dispatchers.heartbeat("d3", now=silent)
+    assert claim_in_doubt(store, silent, owner="d3").id == claimed.id
 
 
 def test_an_order_claimed_but_never_stamped_goes_straight_back_to_pending(store):

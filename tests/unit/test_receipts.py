@@ -3,14 +3,14 @@ the reconciler.  Run against SQLite and PostgreSQL alike."""
 
 from datetime import timedelta
 
-from tests.support.store_steps import T0, claim, claim_and_stamp, enqueue
+from tests.support.store_steps import T0, claim, claim_and_stamp, claim_in_doubt, enqueue
 
 
 def put_in_doubt(store, claimed, at):
     assert store.lifecycle.mark_in_doubt(
         claimed, now=at, actor="d1", outcome="unknown", error="no answer", check_at=at
     )
-    return store.claims.claim_in_doubt("d2", now=at, lease_seconds=30)
+    return claim_in_doubt(store, at)
 
 
 def test_a_receipt_is_written_only_while_the_sender_holds_the_lease(store):
