@@ -230,7 +230,10 @@ def worker_command():
     workers and web processes may share one queue database.
     """
     runtime.install_shutdown_handlers()
-    dispatcher = runtime.current().start_dispatcher()
+    try:
+        dispatcher = runtime.current().start_dispatcher()
+    except (QueueStorageError, runtime.PepperChanged) as exc:
+        raise click.ClickException(f"order queue worker not started: {exc}") from None
     click.echo(f"order queue worker {dispatcher.id} running; stop with SIGTERM or Ctrl+C")
     while True:  # the signal handler ends the process once the dispatcher has stopped
         time.sleep(0.5)

@@ -46,7 +46,13 @@ def drain(reason: str, *, give_up_after: float | None = None) -> int:
     limit = give_up_after or (settings.max_age_seconds + settings.in_progress_seconds + 60)
     deadline = time.monotonic() + limit
     if open_work:
-        queue.start_dispatcher()
+        try:
+            queue.start_dispatcher()
+        except runtime.PepperChanged as exc:
+            logger.error("order queue drain cannot deliver: %s", exc)
+            queue.alerter.raise_alert("plugin", "drain held", str(exc), open_orders=open_work)
+            queue.alerter.wait_delivered(10.0)
+            return open_work
         while open_work and time.monotonic() < deadline:
             time.sleep(LOOK_SECONDS)
             _oldest, open_work = queue.store.reads.watch_facts()

@@ -85,20 +85,30 @@ class OrderQueueRuntime:
     # ------------------------------------------------------------------ start
 
     def start_dispatcher(self) -> Dispatcher:
-        """Start this process's dispatcher now (later calls return the running one).
-        Raises ``QueueStorageError`` when the queue database cannot be reached; hosts
-        call ``start_when_ready``, which never raises."""
+        """Prepare the queue database and start this process's dispatcher now (later
+        calls return the running one): for a worker or a drain, which have no host to
+        wait for.  Raises ``QueueStorageError`` when the queue database cannot be
+        reached and ``PepperChanged`` when its keys cannot be opened; hosts call
+        ``start_when_ready``, which never raises."""
+        self._prepare_database()
         with self._lock:
             return self._start_locked()
 
+    def _prepare_database(self) -> None:
+        """The schema, and the pepper check: a dispatcher must never start with a pepper
+        that cannot open the queued keys (it would dead-letter every order)."""
+        self.store.schema.create()
+        if not self.store.schema.check_pepper():
+            raise PepperChanged(PEPPER_CHANGED)
+
     def _start_locked(self) -> Dispatcher:
         if self.dispatcher is None or not self.dispatcher.alive:
-            # Known before it sends: its own host's door names it in receipts.
             dispatcher = Dispatcher(
                 self.store, self.settings, clock=self.clock, alerter=self.alerter
             )
-            dispatcher.start()
+            # Known before its first send: its own host's door names it in receipts.
             self.dispatcher = dispatcher
+            dispatcher.start()
         return self.dispatcher
 
     def start_when_ready(self, *, host_ready=None, handle_signals: bool = False) -> None:
@@ -144,9 +154,7 @@ class OrderQueueRuntime:
         """Create the schema if needed and start the dispatcher; False (logged, and kept
         for health) while the queue database cannot be reached."""
         try:
-            self.store.schema.create()
-            if not self.store.schema.check_pepper():
-                raise PepperChanged(PEPPER_CHANGED)
+            self._prepare_database()
             with self._lock:
                 # Checked under the lock ``stop`` takes: a stop that came while the
                 # database was being prepared wins, and no dispatcher outlives it.

@@ -1,10 +1,15 @@
 """``flask order-queue ...``: readable by default, --json for scripts, meaningful exits."""
 
 import json
+import subprocess
+import sys
 import time
 from dataclasses import replace
 
+from database.order_queue_db import QueueStore
 from services.order_queue import runtime
+from tests.conftest import TEST_SEALING
+from tests.support.app_process import ROOT, AppProcess
 from tests.support.helpers import make_order
 
 
@@ -115,3 +120,21 @@ def test_the_api_key_is_shown_on_request_and_passwords_have_a_minimum(app, runne
     short = runner.invoke(args=["user", "set-password", "--password", "short"])
     assert short.exit_code == 2 and "at least 8 characters" in short.output
     assert runner.invoke(args=["user", "set-password", "--password", "long-enough"]).exit_code == 0
+
+
+def test_a_worker_with_a_changed_pepper_refuses_to_start_and_says_why(tmp_path):
+    changed = AppProcess(tmp_path, "http://127.0.0.1:9", "e" * 64)
+    sealed = QueueStore(changed.env["ORDER_QUEUE_DATABASE_URL"], sealing=TEST_SEALING)
+    sealed.schema.create()
+    assert sealed.schema.check_pepper()  # the check value, sealed with the day's pepper
+    sealed.dispose()
+    worker = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "order-queue", "worker"],
+        cwd=ROOT,
+        env=changed.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert worker.returncode == 1, worker.stdout + worker.stderr
+    assert "worker not started" in worker.stderr and "API_KEY_PEPPER" in worker.stderr

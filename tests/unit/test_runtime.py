@@ -48,7 +48,6 @@ def test_the_runtime_holds_the_settings_store_and_clock_it_was_built_with(fresh,
 
 def test_building_again_stops_the_earlier_dispatcher(fresh, tmp_path):
     first = runtime.build(settings_for(tmp_path))
-    first.store.schema.create()
     dispatcher = first.start_dispatcher()
     assert dispatcher.alive and first.status()["dispatcher_running"]
     second = runtime.build(settings_for(tmp_path))
@@ -58,8 +57,19 @@ def test_building_again_stops_the_earlier_dispatcher(fresh, tmp_path):
 
 def test_stop_leaves_nothing_running_and_is_safe_twice(fresh, tmp_path):
     queue = runtime.build(settings_for(tmp_path))
-    queue.store.schema.create()
     dispatcher = queue.start_dispatcher()
     assert queue.stop(timeout=5)
     assert not dispatcher.alive and queue.dispatcher is None
     assert queue.stop(timeout=5)
+
+
+def test_a_dispatcher_never_starts_with_a_pepper_that_cannot_open_the_queued_keys(fresh, tmp_path):
+    """Started directly (a worker, the drain) as much as by a host: every queued order
+    would otherwise die as ``credentials``."""
+    runtime.build(settings_for(tmp_path)).start_dispatcher()  # seals the check value
+    queue = runtime.build(settings_for(tmp_path, api_key_pepper="e" * 64))
+    with pytest.raises(runtime.PepperChanged, match="API_KEY_PEPPER"):
+        queue.start_dispatcher()
+    assert queue.dispatcher is None and not queue.store.dispatchers.live_dispatchers(
+        now=queue.clock.now(), heartbeat_timeout=60
+    )
