@@ -183,8 +183,8 @@ def _filters(args) -> dict:
         if args.get(name):
             try:
                 day = datetime.strptime(args[name], "%Y-%m-%d")
-                start = ist_to_utc(day)
-                filters[name] = start + (timedelta(days=1) if name == "until" else timedelta())
+                start = ist_to_utc(day) + (timedelta(days=1) if name == "until" else timedelta())
+                filters[name] = runtime.current().clock.from_wall(start)  # the queue's time
             except (ValueError, OverflowError):
                 abort(400, description=f"{name} must be a date YYYY-MM-DD")
     return filters
@@ -214,7 +214,13 @@ def _order_detail(order_id: int) -> dict:
 @order_queue_bp.route("/")
 @check_session_validity
 def index():
-    return render_template("order_queue/index.html", reasons=[r.value for r in DeadReason])
+    # Dead first: the list opens on what needs a human.
+    states = [OrderState.DEAD] + [state for state in OrderState if state is not OrderState.DEAD]
+    return render_template(
+        "order_queue/index.html",
+        states=[state.value for state in states],
+        reasons=[reason.value for reason in DeadReason],
+    )
 
 
 @order_queue_bp.route("/orders/<int:order_id>")

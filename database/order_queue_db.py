@@ -35,6 +35,7 @@ from typing import Any
 
 from database.order_queue.model import (
     ALLOWED_TRANSITIONS,
+    DATABASE_URL_VARIABLE,
     DEFAULT_BUSY_TIMEOUT_MS,
     DEFAULT_DATABASE_URL,
     IDENTITY_COLUMNS,
@@ -66,6 +67,7 @@ from database.order_queue.store import QueueStore
 
 __all__ = [  # the public face: the model, the store, and the seed's functions
     "ALLOWED_TRANSITIONS",
+    "DATABASE_URL_VARIABLE",
     "DEFAULT_BUSY_TIMEOUT_MS",
     "DEFAULT_DATABASE_URL",
     "IDENTITY_COLUMNS",
@@ -109,13 +111,18 @@ __all__ = [  # the public face: the model, the store, and the seed's functions
 # keep the seed proposal's names over the store the runtime owns.
 
 
-def _store() -> QueueStore:
-    """The runtime's store (``services/order_queue/runtime.py`` owns it; imported at call
-    time because the runtime is built over this module).  Raises ``QueueStorageError``
-    before the app's ``init_app`` has built the runtime."""
+def _runtime():
+    """This process's runtime (``services/order_queue/runtime.py``; imported at call time
+    because the runtime is built over this module).  Raises ``QueueStorageError`` before
+    the app's ``init_app`` has built it."""
     from services.order_queue import runtime
 
-    return runtime.current().store
+    return runtime.current()
+
+
+def _store() -> QueueStore:
+    """The runtime's store."""
+    return _runtime().store
 
 
 class _NoThreadSession:
@@ -143,9 +150,15 @@ def enqueue_order(
     max_age_seconds: float | None = None,
     deadline: datetime | None = None,
 ) -> int:
-    """Commit an order as PENDING (``LifecycleMarks.enqueue``)."""
-    return _store().lifecycle.enqueue(
-        endpoint, payload, now=now or utcnow(), max_age_seconds=max_age_seconds, deadline=deadline
+    """Commit an order as PENDING (``LifecycleMarks.enqueue``), at the runtime's clock's
+    now unless told."""
+    queue = _runtime()
+    return queue.store.lifecycle.enqueue(
+        endpoint,
+        payload,
+        now=now or queue.clock.now(),
+        max_age_seconds=max_age_seconds,
+        deadline=deadline,
     )
 
 
@@ -163,9 +176,10 @@ def mark_sent(order: ClaimedOrder, **kwargs) -> bool:
 
 
 def mark_failed(order: ClaimedOrder, **kwargs) -> bool:
-    """The seed's name for a retry: SENDING → PENDING with backoff, or DEAD once the
-    retries are spent (``LifecycleMarks.mark_failed``)."""
-    return _store().lifecycle.mark_failed(order, **kwargs)
+    """The seed's name for a retry: SENDING → PENDING, due again at ``retry_at``
+    (``LifecycleMarks.mark_for_retry``; the dispatcher dead-letters instead once the
+    retries are spent)."""
+    return _store().lifecycle.mark_for_retry(order, **kwargs)
 
 
 def recover_stale_processing_orders(

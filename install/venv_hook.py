@@ -81,7 +81,9 @@ def keep_installer(state: Path) -> None:
 
 def queue_database_url(target: Path) -> str:
     """``ORDER_QUEUE_DATABASE_URL`` as OpenAlgo will see it: its ``.env`` (where
-    OpenAlgo's settings live), else the installer's environment, else the default."""
+    OpenAlgo's settings live), else the installer's environment, else the default (the
+    name and default of ``database/order_queue/model.py``, repeated: the installer runs
+    on the standard library alone, before anything of the plugin can be imported)."""
     env_file = target / ".env"
     if env_file.exists():
         for line in env_file.read_text(encoding="utf-8", errors="replace").splitlines():

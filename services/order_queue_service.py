@@ -75,16 +75,16 @@ def queue_order(endpoint, payload):
     in_request = has_request_context()
     try:
         queue = runtime.current()
-        held = queue.holding_reason()
+        paused = queue.pause_reason()
     except QueueStorageError as exc:  # not set up: nothing can be stored
-        queue, held = None, str(exc)
-    if held is not None:
+        queue, paused = None, str(exc)
+    if paused is not None:
         # Orders sealed now would be unreadable once the operator restores the pepper.
-        logger.error("order NOT queued: %s", held)
+        logger.error("order NOT queued: %s", paused)
         if in_request:
-            g.order_queue_storage_error = held
-        raise QueueStorageError(held)
-    assert queue is not None  # without a runtime, held says why and we raised above
+            g.order_queue_storage_error = paused
+        raise QueueStorageError(paused)
+    assert queue is not None  # without a runtime, paused says why and we raised above
     for pause in (*(() if in_request else BACKGROUND_RETRY_PAUSES), None):
         now = queue.clock.now()
         try:

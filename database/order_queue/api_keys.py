@@ -29,8 +29,8 @@ class CredentialsUnavailable(Exception):
 
 class KeySealing:
     """Seals and opens broker API keys with one pepper.  The runtime builds one from the
-    settings and hands it to the store (which seals at enqueue) and to the dispatcher
-    (which opens at send); nothing else holds a pepper."""
+    settings and hands it to the store, which seals at enqueue; the sender and the
+    reconciler open keys through ``store.sealing``.  Nothing else holds a pepper."""
 
     def __init__(self, pepper: str):
         """Raises ``CredentialsUnavailable`` for a pepper too short to derive a key from."""

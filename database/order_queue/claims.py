@@ -176,7 +176,8 @@ class Claims(StorePart):
 
         Picks, in one write transaction: a PENDING row that is due, not expired, whose
         account+lane has sent fewer than its limit in the last window, and with no
-        earlier unfinished order for the same instrument; smart lane first, then oldest.
+        earlier unfinished order for the same instrument; exits first, then smart entries,
+        then regular orders, oldest first within each (``model.EXIT_PRIORITY``).
         Returns ``ClaimResult(None, next_due_at)`` when nothing qualifies, where
         ``next_due_at`` is the earliest moment something may (a hint for sleeping).
         """
@@ -218,7 +219,7 @@ class Claims(StorePart):
         """Account lanes that used their budget in the current window, and when the
         earliest of them frees a slot."""
         blocked, opens = [], None
-        windows = {lane: limits.window_for(lane.value) for lane in Lane}
+        windows = {lane: limits.counted_window(lane.value) for lane in Lane}
         # One query when both lanes count over the same window (the default); one per lane
         # when a host limit is per minute.
         groups = (
@@ -227,7 +228,7 @@ class Claims(StorePart):
             else list(windows.items())
         )
         for lane, seconds in groups:
-            window = timedelta(seconds=seconds + limits.tolerance + limits.jitter)
+            window = timedelta(seconds=seconds)
             counted = (
                 conn.execute(_LANE_SENDS, {"since": now - window})
                 if lane is None
@@ -262,7 +263,7 @@ class Claims(StorePart):
 
         Another dispatcher cannot reconcile it at the same time: the lease must be free
         (never taken, expired, or its holder gone: a process killed mid-check does not
-        hold the order, and the lane behind it, for a whole lease).  Returns None when
+        hold the order, and its instrument, for a whole lease).  Returns None when
         none is due.
         """
         with self.transaction() as conn:

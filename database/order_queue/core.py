@@ -3,7 +3,7 @@
 Each part of ``QueueStore`` is a ``StorePart`` holding the one core: it reaches the
 database only through ``transaction`` (or ``_storage_errors`` around a backend's own
 statement), and writes the attempt trail only through ``_record``, so transaction
-discipline and the record are reviewed here.
+discipline and the record are kept in one place.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ class StoreCore:
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         disk_reserve_bytes: int = 0,
     ):
-        self.url = url
         self.backend = backend_for(url, busy_timeout_ms, disk_reserve_bytes)
         try:
             self.engine = self.backend.create_engine(url)
@@ -116,7 +115,6 @@ class StorePart:
     everything they may touch of the database is named here."""
 
     def __init__(self, core: StoreCore):
-        self.core = core
         self.backend = core.backend
         self.engine = core.engine
         self.transaction = core.transaction

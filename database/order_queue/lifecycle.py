@@ -172,7 +172,7 @@ class LifecycleMarks(StorePart):
             notify=True,
         )
 
-    def mark_failed(
+    def mark_for_retry(
         self,
         order: ClaimedOrder,
         *,

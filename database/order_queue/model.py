@@ -44,21 +44,18 @@ def truncate(value: str | None, limit: int) -> str | None:
 
 
 class OrderState(str, enum.Enum):
-    """Where an order is in its life.  Each member says what moves orders in and out."""
+    """Where an order is in its life; every move in and out is drawn once, in
+    docs/design.md, "Lifecycle" (and enforced by ``ALLOWED_TRANSITIONS``)."""
 
-    #: Committed by ``store.lifecycle.enqueue``; also re-entered after a transient failure (with a
-    #: later ``available_at``) or after reconciliation found nothing at the broker.
-    #: Leaves by claim (SENDING), expiry (DEAD) or operator cancel (CANCELLED).
+    #: Waiting to be claimed.
     PENDING = "pending"
-    #: Claimed under a lease; the HTTP request may be on the wire.  Leaves by a mark
-    #: (SENT / PENDING / DEAD / IN_DOUBT) or, if its dispatcher dies, by recovery (IN_DOUBT).
+    #: Claimed under a lease; the request may be on the wire.
     SENDING = "sending"
-    #: The send outcome is unknown (timeout after the request left, crash, lost lease).
-    #: Never resent blindly: the reconciler checks the broker's orderbook first.
+    #: The request may have placed the order; never resent before the reconciler decides.
     IN_DOUBT = "in_doubt"
     #: The broker acknowledged the order; ``broker_orderid`` holds its id.  Final.
     SENT = "sent"
-    #: Dead-lettered with a ``dead_reason``; waits for an operator (replay or dismiss).
+    #: Handed to a human with a ``dead_reason``.
     DEAD = "dead"
     #: An operator looked at a dead order and closed it.  Final.
     DISMISSED = "dismissed"
@@ -331,12 +328,13 @@ class ClaimedOrder:
     lease_token: str
     dispatched_at: datetime | None
     created_at: datetime
-    receipt: Receipt | None = None
+    receipt: Receipt
 
 
 @dataclass(frozen=True)
 class Receipt:
-    """What the host process that received the current send recorded of it.
+    """What the host process that received the current send recorded of it (every
+    claimed order has one; all empty when the host recorded nothing).
 
     ``door_expected``: the host's answers to the dispatcher's earlier requests showed
     its door (it runs the plugin), so a request that left no receipt was refused at the

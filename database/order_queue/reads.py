@@ -40,7 +40,7 @@ class OrderReads(StorePart):
 
     def watch_facts(self) -> tuple[datetime | None, int]:
         """For the watchdog: when the oldest pending order was queued (None if none),
-        and how many orders still owe a delivery (pending, sending, in doubt)."""
+        and how many orders are unfinished (pending, sending, in doubt)."""
         with self.transaction(read_only=True) as conn:
             oldest = conn.execute(
                 select(func.min(orders.c.created_at)).where(
@@ -169,8 +169,9 @@ class OrderReads(StorePart):
         }
 
     def held_orders(self, *, now: datetime, settle_seconds: float) -> list[dict[str, Any]]:
-        """Orders that hold their instrument: on the wire, in doubt (also dead in doubt,
-        waiting for the operator), or a smart order whose position is still settling."""
+        """Orders that hold their instrument: on the wire, in doubt, or a smart order whose
+        position is still settling; and, for the operator's eyes beside them, orders dead
+        in doubt (they no longer hold later orders: a dead letter holds nothing)."""
         holding = or_(
             orders.c.state.in_([OrderState.SENDING.value, OrderState.IN_DOUBT.value]),
             and_(

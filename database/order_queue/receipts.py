@@ -1,4 +1,4 @@
-"""Receipts and the kept answer: what the host's door (``services/order_queue/door_probe.py``)
+"""Receipts and the kept answer: what the host's door (``services/order_queue/door.py``)
 writes about a request it received.
 
 A receipt says which process received an order's request and when; the host's answer is

@@ -1,6 +1,6 @@
 """Depth samples and the facts the admin page's pictures are drawn from.
 
-A dispatcher samples the depth per state every few seconds (one sample for all of
+A dispatcher samples the depth per state once a minute (one sample for all of
 them); the charts read the samples with the sends and acceptances of the same span.
 """
 

@@ -22,7 +22,7 @@ SQUAREOFF_LOG_RETENTION = timedelta(days=60)
 class SquareoffLog(StorePart):
     """Squareoff records, one per strategy, day and squareoff time."""
 
-    def claim_squareoff(
+    def record_squareoff_once(
         self,
         *,
         source: str,

@@ -1,8 +1,7 @@
 """``QueueStore``: one database's schema, and its operations grouped by concept.
 
 A store holds one ``StoreCore`` (the engine, the transaction gate, the attempt trail)
-and, over it, one part per concept, each in its own module with its statements named at
-its top:
+and, over it, one part per concept, each in its own module with its statements:
 
 - ``claims``: which order may go now, its lease, and its send stamp;
 - ``lifecycle``: enqueue and the marks that move an order on (sent, retry, dead, in

@@ -46,8 +46,7 @@ class Alert:
 class Alerter:
     """Deduplicates, rate-limits and delivers alerts from a thread of its own."""
 
-    def __init__(self, settings: OrderQueueSettings | None = None, *, clock=time.monotonic):
-        self._clock = clock
+    def __init__(self, settings: OrderQueueSettings | None = None):
         #: Where alerts go and how often they repeat (the runtime builds its alerter with
         #: its own settings; without any, no channel is configured and nothing is sent).
         self.settings = settings or OrderQueueSettings()
@@ -64,7 +63,7 @@ class Alerter:
         settings = self.settings
         if not settings.alert_webhook_url and not _openalgo_telegram():
             return False
-        now = self._clock()
+        now = time.monotonic()
         dedupe = f"{kind}:{key}"
         with self._lock:
             last = self._last_by_key.get(dedupe)
@@ -107,7 +106,7 @@ class Alerter:
         return True
 
     def _deliver(self, alert: Alert) -> None:
-        now = self._clock()
+        now = time.monotonic()
         with self._lock:
             self._sent_times = [t for t in self._sent_times if now - t < 60]
             if len(self._sent_times) >= MAX_PER_MINUTE:

@@ -34,7 +34,7 @@ class _QueueCommands(AppGroup):
 order_queue_cli = _QueueCommands(
     "order-queue",
     help="""Inspect the durable order queue and
-act on failed orders.  Exit codes: 0 done, 1 some orders could not be acted on (or the
+act on dead-lettered orders.  Exit codes: 0 done, 1 some orders could not be acted on (or the
 queue database could not be reached), 2 bad arguments, 3 a replay needs --confirm, 4 no
 such order.""",
 )

@@ -87,10 +87,6 @@ class Clock:
         """A moment of the outside world's clock on the queue's time."""
         return moment - self._wall_correction()
 
-    def wall_now(self) -> datetime:
-        """The outside world's time now: the day and hour IST schedules go by."""
-        return self.to_wall(self.now())
-
     def warnings(self) -> list[str]:
         """What an operator should know about time on this machine."""
         said = []

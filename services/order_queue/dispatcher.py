@@ -65,7 +65,6 @@ class Dispatcher:
         *,
         clock: Clock | None = None,
         alerter: Alerter | None = None,
-        client: httpx.Client | None = None,
     ):
         """``clock`` and ``alerter`` are the runtime's; a dispatcher built alone (a test,
         a tool) gets its own of each, the alerter sending where ``settings`` say."""
@@ -84,7 +83,7 @@ class Dispatcher:
             tolerance=settings.send_tolerance_seconds,
             jitter=settings.host_jitter_seconds,
         )
-        self.client = client or httpx.Client(
+        self.client = httpx.Client(
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
             limits=httpx.Limits(max_connections=settings.workers + 2),
         )
@@ -332,8 +331,9 @@ class Dispatcher:
         try:
             task(order)
         except QueueStorageError as exc:
-            # The send stamp or the outcome could not be written; the lease will expire
-            # and the order will be reconciled, so nothing is lost or doubled.
+            # The send stamp or the outcome could not be written; once the lease is free
+            # recovery takes the order over (in doubt if its send was stamped, else back
+            # to pending), so nothing is lost or doubled.
             logger.error("order %s: queue storage error, left to recovery: %s", order.id, exc)
         except Exception:
             logger.exception("order %s: unexpected error while processing", order.id)

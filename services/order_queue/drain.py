@@ -1,4 +1,4 @@
-"""Deliver what the queue still owes when the plugin could not be wired into OpenAlgo.
+"""Deliver the queue's unfinished orders when the plugin could not be wired into OpenAlgo.
 
 ``python -m services.order_queue.drain REASON``, from the OpenAlgo checkout, is started
 by the start-up hook (``install/startup_hook.py``) when an OpenAlgo update removed an
@@ -6,7 +6,8 @@ anchor the plugin's edits need: OpenAlgo then runs without the queue, and the or
 the queue had already acknowledged would be stranded.  This process says so (ERROR log,
 an alert through the configured channels), runs a dispatcher until nothing is pending,
 sending or in doubt any more (each order delivered, or dead-lettered by its own bounds
-and alerted as every dead order is), and exits.  Only one runs at a time per queue.
+and alerted as every dead order is), and exits.  Two at once (two restarts in a row)
+are safe: they share the queue as any two dispatchers do.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ logger = get_logger(__name__)
 LOOK_SECONDS = 1.0
 
 
-def drain(reason: str, *, give_up_after: float | None = None) -> int:
-    """Run until the queue owes nothing; returns the orders still open at the end."""
+def drain(reason: str) -> int:
+    """Run until no order is unfinished; returns how many still are at the end."""
     load_dotenv(os.path.join(os.getcwd(), ".env"))
     queue = runtime.build(load_settings())
     queue.store.schema.create()
@@ -43,8 +44,7 @@ def drain(reason: str, *, give_up_after: float | None = None) -> int:
     queue.alerter.raise_alert("plugin", "not in force", text, open_orders=open_work)
     # Long enough for the oldest order to go out or expire, and for one in doubt to settle.
     settings = queue.settings
-    limit = give_up_after or (settings.max_age_seconds + settings.in_progress_seconds + 60)
-    deadline = time.monotonic() + limit
+    deadline = time.monotonic() + settings.max_age_seconds + settings.in_progress_seconds + 60
     if open_work:
         try:
             queue.start_dispatcher()

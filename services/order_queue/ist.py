@@ -25,6 +25,11 @@ def ist_to_utc(local: datetime) -> datetime:
     return IST.localize(local).astimezone(pytz.utc).replace(tzinfo=None)
 
 
+def ist_weekday(now_utc: datetime) -> int:
+    """The IST weekday of ``now_utc``: 0 is Monday, 5 and 6 have no session."""
+    return pytz.utc.localize(now_utc).astimezone(IST).weekday()
+
+
 def trading_day(now_utc: datetime) -> str:
     """The IST date of ``now_utc``, YYYY-MM-DD."""
     return pytz.utc.localize(now_utc).astimezone(IST).strftime("%Y-%m-%d")

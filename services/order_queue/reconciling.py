@@ -50,7 +50,7 @@ class Reconciler:
         if recorded is not None and self._settle_from_recorded_answer(order, recorded):
             return
         receipt, record = order.receipt, self.recorder
-        if receipt is not None and receipt.door_expected and receipt.received_at is None:
+        if receipt.door_expected and receipt.received_at is None:
             record.release(order, "refused at the host's door or never arrived: not placed")
             return
         over_at = self._request_over_at(order, self.clock.now())
@@ -96,9 +96,7 @@ class Reconciler:
         )
         now = self.clock.now()
         # Behind the host's door (it said so, or it left a receipt): its timing is known.
-        behind_door = receipt is not None and (
-            receipt.door_expected or receipt.received_at is not None
-        )
+        behind_door = receipt.door_expected or receipt.received_at is not None
         if result.unreadable or len(unbound) > 1:
             detail = f"{len(unbound)} matching orders at the broker ({', '.join(unbound)})" + (
                 f", {result.unreadable} with unreadable timestamps" if result.unreadable else ""
@@ -156,12 +154,7 @@ class Reconciler:
 
     def _request_over_at(self, order: ClaimedOrder, now: datetime) -> datetime:
         receipt, gone_since = order.receipt, None
-        if (
-            receipt is not None
-            and receipt.received_at is not None
-            and receipt.done_at is None
-            and receipt.instance
-        ):
+        if receipt.received_at is not None and receipt.done_at is None and receipt.instance:
             gone_since = self.store.dispatchers.dispatcher_gone_since(
                 receipt.instance, now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds
             )
@@ -176,7 +169,7 @@ class Reconciler:
 
 
 def request_over_at(
-    receipt: Receipt | None,
+    receipt: Receipt,
     *,
     dispatched_at: datetime,
     receiver_gone_since: datetime | None,
@@ -186,18 +179,17 @@ def request_over_at(
     """The moment after which the original request can no longer place the order
     anywhere, so that an order the orderbook does not show by then was not placed.
 
-    Without the host's door (``door.py``) only the long bound is known:
-    the send plus however long the API may keep talking to the broker, unless it
-    answered (a 5xx: its request is over, only the broker's settle time is left).  With
-    a door: a
-    request that left no receipt was refused at the door, or never arrived and never
-    can (now); one the host finished, or whose receiving process is gone, leaves only
-    the broker's own settle time; one a live host is still working on, the long bound.
+    Without the host's door (``door.py``) only the long bound is known: the send plus
+    however long the API may keep talking to the broker, unless it answered (a 5xx: its
+    request is over, only the broker's settle time is left).  With a door: a request
+    that left no receipt was refused at the door, or never arrived and never can (now);
+    one the host finished, or whose receiving process is gone, leaves only the broker's
+    own settle time; one a live host is still working on, the long bound.
     """
     settle = timedelta(seconds=settle_seconds)
-    if receipt is not None and receipt.done_at is not None:  # the API answered (a 5xx)
+    if receipt.done_at is not None:  # the API answered (a 5xx)
         return receipt.done_at + settle
-    if receipt is None or (receipt.received_at is None and not receipt.door_expected):
+    if receipt.received_at is None and not receipt.door_expected:
         return dispatched_at + timedelta(seconds=in_progress_seconds)
     if receipt.received_at is None:  # behind a door that leaves a receipt: never got in
         return dispatched_at
@@ -206,10 +198,10 @@ def request_over_at(
     return receipt.received_at + timedelta(seconds=in_progress_seconds)
 
 
-def recorded_verdict(receipt: Receipt | None) -> Verdict | None:
+def recorded_verdict(receipt: Receipt) -> Verdict | None:
     """The host's own answer to the original request, kept at its door, as the verdict
     its sender would have reached; None when the host recorded none."""
-    if receipt is None or receipt.done_at is None or receipt.answer_status is None:
+    if receipt.done_at is None or receipt.answer_status is None:
         return None
     answer = httpx.Response(
         receipt.answer_status, content=(receipt.answer_body or "").encode("utf-8")

@@ -79,7 +79,7 @@ class OutcomeRecorder:
                 )
                 self.publish(order, "sent", orderid=verdict.orderid)
         elif outcome is Outcome.NOT_SENT:
-            done = self.store.lifecycle.mark_failed(
+            done = self.store.lifecycle.mark_for_retry(
                 order,
                 retry_at=now + self._backoff(1),
                 outcome=outcome.value,
@@ -92,7 +92,7 @@ class OutcomeRecorder:
                 self.publish(order, "pending", error=verdict.message)
         elif outcome is Outcome.THROTTLED:
             wait = max(timedelta(seconds=verdict.retry_after or 0.0), self._backoff(1))
-            done = self.store.lifecycle.mark_failed(
+            done = self.store.lifecycle.mark_for_retry(
                 order,
                 retry_at=now + wait,
                 outcome=outcome.value,
@@ -158,7 +158,7 @@ class OutcomeRecorder:
             return self.dead(
                 order, DeadReason.RETRIES_EXHAUSTED, verdict, latency_ms=common["latency_ms"]
             )
-        done = self.store.lifecycle.mark_failed(
+        done = self.store.lifecycle.mark_for_retry(
             order,
             retry_at=common["now"] + self._backoff(used),
             outcome=verdict.outcome.value,
@@ -231,7 +231,7 @@ class OutcomeRecorder:
     def release(self, order: ClaimedOrder, message: str) -> None:
         """An in-doubt order was not placed: send it again (or, when the API keeps
         failing and the retry budget is spent, dead-letter it)."""
-        answered = order.receipt.answer_status if order.receipt else None
+        answered = order.receipt.answer_status
         if answered and answered >= 500 and order.attempts >= self.settings.max_retries:
             self.dead(
                 order,

@@ -81,7 +81,7 @@ def health_report(queue: OrderQueueRuntime) -> tuple[dict, bool]:
     if here["start_problem"]:
         # The detail is logged for the operator; the public answer stays generic.
         problems.append(
-            queue.holding_reason()
+            queue.pause_reason()
             or f"dispatcher waiting for the queue database since "
             f"{iso(here['start_problem_since'])}; webhooks answer 503 meanwhile"
         )
@@ -166,7 +166,8 @@ def waits_for(row: dict, settings: OrderQueueSettings) -> dict:
         }
     if state == OrderState.DEAD.value:
         return {
-            "waits_for": "you: placed or not? Check the broker's orderbook",
+            "waits_for": "you: placed or not? Check the broker's orderbook "
+            "(later orders for this instrument are not held by it)",
             "until": None,
             "settle": True,
         }

@@ -1,14 +1,16 @@
-"""The order queue's runtime in this process: the one owner of its settings, clock, key
-sealing, store, alerter, deadlines and dispatcher.  Start and stop go through it.
+"""The order queue's runtime in this process: the one owner of its settings, clock, store
+(and with it the key sealing, ``store.sealing``), alerter and dispatcher.  Start and stop
+go through it.
 
 - **Build.** ``build(settings)`` (from the admin blueprint's ``init_app``) seals keys
   with the settings' pepper, opens the store on its database, and replaces any earlier
   runtime (tests build one per app).  ``current()`` is the one way to reach it, from a
   request, a dispatcher thread or the host's scheduler alike (these have no app
   context, so the runtime is not kept on the app); the seed's functions in
-  ``database/order_queue_db.py`` are calls over it.  The one process-wide thing it does
-  not own is the host's wiring done at import, before any runtime exists: the deadline
-  providers (``deadlines.py``) and the signal handlers (below).
+  ``database/order_queue_db.py`` are calls over it.  What it does not own is the host's
+  wiring done at import, before any runtime exists: the deadline providers
+  (``deadlines.py``), the squareoff sources (``squareoffs.py``) and the signal handlers
+  (below).
 - **Start.** ``start_when_ready`` waits for the host's own start-up (OpenAlgo sets
   ``app.db_ready`` once its databases are initialised; sending earlier competes with
   that start-up for OpenAlgo's SQLite write lock).  If the queue database cannot be
@@ -52,7 +54,7 @@ WATCH_SECONDS = 5.0
 
 PEPPER_CHANGED = (
     "API_KEY_PEPPER is not the one the queued API keys were sealed with: "
-    "sending is held and webhooks answer 503. Put the previous API_KEY_PEPPER "
+    "sending is paused and webhooks answer 503. Put the previous API_KEY_PEPPER "
     "back in .env and restart; the queued orders then go out as usual"
 )
 
@@ -169,7 +171,7 @@ class OrderQueueRuntime:
             )
             if first:
                 logger.error(
-                    "order queue held at start: %s; webhooks answer 503 until it "
+                    "order queue paused at start: %s; webhooks answer 503 until it "
                     "is resolved, checking again in the background",
                     exc,
                 )
@@ -244,7 +246,7 @@ class OrderQueueRuntime:
         (``now`` is too), or None (``deadlines.py``)."""
         return deadlines.on_queue_time(self.clock, payload, now)
 
-    def holding_reason(self) -> str | None:
+    def pause_reason(self) -> str | None:
         """Why new orders must not be queued now (a changed pepper), or None."""
         problem = self.start_problem
         return problem[0] if problem and problem[0] == PEPPER_CHANGED else None

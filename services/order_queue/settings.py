@@ -13,7 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from database.order_queue_db import DEFAULT_BUSY_TIMEOUT_MS
+from database.order_queue.api_keys import PEPPER_VARIABLE
+from database.order_queue_db import (
+    DATABASE_URL_VARIABLE,
+    DEFAULT_BUSY_TIMEOUT_MS,
+    DEFAULT_DATABASE_URL,
+)
 
 
 class SettingsError(ValueError):
@@ -29,10 +34,10 @@ def _variable(name: str, default: Any, *, minimum: float | None = None, repr: bo
 @dataclass(frozen=True)
 class OrderQueueSettings:
     #: Where the queue lives; SQLite file of its own by default, or a PostgreSQL URL.
-    database_url: str = _variable("ORDER_QUEUE_DATABASE_URL", "sqlite:///db/order_queue.db")
+    database_url: str = _variable(DATABASE_URL_VARIABLE, DEFAULT_DATABASE_URL)
     #: OpenAlgo's ``API_KEY_PEPPER``: the queued API keys are sealed with a key derived
     #: from it.  Never shown (``repr=False``), so settings can be logged safely.
-    api_key_pepper: str = _variable("API_KEY_PEPPER", "", repr=False)
+    api_key_pepper: str = _variable(PEPPER_VARIABLE, "", repr=False)
     #: How long a SQLite write waits for another writer before the webhook answers 503.
     #: Shorter than OpenAlgo's 15 s: webhook senders give up after a few seconds, and a
     #: 503 they can see beats a 200 that never arrives.
@@ -108,7 +113,7 @@ class OrderQueueSettings:
     #: was not placed and is sent again.
     broker_settle_seconds: float = _variable("ORDER_QUEUE_BROKER_SETTLE_SECONDS", 5.0, minimum=0)
     #: While the orderbook cannot answer (OpenAlgo's semi_auto mode answers 403; an
-    #: expired broker session; a broker outage), an in-doubt order is held and the
+    #: expired broker session; a broker outage), an in-doubt order waits and the
     #: orderbook asked again with backoff for about this long; then the operator is
     #: told (dead, reason in_doubt) and can settle it by hand.  Half a minute: whoever
     #: trades on it should learn soon that an order's fate is unknown.
@@ -122,8 +127,8 @@ class OrderQueueSettings:
     alert_queue_age_seconds: float = _variable(
         "ORDER_QUEUE_ALERT_QUEUE_AGE_SECONDS", 120.0, minimum=1
     )
-    #: Heartbeat period of a dispatcher, and the silence after which its in-flight orders
-    #: are treated as in doubt.
+    #: Heartbeat period of a dispatcher, and the silence after which it counts as gone: its
+    #: leases are free, its stamped sends go in doubt and its unstamped ones back to pending.
     heartbeat_seconds: float = _variable("ORDER_QUEUE_HEARTBEAT_SECONDS", 1.0, minimum=0.05)
     heartbeat_timeout_seconds: float = _variable(
         "ORDER_QUEUE_HEARTBEAT_TIMEOUT_SECONDS", 5.0, minimum=0.1

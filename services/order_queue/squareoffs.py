@@ -36,10 +36,8 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-import pytz
-
 from database.order_queue.model import QueueStorageError, SquareoffOutcome
-from services.order_queue.ist import IST, ist_moment_utc, trading_day
+from services.order_queue.ist import ist_moment_utc, ist_weekday, trading_day
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -72,7 +70,7 @@ def decide(
     squareoff_time: str, exchanges: Iterable[str], now_utc: datetime, catch_up_window: timedelta
 ) -> Decision:
     """The catch-up rule (module docstring) for one strategy, at ``now_utc``."""
-    if pytz.utc.localize(now_utc).astimezone(IST).weekday() >= 5:
+    if ist_weekday(now_utc) >= 5:
         return Decision.NO_SESSION
     due = ist_moment_utc(squareoff_time, now_utc)
     if now_utc < due:
@@ -145,7 +143,7 @@ def _run_on_time(source: SquareoffSource, strategy_id: int):
             return source.fire(strategy_id)  # the host's own function decides
         queue = runtime.current()
         now = queue.clock.now()
-        first = queue.store.squareoffs.claim_squareoff(
+        first = queue.store.squareoffs.record_squareoff_once(
             source=source.name,
             strategy_id=strategy.id,
             strategy_name=strategy.name,
@@ -172,10 +170,11 @@ def _run_on_time(source: SquareoffSource, strategy_id: int):
     return source.fire(strategy_id)
 
 
-def catch_up(queue, now: datetime | None = None) -> list[dict]:
+def catch_up(queue, wall_now: datetime | None = None) -> list[dict]:
     """Register every active intraday squareoff again, run the ones missed while the
-    app was down that may still run, report the rest (module docstring).  Returns what
-    this call did, one dict per strategy it ran or reported.  Never raises."""
+    app was down that may still run, report the rest (module docstring).  Squareoffs go
+    by the outside world's clock (``wall_now``, naive UTC; the clock's by default).
+    Returns what this call did, one dict per strategy it ran or reported.  Never raises."""
     window = timedelta(minutes=queue.settings.squareoff_catchup_minutes)
     done = []
     for source in registered():
@@ -192,7 +191,7 @@ def catch_up(queue, now: datetime | None = None) -> list[dict]:
             _release(source)
         for strategy in strategies:
             try:
-                done.extend(_catch_up_one(queue, source, strategy, window, now))
+                done.extend(_catch_up_one(queue, source, strategy, window, wall_now))
             except Exception:
                 logger.exception(
                     "squareoff of %s strategy %s: start-up check failed", source.name, strategy.id
@@ -203,28 +202,29 @@ def catch_up(queue, now: datetime | None = None) -> list[dict]:
 
 
 def _catch_up_one(
-    queue, source: SquareoffSource, strategy, window: timedelta, now: datetime | None
+    queue, source: SquareoffSource, strategy, window: timedelta, wall_now: datetime | None
 ) -> list[dict]:
     source.schedule(strategy.id)
-    now = now or queue.clock.now()
+    now = queue.clock.now()
+    wall = wall_now or queue.clock.to_wall(now)
     exchanges = {mapping.exchange for mapping in source.mappings(strategy.id)}
-    decision = decide(strategy.squareoff_time, exchanges, now, window)
+    decision = decide(strategy.squareoff_time, exchanges, wall, window)
     if decision in (Decision.AHEAD, Decision.NO_SESSION):
         return []
     outcome = (
         SquareoffOutcome.CAUGHT_UP if decision is Decision.CATCH_UP else SquareoffOutcome.MISSED
     )
-    if not queue.store.squareoffs.claim_squareoff(
+    if not queue.store.squareoffs.record_squareoff_once(
         source=source.name,
         strategy_id=strategy.id,
         strategy_name=strategy.name,
-        trading_day=trading_day(now),
+        trading_day=trading_day(wall),
         squareoff_time=strategy.squareoff_time,
         outcome=outcome,
         now=now,
     ):
         return []  # already ran (or was reported) today
-    late = int((now - ist_moment_utc(strategy.squareoff_time, now)).total_seconds() // 60)
+    late = int((wall - ist_moment_utc(strategy.squareoff_time, wall)).total_seconds() // 60)
     what = f"{strategy.name!r} ({source.name}, squareoff {strategy.squareoff_time} IST)"
     if outcome is SquareoffOutcome.CAUGHT_UP:
         source.fire(strategy.id)

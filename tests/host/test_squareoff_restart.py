@@ -63,7 +63,7 @@ def test_after_a_restart_only_the_queue_registers_the_squareoff_again(app, intra
         # As OpenAlgo: a strategy that existed before the start gets no job of its own.
         assert scheduler.get_job(job_id) is None
         with app.app_context():
-            assert squareoffs.catch_up(runtime.current(), now=at_ist("15:00")) == []
+            assert squareoffs.catch_up(runtime.current(), wall_now=at_ist("15:00")) == []
         job = scheduler.get_job(job_id)
         assert job is not None
         fields = {f.name: str(f) for f in job.trigger.fields}

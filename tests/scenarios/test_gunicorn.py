@@ -45,17 +45,21 @@ class Probe:
         self.slowest = 0.0
         self.answered = 0
         self._stop = threading.Event()
-        self._active = threading.Event()
-        self._active.set()
+        self._turn = threading.Condition()  # guards the two flags below
+        self._active = True
+        self._in_flight = False
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def pause(self):
-        self._active.clear()
-        time.sleep(0.3)  # a probe already on its way finishes before the kill
+        """No probe starts from now on, and one already on its way has finished."""
+        with self._turn:
+            self._active = False
+            assert self._turn.wait_for(lambda: not self._in_flight, timeout=60)
 
     def resume_when_answering(self, timeout: float = 60):
         wait_for_answer(self.url, timeout)
-        self._active.set()
+        with self._turn:
+            self._active = True
 
     def __enter__(self):
         self._thread.start()
@@ -68,16 +72,22 @@ class Probe:
     def _run(self):
         with httpx.Client(timeout=30) as client:
             while not self._stop.wait(0.1):
-                if not self._active.is_set():
-                    continue
+                with self._turn:
+                    if not self._active:
+                        continue
+                    self._in_flight = True
                 started = time.monotonic()
                 try:
                     client.get(self.url)
-                except httpx.HTTPError:
-                    continue
-                if self._active.is_set():
-                    self.slowest = max(self.slowest, time.monotonic() - started)
+                    took = time.monotonic() - started
+                    self.slowest = max(self.slowest, took)
                     self.answered += 1
+                except httpx.HTTPError:
+                    pass
+                finally:
+                    with self._turn:
+                        self._in_flight = False
+                        self._turn.notify_all()
 
 
 def strategy_on_every_symbol(app: AppProcess, name: str) -> str:

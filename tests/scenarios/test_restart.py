@@ -54,7 +54,7 @@ def test_sigkill_with_orders_pending_then_restart_delivers_each_once(app_process
     while time.monotonic() < deadline:
         health = httpx.get(f"{app_process.base_url}/order-queue/api/health", timeout=5).json()
         if health["depth"]["sent"]["regular"] == len(SYMBOLS):
-            break  # the queue owes nothing more: every order is recorded as sent
+            break  # nothing is unfinished: every order is recorded as sent
         time.sleep(0.1)
     app_process.stop()
     assert broker.wait_idle(), "the broker is still serving requests"  # the book is final

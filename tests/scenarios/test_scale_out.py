@@ -65,13 +65,13 @@ def enqueue_orders(store, count):
 
 
 def wait_until_delivered(store, broker, count, timeout):
-    """Until ``count`` orders are booked and the queue owes nothing: with no order left
+    """Until ``count`` orders are booked and none is unfinished: with no order left
     pending, sending or in doubt, no worker can send one again."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         depth = store.reads.depth()
-        owing = sum(sum(depth.get(s, {}).values()) for s in ("pending", "sending", "in_doubt"))
-        if len(broker.book) >= count and owing == 0:
+        unfinished = sum(sum(depth.get(s, {}).values()) for s in ("pending", "sending", "in_doubt"))
+        if len(broker.book) >= count and unfinished == 0:
             return
         time.sleep(0.2)
 

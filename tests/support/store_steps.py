@@ -111,7 +111,7 @@ def mark_dead(store, claimed, *, now=T0, actor="d1", **how):
 
 def mark_for_retry(store, claimed, *, retry_at=T0, error="HTTP 500", http_status=None):
     """A transient failure that spends an attempt: back to pending from ``retry_at``."""
-    return store.lifecycle.mark_failed(
+    return store.lifecycle.mark_for_retry(
         claimed,
         now=T0,
         actor="d1",

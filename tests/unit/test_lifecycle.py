@@ -75,7 +75,7 @@ def test_mark_sent_records_orderid_and_attempt(store):
     ]
 
 
-def test_mark_failed_returns_to_pending_until_retry_at(store):
+def test_mark_for_retry_returns_to_pending_until_retry_at(store):
     enqueue(store)
     claimed = claim(store)
     retry_at = T0 + timedelta(seconds=2)
@@ -85,7 +85,7 @@ def test_mark_failed_returns_to_pending_until_retry_at(store):
     assert again.id == claimed.id and again.attempts == 1
 
 
-def test_mark_dead_keeps_reason_and_lists_as_failed(store):
+def test_mark_dead_keeps_reason_and_lists_as_dead(store):
     enqueue(store)
     claimed = claim(store)
     mark_dead(store, claimed)
@@ -120,8 +120,8 @@ def test_recovery_moves_orders_of_a_silent_dispatcher_to_in_doubt(store):
 
 
 def test_an_in_doubt_order_leased_by_a_dispatcher_that_died_is_free_once_it_is_silent(store):
-    """A process killed mid-check must not hold the order, and the instrument's lane
-    behind it, until its lease runs out: only until its heartbeat is stale."""
+    """A process killed mid-check must not hold the order, and its instrument, until its
+    lease runs out: only until its heartbeat is stale."""
     store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
     enqueue(store)
     claimed = claim_and_stamp(store)

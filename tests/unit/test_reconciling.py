@@ -28,7 +28,6 @@ def over_at(rec, gone_since=None):
 
 
 def test_a_host_without_the_door_gets_the_long_bound():
-    assert over_at(None) == SENT + timedelta(seconds=LONG)
     assert over_at(receipt(door=False)) == SENT + timedelta(seconds=LONG)
 
 
@@ -67,7 +66,7 @@ def test_a_kept_answer_is_read_as_its_sender_would_have(status, body, outcome, o
 
 def test_no_kept_answer_decides_nothing():
     assert recorded_verdict(receipt(received=SENT)) is None
-    assert recorded_verdict(None) is None
+    assert recorded_verdict(receipt(door=False)) is None
 
 
 def test_an_answered_5xx_leaves_only_the_settle_time_even_without_a_door():

@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_defaults_match_the_design():
     settings = load_settings({})
-    # Design §3: both lanes default to the host's "10 per second"; smart orders for the
-    # same instrument keep upstream's 1 s settle between them.
+    # docs/design.md, "Pacing": both lanes default to the host's "10 per second"; smart
+    # orders for the same instrument keep upstream's 1 s settle gap between them.
     assert (settings.max_retries, settings.regular_rate, settings.smart_rate) == (3, 10, 10)
     assert settings.smart_settle_seconds == 1.0
     assert settings.database_url == "sqlite:///db/order_queue.db"

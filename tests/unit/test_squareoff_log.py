@@ -11,7 +11,7 @@ from database.order_queue.model import SquareoffOutcome
 def claim(
     store, outcome=SquareoffOutcome.ON_TIME, squareoff_time="15:10", day="2026-11-30", strategy_id=1
 ):
-    return store.squareoffs.claim_squareoff(
+    return store.squareoffs.record_squareoff_once(
         source="strategy",
         strategy_id=strategy_id,
         strategy_name="Trend",
