@@ -70,7 +70,9 @@ OWING_STATES = UNFINISHED_STATES + (OrderState.DEAD,)
 
 
 class Lane(str, enum.Enum):
-    """Smart orders (exits, position sizing) go before regular ones, as upstream."""
+    """The kind of order, each with its own rate budget per account (the account lane,
+    ``lane_key``).  Smart orders (exits, position sizing) go before regular ones, as
+    upstream."""
 
     SMART = "smart"
     REGULAR = "regular"
@@ -133,7 +135,7 @@ class QueuedOrder(Base):
     product: Mapped[str | None] = mapped_column(String(16))
     instrument: Mapped[str] = mapped_column(String(128))  # account|exchange|symbol|product
     lane: Mapped[str] = mapped_column(String(16))
-    lane_key: Mapped[str] = mapped_column(String(40))  # lane:account, the rate-limit unit
+    lane_key: Mapped[str] = mapped_column(String(40))  # the account lane: lane:account
     lane_priority: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     # lifecycle
