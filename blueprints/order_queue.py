@@ -385,6 +385,7 @@ def api_settle():
             placed=placed,
             broker_orderid=orderid.strip() if placed else None,
             note=options["note"],
+            confirm=options["confirm"],
         )
     )
 

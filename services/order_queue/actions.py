@@ -89,11 +89,15 @@ def settle(
     placed: bool,
     broker_orderid: str | None = None,
     note: str | None = None,
+    confirm: bool = False,
 ) -> list[ActionResult]:
     """Record what the operator found at the broker for orders whose fate the machine
-    could not tell (in doubt, held or dead-lettered): ``placed`` with the broker's
+    could not tell (in doubt, or dead-lettered in doubt): ``placed`` with the broker's
     orderid (one order at a time: an orderid belongs to one order) marks it sent; not
-    placed sends it again.  Audited in the attempt trail like every action."""
+    placed sends it again, which, as for a replay, needs ``confirm`` once a later order
+    for its instrument went out (a dead letter holds nothing: an old entry sent after
+    its exit would open a position nobody wants).  Audited in the attempt trail like
+    every action."""
     if placed and (len(order_ids) != 1 or not broker_orderid):
         return [
             ActionResult(order_id, False, "'placed' needs one order and the broker's order id")
@@ -111,6 +115,24 @@ def settle(
             outcome, state = f"settled as placed, broker order id {broker_orderid}", "sent"
         else:
             row = store.reads.get_order(order_id)
+            later = (
+                [later_row["id"] for later_row in store.reads.later_orders_gone_ahead(order_id)]
+                if row is not None and _settleable(row)
+                else []
+            )
+            if later and not confirm:
+                results.append(
+                    ActionResult(
+                        order_id,
+                        False,
+                        f"later orders for this instrument already went out "
+                        f"({', '.join(map(str, later))}): sent now, it goes behind them; "
+                        f"confirm to send it anyway",
+                        needs_confirmation=True,
+                        later_sent=later,
+                    )
+                )
+                continue
             deadline = (
                 queue.deadline_for({**row["payload"], "strategy": row["strategy"]}, now)
                 if row
@@ -136,6 +158,12 @@ def settle(
     if any(result.ok for result in results):
         queue.wake()
     return results
+
+
+def _settleable(row: dict) -> bool:
+    return row["state"] == OrderState.IN_DOUBT.value or (
+        row["state"] == OrderState.DEAD.value and row["dead_reason"] == DeadReason.IN_DOUBT.value
+    )
 
 
 def _why_not_settled(store, order_id: int, broker_orderid: str | None) -> str:

@@ -35,7 +35,7 @@ order_queue_cli = _QueueCommands(
     "order-queue",
     help="""Inspect the durable order queue and
 act on dead-lettered orders.  Exit codes: 0 done, 1 some orders could not be acted on (or the
-queue database could not be reached), 2 bad arguments, 3 a replay needs --confirm, 4 no
+queue database could not be reached), 2 bad arguments, 3 a replay or a settle needs --confirm, 4 no
 such order.""",
 )
 
@@ -185,9 +185,14 @@ def replay_command(order_ids, confirm, as_json):
     help="It is at the broker under this order id: mark it sent.",
 )
 @click.option("--not-placed", is_flag=True, help="It is not at the broker: send it again.")
+@click.option(
+    "--confirm",
+    is_flag=True,
+    help="Send it again even if later orders for the same instrument were sent.",
+)
 @click.option("--note")
 @click.option("--json", "as_json", is_flag=True)
-def settle_command(order_ids, broker_orderid, not_placed, note, as_json):
+def settle_command(order_ids, broker_orderid, not_placed, confirm, note, as_json):
     """Settle orders in doubt with what the broker's orderbook shows."""
     if bool(broker_orderid) == not_placed:
         raise click.UsageError("give exactly one of --placed BROKER_ORDER_ID or --not-placed")
@@ -199,6 +204,7 @@ def settle_command(order_ids, broker_orderid, not_placed, note, as_json):
             placed=not not_placed,
             broker_orderid=broker_orderid,
             note=note,
+            confirm=confirm,
         ),
         as_json,
     )

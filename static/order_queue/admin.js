@@ -62,7 +62,8 @@
     setTimeout(function () { box.remove(); }, danger ? 15000 : 5000);
   }
 
-  /* Run an action; a replay that needs confirmation asks, then runs again confirmed. */
+  /* Run an action; a replay or a "not placed" settle that needs confirmation asks, then
+     runs again confirmed. */
   function act(action, ids, extra) {
     /* ids null: the action applies to every dead order matching extra.filter. */
     var body = Object.assign(ids ? { ids: ids } : {}, extra || {});
@@ -79,8 +80,10 @@
       });
       if (waiting.length) {
         var message = waiting.map(function (r) { return "#" + r.order_id + ": " + r.message; }).join("\n");
-        if (window.confirm("Replay anyway?\n\n" + message)) {
-          return act("replay", waiting.map(function (r) { return r.order_id; }), { confirm: true });
+        var settling = action === "settle";
+        if (window.confirm((settling ? "Send again anyway?" : "Replay anyway?") + "\n\n" + message)) {
+          var again = settling ? { placed: false, confirm: true } : { confirm: true };
+          return act(action, waiting.map(function (r) { return r.order_id; }), again);
         }
       }
     }).catch(function (error) { alertBox(action + " failed: " + error.message, true); });

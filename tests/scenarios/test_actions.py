@@ -33,6 +33,18 @@ def test_replay_behind_a_later_order_already_sent_needs_confirmation(app):
     assert held.needs_confirmation and held.later_sent == [later]
 
 
+def test_settling_not_placed_behind_a_later_order_already_sent_needs_confirmation(app):
+    """A dead letter holds nothing: the exit after it went out.  Sending the entry now
+    would open a position nobody wants, so the operator confirms it."""
+    entry = make_order("dead_in_doubt", symbol="SBIN")
+    exit_ = make_order("sent", symbol="SBIN")
+    [held] = actions.settle([entry], "alice", placed=False)
+    assert not held.ok and held.needs_confirmation and held.later_sent == [exit_]
+    assert state_of(entry) == "dead"
+    [done] = actions.settle([entry], "alice", placed=False, confirm=True)
+    assert done.ok and state_of(entry) == "pending"
+
+
 def test_settle_as_placed_needs_one_order_and_its_broker_id(app):
     one, two = make_order("dead_in_doubt"), make_order("dead_in_doubt", symbol="TCS")
     refused = actions.settle([one, two], "alice", placed=True, broker_orderid="B1")

@@ -283,6 +283,59 @@ def test_a_filter_link_opens_filtered_and_an_order_in_doubt_is_settled_from_its_
         app.stop()
 
 
+def test_an_entry_settled_not_placed_after_its_exit_went_out_is_sent_only_once_confirmed(
+    tmp_path, broker, browser
+):
+    """The entry's answer is lost and the orderbook cannot tell: dead in doubt.  The exit
+    after it goes out (a dead letter holds nothing).  "Not placed" on the entry's page
+    asks first whether to send it at all, then, naming the exit, whether to send it
+    behind that exit."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import alert_is_present
+
+    lost = []
+
+    def first_entry_lost(body):
+        if body.get("action") == "BUY" and not lost:
+            lost.append(body)
+            return Drop()
+        return Accept()
+
+    broker.behaviour_for = first_entry_lost
+    broker.orderbook_behaviour = Status(403)
+    app = AppProcess(
+        tmp_path, broker.base_url, TEST_PEPPER, ORDER_QUEUE_ORDERBOOK_WAIT_SECONDS="0.5"
+    )
+    webhook_id = json.loads(
+        app.flask("strategy", "add", "--name", "Swing", "--symbol", "SBIN", "--quantity", "5")
+    )["webhook_id"]
+    app.flask("user", "set-password", "--username", "trader", "--password", "pw-for-test")
+    app.start()
+    try:
+        url = f"{app.base_url}/strategy/webhook/{webhook_id}"
+        assert httpx.post(url, json={"symbol": "SBIN", "action": "BUY"}, timeout=5).is_success
+        sign_in(browser, f"{app.base_url}/order-queue/?reason=in_doubt")
+        wait_until(browser, lambda d: text_of(d, "count-dead") == "1")
+        assert httpx.post(url, json={"symbol": "SBIN", "action": "SELL"}, timeout=5).is_success
+        assert broker.wait_until(lambda: len(broker.orders()) == 1, timeout=15)  # the exit
+
+        click_in_dead_row(browser, "SBIN", ".//a")
+        wait_until(browser, lambda d: text_of(d, "order-state") == "dead")
+        browser.find_element(By.ID, "settle-not-placed").click()
+        asked = []
+        for _ in range(2):
+            dialog = wait_until(browser, alert_is_present())
+            asked.append(dialog.text)
+            dialog.accept()
+        assert "again?" in asked[0], asked
+        assert asked[1].startswith("Send again anyway?") and "later orders" in asked[1], asked
+        wait_until(browser, lambda d: text_of(d, "order-state") == "sent")
+        assert "settled_not_placed" in browser.find_element(By.ID, "attempts-table").text
+        assert [order.body["action"] for order in broker.orders()] == ["SELL", "BUY"]
+    finally:
+        app.stop()
+
+
 def test_held_instruments_are_settled_from_the_main_page_charts_draw_and_a_filter_replays_all(
     tmp_path, broker, browser
 ):

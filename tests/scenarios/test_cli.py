@@ -62,6 +62,16 @@ def test_purge_keeps_dead_orders(app, runner):
     assert runtime.current().store.reads.get_order(dead)["state"] == "dead"
 
 
+def test_settling_not_placed_behind_a_sent_exit_needs_confirm(app, runner):
+    entry = make_order("dead_in_doubt", symbol="SBIN")
+    make_order("sent", symbol="SBIN")
+    held = runner.invoke(args=["order-queue", "settle", str(entry), "--not-placed"])
+    assert held.exit_code == 3 and "confirm" in held.output
+    done = runner.invoke(args=["order-queue", "settle", str(entry), "--not-placed", "--confirm"])
+    assert done.exit_code == 0
+    assert runtime.current().store.reads.get_order(entry)["state"] == "pending"
+
+
 def test_settle_in_doubt_orders(app, runner):
     placed, missing = make_order("dead_in_doubt"), make_order("dead_in_doubt", symbol="TCS")
     done = runner.invoke(args=["order-queue", "settle", str(placed), "--placed", "B-9"])
