@@ -390,7 +390,7 @@ PATCHED_APP_SCRIPT = textwrap.dedent("""
 
     assert app.app.db_ready.wait(20)
     for _ in range(400):  # the dispatcher starts once db_ready is set
-        if runtime.current().dispatcher is not None:
+        if runtime.current().status()["dispatcher_running"]:
             break
         threading.Event().wait(0.05)
     client = app.app.test_client()
@@ -495,7 +495,7 @@ SIGTERM_SCRIPT = textwrap.dedent("""
 
     assert app.app.db_ready.wait(20)
     deadline = time.monotonic() + 20  # it starts once db_ready is set
-    while runtime.current().dispatcher is None and time.monotonic() < deadline:
+    while not runtime.current().status()["dispatcher_running"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert runtime.current().dispatcher.alive
     os.kill(os.getpid(), signal.SIGTERM)
