@@ -113,6 +113,26 @@ def text_of(driver, element_id):
     return driver.find_element("id", element_id).text
 
 
+def app_without_orderbook(tmp_path, broker, behaviour_for, *more_symbols):
+    """The app, started, on a broker that answers orders by ``behaviour_for`` and has no
+    orderbook (semi_auto's 403): an order whose answer is lost reaches the operator in
+    doubt within half a second.  A strategy on SBIN (and ``more_symbols``); returns the
+    app and the strategy's webhook id."""
+    broker.behaviour_for = behaviour_for
+    broker.orderbook_behaviour = Status(403)
+    app = AppProcess(
+        tmp_path, broker.base_url, TEST_PEPPER, ORDER_QUEUE_ORDERBOOK_WAIT_SECONDS="0.5"
+    )
+    webhook_id = json.loads(
+        app.flask("strategy", "add", "--name", "Doubt", "--symbol", "SBIN", "--quantity", "5")
+    )["webhook_id"]
+    for symbol in more_symbols:
+        app.flask("strategy", "map", "--name", "Doubt", "--symbol", symbol, "--quantity", "5")
+    app.flask("user", "set-password", "--username", "trader", "--password", "pw-for-test")
+    app.start()
+    return app, webhook_id
+
+
 def test_operator_sees_dead_orders_replays_one_and_markup_stays_text(tmp_path, broker, browser):
     from selenium.webdriver.common.by import By
 
@@ -241,19 +261,12 @@ def test_a_filter_link_opens_filtered_and_an_order_in_doubt_is_settled_from_its_
 
     # TCS is rejected; SBIN's answer is lost and the orderbook cannot tell (semi_auto's
     # 403), so SBIN reaches the operator in doubt.
-    broker.behaviour_for = lambda body: (
-        Drop() if body.get("symbol") == "SBIN" else Reject("Symbol not tradable")
+    app, webhook_id = app_without_orderbook(
+        tmp_path,
+        broker,
+        lambda body: Drop() if body.get("symbol") == "SBIN" else Reject("Symbol not tradable"),
+        "TCS",
     )
-    broker.orderbook_behaviour = Status(403)
-    app = AppProcess(
-        tmp_path, broker.base_url, TEST_PEPPER, ORDER_QUEUE_ORDERBOOK_WAIT_SECONDS="0.5"
-    )
-    webhook_id = json.loads(
-        app.flask("strategy", "add", "--name", "Doubt", "--symbol", "SBIN", "--quantity", "5")
-    )["webhook_id"]
-    app.flask("strategy", "map", "--name", "Doubt", "--symbol", "TCS", "--quantity", "5")
-    app.flask("user", "set-password", "--username", "trader", "--password", "pw-for-test")
-    app.start()
     try:
         for symbol in ("SBIN", "TCS"):
             assert (
@@ -301,16 +314,7 @@ def test_an_entry_settled_not_placed_after_its_exit_went_out_is_sent_only_once_c
             return Drop()
         return Accept()
 
-    broker.behaviour_for = first_entry_lost
-    broker.orderbook_behaviour = Status(403)
-    app = AppProcess(
-        tmp_path, broker.base_url, TEST_PEPPER, ORDER_QUEUE_ORDERBOOK_WAIT_SECONDS="0.5"
-    )
-    webhook_id = json.loads(
-        app.flask("strategy", "add", "--name", "Swing", "--symbol", "SBIN", "--quantity", "5")
-    )["webhook_id"]
-    app.flask("user", "set-password", "--username", "trader", "--password", "pw-for-test")
-    app.start()
+    app, webhook_id = app_without_orderbook(tmp_path, broker, first_entry_lost)
     try:
         url = f"{app.base_url}/strategy/webhook/{webhook_id}"
         assert httpx.post(url, json={"symbol": "SBIN", "action": "BUY"}, timeout=5).is_success
