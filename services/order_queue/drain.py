@@ -50,7 +50,7 @@ def drain(reason: str) -> int:
             queue.start_dispatcher()
         except runtime.PepperChanged as exc:
             logger.error("order queue drain cannot deliver: %s", exc)
-            queue.alerter.raise_alert("plugin", "drain held", str(exc), open_orders=open_work)
+            queue.alerter.raise_alert("plugin", "drain paused", str(exc), open_orders=open_work)
             queue.alerter.wait_delivered(10.0)
             return open_work
         while open_work and time.monotonic() < deadline:
