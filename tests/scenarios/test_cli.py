@@ -6,11 +6,11 @@ import sys
 import time
 from dataclasses import replace
 
-from database.order_queue_db import QueueStore
+from database.order_queue_db import QueueStore, utcnow
 from services.order_queue import runtime
 from tests.conftest import TEST_SEALING
 from tests.support.app_process import ROOT, AppProcess
-from tests.support.helpers import make_order
+from tests.support.helpers import make_order, payload
 
 
 def test_stats_human_and_json(app, runner):
@@ -132,12 +132,20 @@ def test_the_api_key_is_shown_on_request_and_passwords_have_a_minimum(app, runne
     assert runner.invoke(args=["user", "set-password", "--password", "long-enough"]).exit_code == 0
 
 
+def queue_sealed_with_the_days_pepper(url: str, *, orders: int = 0) -> None:
+    """A queue database whose check value (and ``orders`` queued orders) were sealed
+    with the test pepper."""
+    sealed = QueueStore(url, sealing=TEST_SEALING)
+    sealed.schema.create()
+    assert sealed.schema.check_pepper()
+    for n in range(orders):
+        sealed.lifecycle.enqueue("placeorder", payload(f"S{n}"), now=utcnow(), max_age_seconds=300)
+    sealed.dispose()
+
+
 def test_a_worker_with_a_changed_pepper_refuses_to_start_and_says_why(tmp_path):
     changed = AppProcess(tmp_path, "http://127.0.0.1:9", "e" * 64)
-    sealed = QueueStore(changed.env["ORDER_QUEUE_DATABASE_URL"], sealing=TEST_SEALING)
-    sealed.schema.create()
-    assert sealed.schema.check_pepper()  # the check value, sealed with the day's pepper
-    sealed.dispose()
+    queue_sealed_with_the_days_pepper(changed.env["ORDER_QUEUE_DATABASE_URL"])
     worker = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", "order-queue", "worker"],
         cwd=ROOT,
@@ -148,3 +156,25 @@ def test_a_worker_with_a_changed_pepper_refuses_to_start_and_says_why(tmp_path):
     )
     assert worker.returncode == 1, worker.stdout + worker.stderr
     assert "worker not started" in worker.stderr and "API_KEY_PEPPER" in worker.stderr
+
+
+def test_the_update_drain_with_a_changed_pepper_sends_nothing_and_says_why(tmp_path):
+    changed = AppProcess(tmp_path, "http://127.0.0.1:9", "e" * 64)
+    url = changed.env["ORDER_QUEUE_DATABASE_URL"]
+    queue_sealed_with_the_days_pepper(url, orders=2)
+    drain = subprocess.run(
+        [sys.executable, "-m", "services.order_queue.drain", "an anchor was renamed"],
+        cwd=tmp_path,  # its .env, if any, is the checkout's: none here
+        env={**changed.env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert drain.returncode == 1, drain.stdout + drain.stderr
+    output = drain.stdout + drain.stderr
+    assert "cannot deliver" in output and "API_KEY_PEPPER" in output
+    store = QueueStore(url, sealing=TEST_SEALING)
+    try:  # nothing dead-lettered as credentials: both wait for the old pepper
+        assert store.reads.depth()["pending"]["regular"] == 2
+    finally:
+        store.dispose()
