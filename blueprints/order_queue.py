@@ -65,7 +65,7 @@ def init_app(app) -> OrderQueueSettings:
             if app.config.get(name) is not None
         }
     )
-    runtime.build(settings)
+    runtime.build(settings, app)
     app.register_blueprint(order_queue_bp)
     app.after_request(_storage_failure_is_503)
     app.after_request(_refused_webhook_is_429)

@@ -31,6 +31,7 @@ PLUGIN_FILES = [
     "services/order_queue/__init__.py",
     "services/order_queue/actions.py",
     "services/order_queue/alerts.py",
+    "services/order_queue/api_road.py",
     "services/order_queue/charts.py",
     "services/order_queue/cli.py",
     "services/order_queue/clock.py",

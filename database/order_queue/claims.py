@@ -56,6 +56,7 @@ _NOT_YET_SENT = {
     "host_done_at": None,
     "host_answer_status": None,
     "host_answer_body": None,
+    "sender_answer_status": None,
 }
 
 # The claim path's statements, built once: building them per claim cost more than
@@ -382,4 +383,5 @@ def _claimed(row, token: str, state: str, dispatched_at: datetime | None) -> Cla
             row["host_answer_status"],
             row["host_answer_body"],
         ),
+        sender_answer_status=row["sender_answer_status"],
     )

@@ -248,19 +248,11 @@ class LifecycleMarks(StorePart):
     ) -> bool:
         """SENDING → IN_DOUBT: the request may have reached the broker.
 
-        The order is reconciled from ``check_at`` on and never resent blindly.  An
-        ``http_status`` (a 5xx) means the API did answer: its request is over, which
-        the receipt records, so the reconciler waits only the broker's settle time.
+        The order is reconciled from ``check_at`` on and never resent blindly.  The
+        ``http_status`` the sender got (a 5xx, from OpenAlgo or from a gateway in front
+        of it) is kept as the sender's, never as the host's: only the door's record
+        (``receipts.py``) says that OpenAlgo finished the request.
         """
-        answered = (
-            {}
-            if http_status is None
-            else {
-                "host_done_at": now,
-                "host_answer_status": http_status,
-                "host_answer_body": truncate(error, ERROR_TEXT_LIMIT),
-            }
-        )
         return self._move(
             order,
             OrderState.SENDING,
@@ -271,20 +263,28 @@ class LifecycleMarks(StorePart):
                 "reconcile_checks": 0,
                 "last_error": truncate(error, ERROR_TEXT_LIMIT),
                 "updated_at": now,
-                **answered,
+                "sender_answer_status": http_status,
             },
             _send_attempt(now, actor, outcome, error, http_status, latency_ms),
         )
 
     def note_reconcile_miss(
-        self, order: ClaimedOrder, *, now: datetime, actor: str, check_at: datetime, message: str
+        self,
+        order: ClaimedOrder,
+        *,
+        now: datetime,
+        actor: str,
+        check_at: datetime,
+        message: str,
+        counts_as_check: bool = True,
     ) -> bool:
-        """An in-doubt check found nothing (yet): count it and look again at ``check_at``."""
+        """An in-doubt check found nothing (yet): count it (unless it asked nobody) and
+        look again at ``check_at``."""
         return self._move(
             order,
             OrderState.IN_DOUBT,
             {
-                "reconcile_checks": orders.c.reconcile_checks + 1,
+                "reconcile_checks": orders.c.reconcile_checks + (1 if counts_as_check else 0),
                 "available_at": check_at,
                 "updated_at": now,
             },

@@ -161,6 +161,10 @@ class QueuedOrder(Base):
     host_done_at: Mapped[datetime | None] = mapped_column(DateTime)
     host_answer_status: Mapped[int | None] = mapped_column(Integer)
     host_answer_body: Mapped[str | None] = mapped_column(Text)
+    #: The HTTP status the sender itself got for the current send: OpenAlgo's or a
+    #: gateway's in front of it (nginx, a CDN), which nothing can tell apart, so it ends
+    #: nothing; only the door's receipt (``host_*``) says what OpenAlgo did.
+    sender_answer_status: Mapped[int | None] = mapped_column(Integer)
     #: When the current send's request was let out (``stamp_send``), on the shared clock;
     #: NULL while an order is claimed but not yet on its way, so recovery knows that a
     #: request that was never stamped never left.
@@ -331,6 +335,9 @@ class ClaimedOrder:
     dispatched_at: datetime | None
     created_at: datetime
     receipt: Receipt
+    #: What the sender got back for the current send, from whoever answered
+    #: (``orders.sender_answer_status``); None before an answer or for none.
+    sender_answer_status: int | None = None
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from database.order_queue_db import (
 )
 from services.order_queue import events
 from services.order_queue.alerts import Alerter
+from services.order_queue.api_road import ApiRoad
 from services.order_queue.clock import Clock
 from services.order_queue.door_probe import DoorProbe
 from services.order_queue.pacing import loop_wait_seconds
@@ -65,9 +66,12 @@ class Dispatcher:
         *,
         clock: Clock | None = None,
         alerter: Alerter | None = None,
+        app=None,
     ):
         """``clock`` and ``alerter`` are the runtime's; a dispatcher built alone (a test,
-        a tool) gets its own of each, the alerter sending where ``settings`` say."""
+        a tool) gets its own of each, the alerter sending where ``settings`` say.
+        ``app``: the host app that started it, whose API it may call in-process
+        (``api_road.py``); None for a worker or the drain."""
         self.store = store
         self.settings = settings
         self.clock = clock or Clock()
@@ -83,9 +87,11 @@ class Dispatcher:
             tolerance=settings.send_tolerance_seconds,
             jitter=settings.host_jitter_seconds,
         )
+        self.road = ApiRoad(settings, app=app, own_name=lambda: self.id)
         self.client = httpx.Client(
+            base_url=self.road.base_url,
+            transport=self.road,
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            limits=httpx.Limits(max_connections=settings.workers + 2),
         )
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -99,7 +105,7 @@ class Dispatcher:
         self._next_in_doubt_look = 0.0
         # Learnt from the host's answers (door.py); until it has answered once, each
         # pass asks it (a host starting up may not listen yet).
-        self.door = DoorProbe(self.client, settings.host_server)
+        self.door = DoorProbe(self.client)
         recorder = OutcomeRecorder(store, settings, self.clock, self.id, self.alerter)
         self.sender = Sender(
             store=store,

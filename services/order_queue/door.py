@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from datetime import datetime
 
 from flask import g, jsonify, request
 
@@ -62,6 +63,7 @@ def receiving_instance() -> str:
 def init_app(app) -> None:
     app.before_request(_check_lease)
     app.after_request(_keep_answer)
+    app.teardown_request(_keep_unanswered_end)
 
 
 def _check_lease():
@@ -95,20 +97,33 @@ def _keep_answer(response):
     response.headers[DOOR_HEADER] = receiving_instance()
     receipt = g.pop("order_queue_receipt", None)
     if receipt is not None:
-        order_id, instance, received_at = receipt
-        try:
-            queue = runtime.current()
-            queue.store.receipts.record_host_answer(
-                order_id,
-                instance=instance,
-                received_at=received_at,
-                now=queue.clock.now(),
-                status=response.status_code,
-                body=_without_api_key(response),
-            )
-        except QueueStorageError as exc:  # the sender, if alive, still reads the answer
-            logger.error("order %s: could not keep the host's answer: %s", order_id, exc)
+        _record_end(receipt, response.status_code, _without_api_key(response))
     return response
+
+
+def _keep_unanswered_end(exc) -> None:
+    """A request whose handler raised past Flask's error handling (propagated, as in
+    debug or testing) skips the after-request hooks, but it is over all the same: keep
+    that end, so the reconciler waits only the broker's settle time for it."""
+    receipt = g.pop("order_queue_receipt", None)
+    if receipt is not None:
+        _record_end(receipt, 500, f"unhandled {type(exc).__name__ if exc else 'error'}")
+
+
+def _record_end(receipt: tuple[int, str, datetime], status: int, body: str) -> None:
+    order_id, instance, received_at = receipt
+    try:
+        queue = runtime.current()
+        queue.store.receipts.record_host_answer(
+            order_id,
+            instance=instance,
+            received_at=received_at,
+            now=queue.clock.now(),
+            status=status,
+            body=body,
+        )
+    except QueueStorageError as exc:  # the sender, if alive, still reads the answer
+        logger.error("order %s: could not keep the host's answer: %s", order_id, exc)
 
 
 def _without_api_key(response) -> str:

@@ -10,6 +10,8 @@ a probe before the first order after a start.
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 from utils.logging import get_logger
@@ -24,12 +26,24 @@ PROBE = "probe"
 DOOR_HEADER = "X-Order-Queue-Door"
 
 
+def from_gateway(response: httpx.Response) -> bool:
+    """Whether this answer came from something in front of the API (nginx, a CDN, a
+    load balancer) rather than its handler: OpenAlgo's API always answers JSON, and a
+    host with the door marks every answer to a queued order."""
+    if DOOR_HEADER in response.headers:
+        return False
+    try:
+        return not isinstance(response.json(), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        return True
+
+
 class DoorProbe:
     """What this dispatcher knows of its host's door."""
 
-    def __init__(self, client: httpx.Client, host_server: str):
+    def __init__(self, client: httpx.Client):
+        """``client``: the dispatcher's, on the API's road (``api_road.py``)."""
         self._client = client
-        self._host_server = host_server
         #: The host answered with the door's header last time.
         self.host_has_door = False
         #: The host has answered at all since the start (until then, ask first).
@@ -43,7 +57,7 @@ class DoorProbe:
         order.  A host that does not answer yet is asked again later."""
         try:
             response = self._client.post(
-                f"{self._host_server}/api/v1/placeorder", json={}, headers={LEASE_HEADER: PROBE}
+                "/api/v1/placeorder", json={}, headers={LEASE_HEADER: PROBE}
             )
         except httpx.HTTPError as exc:
             logger.info("order queue: the API is not answering yet (%s)", type(exc).__name__)
@@ -56,7 +70,11 @@ class DoorProbe:
         )
 
     def learn(self, response: httpx.Response) -> None:
-        """Take note of whether this answer came through the door."""
+        """Take note of whether this answer came through the door.  A gateway's own
+        answer (``from_gateway``: an HTML 502 while OpenAlgo restarts) says
+        nothing about OpenAlgo's door, so it changes nothing."""
+        if from_gateway(response):
+            return
         has_door = DOOR_HEADER in response.headers
         if self.host_has_door and not has_door:
             logger.warning(

@@ -37,10 +37,11 @@ class MatchResult:
     unreadable: int = 0
 
 
-def fetch_orderbook(client: httpx.Client, host_server: str, api_key: str) -> list[dict]:
-    """The account's orders from ``/api/v1/orderbook``; raises ``OrderbookUnavailable``."""
+def fetch_orderbook(client: httpx.Client, api_key: str) -> list[dict]:
+    """The account's orders from ``/api/v1/orderbook`` (``client``: on the API's road,
+    ``api_road.py``); raises ``OrderbookUnavailable``."""
     try:
-        response = client.post(f"{host_server}/api/v1/orderbook", json={"apikey": api_key})
+        response = client.post("/api/v1/orderbook", json={"apikey": api_key})
     except httpx.HTTPError as exc:
         raise OrderbookUnavailable(f"{type(exc).__name__}: {exc}") from exc
     if response.status_code != 200:

@@ -18,6 +18,12 @@ tested without a network:
   unreadable 2xx body): UNKNOWN, the order goes IN_DOUBT and is reconciled;
 * 2xx with ``status: success``: ACCEPTED (``orderid`` may be absent when a smart order
   needed no action, e.g. the position already matched).
+
+An answer OpenAlgo's handler did not give (``door_probe.from_gateway``: a gateway's 502 / 503 / 504,
+a CDN's 52x, an HTML error page) is classified by its status like any other, and a 5xx
+goes in doubt as well; but it says nothing of whether OpenAlgo is still placing the
+order, so it never ends the request (``reconciling.py``) and never tells the sender that
+the host lost its door (``door_probe.py``).
 """
 
 import enum
@@ -25,6 +31,8 @@ import json
 from dataclasses import dataclass
 
 import httpx
+
+from services.order_queue.door_probe import from_gateway
 
 
 class Outcome(str, enum.Enum):
@@ -61,6 +69,12 @@ def classify_response(response: httpx.Response) -> Verdict:
     if status in (401, 403):
         return Verdict(Outcome.CREDENTIALS, status, message=message)
     if status >= 500:
+        if from_gateway(response):
+            page = " ".join(message.split())[:120]
+            message = (
+                f"a gateway in front of the API answered, not the API ({page}); "
+                "the API may still place the order"
+            )
         return Verdict(
             Outcome.UNKNOWN,
             status,

@@ -18,6 +18,7 @@ import httpx
 from database.order_queue.api_keys import CredentialsUnavailable
 from database.order_queue_db import AttemptKind, ClaimedOrder, DeadReason, QueueStore, Receipt
 from services.order_queue.clock import Clock
+from services.order_queue.door_probe import DOOR_HEADER
 from services.order_queue.orderbook import OrderbookUnavailable, fetch_orderbook, find_matches
 from services.order_queue.outcome import Outcome, Verdict, classify_response
 from services.order_queue.recording import OutcomeRecorder, describe
@@ -53,7 +54,16 @@ class Reconciler:
         if receipt.door_expected and receipt.received_at is None:
             record.release(order, "refused at the host's door or never arrived: not placed")
             return
-        over_at = self._request_over_at(order, self.clock.now())
+        now = self.clock.now()
+        gone_since = self._receiver_gone_since(order, now)
+        over_at = self._request_over_at(order, gone_since)
+        if host_still_working(receipt, receiver_gone_since=gone_since, now=now, over_at=over_at):
+            # OpenAlgo took the request and is still on it: its door will keep the
+            # answer, which settles the order; a gateway's answer to the sender did not.
+            record.check_again(
+                order, "OpenAlgo is still working on the request", counts_as_check=False
+            )
+            return
         checks_done = order.reconcile_checks + 1
         last_check = checks_done >= self.settings.reconcile_checks
         try:
@@ -68,7 +78,7 @@ class Reconciler:
             )
             return
         try:
-            book = fetch_orderbook(self.client, self.settings.host_server, api_key)
+            book = fetch_orderbook(self.client, api_key)
         except OrderbookUnavailable as exc:
             pause = next_orderbook_try(
                 order.reconcile_checks,
@@ -94,7 +104,7 @@ class Reconciler:
             set(result.orderids)
             - self.store.reads.bound_broker_orderids(result.orderids, excluding=order.id)
         )
-        now = self.clock.now()
+        now = self.clock.now()  # the orderbook took its time
         # Behind the host's door (it said so, or it left a receipt): its timing is known.
         behind_door = receipt.door_expected or receipt.received_at is not None
         if result.unreadable or len(unbound) > 1:
@@ -152,15 +162,20 @@ class Reconciler:
             return False
         return True
 
-    def _request_over_at(self, order: ClaimedOrder, now: datetime) -> datetime:
-        receipt, gone_since = order.receipt, None
-        if receipt.received_at is not None and receipt.done_at is None and receipt.instance:
-            gone_since = self.store.dispatchers.dispatcher_gone_since(
-                receipt.instance, now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds
-            )
+    def _receiver_gone_since(self, order: ClaimedOrder, now: datetime) -> datetime | None:
+        """Since when the process that received the request (per its receipt) is gone,
+        while that request is unfinished; None when it lives, finished, or never got it."""
+        receipt = order.receipt
+        if receipt.received_at is None or receipt.done_at is not None or not receipt.instance:
+            return None
+        return self.store.dispatchers.dispatcher_gone_since(
+            receipt.instance, now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds
+        )
+
+    def _request_over_at(self, order: ClaimedOrder, gone_since: datetime | None) -> datetime:
         assert order.dispatched_at is not None  # an in-doubt order's send was stamped
         return request_over_at(
-            receipt,
+            order.receipt,
             dispatched_at=order.dispatched_at,
             receiver_gone_since=gone_since,
             settle_seconds=self.settings.broker_settle_seconds,
@@ -180,14 +195,15 @@ def request_over_at(
     anywhere, so that an order the orderbook does not show by then was not placed.
 
     Without the host's door (``door.py``) only the long bound is known: the send plus
-    however long the API may keep talking to the broker, unless it answered (a 5xx: its
-    request is over, only the broker's settle time is left).  With a door: a request
+    however long the API may keep talking to the broker, whatever the sender was
+    answered (a 5xx may be a gateway's, with OpenAlgo still on the request).  With a
+    door: a request
     that left no receipt was refused at the door, or never arrived and never can (now);
     one the host finished, or whose receiving process is gone, leaves only the broker's
     own settle time; one a live host is still working on, the long bound.
     """
     settle = timedelta(seconds=settle_seconds)
-    if receipt.done_at is not None:  # the API answered (a 5xx)
+    if receipt.done_at is not None:  # OpenAlgo's door kept its answer (a 5xx)
         return receipt.done_at + settle
     if receipt.received_at is None and not receipt.door_expected:
         return dispatched_at + timedelta(seconds=in_progress_seconds)
@@ -198,13 +214,29 @@ def request_over_at(
     return receipt.received_at + timedelta(seconds=in_progress_seconds)
 
 
+def host_still_working(
+    receipt: Receipt, *, receiver_gone_since: datetime | None, now: datetime, over_at: datetime
+) -> bool:
+    """OpenAlgo's door took the request, OpenAlgo has not finished it, the process that
+    took it lives, and it may still be placing the order: nothing but OpenAlgo's own
+    record can end the wait (docs/design.md, "Which answers end a request")."""
+    return (
+        receipt.received_at is not None
+        and receipt.done_at is None
+        and receiver_gone_since is None
+        and now < over_at
+    )
+
+
 def recorded_verdict(receipt: Receipt) -> Verdict | None:
     """The host's own answer to the original request, kept at its door, as the verdict
     its sender would have reached; None when the host recorded none."""
     if receipt.done_at is None or receipt.answer_status is None:
         return None
-    answer = httpx.Response(
-        receipt.answer_status, content=(receipt.answer_body or "").encode("utf-8")
+    answer = httpx.Response(  # OpenAlgo's own answer: it went through the door
+        receipt.answer_status,
+        content=(receipt.answer_body or "").encode("utf-8"),
+        headers={DOOR_HEADER: receipt.instance or ""},
     )
     return classify_response(answer)
 

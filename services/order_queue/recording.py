@@ -231,7 +231,13 @@ class OutcomeRecorder:
     def release(self, order: ClaimedOrder, message: str) -> None:
         """An in-doubt order was not placed: send it again (or, when the API keeps
         failing and the retry budget is spent, dead-letter it)."""
-        answered = order.receipt.answer_status
+        # Whose 5xx counts against the retry budget: OpenAlgo's, as its door kept it.
+        # Behind a door, a 5xx without a receipt was a gateway's (OpenAlgo restarting
+        # behind nginx): the order waits for OpenAlgo, spending nothing.
+        receipt = order.receipt
+        answered = receipt.answer_status or (
+            None if receipt.door_expected else order.sender_answer_status
+        )
         if answered and answered >= 500 and order.attempts >= self.settings.max_retries:
             self.dead(
                 order,
@@ -252,15 +258,27 @@ class OutcomeRecorder:
             self.publish(order, "pending")
 
     def check_again(
-        self, order: ClaimedOrder, message: str, pause: float | None = None, *, at=None
+        self,
+        order: ClaimedOrder,
+        message: str,
+        pause: float | None = None,
+        *,
+        at=None,
+        counts_as_check: bool = True,
     ) -> None:
-        """Nothing decided yet: look again after ``pause`` seconds (or ``at``)."""
+        """Nothing decided yet: look again after ``pause`` seconds (or ``at``).  A look
+        that asked nobody (``counts_as_check=False``) spends none of the order's checks."""
         now = self.clock.now()
         if at is None:
             pause = self.settings.reconcile_interval_seconds if pause is None else pause
             at = now + timedelta(seconds=pause)
         self.store.lifecycle.note_reconcile_miss(
-            order, now=now, actor=self.actor, message=message, check_at=at
+            order,
+            now=now,
+            actor=self.actor,
+            message=message,
+            check_at=at,
+            counts_as_check=counts_as_check,
         )
 
     def publish(self, order: ClaimedOrder, state: str, **details) -> None:

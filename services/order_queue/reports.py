@@ -76,6 +76,7 @@ def health_report(queue: OrderQueueRuntime) -> tuple[dict, bool]:
         "server_model": here["server_model"],
         "dispatcher_running": here["dispatcher_running"],
         "stopping": here["stopping"],
+        "api_road": here["api_road"],
     }
     problems = []
     if here["start_problem"]:

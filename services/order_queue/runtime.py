@@ -67,9 +67,12 @@ class OrderQueueRuntime:
     """Settings, clock, store, alerter and this process's dispatcher, started and
     stopped here."""
 
-    def __init__(self, settings: OrderQueueSettings, store: QueueStore):
+    def __init__(self, settings: OrderQueueSettings, store: QueueStore, app=None):
         self.settings = settings
         self.store = store
+        #: The host app that built this runtime: the dispatcher it starts may call the
+        #: app's API in-process (``api_road.py``).
+        self.app = app
         self.clock = Clock(store.reads.shared_now if store.backend.spans_machines else None)
         self.alerter = Alerter(settings)
         self.dispatcher: Dispatcher | None = None
@@ -91,10 +94,11 @@ class OrderQueueRuntime:
         calls return the running one): for a worker or a drain, which have no host to
         wait for.  Raises ``QueueStorageError`` when the queue database cannot be
         reached and ``PepperChanged`` when its keys cannot be opened; hosts call
-        ``start_when_ready``, which never raises."""
+        ``start_when_ready``, which never raises.  Posts to the API over HTTP: a worker
+        or a drain is not the process that serves it."""
         self._prepare_database()
         with self._lock:
-            return self._start_locked()
+            return self._start_locked(in_app=False)
 
     def _prepare_database(self) -> None:
         """The schema, and the pepper check: a dispatcher must never start with a pepper
@@ -103,10 +107,14 @@ class OrderQueueRuntime:
         if not self.store.schema.check_pepper():
             raise PepperChanged(PEPPER_CHANGED)
 
-    def _start_locked(self) -> Dispatcher:
+    def _start_locked(self, *, in_app: bool) -> Dispatcher:
         if self.dispatcher is None or not self.dispatcher.alive:
             dispatcher = Dispatcher(
-                self.store, self.settings, clock=self.clock, alerter=self.alerter
+                self.store,
+                self.settings,
+                clock=self.clock,
+                alerter=self.alerter,
+                app=self.app if in_app else None,
             )
             # Known before its first send: its own host's door names it in receipts.
             self.dispatcher = dispatcher
@@ -162,7 +170,7 @@ class OrderQueueRuntime:
                 # database was being prepared wins, and no dispatcher outlives it.
                 if self._stop_starting.is_set():
                     return False  # nothing to start; the starter's loop ends on the flag
-                self._start_locked()
+                self._start_locked(in_app=True)
         except (QueueStorageError, PepperChanged) as exc:
             first = self.start_problem is None
             self.start_problem = (
@@ -259,6 +267,7 @@ class OrderQueueRuntime:
             "server_model": server_model(),
             "dispatcher_running": dispatcher is not None and dispatcher.alive,
             "stopping": dispatcher is not None and dispatcher.stopping,
+            "api_road": dispatcher.road.description if dispatcher is not None else None,
             "start_problem": problem[0] if problem else None,
             "start_problem_since": problem[1] if problem else None,
         }
@@ -314,9 +323,10 @@ _current: OrderQueueRuntime | None = None
 _build_lock = threading.Lock()
 
 
-def build(settings: OrderQueueSettings) -> OrderQueueRuntime:
-    """The runtime for ``settings``, replacing (and stopping) any earlier one.  Raises
-    ``SettingsError`` for a pepper too short to seal keys with."""
+def build(settings: OrderQueueSettings, app=None) -> OrderQueueRuntime:
+    """The runtime for ``settings`` (and the host ``app`` it serves, if any), replacing
+    (and stopping) any earlier one.  Raises ``SettingsError`` for a pepper too short to
+    seal keys with."""
     global _current
     try:
         sealing = KeySealing(settings.api_key_pepper)
@@ -334,7 +344,7 @@ def build(settings: OrderQueueSettings) -> OrderQueueRuntime:
             disk_reserve_bytes=int(settings.disk_reserve_mb * 1024 * 1024),
             offload=True,  # off a green server's event loop (``green.py``)
         )
-        _current = OrderQueueRuntime(settings, store)
+        _current = OrderQueueRuntime(settings, store, app)
         return _current
 
 

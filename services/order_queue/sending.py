@@ -80,7 +80,7 @@ class Sender:
         started = self.clock.monotonic()
         try:
             response = self.client.post(
-                f"{self.settings.host_server}/api/v1/{order.endpoint}",
+                f"/api/v1/{order.endpoint}",
                 json={**order.payload, "apikey": api_key},
                 headers={LEASE_HEADER: f"{order.id}:{order.lease_token}"},
             )

@@ -83,8 +83,17 @@ class OrderQueueSettings:
     #: much wider again (measured inside OpenAlgo: README, "Pacing against OpenAlgo's
     #: limiter").
     host_jitter_seconds: float = _variable("ORDER_QUEUE_HOST_JITTER_SECONDS", 0.3, minimum=0)
-    #: The OpenAlgo API the orders are posted to.
+    #: OpenAlgo's own address (its public URL behind nginx in production).  Orders go
+    #: to it only over loopback (``api_road.py``).
     host_server: str = _variable("HOST_SERVER", "http://127.0.0.1:5000")
+    #: The road a dispatcher's requests take to OpenAlgo's API (``api_road.py``): empty
+    #: for the default (inside OpenAlgo's process: in-process; a worker or the drain:
+    #: HTTP to HOST_SERVER where that is a loopback address, else to 127.0.0.1 at
+    #: FLASK_PORT), ``inprocess``, an ``http(s)://`` URL, or ``unix:/path/to/socket``
+    #: (gunicorn bound to a unix socket, as OpenAlgo's install.sh runs it).
+    api_url: str = _variable("ORDER_QUEUE_API_URL", "")
+    #: OpenAlgo's own port on loopback: the default road of a worker or the drain.
+    flask_port: int = _variable("FLASK_PORT", 5000, minimum=1)
     #: Requests in flight at once across all accounts.
     workers: int = _variable("ORDER_QUEUE_WORKERS", 4, minimum=1)
     #: HTTP timeouts: connecting (order not sent if exceeded) and waiting for the answer
@@ -257,6 +266,13 @@ def load_settings(
     if not settings.host_server.startswith(("http://", "https://")):
         raise SettingsError(
             f"HOST_SERVER={settings.host_server!r} must start with http:// or https://"
+        )
+    if settings.api_url not in ("", "inprocess") and not settings.api_url.startswith(
+        ("http://", "https://", "unix:/")
+    ):
+        raise SettingsError(
+            f"ORDER_QUEUE_API_URL={settings.api_url!r} must be empty, 'inprocess', an "
+            "http(s):// URL or unix:/path/to/socket"
         )
     if settings.heartbeat_timeout_seconds <= settings.heartbeat_seconds:
         raise SettingsError(

@@ -32,8 +32,8 @@ ORDER = {
 def parts(store, broker):
     settings = OrderQueueSettings(host_server=broker.base_url, read_timeout=2.0)
     clock, stopping = Clock(), threading.Event()
-    with httpx.Client(timeout=2.0) as client:
-        door = DoorProbe(client, broker.base_url)
+    with httpx.Client(base_url=broker.base_url, timeout=2.0) as client:
+        door = DoorProbe(client)
         sender = Sender(
             store=store,
             settings=settings,

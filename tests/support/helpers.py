@@ -3,6 +3,9 @@ orders driven to a state through the store's own operations, strategies and webh
 the host, and an app process under gunicorn + eventlet."""
 
 import json
+import threading
+
+from werkzeug.serving import make_server
 
 from database.order_queue_db import RateLimits, utcnow
 from services.order_queue import runtime
@@ -116,3 +119,24 @@ def strategy_on_symbols(app: AppProcess, name: str, symbols: list[str]) -> str:
             *(arg for symbol in symbols[1:] for arg in ("--symbol", symbol)),
         )
     return f"{app.base_url}/strategy/webhook/{webhook_id}"
+
+
+class served:  # noqa: N801 (used like a function: served(app, port))
+    """``app`` served by a real threaded HTTP server on 127.0.0.1:``port`` (or a unix
+    socket: ``unix://path``), in this process; ``stop()`` and ``start()`` again on the
+    same address, as a restarting host."""
+
+    def __init__(self, app, port: int | str):
+        self.app, self.port = app, port
+        self.start()
+
+    def start(self) -> None:
+        host = self.port if isinstance(self.port, str) else "127.0.0.1"
+        self._server = make_server(
+            host, 0 if isinstance(self.port, str) else self.port, self.app, threaded=True
+        )
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
