@@ -54,7 +54,10 @@ def receiving_instance() -> str:
     """Who a receipt names: this process's dispatcher while it runs (its heartbeats
     tell the reconciler whether the process lives), else the bare process id, of which
     nothing is known, so the reconciler waits the long bound."""
-    dispatcher = runtime.current().dispatcher
+    try:
+        dispatcher = runtime.current().dispatcher
+    except QueueStorageError:  # no runtime (yet): this bare process is all there is
+        return process_instance()
     if dispatcher is not None and not dispatcher.stopping:
         return dispatcher.id
     return process_instance()
@@ -75,9 +78,9 @@ def _check_lease():
     order_id, _, token = lease.partition(":")
     if not order_id.isdigit() or not token:
         return jsonify(status="error", message=f"malformed {LEASE_HEADER} header"), 400
-    queue = runtime.current()
-    instance, now = receiving_instance(), queue.clock.now()
     try:
+        queue = runtime.current()
+        instance, now = receiving_instance(), queue.clock.now()
         admitted = queue.store.receipts.record_receipt(
             int(order_id), token, instance=instance, now=now
         )

@@ -79,3 +79,20 @@ def test_a_stale_lease_is_refused_and_nothing_is_placed(app, client):
 def test_a_malformed_lease_header_is_a_400(client):
     answer = client.post("/api/v1/placeorder", json={}, headers={LEASE_HEADER: "x:y"})
     assert answer.status_code == 400 and LEASE_HEADER in answer.get_json()["message"]
+
+
+def test_without_the_queues_runtime_the_door_refuses_with_503_and_nothing_is_placed(
+    app, client, monkeypatch
+):
+    """The door fails closed with the 503 it promises, not a 500 from its own crash."""
+    store, order, payload = queued_and_claimed(app)
+    with monkeypatch.context() as patched:
+        patched.setattr(runtime, "_current", None)
+        answer = client.post(
+            "/api/v1/placeorder",
+            json=payload,
+            headers={LEASE_HEADER: f"{order.id}:{order.lease_token}"},
+        )
+    assert answer.status_code == 503 and answer.headers[DOOR_HEADER]
+    assert "not placed" in answer.get_json()["message"]
+    assert client.post("/api/v1/orderbook", json=payload).get_json()["data"]["orders"] == []
