@@ -54,6 +54,21 @@ this working tree, or with ``--plugin-ref HEAD`` from a committed snapshot (``gi
 which keeps the run stable while someone edits the plugin.  Exit status 1 if a cell failed,
 or (with the plugin) if any order was duplicated or silently lost.
 
+``--layout nginx`` runs the production layout of OpenAlgo's install/install.sh instead of
+the loopback one (gunicorn only): gunicorn ``--worker-class eventlet -w 1`` bound to a unix
+socket in the cell's temp dir (no TCP port), and Debian's nginx in front of it (``daemon
+off``, its conf, pid, logs and temp paths in the cell's dir, its own process group) on
+HOST:<free port> with TLS for ``--public-name`` (default openalgo.test, which must resolve to
+127.0.0.1), install.sh's proxy headers, and ``proxy_read_timeout`` ``--nginx-read-timeout``
+(default 300 s as install.sh) on /api/, /strategy/webhook/ and /chartink/webhook.  The
+``.env`` gets ``HOST_SERVER = 'https://<name>:<port>'`` and ``TRUST_PROXY_HEADERS = 'TRUE'``
+as install.sh writes them; OpenAlgo runs with ``SSL_CERT_FILE=--ca-bundle``.  Webhooks and
+the probe go through nginx over TLS verified against ``--ca-bundle``.  Kills are the
+gunicorn ones; nginx stays up, and what it answers itself while OpenAlgo is gone or too slow
+(502/503/504) is counted as unanswered, never acknowledged.  ``--latency N`` (either layout)
+first sends N calm alerts per road, webhook vs direct ``/api/v1/placeorder`` with the seeded
+API key, and reports alert-to-filed times; those orders are left out of the row.
+
 Changes made to OpenAlgo's defaults, and why: ``WEBHOOK_RATE_LIMIT`` is raised to 1000 per
 second, because the stock "100 per minute" would answer most of a burst with 429 and leave
 nothing to measure; everything else (ORDER_RATE_LIMIT 10/s included) is as shipped.
@@ -68,6 +83,7 @@ import argparse
 import http.client
 import json
 import os
+import pwd
 import random
 import re
 import secrets
@@ -75,6 +91,8 @@ import shutil
 import signal
 import socket
 import sqlite3
+import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,6 +108,13 @@ MAIN = Path(__file__).resolve().parents[1]
 DEFAULT_OA_PYTHON = "/work/scratch/oa-venv/bin/python"
 DEFAULT_INSTALLER_PYTHON = str(MAIN / ".venv" / "bin" / "python")
 HOST = "127.0.0.1"
+#: The nginx layout (``--layout nginx``): the TLS name, its certificate and the CA bundle.
+DEFAULT_PUBLIC_NAME = "openalgo.test"
+DEFAULT_TLS_CERT = "/work/scratch/tls/server.pem"
+DEFAULT_TLS_KEY = "/work/scratch/tls/server.key"
+DEFAULT_CA_BUNDLE = "/work/scratch/tls/ca-bundle.pem"
+#: nginx's own answers when it got none from OpenAlgo (worker gone, read timeout).
+GATEWAY_STATUSES = (502, 503, 504)
 
 SYMBOLS = [
     "SBIN",
@@ -278,9 +303,21 @@ class Server:
     A group is forgotten as soon as it is empty, so a recycled group id is never signalled.
     """
 
-    def __init__(self, kind: str, checkout: Path, port: int, oa_python: str, log_path: Path):
+    def __init__(
+        self,
+        kind: str,
+        checkout: Path,
+        port: int,
+        oa_python: str,
+        log_path: Path,
+        bind: str = "",
+        extra_env: dict | None = None,
+    ):
+        """``bind``: gunicorn's address instead of HOST:port (the nginx layout's
+        ``unix:<socket>``); ``extra_env``: added to the server's environment."""
         self.kind, self.checkout, self.port = kind, checkout, port
         self.oa_python, self.log_path = oa_python, log_path
+        self.bind, self.extra_env = bind, dict(extra_env or {})
         self.proc: subprocess.Popen | None = None
         self.pgids: set[int] = set()
         self.starts = 0
@@ -303,10 +340,11 @@ class Server:
                 "30",
                 "--no-control-socket",
                 "-b",
-                f"{HOST}:{self.port}",
+                self.bind or f"{HOST}:{self.port}",
                 "app:app",
             ]
         env = dict(os.environ, PYTHONUNBUFFERED="1", TERM=os.environ.get("TERM", "dumb"))
+        env.update(self.extra_env)
         with open(self.log_path, "ab") as out:
             out.write(f"\n===== matrix: start #{self.starts + 1} {time.ctime()} =====\n".encode())
             out.flush()
@@ -401,18 +439,228 @@ class Server:
                 self.pgids.discard(pgid)
 
 
+NGINX_CONF = """\
+# Written by openalgo_matrix.py: the server block of OpenAlgo's install/install.sh
+# (TLS, gunicorn on a unix socket), run unprivileged-style under the cell's directory.
+{user}worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+events {{ worker_connections 512; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    server {{
+        listen {host}:{port} ssl;
+        server_name {name};
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_prefer_server_ciphers on;
+        ssl_ciphers EECDH+AESGCM:EDH+AESGCM;
+        ssl_session_timeout 10m;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_tickets off;
+        add_header X-Frame-Options DENY;
+        add_header X-Content-Type-Options nosniff;
+        add_header X-XSS-Protection "1; mode=block";
+        add_header Strict-Transport-Security "max-age=63072000" always;
+        # the order API and the webhooks: --nginx-read-timeout (install.sh: 300s for all)
+        location /api/ {{
+{api_block}
+        }}
+        location /strategy/webhook/ {{
+{api_block}
+        }}
+        location /chartink/webhook {{
+{api_block}
+        }}
+        # Main app (Gunicorn UDS), as install.sh
+        location / {{
+{main_block}
+        }}
+    }}
+}}
+"""
+NGINX_PROXY_BLOCK = """\
+            proxy_pass http://unix:{socket};
+            proxy_http_version 1.1;
+            proxy_read_timeout {read_timeout};
+            proxy_connect_timeout 300s;
+            proxy_send_timeout 300s;
+            proxy_buffer_size 128k;
+            proxy_buffers 4 256k;
+            proxy_busy_buffers_size 256k;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_redirect off;"""
+
+
+def _nginx_seconds(value: float) -> str:
+    """nginx time: whole seconds as ``300s``, else milliseconds."""
+    return f"{int(value)}s" if float(value).is_integer() else f"{int(value * 1000)}ms"
+
+
+class Nginx:
+    """Debian's nginx in front of gunicorn's unix socket, as install.sh sets it up: TLS on
+    HOST:``port``, its conf, pid, logs and temp paths in ``directory``, ``daemon off`` in a
+    process group of its own.  It stays up while OpenAlgo is killed and restarted."""
+
+    def __init__(
+        self,
+        directory: Path,
+        port: int,
+        socket_path: Path,
+        args,
+    ):
+        self.directory, self.port, self.socket_path = directory, port, socket_path
+        self.binary = args.nginx
+        self.conf = directory / "nginx.conf"
+        self.proc: subprocess.Popen | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (directory / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+
+        def block(read_timeout: str) -> str:
+            return NGINX_PROXY_BLOCK.format(socket=socket_path, read_timeout=read_timeout)
+
+        # As root, nginx's workers would run as nobody, who cannot reach a socket in a
+        # 0700 temp dir; run them as the user who owns the cell.
+        user = ""
+        if os.geteuid() == 0:
+            user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n"
+        self.conf.write_text(
+            NGINX_CONF.format(
+                user=user,
+                dir=directory,
+                host=HOST,
+                port=port,
+                name=args.public_name,
+                cert=Path(args.tls_cert).resolve(),
+                key=Path(args.tls_key).resolve(),
+                api_block=block(_nginx_seconds(args.nginx_read_timeout)),
+                main_block=block("300s"),
+            )
+        )
+
+    def _cmd(self, *extra: str) -> list[str]:
+        return [
+            self.binary,
+            "-p",
+            str(self.directory),
+            "-c",
+            str(self.conf),
+            "-e",
+            str(self.directory / "error.log"),
+            *extra,
+        ]
+
+    def start(self, timeout: float = 15) -> None:
+        """Test the conf, start nginx, wait until it accepts TLS connections."""
+        run_checked(self._cmd("-t"), self.directory, 30, "nginx -t")
+        out = open(self.directory / "nginx.out", "ab")  # noqa: SIM115 - kept by the process
+        self.proc = subprocess.Popen(
+            self._cmd(),
+            cwd=self.directory,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        out.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"nginx exited ({self.proc.returncode}): "
+                    f"{(self.directory / 'error.log').read_text(errors='replace')[-1500:]}"
+                )
+            try:
+                socket.create_connection((HOST, self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"nginx is not listening on {HOST}:{self.port} after {timeout}s")
+
+    def force_kill(self) -> None:
+        """SIGKILL nginx's process group (master and worker)."""
+        if self.proc is None:
+            return
+        _killpg(self.proc.pid, signal.SIGKILL)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        deadline = time.monotonic() + 10
+        while _group_alive(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def keep_logs(self, out_dir: Path, label: str) -> None:
+        """Copy nginx's error and access logs next to the app log."""
+        for name in ("error.log", "access.log"):
+            source = self.directory / name
+            if source.exists():
+                shutil.copyfile(source, out_dir / f"{label}.nginx-{name}")
+
+
+def tls_client_context(ca_bundle: str) -> ssl.SSLContext:
+    """A client context that verifies the server against ``ca_bundle`` (as TradingView
+    verifies a public certificate)."""
+    return ssl.create_default_context(cafile=ca_bundle)
+
+
 # --------------------------------------------------------------------------- HTTP
 
 
+@dataclass
+class Endpoint:
+    """Where the clients connect: OpenAlgo's own port on loopback (the default layout), or
+    nginx in front of it (``gateway``), over TLS verified against a CA bundle."""
+
+    port: int
+    host: str = HOST
+    tls: ssl.SSLContext | None = None
+    gateway: bool = False
+
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.tls is None:
+            return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.tls)
+
+    def __str__(self) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+
+def as_endpoint(target: int | Endpoint) -> Endpoint:
+    """A bare port is OpenAlgo's own, on loopback (the default layout)."""
+    return target if isinstance(target, Endpoint) else Endpoint(target)
+
+
 def http_call(
-    port: int, method: str, path: str, body: bytes | None = None, timeout: float = 30
+    target: int | Endpoint,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    timeout: float = 30,
+    headers: dict | None = None,
 ) -> tuple[str, int | None, float]:
     """One request on a fresh connection.
 
     Returns (outcome, status, seconds): outcome is ``answered``, ``refused`` (no connection:
-    nothing was sent) or ``unanswered`` (connected, then no answer: reset, closed, timeout).
+    nothing was sent) or ``unanswered`` (connected, then no answer: reset, closed, timeout);
+    through nginx, ``gateway``: nginx answered 502/503/504 itself, OpenAlgo's answer (if
+    any) never came, which for the sender is an unanswered request, not an answer.
     """
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    endpoint = as_endpoint(target)
+    conn = endpoint.connection(timeout)
     started = time.monotonic()
     try:
         try:
@@ -420,12 +668,14 @@ def http_call(
         except OSError:
             return "refused", None, time.monotonic() - started
         try:
-            headers = {"Connection": "close"}
+            headers = {"Connection": "close", **(headers or {})}
             if body is not None:
                 headers["Content-Type"] = "application/json"
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
             resp.read()
+            if endpoint.gateway and resp.status in GATEWAY_STATUSES:
+                return "gateway", resp.status, time.monotonic() - started
             return "answered", resp.status, time.monotonic() - started
         except (OSError, http.client.HTTPException):
             return "unanswered", None, time.monotonic() - started
@@ -464,6 +714,7 @@ class Ledger:
     acked: Counter = field(default_factory=Counter)
     unanswered: Counter = field(default_factory=Counter)
     refused: int = 0
+    gateway: int = 0  # nginx answered 502/503/504 itself (counted in unanswered too)
     statuses: Counter = field(default_factory=Counter)
     slowest_webhook: float = 0.0
     slowest_webhook_at: str = ""
@@ -475,12 +726,14 @@ class Burst(threading.Thread):
 
     After ``killed`` is set, a client stops at its first refused connection (the server is
     gone); until then it keeps firing, so orders arrive during a graceful shutdown and while
-    gunicorn respawns a worker (those connections wait in the listen backlog).
+    gunicorn respawns a worker (those connections wait in the listen backlog).  Through
+    nginx no connection is refused: while OpenAlgo is gone nginx answers 502, which counts
+    as unanswered (not acknowledged); a client backs off 0.2 s after one and fires on.
     """
 
     def __init__(
         self,
-        port: int,
+        port: int | Endpoint,
         webhook_path: str,
         orders: list[tuple[str, str]],
         threads: int,
@@ -519,11 +772,14 @@ class Burst(threading.Thread):
                     if self.window.still(token) and took > self.ledger.slowest_webhook:
                         self.ledger.slowest_webhook = took
                         self.ledger.slowest_webhook_at = time.strftime("%H:%M:%S")
-                elif outcome == "unanswered":
+                elif outcome in ("unanswered", "gateway"):
                     self.ledger.unanswered[order] += 1
+                if outcome == "gateway":
+                    self.ledger.gateway += 1
+                    self.ledger.statuses[status] += 1
             if outcome == "refused" and self.killed.is_set():
                 return
-            if outcome == "refused":
+            if outcome in ("refused", "gateway"):
                 time.sleep(0.2)
             time.sleep(self.gap)
 
@@ -538,7 +794,7 @@ class Burst(threading.Thread):
 class Probe(threading.Thread):
     """Requests ``path`` every ``interval`` s; keeps the slowest answer while the server is up."""
 
-    def __init__(self, port: int, path: str, window: UpWindow, interval: float = 0.1):
+    def __init__(self, port: int | Endpoint, path: str, window: UpWindow, interval: float = 0.1):
         super().__init__(daemon=True)
         self.port, self.path, self.window, self.interval = port, path, window, interval
         self.stop_event = threading.Event()
@@ -562,8 +818,9 @@ class Probe(threading.Thread):
             self.stop_event.wait(self.interval)
 
 
-def wait_answering(port: int, path: str, timeout: float) -> bool:
-    """Wait until ``path`` gets any HTTP answer (the app is serving); False on timeout."""
+def wait_answering(port: int | Endpoint, path: str, timeout: float) -> bool:
+    """Wait until ``path`` gets any HTTP answer from the app (not nginx's 502 for it: the
+    app is serving); False on timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         outcome, _status, _took = http_call(port, "GET", path, timeout=5)
@@ -744,12 +1001,14 @@ class CellResult:
     server: str
     mode: str
     patched: bool
+    layout: str = "loopback"
     rounds: int = 0
     kills: list[str] = field(default_factory=list)
     fired: int = 0
     acked: int = 0
     unanswered: int = 0
     refused: int = 0
+    gateway: int = 0  # answered 502/503/504 by nginx itself (also in unanswered)
     stored: int | None = None
     filed: int = 0
     lost: int = 0
@@ -767,6 +1026,9 @@ class CellResult:
     slowest_probe_at: str = ""
     probe_path: str = ""
     server_model: str = ""
+    api_road: str = ""  # the dispatcher's road to the API, from the plugin's health
+    api_road_log: str = ""  # the plugin's log line naming it, if it logged one
+    latency: dict = field(default_factory=dict)  # --latency: road -> figures
     slowest_webhook_ms: float = 0.0
     slowest_webhook_at: str = ""
     attempts: dict = field(default_factory=dict)
@@ -789,10 +1051,14 @@ def copy_checkout(src: Path, dest: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def write_env(checkout: Path, port: int, ws_port: int, zmq_port: int) -> None:
-    """.env from .sample.env: fresh secrets, our ports, webhook rate limit lifted."""
+def write_env(checkout: Path, port: int, ws_port: int, zmq_port: int, public_url: str = "") -> None:
+    """.env from .sample.env: fresh secrets, our ports, webhook rate limit lifted.
+
+    ``public_url`` (the nginx layout): OpenAlgo's public https address behind nginx, as
+    install.sh writes it: HOST_SERVER and the other loopback URLs become it, and
+    TRUST_PROXY_HEADERS is TRUE."""
     text = (checkout / ".sample.env").read_text()
-    base = f"http://{HOST}:{port}"
+    base = public_url or f"http://{HOST}:{port}"
     values = {
         "APP_KEY": secrets.token_hex(32),
         "HOST_SERVER": base,
@@ -810,6 +1076,9 @@ def write_env(checkout: Path, port: int, ws_port: int, zmq_port: int) -> None:
         "NGROK_ALLOW": "FALSE",
         "LOG_TO_FILE": "False",
     }
+    if public_url:
+        values["TRUST_PROXY_HEADERS"] = "TRUE"
+        values["WEBSOCKET_URL"] = f"wss://{public_url.split('://', 1)[1]}/ws"
     for key, value in values.items():
         pattern = re.compile(rf"^[ \t]*{key}[ \t]*=.*$", re.MULTILINE)
         if not pattern.search(text):
@@ -876,6 +1145,16 @@ def scan_log(path: Path, samples: int) -> tuple[dict, list[str]]:
     return dict(counts), list(seen)
 
 
+def road_line(path: Path) -> str:
+    """The plugin's log line saying which road orders take to the API, if it logged one."""
+    if not path.exists():
+        return ""
+    for line in path.read_text(errors="replace").splitlines():
+        if "orders go to the API" in line:
+            return re.sub(r"\x1b\[[0-9;]*m|\r", "", line).strip()[:200]
+    return ""
+
+
 def plugin_source(ref: str, into: Path) -> Path:
     """Where the installer runs from: this working tree, or ``git archive REF`` of it.
 
@@ -892,7 +1171,7 @@ def plugin_source(ref: str, into: Path) -> Path:
     return into
 
 
-def wait_dispatcher(port: int, timeout: float) -> dict:
+def wait_dispatcher(port: int | Endpoint, timeout: float) -> dict:
     """The plugin's health JSON once this process's dispatcher runs; raise if it never does.
 
     A plugin that installs but cannot start its dispatcher would otherwise show up only as
@@ -901,7 +1180,7 @@ def wait_dispatcher(port: int, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     body: dict = {}
     while time.monotonic() < deadline:
-        conn = http.client.HTTPConnection(HOST, port, timeout=5)
+        conn = as_endpoint(port).connection(timeout=5)
         try:
             conn.request("GET", "/order-queue/api/health")
             body = json.loads(conn.getresponse().read() or b"{}")
@@ -919,9 +1198,17 @@ def wait_dispatcher(port: int, timeout: float) -> dict:
 
 
 def prepare_checkout(
-    src: Path, checkout: Path, mode: str, patched: bool, args, plugin_root: Path, label: str
+    src: Path,
+    checkout: Path,
+    mode: str,
+    patched: bool,
+    args,
+    plugin_root: Path,
+    label: str,
+    public_url: str = "",
 ) -> tuple[int, str, str]:
-    """Copy, install the plugin, write .env, seed; returns (port, webhook id, API key)."""
+    """Copy, install the plugin, write .env (``public_url``: see ``write_env``), seed;
+    returns (port, webhook id, API key)."""
     log(f"[{label}] copying {src} -> {checkout}")
     copy_checkout(src, checkout)
     if patched:
@@ -939,7 +1226,7 @@ def prepare_checkout(
             "plugin install --check",
         )
     port, ws_port, zmq_port = free_port(), free_port(), free_port()
-    write_env(checkout, port, ws_port, zmq_port)
+    write_env(checkout, port, ws_port, zmq_port, public_url)
     if args.queue_url:
         schema = f"oq_matrix_{uuid.uuid4().hex[:10]}"
         run_checked(
@@ -989,10 +1276,17 @@ class Cell:
         rng: random.Random,
         result: CellResult,
         label: str,
+        endpoint: Endpoint | None = None,
+        api_key: str = "",
     ):
+        """``endpoint``: where clients connect (default: the server's own port)."""
         self.server, self.mode, self.patched = server, mode, patched
         self.args, self.rng, self.result, self.label = args, rng, result, label
-        self.port, self.checkout = server.port, server.checkout
+        self.port: int | Endpoint = endpoint or server.port
+        self.checkout, self.api_key = server.checkout, api_key
+        #: Filed orders and queue rows of the latency phase, not counted in the row.
+        self.filed_before: Counter = Counter()
+        self.stored_before: Counter = Counter()
         self.webhook_path = f"/strategy/webhook/{webhook_id}"
         self.probe_path = args.probe_path or ("/order-queue/api/health" if patched else "/")
         result.probe_path = self.probe_path
@@ -1019,11 +1313,66 @@ class Cell:
         if self.patched:
             health = wait_dispatcher(self.port, 30)
             self.result.server_model = health.get("process", {}).get("server_model", "?")
+            self.result.api_road = str(health.get("process", {}).get("api_road"))
         self.probe.start()
         log(
             f"[{self.label}] up on port {self.port} (pid {self.server.main_pid()}"
             f"{', queue runs as ' + self.result.server_model if self.patched else ''})"
         )
+
+    def measure_latency(self, count: int) -> None:
+        """Calm alerts, one at a time, each once the last is filed: alert to filed through
+        the webhook (and the queue) vs direct placement on ``/api/v1/placeorder`` with the
+        API key, both on the clients' endpoint (nginx in that layout).  What they file is
+        left out of the row's counts."""
+        paths = {
+            "webhook": self.webhook_path,
+            "direct": "/api/v1/placeorder",
+        }
+        for road, path in paths.items():
+            took_ms: list[float] = []
+            answers: Counter = Counter()
+            for index in range(count):
+                symbol = SYMBOLS[index % len(SYMBOLS)]
+                if road == "direct":
+                    body = {
+                        "apikey": self.api_key,
+                        "strategy": "Direct",
+                        "symbol": symbol,
+                        "exchange": "NSE",
+                        "action": "BUY",
+                        "product": PRODUCT,
+                        "pricetype": "MARKET",
+                        "quantity": "1",
+                    }
+                else:
+                    body = {"symbol": symbol, "action": "BUY"}
+                seen = filed_count(self.checkout, self.mode)
+                started = time.perf_counter()
+                outcome, status, _took = http_call(
+                    self.port, "POST", path, json.dumps(body).encode(), timeout=120
+                )
+                answers[str(status) if status else outcome] += 1
+                deadline = time.perf_counter() + 30
+                while (
+                    filed_count(self.checkout, self.mode) == seen and time.perf_counter() < deadline
+                ):
+                    time.sleep(0.001)
+                if filed_count(self.checkout, self.mode) > seen:
+                    took_ms.append((time.perf_counter() - started) * 1000)
+                time.sleep(1.1)  # OpenAlgo's limiter window, so no alert meets the last one's
+            self.result.latency[road] = {
+                "sent": count,
+                "filed": len(took_ms),
+                "p50_ms": round(statistics.median(took_ms), 1) if took_ms else None,
+                "max_ms": round(max(took_ms), 1) if took_ms else None,
+                "answers": dict(answers),
+            }
+            log(f"[{self.label}] latency {road}: {self.result.latency[road]}")
+        time.sleep(2)  # an answer cut off by nginx may still be filed
+        self.filed_before = read_filed(self.checkout, self.mode)
+        if self.patched:
+            self.stored_before = read_queue(self.checkout).stored
 
     def run_round(self, number: int, how: str) -> None:
         """One burst, killed part-way (after 20-70% of it was answered), then restarted."""
@@ -1088,9 +1437,11 @@ class Cell:
     def count(self) -> None:
         """Fill the result row from the ledger and the databases."""
         r, ledger = self.result, self.ledger
-        filed = read_filed(self.checkout, self.mode)
+        filed = read_filed(self.checkout, self.mode) - self.filed_before
         queue = read_queue(self.checkout) if self.patched else None
-        r.fired, r.refused = ledger.fired, ledger.refused
+        if queue is not None and self.stored_before:
+            queue.stored -= self.stored_before
+        r.fired, r.refused, r.gateway = ledger.fired, ledger.refused, ledger.gateway
         r.acked = sum(ledger.acked.values())
         r.unanswered = sum(ledger.unanswered.values())
         r.statuses = {str(k): v for k, v in sorted(ledger.statuses.items())}
@@ -1145,28 +1496,53 @@ def run_cell(
     args,
     rng: random.Random,
     out_dir: Path,
-    registry: list[Server],
+    registry: list[Server | Nginx],
     plugin_root: Path,
 ) -> CellResult:
-    """Build, seed, burst-kill-restart and count one server x mode cell."""
+    """Build, seed, burst-kill-restart and count one server x mode cell.
+
+    ``--layout nginx``: gunicorn bound to a unix socket in the cell's directory, nginx
+    (TLS, ``args.public_name``) in front of it; clients and probe go through nginx."""
     patched = not args.unpatched
-    result = CellResult(server=server_kind, mode=mode, patched=patched)
+    layout = getattr(args, "layout", "loopback")
+    result = CellResult(server=server_kind, mode=mode, patched=patched, layout=layout)
     label = f"{server_kind}-{mode}-{'patched' if patched else 'unpatched'}"
+    if layout == "nginx":
+        label = f"nginx-{label}"
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix=f"oa-matrix-{label}-"))
     checkout = work / "oa"
     log_path = out_dir / f"{label}.log"
     log_path.unlink(missing_ok=True)  # the server appends across its restarts
     result.log_path = str(log_path)
-    server = cell = None
+    server = cell = nginx = None
     try:
-        port, webhook_id, _ = prepare_checkout(
-            src, checkout, mode, patched, args, plugin_root, label
+        endpoint, public_url, bind, extra_env = None, "", "", {}
+        if layout == "nginx":
+            nginx_port = free_port()
+            public_url = f"https://{args.public_name}:{nginx_port}"
+            socket_path = work / "openalgo.sock"
+            bind = f"unix:{socket_path}"
+            extra_env = {"SSL_CERT_FILE": str(Path(args.ca_bundle).resolve())}
+            endpoint = Endpoint(
+                nginx_port, args.public_name, tls_client_context(args.ca_bundle), gateway=True
+            )
+        port, webhook_id, api_key = prepare_checkout(
+            src, checkout, mode, patched, args, plugin_root, label, public_url
         )
-        server = Server(server_kind, checkout, port, args.oa_python, log_path)
+        if layout == "nginx":
+            nginx = Nginx(work / "nginx", nginx_port, socket_path, args)
+            registry.append(nginx)
+            nginx.start()
+            log(f"[{label}] nginx on {public_url} -> {bind}")
+        server = Server(
+            server_kind, checkout, port, args.oa_python, log_path, bind=bind, extra_env=extra_env
+        )
         registry.append(server)
-        cell = Cell(server, mode, patched, webhook_id, args, rng, result, label)
+        cell = Cell(server, mode, patched, webhook_id, args, rng, result, label, endpoint, api_key)
         cell.boot()
+        if getattr(args, "latency", 0):
+            cell.measure_latency(args.latency)
         plan = KILL_PLANS[server_kind]
         for number in range(1, args.rounds + 1):
             cell.run_round(number, plan[(number - 1) % len(plan)])
@@ -1179,7 +1555,11 @@ def run_cell(
             cell.stop_threads()
         if server is not None:
             server.force_kill()
+        if nginx is not None:
+            nginx.force_kill()
+            nginx.keep_logs(out_dir, label)
         result.log_counts, result.log_samples = scan_log(log_path, args.log_samples)
+        result.api_road_log = road_line(log_path)
         result.seconds = time.monotonic() - started
         if args.keep:
             log(f"[{label}] checkout kept at {checkout}")
@@ -1315,6 +1695,14 @@ def print_table(results: list[CellResult]) -> None:
             f"{'; queue runs as ' + r.server_model if r.server_model else ''}"
         )
         print(f"  slowest webhook answer at {r.slowest_webhook_at or '-'}")
+        if r.gateway:
+            print(f"  answered by nginx itself (502/503/504, counted as unans): {r.gateway}")
+        if r.api_road or r.api_road_log:
+            print(f"  orders' road to the API: health {r.api_road or '-'}")
+            if r.api_road_log:
+                print(f"    log: {r.api_road_log}")
+        for road, figures in r.latency.items():
+            print(f"  latency, alert -> filed, {road}: {figures}")
         if r.attempts:
             print(f"  queue attempt trail (kind:outcome): {r.attempts}")
         if r.dead_other:
@@ -1388,6 +1776,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="where logs and JSON go")
     parser.add_argument("--keep", action="store_true", help="keep the checkout copies")
     parser.add_argument("--log-samples", type=int, default=8)
+    parser.add_argument(
+        "--layout",
+        choices=("loopback", "nginx"),
+        default="loopback",
+        help="loopback: clients on OpenAlgo's own TCP port (default); nginx: install.sh's "
+        "production layout, gunicorn on a unix socket behind nginx with TLS",
+    )
+    parser.add_argument(
+        "--nginx-read-timeout",
+        type=float,
+        default=300,
+        help="nginx's proxy_read_timeout (s) for /api/ and the webhooks (install.sh: 300)",
+    )
+    parser.add_argument("--nginx", default="nginx", help="the nginx binary")
+    parser.add_argument(
+        "--public-name", default=DEFAULT_PUBLIC_NAME, help="TLS name of nginx (-> 127.0.0.1)"
+    )
+    parser.add_argument("--tls-cert", default=DEFAULT_TLS_CERT)
+    parser.add_argument("--tls-key", default=DEFAULT_TLS_KEY)
+    parser.add_argument(
+        "--ca-bundle",
+        default=DEFAULT_CA_BUNDLE,
+        help="CAs the clients verify nginx with; also OpenAlgo's SSL_CERT_FILE",
+    )
+    parser.add_argument(
+        "--latency",
+        type=int,
+        default=0,
+        help="after boot, N calm alerts per road: alert -> filed through the webhook vs "
+        "direct /api/v1/placeorder, on the clients' endpoint (not counted in the row)",
+    )
     args = parser.parse_args(argv)
 
     src = args.openalgo.resolve()
@@ -1403,6 +1822,14 @@ def main(argv: list[str] | None = None) -> int:
     for m in modes:
         if m not in ("analyzer", "semi_auto"):
             parser.error(f"unknown mode {m!r} (analyzer, semi_auto)")
+    if args.layout == "nginx":
+        if servers != ["gunicorn"]:
+            parser.error("--layout nginx runs gunicorn only (--servers gunicorn)")
+        for option in ("tls_cert", "tls_key", "ca_bundle"):
+            if not Path(getattr(args, option)).is_file():
+                parser.error(f"--{option.replace('_', '-')} {getattr(args, option)}: no file")
+        if shutil.which(args.nginx) is None:
+            parser.error(f"no nginx binary {args.nginx!r}")
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     rng = random.Random(seed)
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="openalgo-matrix-"))
@@ -1431,7 +1858,7 @@ def main(argv: list[str] | None = None) -> int:
         f"logs in {out_dir}"
     )
 
-    registry: list[Server] = []
+    registry: list[Server | Nginx] = []
     results: list[CellResult] = []
 
     def on_signal(signum, _frame):
@@ -1453,7 +1880,15 @@ def main(argv: list[str] | None = None) -> int:
     log(f"matrix took {time.monotonic() - started:.0f} s")
     print(
         f"\nOpenAlgo {src} | plugin {'not installed (--unpatched)' if args.unpatched else head}"
-        f" | seed {seed} | rounds {args.rounds} | threads {args.threads}\n"
+        f" | seed {seed} | rounds {args.rounds} | threads {args.threads}"
+        + (
+            f" | layout nginx: TLS {args.public_name}, proxy_read_timeout "
+            f"{_nginx_seconds(args.nginx_read_timeout)} on /api/ and webhooks, gunicorn "
+            f"on a unix socket"
+            if args.layout == "nginx"
+            else ""
+        )
+        + "\n"
     )
     print_table(results)
     (out_dir / "results.json").write_text(
