@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from install import venv_hook
+from install import image_hook, venv_hook
 from install.manifest import PLUGIN_FILES
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
@@ -420,12 +420,22 @@ def _install_start_up_hook(target: Path, venv: Path | None, record: dict, out) -
     """Keep a copy of this installer in the checkout and the hook in OpenAlgo's virtual
     environment, so an OpenAlgo update cannot switch the queue off (``venv_hook.py``)."""
     venv_hook.keep_installer(_state(target))
+    refused = image_hook.write_config(target)
+    if refused:
+        print(f"WARNING: {refused}", file=out)
+    else:
+        print(
+            f"{image_hook.CONFIG}: images built from this checkout re-apply the plugin at "
+            f"start, after every update and rebuild",
+            file=out,
+        )
     found = venv_hook.find_venv(target, venv)
     if found is None:
         print(
             "WARNING: no virtual environment found (.venv or venv in the checkout, venv "
-            "beside it; or give --venv): without the start-up hook an OpenAlgo update "
-            "switches the queue off until this installer runs again",
+            "beside it; or give --venv): after an OpenAlgo update `python app.py` runs "
+            "without the queue until this installer runs again (gunicorn started from "
+            f"the checkout, as in the Docker image, re-applies it: {image_hook.CONFIG})",
             file=out,
         )
         return
@@ -600,11 +610,18 @@ def check(target: Path, out=sys.stdout, *, verbose: bool = False) -> int:
         ]
     except InstallError as exc:
         problems.append(f"NOT in force, and cannot be put back: {exc}")
-    hook_ok = venv_hook.hook_present(record.get("hook", []))
+    # Either start-up hook puts the edits back: the environment's, or gunicorn.conf.py
+    # for gunicorn started from the checkout (the Docker image's start).
+    hook_ok = venv_hook.hook_present(record.get("hook", [])) or image_hook.is_ours(target)
     venv = venv_hook.find_venv(target, Path(record["venv"]) if record.get("venv") else None)
     missing_driver = venv_hook.missing_postgres_driver(target, venv)
     if missing_driver:
         problems.append(missing_driver)
+    if (target / "Dockerfile").exists():
+        problems += [
+            f"Docker: the next image will NOT carry the plugin: {p}"
+            for p in image_hook.docker_report(target)
+        ]
     if missing_edits and not (hook_ok and not problems):
         problems += [f"edit missing in {path}" for path in missing_edits]
     for problem in problems:
@@ -620,6 +637,12 @@ def check(target: Path, out=sys.stdout, *, verbose: bool = False) -> int:
         )
     else:
         print("installed and current", file=out)
+    if (target / "Dockerfile").exists():
+        print(
+            f"Docker: images built from this checkout carry the plugin ({image_hook.CONFIG} "
+            f"re-applies its edits at start)",
+            file=out,
+        )
     for line in coverage_report(target):
         print(line, file=out)
     if not hook_ok:
@@ -662,6 +685,7 @@ def uninstall(target: Path, out=sys.stdout) -> int:
         (target / path).unlink(missing_ok=True)
         _remove_empty_parents(target, (target / path).parent)
     venv_hook.remove_hook(record.get("hook", []))
+    image_hook.remove_config(target)
     shutil.rmtree(state)
     print(f"uninstalled from {target}: originals restored", file=out)
     return 0

@@ -28,6 +28,10 @@ import subprocess
 import sys
 
 CHECKOUT = "@CHECKOUT@"
+#: True in the copy written as the checkout's ``gunicorn.conf.py`` (``image_hook.py``):
+#: gunicorn reads that file only when it starts OpenAlgo from the checkout (a Docker
+#: image's ``/app``), so there is nothing to tell apart.
+AS_GUNICORN_CONFIG = False
 
 
 def _runs_openalgo(argv, original_argv, cwd):
@@ -80,7 +84,7 @@ def _not_in_force(reason):
 
 def at_start():
     try:
-        if _runs_openalgo(
+        if AS_GUNICORN_CONFIG or _runs_openalgo(
             sys.argv, getattr(sys, "orig_argv", sys.argv), os.path.realpath(os.getcwd())
         ):
             _reapply()

@@ -23,7 +23,14 @@ from pathlib import Path
 HOOK_MODULE = "order_queue_plugin_hook.py"
 HOOK_PTH = "order_queue_plugin.pth"
 #: The installer's own files, kept in the checkout so the hook can re-apply the edits.
-INSTALLER_FILES = ("__init__.py", "openalgo.py", "manifest.py", "venv_hook.py", "startup_hook.py")
+INSTALLER_FILES = (
+    "__init__.py",
+    "openalgo.py",
+    "manifest.py",
+    "venv_hook.py",
+    "image_hook.py",
+    "startup_hook.py",
+)
 HERE = Path(__file__).resolve().parent
 
 
