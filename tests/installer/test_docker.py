@@ -30,6 +30,8 @@ from install import image_hook
 from install import openalgo as installer
 from tests.conftest import TEST_PEPPER, TEST_SEALING
 from tests.installer.test_updates import (
+    FIXTURE,
+    ROOT,
     check,
     fetch_and_reset,
     newer_upstream_commit,
@@ -255,3 +257,29 @@ def test_an_exception_takes_a_path_back_in(tmp_path):
     patterns = image_hook.dockerignore_patterns(tmp_path)
     assert image_hook.left_out("prod.env", patterns)
     assert not image_hook.left_out(".sample.env", patterns)
+
+
+def test_a_derived_image_of_the_prebuilt_one_has_the_queue(tmp_path):
+    """``docker-run.sh`` and compose files with only an ``image:`` pull OpenAlgo's
+    prebuilt image, which has no plugin code.  The derived image (README: "Running it in
+    OpenAlgo's Docker image") runs the installer on top of it at build time: emulated
+    here as the upstream image's folder with the installer run against its ``/app`` by
+    the image's interpreter."""
+    pure = tmp_path / "upstream-checkout"
+    shutil.copytree(FIXTURE, pure)
+    root = tmp_path / "docker"
+    app = build_image(pure, root)  # the prebuilt upstream image: no plugin anywhere
+    assert not (app / "gunicorn.conf.py").exists()
+    installed = subprocess.run(
+        [str(server_python()), "-m", "install.openalgo", str(app)],
+        cwd=ROOT,  # COPY of this repository, then RUN python -m install.openalgo /app
+        capture_output=True,
+        text=True,
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    container = Container(app)
+    try:
+        assert container.webhook("SBIN").status_code == 200, container.log()
+    finally:
+        container.stop()
+    assert durable_symbols(root) == ["SBIN"]
