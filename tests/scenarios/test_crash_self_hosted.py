@@ -1,4 +1,5 @@
-"""The default set-up, as inside OpenAlgo: the queue posts to its own process.
+"""The default set-up, as inside OpenAlgo: the queue hands orders to its own process's
+API in-process (``api_road.py``), as OpenAlgo's dispatcher does.
 
 The host's paper broker takes 200 ms per order (``PAPER_BROKER_LATENCY_MS``), so a
 SIGKILL lands between sends and bookings; the process that received those requests
@@ -125,7 +126,8 @@ def test_sigkill_mid_burst_settles_within_seconds(tmp_path, queue_url, server):
                 break
             time.sleep(0.1)
         drained_after = time.monotonic() - restarted
-        states = httpx.get(f"{app.base_url}/order-queue/api/health", timeout=5).json()["depth"]
+        health = httpx.get(f"{app.base_url}/order-queue/api/health", timeout=5).json()
+        states, road = health["depth"], health["process"]["api_road"]
     finally:
         app.stop()  # the app is its own broker: once it is gone, nothing more is booked
     books = booked(tmp_path)
@@ -142,6 +144,7 @@ def test_sigkill_mid_burst_settles_within_seconds(tmp_path, queue_url, server):
     assert not duplicated, duplicated
     assert not sum(states["dead"].values()), states
     assert drained_after < DRAIN_LIMIT_SECONDS, app.log()[-3000:]
+    assert road.startswith("in-process"), road  # the road OpenAlgo's own dispatcher takes
 
 
 @pytest.mark.parametrize("server", ["dev", "gunicorn"])
