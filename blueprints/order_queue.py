@@ -23,7 +23,7 @@ from flask import Blueprint, abort, g, jsonify, render_template, request, sessio
 from database.order_queue.model import MAX_ORDER_ID
 from database.order_queue_db import DeadReason, OrderState, QueueStorageError
 from extensions import socketio
-from services.order_queue import actions, door, reports, runtime
+from services.order_queue import actions, alert_keys, door, reports, runtime
 from services.order_queue.cli import order_queue_cli
 from services.order_queue.events import NAMESPACE
 from services.order_queue.ist import ist_to_utc
@@ -70,6 +70,7 @@ def init_app(app) -> OrderQueueSettings:
     app.after_request(_storage_failure_is_503)
     app.after_request(_refused_webhook_is_429)
     door.init_app(app)
+    alert_keys.init_app(app)
     app.cli.add_command(order_queue_cli)
     socketio.on_event("connect", _live_connect, namespace=NAMESPACE)
     return settings

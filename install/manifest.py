@@ -13,6 +13,7 @@ PLUGIN_FILES = [
     "blueprints/order_queue.py",
     # Everything behind them, in folders of their own.
     "database/order_queue/__init__.py",
+    "database/order_queue/alert_keys.py",
     "database/order_queue/api_keys.py",
     "database/order_queue/backends.py",
     "database/order_queue/claims.py",
@@ -30,6 +31,7 @@ PLUGIN_FILES = [
     "database/order_queue/store.py",
     "services/order_queue/__init__.py",
     "services/order_queue/actions.py",
+    "services/order_queue/alert_keys.py",
     "services/order_queue/alerts.py",
     "services/order_queue/api_road.py",
     "services/order_queue/charts.py",

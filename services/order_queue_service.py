@@ -14,8 +14,8 @@ from datetime import datetime
 
 from flask import g, has_request_context
 
-from database.order_queue_db import QueueStorageError
-from services.order_queue import deadlines, events, runtime, squareoffs
+from database.order_queue_db import DuplicateAlert, QueueStorageError
+from services.order_queue import alert_keys, deadlines, events, runtime, squareoffs
 from services.order_queue.deadlines import DeadlineProvider
 from services.order_queue.ist import ist_moment_utc
 from utils.logging import get_logger
@@ -69,8 +69,10 @@ def queue_order(endpoint, payload):
     Returns only after the order is committed to the queue database, then wakes the
     dispatcher.  Raises ``ValueError`` for an endpoint other than placeorder /
     placesmartorder or an unusable payload (nothing stored), and ``QueueStorageError``
-    when the store cannot be written (nothing stored; callers answer 503).  Outside a
-    web request a storage failure is retried for a while first.
+    when the store cannot be written (nothing stored; callers answer 503), or when the
+    webhook's alert key was taken by a copy of the alert (nothing stored; the answer is
+    replaced by the resend's, ``alert_keys.py``).  Outside a web request a storage
+    failure is retried for a while first.
     """
     in_request = has_request_context()
     try:
@@ -85,6 +87,10 @@ def queue_order(endpoint, payload):
             g.order_queue_storage_error = paused
         raise QueueStorageError(paused)
     assert queue is not None  # without a runtime, paused says why and we raised above
+    try:
+        alert_key = alert_keys.request_key(queue) if in_request else None
+    except alert_keys.BadAlertKey as exc:
+        raise QueueStorageError(f"alert NOT queued: {exc}") from exc
     for pause in (*(() if in_request else BACKGROUND_RETRY_PAUSES), None):
         now = queue.clock.now()
         try:
@@ -94,8 +100,14 @@ def queue_order(endpoint, payload):
                 now=now,
                 max_age_seconds=queue.settings.max_age_seconds,
                 deadline=queue.deadline_for(payload, now),
+                alert_key=alert_key,
             )
             break
+        except DuplicateAlert as exc:
+            # A copy of this alert took its key first: nothing stored.  The host's view
+            # answers its error; ``alert_keys`` turns that into the resend's answer.
+            alert_keys.note_duplicate(exc)
+            raise QueueStorageError(f"resent alert: {exc}; nothing queued") from exc
         except QueueStorageError as exc:
             logger.error(
                 "order NOT queued (storage failure): %s %s %s: %s%s",

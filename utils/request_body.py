@@ -22,7 +22,8 @@ class BodyTimeout(Exception):
 
 
 def read_body(request: Request, seconds: float) -> bytes:
-    """The raw body (not cached), or ``BodyTimeout`` after ``seconds``."""
+    """The raw body, or ``BodyTimeout`` after ``seconds``.  Kept on the request for later
+    readers (the queue's alert key), as OpenAlgo's ``request.get_json()`` keeps it."""
     model = server_model()
     if model == "threads":
         return _read_with_timer(request, seconds)
@@ -32,7 +33,7 @@ def read_body(request: Request, seconds: float) -> bytes:
         from gevent import Timeout
     timer = Timeout(seconds, BodyTimeout())
     try:
-        return request.get_data(cache=False)
+        return request.get_data(cache=True)
     finally:
         timer.cancel()
 
@@ -40,7 +41,7 @@ def read_body(request: Request, seconds: float) -> bytes:
 def _read_with_timer(request: Request, seconds: float) -> bytes:
     connection = request.environ.get("werkzeug.socket")
     if connection is None:  # not a socket server (the test client): nothing to wait for
-        return request.get_data(cache=False)
+        return request.get_data(cache=True)
     stopped = threading.Event()
 
     def stop_reading() -> None:
@@ -54,7 +55,7 @@ def _read_with_timer(request: Request, seconds: float) -> bytes:
     timer.daemon = True
     timer.start()
     try:
-        body = request.get_data(cache=False)
+        body = request.get_data(cache=True)
     except (ClientDisconnected, OSError) as exc:
         if stopped.is_set():
             raise BodyTimeout() from exc

@@ -13,8 +13,10 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 
+from database.order_queue.alert_keys import take_key
 from database.order_queue.api_keys import KeySealing
 from database.order_queue.core import StoreCore, StorePart
 from database.order_queue.dispatcher_registry import lease_is_free
@@ -23,11 +25,15 @@ from database.order_queue.model import (
     EXIT_PRIORITY,
     LANE_OF_ENDPOINT,
     LANE_PRIORITY,
+    AlertKey,
     AttemptKind,
     ClaimedOrder,
     DeadReason,
+    DuplicateAlert,
     Lane,
     OrderState,
+    QueueStorageError,
+    alert_keys,
     expiry_for,
     orders,
     truncate,
@@ -50,8 +56,14 @@ class LifecycleMarks(StorePart):
         now: datetime,
         max_age_seconds: float | None,
         deadline: datetime | None = None,
+        alert_key: AlertKey | None = None,
     ) -> int:
         """Commit one order as PENDING and return its id.
+
+        With ``alert_key`` (its webhook carried one) the key is taken in the same
+        transaction (``alert_keys.take_key``) unless this request took it already
+        (``alert_key.key_id``), and the order is linked to it; ``DuplicateAlert`` when a
+        copy of the alert took it first (nothing stored).
 
         The order expires (is never sent) ``max_age_seconds`` after ``now`` or at
         ``deadline`` (e.g. its strategy's squareoff), whichever is first; a deadline
@@ -99,8 +111,37 @@ class LifecycleMarks(StorePart):
             "updated_at": now,
         }
         self.backend.check_room()
-        with self._storage_errors(writing=True):
-            return int(self.backend.insert_order(self.engine, row))
+        if alert_key is None:
+            with self._storage_errors(writing=True):
+                return int(self.backend.insert_order(self.engine, row))
+        return self._enqueue_keyed(row, alert_key, now)
+
+    def _enqueue_keyed(self, row: dict[str, Any], alert_key: AlertKey, now: datetime) -> int:
+        try:
+            with self.transaction() as conn:
+                key_id = alert_key.key_id or take_key(conn, alert_key, now)
+                inserted = conn.execute(
+                    insert(orders).values(**row, alert_key_id=key_id)
+                ).inserted_primary_key
+                assert inserted is not None  # a single-row insert reports its key
+                self.backend.notify(conn)
+            alert_key.key_id = key_id
+            return int(inserted[0])
+        except QueueStorageError as exc:
+            if alert_key.key_id is None and isinstance(exc.__cause__, IntegrityError):
+                # PostgreSQL: a copy took the key while this transaction ran.
+                with self.transaction(read_only=True) as conn:
+                    taken = conn.execute(
+                        select(alert_keys.c.id, alert_keys.c.body_hash).where(
+                            alert_keys.c.scope == alert_key.scope,
+                            alert_keys.c.alert_key == alert_key.key,
+                        )
+                    ).first()
+                if taken is not None:
+                    raise DuplicateAlert(
+                        taken.id, conflict=taken.body_hash != alert_key.body_hash
+                    ) from None
+            raise
 
     def _move(
         self,

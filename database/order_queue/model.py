@@ -165,6 +165,9 @@ class QueuedOrder(Base):
     #: gateway's in front of it (nginx, a CDN), which nothing can tell apart, so it ends
     #: nothing; only the door's receipt (``host_*``) says what OpenAlgo did.
     sender_answer_status: Mapped[int | None] = mapped_column(Integer)
+    #: The alert key (``order_queue_alert_keys``) its webhook carried, if any: stored in
+    #: the same transaction as the key, so a resend finds the orders the key queued.
+    alert_key_id: Mapped[int | None] = mapped_column(Integer)
     #: When the current send's request was let out (``stamp_send``), on the shared clock;
     #: NULL while an order is claimed but not yet on its way, so recovery knows that a
     #: request that was never stamped never left.
@@ -279,6 +282,30 @@ class SquareoffRecord(Base):
     recorded_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class AlertKeyRecord(Base):
+    """An alert key a webhook carried (``Idempotency-Key``, ``idempotency_key``, or a
+    Chartink alert's own scan, time and stocks), unique per webhook while it lives:
+    taken in the same transaction as the first order it queued, so a resend, or eight
+    copies at once, find it and queue nothing."""
+
+    __tablename__ = "order_queue_alert_keys"
+    __table_args__ = (UniqueConstraint("scope", "alert_key", name="uq_order_queue_alert_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: The webhook the key belongs to (its path): keys are scoped to a strategy's webhook.
+    scope: Mapped[str] = mapped_column(String(255))
+    alert_key: Mapped[str] = mapped_column(String(255))
+    #: SHA-256 of the alert's body (without the key): the same key with another body is
+    #: a conflict, not a resend.
+    body_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    #: The first answer's JSON, given again (marked duplicate) to every resend.
+    first_answer: Mapped[str | None] = mapped_column(Text)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    last_duplicate_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
 class SquareoffOutcome(str, enum.Enum):
     """What became of a day's squareoff."""
 
@@ -288,6 +315,7 @@ class SquareoffOutcome(str, enum.Enum):
 
 
 orders = cast(Table, QueuedOrder.__table__)
+alert_keys = cast(Table, AlertKeyRecord.__table__)
 squareoffs = cast(Table, SquareoffRecord.__table__)
 meta = cast(Table, QueueMeta.__table__)
 samples = cast(Table, DepthSample.__table__)
@@ -357,6 +385,29 @@ class Receipt:
     done_at: datetime | None
     answer_status: int | None
     answer_body: str | None
+
+
+@dataclass
+class AlertKey:
+    """The key an alert carried, as the webhook's guard read it (``alert_keys.py``).
+    ``key_id``: the stored key, set by the enqueue that took it, so the request's
+    further orders (a Chartink alert's other stocks) join it."""
+
+    scope: str
+    key: str
+    body_hash: str
+    expires_at: datetime
+    key_id: int | None = None
+
+
+class DuplicateAlert(Exception):
+    """The alert's key was taken (by its first copy) before this one could queue
+    anything: nothing was stored.  ``conflict``: it was taken with another body."""
+
+    def __init__(self, key_id: int, *, conflict: bool):
+        super().__init__(f"alert key already used (key {key_id})")
+        self.key_id = key_id
+        self.conflict = conflict
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ and, over it, one part per concept, each in its own module with its statements:
 - ``dispatchers``: the dispatcher registry and heartbeats;
 - ``samples``: depth over time and the charts' facts;
 - ``reads``: depth, listings, stats, the trail;
-- ``squareoffs``: the squareoff log.
+- ``squareoffs``: the squareoff log;
+- ``alert_keys``: the keys alerts carried, so a resent alert is queued once.
 
 Callers name the part: ``store.claims.claim_next(...)``, ``store.reads.depth()``.  Built
 with ``offload=True`` (the runtime does), each part's calls run off a green server's
@@ -28,6 +29,7 @@ from typing import TypeVar
 from sqlalchemy import inspect, select, update
 from sqlalchemy.engine import Connection
 
+from database.order_queue.alert_keys import AlertKeys
 from database.order_queue.api_keys import CredentialsUnavailable, KeySealing
 from database.order_queue.claims import Claims
 from database.order_queue.core import StoreCore, StorePart
@@ -87,6 +89,7 @@ class QueueStore:
         self.samples = part(DepthSamples(core))
         self.reads = part(OrderReads(core))
         self.squareoffs = part(SquareoffLog(core))
+        self.alert_keys = part(AlertKeys(core))
 
     def transaction(self, *, read_only: bool = False):
         """The core's transaction gate, for a test or tool that must reach a row directly."""

@@ -291,6 +291,7 @@ class Dispatcher:
                 older_than=now - timedelta(days=self.settings.retention_days)
             )
             self._purge_more = purged == PURGE_BATCH
+            self.store.alert_keys.purge_expired(now)
             if purged:
                 logger.info(
                     "purged %s finished orders older than %s days",

@@ -36,9 +36,10 @@ def stats_report(queue: OrderQueueRuntime) -> dict:
     process: with ``flask order-queue worker`` processes doing the sending, a web
     process without a dispatcher of its own is still served."""
     now, settings, store = queue.clock.now(), queue.settings, queue.store
-    report = store.reads.stats(
-        now=now, day_start=queue.clock.from_wall(day_start_utc(queue.clock.to_wall(now)))
-    )
+    day_start = queue.clock.from_wall(day_start_utc(queue.clock.to_wall(now)))
+    report = store.reads.stats(now=now, day_start=day_start)
+    # Alerts sent again with a key already used (alert_keys.py): refused, nothing queued.
+    report["resent_alerts_refused_today"] = store.alert_keys.duplicates_since(day_start)
     live = store.dispatchers.live_dispatchers(
         now=now, heartbeat_timeout=settings.heartbeat_timeout_seconds
     )

@@ -92,6 +92,9 @@ class OrderQueueSettings:
     #: FLASK_PORT), ``inprocess``, an ``http(s)://`` URL, or ``unix:/path/to/socket``
     #: (gunicorn bound to a unix socket, as OpenAlgo's install.sh runs it).
     api_url: str = _variable("ORDER_QUEUE_API_URL", "")
+    #: How long an alert key (``alert_keys.py``) refuses a resend: at least this many
+    #: hours, and never less than the rest of the IST day.
+    alert_key_hours: float = _variable("ORDER_QUEUE_ALERT_KEY_HOURS", 24.0, minimum=0.01)
     #: OpenAlgo's own port on loopback: the default road of a worker or the drain.
     flask_port: int = _variable("FLASK_PORT", 5000, minimum=1)
     #: Requests in flight at once across all accounts.

@@ -140,6 +140,9 @@
       " per " + d.rate_window_seconds + "s";
     document.getElementById("storage-warning").textContent = stats.storage_warning || "";
     document.getElementById("clock-warning").textContent = (stats.clock_warnings || []).join("; ");
+    var resent = stats.resent_alerts_refused_today;
+    document.getElementById("alerts-resent").textContent = resent ?
+      resent + " resent alerts refused today (an alert key already used: nothing queued)" : "";
     var refused = stats.webhooks_refused;
     document.getElementById("webhooks-refused").textContent = refused && refused.count ?
       refused.count + " webhooks refused by the host's rate limit (answered 429: the sender " +
