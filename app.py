@@ -98,6 +98,8 @@ def create_app(test_config=None):
         # A client that has not sent its whole request by then is cut off (408).
         REQUEST_BODY_TIMEOUT_SECONDS=_positive_seconds("REQUEST_BODY_TIMEOUT_SECONDS", 20.0),
         PAPER_BROKER_LATENCY_MS=_non_negative_int("PAPER_BROKER_LATENCY_MS"),
+        # Symbols the paper broker accepts and then rejects (a broker's RMS, for demos).
+        PAPER_BROKER_REJECT_SYMBOLS=os.getenv("PAPER_BROKER_REJECT_SYMBOLS", ""),
         # OpenAlgo's webhook limit ("100 per minute" there); none here unless set.
         WEBHOOK_RATE_LIMIT=os.getenv("WEBHOOK_RATE_LIMIT") or None,
         SESSION_COOKIE_HTTPONLY=True,

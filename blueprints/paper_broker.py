@@ -140,12 +140,33 @@ def _broker_latency() -> None:
         time.sleep(delay_ms / 1000)
 
 
+def _reject_symbols() -> frozenset:
+    """``PAPER_BROKER_REJECT_SYMBOLS`` (comma-separated): orders for these symbols are
+    accepted (200 with an order id) and then rejected in the orderbook, as a broker's
+    risk checks reject an order after OpenAlgo answered success."""
+    raw = current_app.config.get("PAPER_BROKER_REJECT_SYMBOLS") or ""
+    return frozenset(symbol.strip() for symbol in raw.split(",") if symbol.strip())
+
+
+@paper_broker_bp.post("/cancelorder")
+def cancel_order():
+    _, user_id = _authenticated_request()
+    data = request.get_json(force=True, silent=True) or {}
+    orderid = data.get("orderid")
+    if not isinstance(orderid, str) or not orderid.strip():
+        raise ApiError("Invalid or missing 'orderid'")
+    refused = paper_broker_db.cancel_order(user_id, orderid.strip())
+    if refused:
+        raise ApiError(refused)
+    return jsonify({"status": "success", "orderid": orderid.strip()}), 200
+
+
 @paper_broker_bp.post("/placeorder")
 def place_order():
     data, user_id = _authenticated_request()
     fields = _order_fields(data, min_quantity=1)
     _broker_latency()
-    orderid = paper_broker_db.place_order(user_id, fields)
+    orderid = paper_broker_db.place_order(user_id, fields, reject_symbols=_reject_symbols())
     return jsonify({"status": "success", "orderid": orderid}), 200
 
 
@@ -155,7 +176,9 @@ def place_smart_order():
     fields = _order_fields(data, min_quantity=0)
     fields["position_size"] = _integer(data, "position_size", -MAX_QUANTITY)
     _broker_latency()
-    orderid, message = paper_broker_db.place_smart_order(user_id, fields)
+    orderid, message = paper_broker_db.place_smart_order(
+        user_id, fields, reject_symbols=_reject_symbols()
+    )
     if orderid is None:
         return jsonify({"status": "success", "message": message}), 200
     return jsonify({"status": "success", "orderid": orderid}), 200

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytz
-from sqlalchemy import DateTime, Float, Integer, String, UniqueConstraint, select, text
+from sqlalchemy import DateTime, Float, Integer, String, UniqueConstraint, inspect, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from database.host_db import Base, create_tables, db_session
@@ -24,6 +24,13 @@ TIMESTAMP_FORMAT = "%d-%b-%Y %H:%M:%S"
 
 STATUS_COMPLETE = "complete"
 STATUS_OPEN = "open"
+STATUS_REJECTED = "rejected"
+STATUS_CANCELLED = "cancelled"
+#: Why an order the paper broker accepted was then rejected (``reject_symbols``).
+RMS_REJECTION = (
+    "RMS: rejected after acceptance by the paper broker's rule PAPER_BROKER_REJECT_SYMBOLS "
+    "(as a broker's risk checks may, e.g. for a circuit limit)"
+)
 
 MSG_NO_POSITION = "No OpenPosition Found. Not placing Exit order."
 MSG_MATCHES = "No action needed. Position size matches current position"
@@ -54,6 +61,8 @@ class PaperOrder(Base):
     pricetype: Mapped[str] = mapped_column(String(10))
     product: Mapped[str] = mapped_column(String(10))
     order_status: Mapped[str] = mapped_column(String(20))
+    #: The broker's reason for a rejection, shown in the orderbook.
+    rejection_reason: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
 
 
@@ -70,8 +79,15 @@ class PaperPosition(Base):
 
 
 def init_db() -> None:
-    """Create the tables for the paper broker's book (the start-up DB init list)."""
+    """Create the tables for the paper broker's book (the start-up DB init list); a book
+    from an earlier version gains the rejection reason."""
     create_tables(PaperOrder, PaperPosition)
+    bind = db_session.get_bind()
+    if "rejection_reason" not in {c["name"] for c in inspect(bind).get_columns("paper_orders")}:
+        with bind.begin() as conn:
+            conn.exec_driver_sql(
+                "ALTER TABLE paper_orders ADD COLUMN rejection_reason VARCHAR(255)"
+            )
 
 
 @contextmanager
@@ -123,10 +139,13 @@ def _apply_fill(order: PaperOrder) -> None:
         row.quantity += signed
 
 
-def _insert_order(user_id: str, fields: dict, action: str, quantity: int) -> PaperOrder:
-    """Insert an order (filling it if MARKET) and give it an id derived from its row id."""
+def _insert_order(
+    user_id: str, fields: dict, action: str, quantity: int, *, rejected: bool = False
+) -> PaperOrder:
+    """Insert an order (filling it if MARKET) and give it an id derived from its row id.
+    ``rejected``: accepted with an id, then rejected (no fill), as a broker's RMS does."""
     pricetype = fields.get("pricetype", "MARKET")
-    is_market = pricetype == "MARKET"
+    is_market = pricetype == "MARKET" and not rejected
     order = PaperOrder(
         user_id=user_id,
         strategy=fields.get("strategy", ""),
@@ -139,7 +158,8 @@ def _insert_order(user_id: str, fields: dict, action: str, quantity: int) -> Pap
         trigger_price=float(fields.get("trigger_price", 0.0)),
         pricetype=pricetype,
         product=fields.get("product", "MIS"),
-        order_status=STATUS_COMPLETE if is_market else STATUS_OPEN,
+        order_status=STATUS_REJECTED if rejected else STATUS_COMPLETE if is_market else STATUS_OPEN,
+        rejection_reason=RMS_REJECTION if rejected else None,
         created_at=_utcnow(),
     )
     db_session.add(order)
@@ -162,10 +182,17 @@ def _log_placed(order: PaperOrder) -> None:
     )
 
 
-def place_order(user_id: str, fields: dict) -> str:
-    """Place an order from validated ``fields``; return its order id."""
+def place_order(user_id: str, fields: dict, *, reject_symbols: frozenset = frozenset()) -> str:
+    """Place an order from validated ``fields``; return its order id.  A symbol in
+    ``reject_symbols`` is accepted, then rejected (the host's rule for demos and tests)."""
     with _write_transaction():
-        order = _insert_order(user_id, fields, fields["action"], int(fields["quantity"]))
+        order = _insert_order(
+            user_id,
+            fields,
+            fields["action"],
+            int(fields["quantity"]),
+            rejected=fields["symbol"] in reject_symbols,
+        )
     _log_placed(order)
     return order.orderid
 
@@ -183,8 +210,11 @@ def _smart_order_plan(fields: dict, current: int) -> tuple[str, int] | str:
     return MSG_NO_POSITION if target == 0 else MSG_MATCHES
 
 
-def place_smart_order(user_id: str, fields: dict) -> tuple[str | None, str]:
-    """Trade towards ``position_size`` (the absolute target); return (orderid or None, message)."""
+def place_smart_order(
+    user_id: str, fields: dict, *, reject_symbols: frozenset = frozenset()
+) -> tuple[str | None, str]:
+    """Trade towards ``position_size`` (the absolute target); return (orderid or None,
+    message).  A symbol in ``reject_symbols`` is accepted, then rejected."""
     with _write_transaction():
         row = _position_row(
             user_id, fields["symbol"], fields["exchange"], fields.get("product", "MIS")
@@ -192,7 +222,7 @@ def place_smart_order(user_id: str, fields: dict) -> tuple[str | None, str]:
         plan = _smart_order_plan(fields, row.quantity if row else 0)
         if isinstance(plan, str):
             return None, plan
-        order = _insert_order(user_id, fields, *plan)
+        order = _insert_order(user_id, fields, *plan, rejected=fields["symbol"] in reject_symbols)
     _log_placed(order)
     return order.orderid, MSG_PLACED
 
@@ -228,7 +258,25 @@ def _order_dict(order: PaperOrder) -> dict:
         "order_status": order.order_status,
         "trigger_price": order.trigger_price,
         "timestamp": _format_timestamp(order.created_at),
+        **({"rejection_reason": order.rejection_reason} if order.rejection_reason else {}),
     }
+
+
+def cancel_order(user_id: str, orderid: str) -> str | None:
+    """Cancel the user's open order ``orderid``; None when done, else why not."""
+    with _write_transaction():
+        order = db_session.scalar(
+            select(PaperOrder)
+            .where(PaperOrder.user_id == user_id, PaperOrder.orderid == orderid)
+            .with_for_update()
+        )
+        if order is None:
+            return f"Order {orderid} not found"
+        if order.order_status != STATUS_OPEN:
+            return f"Order {orderid} is {order.order_status}, not open"
+        order.order_status = STATUS_CANCELLED
+    logger.info("Paper order cancelled: orderid=%s", orderid)
+    return None
 
 
 def get_orderbook(user_id: str) -> list[dict]:

@@ -97,12 +97,27 @@ class DeadReason(str, enum.Enum):
     CREDENTIALS = "credentials"  #: API key undecryptable or refused
 
 
+class BrokerStatus(str, enum.Enum):
+    """A sent order's fate at the broker, read from OpenAlgo's orderbook."""
+
+    OPEN = "open"  # working (a limit order away from the price), or not final yet
+    COMPLETE = "complete"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"  # the host has no orderbook (semi_auto mode), or no such order
+
+    @property
+    def final(self) -> bool:
+        return self in (BrokerStatus.COMPLETE, BrokerStatus.REJECTED, BrokerStatus.CANCELLED)
+
+
 class AttemptKind(str, enum.Enum):
     SEND = "send"
     RECONCILE = "reconcile"
     RECOVERY = "recovery"
     EXPIRY = "expiry"
     OPERATOR = "operator"
+    VERDICT = "verdict"  # the broker's verdict on a sent order, read from its orderbook
 
 
 class QueueStorageError(Exception):
@@ -168,6 +183,13 @@ class QueuedOrder(Base):
     #: The alert key (``order_queue_alert_keys``) its webhook carried, if any: stored in
     #: the same transaction as the key, so a resend finds the orders the key queued.
     alert_key_id: Mapped[int | None] = mapped_column(Integer)
+    # The broker's verdict on a sent order (``verdicts.py``): OpenAlgo's success means
+    # the broker took it, not that it filled; its risk checks may still reject it.
+    #: ``BrokerStatus``; NULL until first looked up.
+    broker_status: Mapped[str | None] = mapped_column(String(16))
+    #: The broker's reason, where OpenAlgo's orderbook passes one.
+    broker_message: Mapped[str | None] = mapped_column(Text)
+    broker_checked_at: Mapped[datetime | None] = mapped_column(DateTime)
     #: When the current send's request was let out (``stamp_send``), on the shared clock;
     #: NULL while an order is claimed but not yet on its way, so recovery knows that a
     #: request that was never stamped never left.

@@ -12,7 +12,8 @@ and, over it, one part per concept, each in its own module with its statements:
 - ``samples``: depth over time and the charts' facts;
 - ``reads``: depth, listings, stats, the trail;
 - ``squareoffs``: the squareoff log;
-- ``alert_keys``: the keys alerts carried, so a resent alert is queued once.
+- ``alert_keys``: the keys alerts carried, so a resent alert is queued once;
+- ``verdicts``: the broker's verdict on sent orders (rejected after "sent").
 
 Callers name the part: ``store.claims.claim_next(...)``, ``store.reads.depth()``.  Built
 with ``offload=True`` (the runtime does), each part's calls run off a green server's
@@ -51,6 +52,7 @@ from database.order_queue.reads import OrderReads
 from database.order_queue.receipts import Receipts
 from database.order_queue.samples import DepthSamples
 from database.order_queue.squareoff_log import SquareoffLog
+from database.order_queue.verdicts import BrokerVerdicts
 
 T = TypeVar("T")
 
@@ -90,6 +92,7 @@ class QueueStore:
         self.reads = part(OrderReads(core))
         self.squareoffs = part(SquareoffLog(core))
         self.alert_keys = part(AlertKeys(core))
+        self.verdicts = part(BrokerVerdicts(core))
 
     def transaction(self, *, read_only: bool = False):
         """The core's transaction gate, for a test or tool that must reach a row directly."""

@@ -44,6 +44,7 @@ from services.order_queue.reconciling import Reconciler
 from services.order_queue.recording import OutcomeRecorder
 from services.order_queue.sending import Sender
 from services.order_queue.settings import OrderQueueSettings
+from services.order_queue.verdicts import VerdictFollower
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -120,6 +121,13 @@ class Dispatcher:
         self.reconciler = Reconciler(
             store=store, settings=settings, clock=self.clock, client=self.client, recorder=recorder
         )
+        self.verdicts = VerdictFollower(
+            store=store,
+            settings=settings,
+            clock=self.clock,
+            client=self.client,
+            alerter=self.alerter,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -131,6 +139,12 @@ class Dispatcher:
         self._register()
         self._thread = threading.Thread(target=self.run, name="order-queue-dispatcher", daemon=True)
         self._thread.start()
+        threading.Thread(
+            target=self.verdicts.run,
+            args=(self._stopping,),
+            name="order-queue-verdicts",
+            daemon=True,
+        ).start()
         self.store.start_listener(self.wake, self._stopping)
         logger.info("order queue dispatcher %s started", self.id)
 

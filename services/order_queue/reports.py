@@ -40,6 +40,8 @@ def stats_report(queue: OrderQueueRuntime) -> dict:
     report = store.reads.stats(now=now, day_start=day_start)
     # Alerts sent again with a key already used (alert_keys.py): refused, nothing queued.
     report["resent_alerts_refused_today"] = store.alert_keys.duplicates_since(day_start)
+    # The broker's verdicts on today's sent orders (verdicts.py).
+    report["broker_verdicts_today"] = store.verdicts.counts_since(day_start)
     live = store.dispatchers.live_dispatchers(
         now=now, heartbeat_timeout=settings.heartbeat_timeout_seconds
     )

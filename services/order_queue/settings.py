@@ -95,6 +95,13 @@ class OrderQueueSettings:
     #: How long an alert key (``alert_keys.py``) refuses a resend: at least this many
     #: hours, and never less than the rest of the IST day.
     alert_key_hours: float = _variable("ORDER_QUEUE_ALERT_KEY_HOURS", 24.0, minimum=0.01)
+    #: Following a sent order to the broker's verdict (``verdicts.py``): how often the
+    #: orderbook is read (once per account, off the send path), and for how long after
+    #: the send an order not yet final is followed (then its last verdict stands).
+    verdict_poll_seconds: float = _variable("ORDER_QUEUE_VERDICT_POLL_SECONDS", 5.0, minimum=0.05)
+    verdict_follow_seconds: float = _variable(
+        "ORDER_QUEUE_VERDICT_FOLLOW_SECONDS", 1800.0, minimum=1
+    )
     #: OpenAlgo's own port on loopback: the default road of a worker or the drain.
     flask_port: int = _variable("FLASK_PORT", 5000, minimum=1)
     #: Requests in flight at once across all accounts.

@@ -1,0 +1,130 @@
+"""The broker's verdict on sent orders: which to follow, and the verdict written once.
+
+OpenAlgo answers ``placeorder`` with success once the broker acknowledged the order; the
+broker's risk checks may still reject it a moment later, or an open order be cancelled.
+``services/order_queue/verdicts.py`` reads the orderbook and writes what it says here.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy import func, or_, select, update
+
+from database.order_queue.core import StorePart
+from database.order_queue.model import (
+    ERROR_TEXT_LIMIT,
+    EXIT_PRIORITY,
+    AttemptKind,
+    BrokerStatus,
+    OrderState,
+    orders,
+    truncate,
+)
+
+_NOT_FINAL = (BrokerStatus.OPEN.value, BrokerStatus.UNKNOWN.value)
+
+
+class BrokerVerdicts(StorePart):
+    """Sent orders' fate at the broker."""
+
+    def to_follow(self, *, sent_since: datetime, limit: int = 500) -> list[dict]:
+        """Sent orders with a broker order id whose verdict is not final, sent since
+        ``sent_since`` (older ones keep the last verdict seen), oldest first."""
+        with self.transaction(read_only=True) as conn:
+            rows = conn.execute(
+                select(
+                    orders.c.id,
+                    orders.c.apikey_token,
+                    orders.c.account,
+                    orders.c.broker_orderid,
+                    orders.c.broker_status,
+                    orders.c.endpoint,
+                    orders.c.payload,
+                    orders.c.strategy,
+                    orders.c.symbol,
+                    orders.c.lane_priority,
+                )
+                .where(
+                    orders.c.state == OrderState.SENT.value,
+                    orders.c.broker_orderid.is_not(None),
+                    orders.c.sent_at >= sent_since,
+                    or_(orders.c.broker_status.is_(None), orders.c.broker_status.in_(_NOT_FINAL)),
+                )
+                .order_by(orders.c.id)
+                .limit(limit)
+            ).mappings()
+            return [{**row, "exit": row["lane_priority"] == EXIT_PRIORITY} for row in rows]
+
+    def record(
+        self, order_id: int, status: BrokerStatus, message: str | None, *, now: datetime
+    ) -> bool:
+        """Write the verdict; True for the one caller that changed it (and so tells
+        the trader), False when it was already so (another process saw it first)."""
+        with self.transaction() as conn:
+            changed = (
+                conn.execute(
+                    update(orders)
+                    .where(
+                        orders.c.id == order_id,
+                        orders.c.state == OrderState.SENT.value,
+                        or_(
+                            orders.c.broker_status.is_(None),
+                            orders.c.broker_status != status.value,
+                        ),
+                    )
+                    .values(
+                        broker_status=status.value,
+                        broker_message=truncate(message, ERROR_TEXT_LIMIT),
+                        broker_checked_at=now,
+                    )
+                ).rowcount
+                == 1
+            )
+            if changed:
+                self._record(
+                    conn,
+                    order_id,
+                    now=now,
+                    kind=AttemptKind.VERDICT,
+                    outcome=status.value,
+                    actor=None,
+                    message=message,
+                )
+            return changed
+
+    def counts_since(self, since: datetime) -> dict[str, int]:
+        """Verdicts of orders sent since ``since``, per status (health, the page)."""
+        with self.transaction(read_only=True) as conn:
+            rows = conn.execute(
+                select(orders.c.broker_status, func.count())
+                .where(orders.c.sent_at >= since, orders.c.broker_status.is_not(None))
+                .group_by(orders.c.broker_status)
+            ).all()
+        counts = {status.value: 0 for status in BrokerStatus}
+        counts.update({status: count for status, count in rows})
+        return counts
+
+    def rejected_after_sent(self, *, limit: int = 100) -> list[dict]:
+        """Sent orders the broker rejected or cancelled afterwards, newest first: shown
+        among the failed orders, for a human to send again or leave."""
+        with self.transaction(read_only=True) as conn:
+            rows = conn.execute(
+                select(orders)
+                .where(
+                    orders.c.state == OrderState.SENT.value,
+                    orders.c.broker_status.in_(
+                        (BrokerStatus.REJECTED.value, BrokerStatus.CANCELLED.value)
+                    ),
+                )
+                .order_by(orders.c.id.desc())
+                .limit(limit)
+            ).mappings()
+            return [
+                {
+                    **{k: v for k, v in row.items() if k not in ("apikey_token", "lease_token")},
+                    "payload": json.loads(row["payload"]),
+                }
+                for row in rows
+            ]
