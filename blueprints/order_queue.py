@@ -303,6 +303,16 @@ def api_charts():
     return jsonify(reports.charts_report(runtime.current()))
 
 
+@order_queue_bp.route("/api/rejected")
+@api_login_required
+def api_rejected():
+    """Sent orders the broker rejected or cancelled afterwards, awaiting a human."""
+    queue = runtime.current()
+    now = queue.clock.now()
+    orders = queue.store.verdicts.rejected_after_sent()
+    return jsonify(orders=[reports.order_json(order, now) for order in orders])
+
+
 @order_queue_bp.route("/api/held")
 @api_login_required
 def api_held():

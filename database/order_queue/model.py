@@ -190,6 +190,8 @@ class QueuedOrder(Base):
     #: The broker's reason, where OpenAlgo's orderbook passes one.
     broker_message: Mapped[str | None] = mapped_column(Text)
     broker_checked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: A human dealt with a rejected or cancelled verdict: sent it again, or set it aside.
+    verdict_handled_at: Mapped[datetime | None] = mapped_column(DateTime)
     #: When the current send's request was let out (``stamp_send``), on the shared clock;
     #: NULL while an order is claimed but not yet on its way, so recovery knows that a
     #: request that was never stamped never left.

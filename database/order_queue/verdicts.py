@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 
 from database.order_queue.core import StorePart
 from database.order_queue.model import (
@@ -19,11 +19,33 @@ from database.order_queue.model import (
     AttemptKind,
     BrokerStatus,
     OrderState,
+    expiry_for,
     orders,
     truncate,
 )
 
 _NOT_FINAL = (BrokerStatus.OPEN.value, BrokerStatus.UNKNOWN.value)
+#: A sent order the broker rejected or cancelled afterwards, not yet dealt with.
+_AWAITING_A_HUMAN = (
+    orders.c.state == OrderState.SENT.value,
+    orders.c.broker_status.in_((BrokerStatus.REJECTED.value, BrokerStatus.CANCELLED.value)),
+    orders.c.verdict_handled_at.is_(None),
+)
+#: What a copy sent again keeps of the order it copies: what was asked, for whom.
+_ASKED = (
+    "endpoint",
+    "payload",
+    "apikey_token",
+    "account",
+    "strategy",
+    "symbol",
+    "exchange",
+    "product",
+    "instrument",
+    "lane",
+    "lane_key",
+    "lane_priority",
+)
 
 
 class BrokerVerdicts(StorePart):
@@ -111,15 +133,7 @@ class BrokerVerdicts(StorePart):
         among the failed orders, for a human to send again or leave."""
         with self.transaction(read_only=True) as conn:
             rows = conn.execute(
-                select(orders)
-                .where(
-                    orders.c.state == OrderState.SENT.value,
-                    orders.c.broker_status.in_(
-                        (BrokerStatus.REJECTED.value, BrokerStatus.CANCELLED.value)
-                    ),
-                )
-                .order_by(orders.c.id.desc())
-                .limit(limit)
+                select(orders).where(*_AWAITING_A_HUMAN).order_by(orders.c.id.desc()).limit(limit)
             ).mappings()
             return [
                 {
@@ -128,3 +142,85 @@ class BrokerVerdicts(StorePart):
                 }
                 for row in rows
             ]
+
+    def send_again(
+        self,
+        order_id: int,
+        *,
+        now: datetime,
+        actor: str,
+        max_age_seconds: float | None,
+        deadline: datetime | None = None,
+    ) -> int | None:
+        """A human sends a rejected or cancelled order again: a new PENDING order asking
+        the same (the record of the first stays as it was, sent and rejected), linked in
+        both trails.  The new order's id, or None when the order is not awaiting a human."""
+        with self.transaction() as conn:
+            row = (
+                conn.execute(
+                    select(*(orders.c[name] for name in _ASKED)).where(
+                        orders.c.id == order_id, *_AWAITING_A_HUMAN
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            inserted = conn.execute(
+                insert(orders).values(
+                    **row,
+                    created_at=now,
+                    state=OrderState.PENDING.value,
+                    attempts=0,
+                    reconcile_checks=0,
+                    available_at=now,
+                    expires_at=expiry_for(now, max_age_seconds, deadline),
+                    updated_at=now,
+                )
+            ).inserted_primary_key
+            assert inserted is not None  # a single-row insert reports its key
+            new_id = int(inserted[0])
+            self._mark_handled(
+                conn, order_id, now, actor, "sent_again", f"sent again as order {new_id}"
+            )
+            self._record(
+                conn,
+                new_id,
+                now=now,
+                kind=AttemptKind.OPERATOR,
+                outcome="copy_of",
+                actor=actor,
+                message=f"sent again from order {order_id} (rejected or cancelled at the broker)",
+            )
+            self.backend.notify(conn)
+            return new_id
+
+    def set_aside(self, order_id: int, *, now: datetime, actor: str, note: str | None) -> bool:
+        """A human has seen a rejected or cancelled order and will not send it again."""
+        with self.transaction() as conn:
+            if (
+                conn.execute(
+                    select(orders.c.id).where(orders.c.id == order_id, *_AWAITING_A_HUMAN)
+                ).first()
+                is None
+            ):
+                return False
+            self._mark_handled(conn, order_id, now, actor, "set_aside", note)
+            return True
+
+    def _mark_handled(self, conn, order_id, now, actor, outcome, message) -> None:
+        conn.execute(
+            update(orders)
+            .where(orders.c.id == order_id)
+            .values(verdict_handled_at=now, updated_at=now)
+        )
+        self._record(
+            conn,
+            order_id,
+            now=now,
+            kind=AttemptKind.OPERATOR,
+            outcome=outcome,
+            actor=actor,
+            message=message,
+        )

@@ -8,7 +8,7 @@ is retried or decided automatically: a human asked for exactly this.
 
 from dataclasses import asdict, dataclass, field
 
-from database.order_queue_db import DeadReason, OrderState
+from database.order_queue_db import BrokerStatus, DeadReason, OrderState
 from services.order_queue import events, runtime
 from utils.logging import get_logger
 
@@ -41,7 +41,8 @@ def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[A
     results = []
     for order_id in order_ids:
         row = store.reads.get_order(order_id)
-        if row is None or row["state"] != OrderState.DEAD.value:
+        rejected = row is not None and _rejected_after_sent(row)
+        if row is None or (row["state"] != OrderState.DEAD.value and not rejected):
             # Said first: asking to confirm a replay that cannot happen misleads.
             results.append(ActionResult(order_id, False, _why_not(store, order_id, "dead")))
             continue
@@ -69,6 +70,9 @@ def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[A
             continue
         now = queue.clock.now()
         deadline = queue.deadline_for({**row["payload"], "strategy": row["strategy"]}, now)
+        if rejected:
+            results.append(_send_again(queue, row, actor, now, deadline))
+            continue
         if store.operator.replay(
             order_id, now=now, actor=actor, max_age_seconds=max_age, deadline=deadline
         ):
@@ -183,8 +187,58 @@ def _why_not_settled(store, order_id: int, broker_orderid: str | None) -> str:
 
 
 def dismiss(order_ids: list[int], actor: str, *, note: str | None = None) -> list[ActionResult]:
-    """Close dead orders without sending them; the record stays."""
-    return _simple("dismiss", "dismissed", "dead", order_ids, actor, note)
+    """Close dead orders without sending them; the record stays.  A sent order the
+    broker rejected or cancelled afterwards is set aside (it stays sent, and rejected)."""
+    queue = runtime.current()
+    rows = {order_id: queue.store.reads.get_order(order_id) for order_id in order_ids}
+    aside = [i for i, row in rows.items() if row is not None and _rejected_after_sent(row)]
+    results = {
+        result.order_id: result
+        for result in _simple(
+            "dismiss", "dismissed", "dead", [i for i in order_ids if i not in aside], actor, note
+        )
+    }
+    for order_id in aside:
+        done = queue.store.verdicts.set_aside(
+            order_id, now=queue.clock.now(), actor=actor, note=note
+        )
+        if done:
+            logger.warning("order %s (rejected at the broker) set aside by %s", order_id, actor)
+        results[order_id] = ActionResult(
+            order_id, done, "set aside: not sent again" if done else "already dealt with"
+        )
+    return [results[order_id] for order_id in order_ids]
+
+
+def _rejected_after_sent(row: dict) -> bool:
+    """Sent, then rejected or cancelled at the broker, and not yet dealt with."""
+    return (
+        row["state"] == OrderState.SENT.value
+        and row.get("broker_status") in (BrokerStatus.REJECTED.value, BrokerStatus.CANCELLED.value)
+        and row.get("verdict_handled_at") is None
+    )
+
+
+def _send_again(queue, row: dict, actor: str, now, deadline) -> ActionResult:
+    """A sent order the broker rejected or cancelled: a new order asking the same."""
+    new_id = queue.store.verdicts.send_again(
+        row["id"],
+        now=now,
+        actor=actor,
+        max_age_seconds=queue.settings.max_age_seconds,
+        deadline=deadline,
+    )
+    if new_id is None:
+        return ActionResult(row["id"], False, "already dealt with")
+    logger.warning(
+        "order %s (%s at the broker) sent again as order %s by %s",
+        row["id"],
+        row["broker_status"],
+        new_id,
+        actor,
+    )
+    events.publish(queue.alerter, new_id, "pending", action="sent_again")
+    return ActionResult(row["id"], True, f"sent again as order {new_id}")
 
 
 def cancel(order_ids: list[int], actor: str, *, note: str | None = None) -> list[ActionResult]:

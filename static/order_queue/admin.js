@@ -213,6 +213,33 @@
     updateBulkButtons();
   }
 
+  /* Sent, then rejected or cancelled by the broker: a human sends it again (a new order
+     asking the same, with the replay's confirmation) or sets it aside. */
+  function renderRejected(data, refresh) {
+    var body = document.querySelector("#rejected-table tbody");
+    body.replaceChildren();
+    data.orders.forEach(function (order) {
+      var row = document.createElement("tr");
+      var link = document.createElement("a");
+      link.href = "/order-queue/orders/" + order.id;
+      link.textContent = "#" + order.id;
+      row.appendChild(document.createElement("td")).appendChild(link);
+      cell(row, order.strategy);
+      cell(row, order.symbol);
+      cell(row, order.payload.action);
+      cell(row, order.payload.quantity);
+      cell(row, order.broker_status, "error-cell");
+      cell(row, order.broker_message, "error-cell");
+      cell(row, order.broker_orderid);
+      var actions = cell(row, "");
+      actions.appendChild(button("Send again", function () { act("replay", [order.id]).then(refresh); }));
+      actions.appendChild(document.createTextNode(" "));
+      actions.appendChild(button("Set aside", function () { act("dismiss", [order.id]).then(refresh); }, true));
+      body.appendChild(row);
+    });
+    document.getElementById("rejected-empty").hidden = data.orders.length > 0;
+  }
+
   function renderOpen(data, refresh) {
     var body = document.querySelector("#open-table tbody");
     body.replaceChildren();
@@ -337,7 +364,8 @@
           renderFilterButtons(data.total);
         })),
         api("orders?state=pending,sending,in_doubt&per_page=100").then(paint(function (data) { renderOpen(data, refresh); })),
-        api("held").then(paint(function (data) { renderHeld(data, refresh); }))
+        api("held").then(paint(function (data) { renderHeld(data, refresh); })),
+        api("rejected").then(paint(function (data) { renderRejected(data, refresh); }))
       ]).catch(function (error) { alertBox("Could not load the queue: " + error.message, true); });
     }
     function refreshCharts() {

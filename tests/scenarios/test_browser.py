@@ -442,3 +442,53 @@ def test_held_instruments_are_settled_from_the_main_page_charts_draw_and_a_filte
         assert broker.wait_for(3 + 1 + 1, timeout=15)  # 3 replayed, INFY, SBIN's lost send
     finally:
         app.stop()
+
+
+def test_an_order_rejected_after_sent_is_shown_with_the_verdict_and_sent_again(tmp_path, browser):
+    """The real app is its own broker (in-process), whose paper broker accepts SBIN and
+    then rejects it (``PAPER_BROKER_REJECT_SYMBOLS``): the page lists the order with the
+    broker's verdict and reason, and "Send again" queues a new order asking the same."""
+    app = AppProcess(
+        tmp_path,
+        "",
+        TEST_PEPPER,
+        PAPER_BROKER_REJECT_SYMBOLS="SBIN",
+        ORDER_QUEUE_VERDICT_POLL_SECONDS="0.2",
+    )
+    app.env["HOST_SERVER"] = app.base_url
+    webhook_id = json.loads(
+        app.flask("strategy", "add", "--name", "Verdict", "--symbol", "SBIN", "--quantity", "5")
+    )["webhook_id"]
+    app.flask("user", "set-password", "--username", "trader", "--password", "pw-for-test")
+    app.start()
+    try:
+        response = httpx.post(
+            f"{app.base_url}/strategy/webhook/{webhook_id}",
+            json={"symbol": "SBIN", "action": "BUY"},
+            timeout=5,
+        )
+        assert response.status_code == 200
+        sign_in(browser, f"{app.base_url}/order-queue/")
+
+        def rejected_rows(d):
+            rows = d.find_elements("css selector", "#rejected-table tbody tr")
+            return [r.text for r in rows] or None
+
+        [row] = wait_until(browser, rejected_rows, timeout=30)
+        assert "SBIN" in row and "rejected" in row and "RMS" in row
+        browser.find_element(
+            "xpath", "//*[@id='rejected-table']//button[text()='Send again']"
+        ).click()
+        wait_until(browser, lambda d: "sent again as order" in text_of(d, "alerts"))
+        wait_until(
+            browser,
+            lambda d: (
+                len(d.find_elements("css selector", "#rejected-table tbody tr")) == 1
+                and "#2" in d.find_element("css selector", "#rejected-table tbody tr").text
+            ),
+            timeout=30,
+        )  # the copy was sent, and the broker's rule rejected it too
+        OUTPUT.mkdir(exist_ok=True)
+        browser.save_screenshot(str(OUTPUT / "admin-rejected-after-sent.png"))
+    finally:
+        app.stop()

@@ -9,7 +9,7 @@ import pytest
 
 from blueprints import order_queue
 from database import paper_broker_db
-from database.auth_db import ensure_api_key
+from database.auth_db import ensure_api_key, ensure_user
 from database.host_db import db_session
 from database.order_queue_db import BrokerStatus
 from services.order_queue import runtime
@@ -86,6 +86,43 @@ def test_a_filled_order_is_complete_and_a_rejected_exit_is_the_loudest_alert(hos
     health = client.get("/order-queue/api/health").get_json()
     verdicts = health["broker_verdicts_today"]
     assert verdicts["complete"] == 1 and verdicts["rejected"] == 1
+
+
+def test_a_rejected_order_is_listed_for_a_human_who_sends_it_again_or_sets_it_aside(host):
+    app, webhook, _receiver = host
+    with app.app_context():
+        ensure_user("alice", "s3cret-pass")
+    client = app.test_client()
+    assert (
+        client.post(
+            "/auth/login", data={"username": "alice", "password": "s3cret-pass"}
+        ).status_code
+        == 302
+    )
+    app.config["PAPER_BROKER_REJECT_SYMBOLS"] = "SBIN"
+    for action in ("BUY", "BUY"):
+        assert post(client, webhook, {"symbol": "SBIN", "action": action}).status_code == 200
+    first, second = sorted(o["id"] for o in runtime.current().store.reads.list_orders())
+    wait_for_verdict(first, "rejected")
+    wait_for_verdict(second, "rejected")
+    listed = client.get("/order-queue/api/rejected").get_json()["orders"]
+    assert [o["id"] for o in listed] == [second, first]
+    assert listed[0]["broker_status"] == "rejected" and "RMS" in listed[0]["broker_message"]
+
+    app.config["PAPER_BROKER_REJECT_SYMBOLS"] = ""  # the circuit limit lifted
+    # The first one: a later order for its instrument went out since, so it asks first.
+    asked = client.post("/order-queue/api/orders/replay", json={"ids": [first]}).get_json()
+    [result] = asked["results"]
+    assert result["needs_confirmation"] and result["later_sent"] == [second]
+    sent = client.post("/order-queue/api/orders/replay", json={"ids": [second]}).get_json()
+    [result] = sent["results"]
+    assert result["ok"] and result["message"].startswith("sent again as order")
+    copy = int(result["message"].rsplit(" ", 1)[1])
+    assert wait_for_verdict(copy, "complete")["payload"]["action"] == "BUY"
+    aside = client.post("/order-queue/api/orders/dismiss", json={"ids": [first]}).get_json()
+    assert aside["results"][0]["ok"]
+    assert client.get("/order-queue/api/rejected").get_json()["orders"] == []
+    assert [status for _s, _a, status in booked()] == ["rejected", "rejected", "complete"]
 
 
 def test_an_open_limit_order_is_open_and_its_cancellation_is_alerted(host):
