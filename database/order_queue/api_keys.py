@@ -12,7 +12,8 @@ builds the one ``KeySealing`` of the process from it.
 import base64
 import hashlib
 import hmac
-from functools import lru_cache
+import threading
+from collections import OrderedDict
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
@@ -39,16 +40,20 @@ class KeySealing:
                 f"{PEPPER_VARIABLE} must be set to at least 32 characters to encrypt API keys"
             )
         self._pepper = pepper.encode()
-        _fernet_for(self._pepper)  # derived now (tens of ms), not on a request's time
+        # Derived now (tens of ms), not on a request's time; held here and nowhere else.
+        kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=_SALT, iterations=_ITERATIONS)
+        self._fernet = Fernet(base64.urlsafe_b64encode(kdf.derive(self._pepper)))
+        self._sealed: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._sealed_lock = threading.Lock()
 
     def seal(self, api_key: str) -> str:
         """Encrypt ``api_key`` for storage."""
-        return _fernet_for(self._pepper).encrypt(api_key.encode()).decode()
+        return self._fernet.encrypt(api_key.encode()).decode()
 
     def unseal(self, token: str) -> str:
         """Decrypt a stored key; raise ``CredentialsUnavailable`` instead of crashing."""
         try:
-            return _fernet_for(self._pepper).decrypt(token.encode()).decode()
+            return self._fernet.decrypt(token.encode()).decode()
         except (InvalidToken, ValueError, AttributeError) as exc:
             raise CredentialsUnavailable("stored API key cannot be decrypted") from exc
 
@@ -56,22 +61,25 @@ class KeySealing:
         """``(seal(api_key), account id)`` for an order being queued; the account id is
         a stable, non-reversible HMAC of the key (16 hex characters).  Every order of
         an account carries the same key, so the pair is made once per key and pepper
-        and reused: the shared token tells nothing the account column does not."""
-        return _sealed_with_account(self._pepper, api_key)
+        and reused (the last ``SEALED_KEPT`` keys, in this object only): the shared
+        token tells nothing the account column does not."""
+        with self._sealed_lock:
+            if api_key in self._sealed:
+                self._sealed.move_to_end(api_key)
+                return self._sealed[api_key]
+        sealed = (
+            self.seal(api_key),
+            hmac.new(self._pepper, api_key.encode(), hashlib.sha256).hexdigest()[:16],
+        )
+        with self._sealed_lock:
+            self._sealed[api_key] = sealed
+            while len(self._sealed) > SEALED_KEPT:
+                self._sealed.popitem(last=False)
+        return sealed
 
 
-@lru_cache(maxsize=4)
-def _fernet_for(pepper: bytes) -> Fernet:
-    kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=_SALT, iterations=_ITERATIONS)
-    return Fernet(base64.urlsafe_b64encode(kdf.derive(pepper)))
-
-
-@lru_cache(maxsize=256)
-def _sealed_with_account(pepper: bytes, api_key: str) -> tuple[str, str]:
-    return (
-        _fernet_for(pepper).encrypt(api_key.encode()).decode(),
-        hmac.new(pepper, api_key.encode(), hashlib.sha256).hexdigest()[:16],
-    )
+#: API keys whose sealed form a ``KeySealing`` reuses (one per broker account in use).
+SEALED_KEPT = 256
 
 
 def mask(api_key: str | None) -> str:

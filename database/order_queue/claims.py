@@ -316,9 +316,10 @@ class Claims(StorePart):
         is stamped before it leaves and none leaves later than that, no window at the
         broker ever holds more than the limit, across processes too.  The reconciler
         also counts from this stamp, so a request held up after its claim is not judged
-        missing before it could have arrived.  ``clock`` (the queue's ``Clock.now``) is
-        read under the lock; on a backend shared across machines the stamp itself is the
-        database server's time.
+        missing before it could have arrived.  ``clock`` (the queue's ``Clock.read``, which
+        makes no store call: ``Clock.now`` may, and a store call inside a store call waits
+        for itself under a green server) is read under the lock; on a backend shared
+        across machines the stamp itself is the database server's time.
         """
         with self.transaction() as conn:
             self.backend.lock_lane(conn, order.lane_key)

@@ -69,6 +69,12 @@ class Alerter:
             last = self._last_by_key.get(dedupe)
             if last is not None and now - last < settings.alert_repeat_seconds:
                 return False
+            # Keys past their repeat window are forgotten: one per dead order otherwise.
+            self._last_by_key = {
+                key: at
+                for key, at in self._last_by_key.items()
+                if now - at < settings.alert_repeat_seconds
+            }
             self._last_by_key[dedupe] = now
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(

@@ -39,3 +39,23 @@ def test_a_pepper_too_short_is_refused():
 @pytest.mark.parametrize("key, shown", [(KEY, "****AbCd"), ("short", "****"), (None, "")])
 def test_masking_keeps_only_the_last_four(key, shown):
     assert mask(key) == shown
+
+
+def test_no_pepper_or_key_is_held_at_module_level():
+    """Only a ``KeySealing`` holds its pepper: the module keeps no cache of peppers,
+    derived keys or sealed API keys that outlives the object."""
+    from database.order_queue import api_keys
+
+    sealing = api_keys.KeySealing("p" * 40)
+    sealing.seal_with_account("k" * 64)
+    assert not [name for name, value in vars(api_keys).items() if hasattr(value, "cache_info")]
+
+
+def test_the_sealed_keys_kept_are_bounded():
+    from database.order_queue import api_keys
+
+    sealing = api_keys.KeySealing("p" * 40)
+    for n in range(api_keys.SEALED_KEPT + 50):
+        sealing.seal_with_account(f"{n:064d}")
+    assert len(sealing._sealed) == api_keys.SEALED_KEPT
+    assert sealing.seal_with_account(f"{0:064d}")[1] == sealing.seal_with_account(f"{0:064d}")[1]
