@@ -1,10 +1,14 @@
-"""``python app.py`` as a new user starts it: a busy port is named before anything runs."""
+"""``python app.py`` as a new user starts it: a busy port is named before anything runs,
+and a bad setting stops the app with the variable's name."""
 
 import socket
 import subprocess
 import sys
 
-from tests.conftest import TEST_PEPPER
+import pytest
+
+from services.order_queue.settings import SettingsError
+from tests.conftest import TEST_PEPPER, make_app
 from tests.support.app_process import ROOT, free_port
 
 
@@ -33,3 +37,14 @@ def test_a_busy_port_is_named_with_the_setting_before_anything_starts(tmp_path):
     assert f"port {port} on 127.0.0.1 is in use" in started.stderr
     assert "set FLASK_PORT" in started.stderr
     assert "listening on" not in started.stderr and "dispatcher" not in started.stderr
+
+
+def test_app_refuses_to_start_with_a_bad_value(tmp_path):
+    with pytest.raises(SettingsError, match="ORDER_QUEUE_REGULAR_RATE"):
+        make_app(tmp_path, ORDER_QUEUE_REGULAR_RATE="fast")
+
+
+def test_app_refuses_to_start_without_a_pepper(tmp_path, monkeypatch):
+    monkeypatch.delenv("API_KEY_PEPPER")
+    with pytest.raises(SettingsError, match="API_KEY_PEPPER"):
+        make_app(tmp_path)

@@ -8,9 +8,7 @@ from services.order_queue.settings import OrderQueueSettings
 
 def test_keys_past_their_repeat_window_are_forgotten():
     alerter = Alerter(
-        OrderQueueSettings(
-            alert_webhook_url="http://127.0.0.1:9/alerts", alert_repeat_seconds=0.05
-        )
+        OrderQueueSettings(alert_webhook_url="http://127.0.0.1:9/alerts", alert_repeat_seconds=0.05)
     )
     for order_id in range(150):  # one alert per dead order
         assert alerter.raise_alert("dead", str(order_id), f"order {order_id} dead")

@@ -201,8 +201,11 @@ def test_in_doubt_order_blocks_its_instrument(store):
     assert claim(store, at=later) is None
     doubt = claim_in_doubt(store, later)
     store.lifecycle.release_to_pending(doubt, now=later, actor="d2", message="not at broker")
-    assert claim(store, at=later).id == doubt.id
-    assert later_id != doubt.id
+    first = claim(store, at=later)
+    assert first.id == doubt.id  # the released order goes first
+    assert claim(store, at=later) is None  # and its instrument's later one waits for it
+    store.lifecycle.mark_sent(first, now=later, actor="d1", broker_orderid="B1")
+    assert claim(store, at=later).id == later_id
 
 
 def test_a_per_minute_lane_counts_over_its_own_window(store):

@@ -10,13 +10,14 @@ from tests.support.store_steps import (
 )
 
 
-def test_the_seed_named_module_functions_work_on_the_runtimes_store(tmp_path):
+def test_the_seed_named_module_functions_work_on_the_runtimes_store(tmp_path, monkeypatch):
     """The proposal's names are the module's public face (docs/design.md, "Layout"),
     calls over the store the runtime owns."""
     from database import order_queue_db as q
     from services.order_queue import runtime
     from services.order_queue.settings import OrderQueueSettings
 
+    monkeypatch.setattr(runtime, "_current", None)  # this test's runtime goes with it
     runtime.build(
         OrderQueueSettings(database_url=f"sqlite:///{tmp_path}/face.db", api_key_pepper=TEST_PEPPER)
     )

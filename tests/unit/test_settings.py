@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from services.order_queue.settings import SettingsError, load_settings, setting_names
-from tests.conftest import make_app
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,17 +34,6 @@ def test_defaults_match_the_design():
 def test_bad_values_fail_naming_the_variable(variable, value):
     with pytest.raises(SettingsError, match=variable):
         load_settings({variable: value})
-
-
-def test_app_refuses_to_start_with_a_bad_value(tmp_path):
-    with pytest.raises(SettingsError, match="ORDER_QUEUE_REGULAR_RATE"):
-        make_app(tmp_path, ORDER_QUEUE_REGULAR_RATE="fast")
-
-
-def test_app_refuses_to_start_without_a_pepper(tmp_path, monkeypatch):
-    monkeypatch.delenv("API_KEY_PEPPER")
-    with pytest.raises(SettingsError, match="API_KEY_PEPPER"):
-        make_app(tmp_path)
 
 
 def test_env_example_documents_every_variable():
