@@ -24,6 +24,9 @@ from database.order_queue.model import (
 
 #: When the queue's depth was last sampled (``record_sample``).
 _NEWEST_SAMPLE = select(func.max(samples.c.at))
+#: Send attempts that never reached the broker's limits: the request never left, or the
+#: API's limiter refused it before any order code ran (``outcome.py``).
+_NOT_AT_THE_BROKER = ("not_sent", "throttled")
 
 
 class ChartFacts(TypedDict):
@@ -82,10 +85,17 @@ class DepthSamples(StorePart):
                     select(samples).where(samples.c.at >= since_samples).order_by(samples.c.at)
                 ).mappings()
             ]
+            # Requests that reached the broker's limits, at the moment each left (the
+            # answer's moment less its latency): not the ones refused before the order
+            # code (never left, or the limiter's 429).
             sends = conn.execute(
-                select(attempts.c.at, orders.c.lane_key)
+                select(attempts.c.at, attempts.c.latency_ms, orders.c.lane_key)
                 .join(orders, orders.c.id == attempts.c.order_id)
-                .where(attempts.c.kind == AttemptKind.SEND.value, attempts.c.at >= since_sends)
+                .where(
+                    attempts.c.kind == AttemptKind.SEND.value,
+                    attempts.c.at >= since_sends,
+                    attempts.c.outcome.not_in(_NOT_AT_THE_BROKER),
+                )
             ).all()
             accepted = conn.execute(
                 select(attempts.c.at, orders.c.created_at)
@@ -103,7 +113,10 @@ class DepthSamples(StorePart):
             )
         return {
             "depth": depth,
-            "sends": [tuple(row) for row in sends],
+            "sends": [
+                (at - timedelta(milliseconds=latency or 0.0), lane_key)
+                for at, latency, lane_key in sends
+            ],
             "accepted": [tuple(row) for row in accepted],
             "current": {state.value: by_state.get(state.value, 0) for state in OrderState},
         }

@@ -50,8 +50,16 @@ def depth_chart(samples: list[dict], now: datetime, current: dict[str, int]) -> 
     )
 
 
-def rate_chart(sends: list[tuple[datetime, str]], now: datetime, limits: dict[str, int]) -> str:
-    """Orders per second for the busiest account of each lane, beside the lane's limit."""
+def rate_chart(
+    sends: list[tuple[datetime, str]],
+    now: datetime,
+    limits: dict[str, int],
+    windows: dict[str, float | None] | None = None,
+) -> str:
+    """Orders per second for the busiest account of each lane, beside the lane's limit:
+    a line for a per-second limit; a per-minute one (``windows``: 60) is named only, as
+    a per-second picture cannot show it."""
+    windows = windows or {}
     span = RATE_MINUTES * 60
     per_second: dict[str, Counter] = defaultdict(Counter)
     for at, lane_key in sends:
@@ -64,8 +72,13 @@ def rate_chart(sends: list[tuple[datetime, str]], now: datetime, limits: dict[st
         for (second, _lane_key), count in per_second[lane].items():
             busiest[second] = max(busiest[second], count)
         points = [(float(second), float(busiest.get(second, 0))) for second in range(span)]
-        series.append(Series(f"{lane} (limit {limits[lane]}/s)", f"s-{lane}", points))
-    ceiling = [(f"limit {limit}/s", float(limit)) for limit in sorted(set(limits.values()))]
+        series.append(
+            Series(f"{lane} (limit {_limit(limits[lane], windows.get(lane))})", f"s-{lane}", points)
+        )
+    ceiling = [
+        (f"limit {limit}/s", float(limit))
+        for limit in sorted({limits[lane] for lane in limits if not windows.get(lane)})
+    ]
     return _line_chart(
         "Orders/s, busiest account per lane, last 5 min",
         series,
@@ -73,6 +86,12 @@ def rate_chart(sends: list[tuple[datetime, str]], now: datetime, limits: dict[st
         "per s",
         [(span, "-5m"), (span * 3 / 5, "-3m"), (span / 5, "-1m"), (0, "now")],
         limits=ceiling,
+    )
+
+
+def _limit(count: int, window: float | None) -> str:
+    return (
+        f"{count}/min" if window == 60 else f"{count}/s" if not window else f"{count}/{window:g}s"
     )
 
 

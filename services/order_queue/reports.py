@@ -194,7 +194,13 @@ def charts_report(queue: OrderQueueRuntime) -> dict:
     return {
         "depth": charts.depth_chart(facts["depth"], now, facts["current"]),
         "rate": charts.rate_chart(
-            facts["sends"], now, {"smart": settings.smart_rate, "regular": settings.regular_rate}
+            facts["sends"],
+            now,
+            {"smart": settings.smart_rate, "regular": settings.regular_rate},
+            {
+                "smart": settings.smart_rate_window_seconds,
+                "regular": settings.regular_rate_window_seconds,
+            },
         ),
         "latency": charts.latency_chart(facts["accepted"], now),
     }

@@ -85,3 +85,9 @@ def test_the_unit_is_in_the_title_not_on_the_top_tick():
     top_tick = min(axis, key=lambda label: label[1])
     assert top_tick[2] == "100"  # the highest label on the y axis is a number, alone
     assert all(t != "ms" for _, _, t in axis)
+
+
+def test_a_per_minute_limit_is_named_per_minute_and_drawn_as_no_per_second_line():
+    markup = charts.rate_chart([], NOW, {"smart": 10, "regular": 100}, {"regular": 60.0})
+    assert "regular (limit 100/min)" in markup and "100/s" not in markup
+    assert "smart (limit 10/s)" in markup and "limit 10/s" in markup

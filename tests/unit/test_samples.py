@@ -34,3 +34,25 @@ def test_sends_and_acceptances_come_from_the_trail(store):
     facts = store.samples.chart_facts(since_samples=T0, since_sends=T0, since_latency=T0)
     assert facts["sends"] == [(sent, claimed.lane_key)]
     assert facts["accepted"] == [(sent, store.reads.get_order(order_id)["created_at"])]
+
+
+def test_the_rate_counts_requests_that_reached_the_broker_when_they_left(store):
+    """A request the API's limiter refused (429) or that never left counts against no
+    broker limit; one that did counts at the moment it left, not when it was answered."""
+    enqueue(store)
+    throttled = claim(store)
+    assert store.lifecycle.mark_for_retry(
+        throttled,
+        now=T0,
+        actor="d1",
+        retry_at=T0,
+        outcome="throttled",
+        error="HTTP 429: too many requests",
+        counts_as_attempt=False,
+        http_status=429,
+    )
+    answered = T0 + timedelta(seconds=3)
+    slow = claim(store)
+    store.lifecycle.mark_sent(slow, now=answered, actor="d1", broker_orderid="9", latency_ms=2500.0)
+    facts = store.samples.chart_facts(since_samples=T0, since_sends=T0, since_latency=T0)
+    assert facts["sends"] == [(answered - timedelta(milliseconds=2500), slow.lane_key)]
