@@ -69,10 +69,11 @@ def queue_order(endpoint, payload):
     Returns only after the order is committed to the queue database, then wakes the
     dispatcher.  Raises ``ValueError`` for an endpoint other than placeorder /
     placesmartorder or an unusable payload (nothing stored), and ``QueueStorageError``
-    when the store cannot be written (nothing stored; callers answer 503), or when the
-    webhook's alert key was taken by a copy of the alert (nothing stored; the answer is
-    replaced by the resend's, ``alert_keys.py``).  Outside a web request a storage
-    failure is retried for a while first.
+    when the store cannot be written (nothing stored; callers answer 503).  A webhook
+    whose alert key a copy of the alert took first stores nothing and returns as if
+    queued: the alert is queued, once, and ``alert_keys.py`` gives the view's answer
+    the resend's form.  Outside a web request a storage failure is retried for a while
+    first.
     """
     in_request = has_request_context()
     try:
@@ -104,10 +105,12 @@ def queue_order(endpoint, payload):
             )
             break
         except DuplicateAlert as exc:
-            # A copy of this alert took its key first: nothing stored.  The host's view
-            # answers its error; ``alert_keys`` turns that into the resend's answer.
+            # A copy of this alert took its key first: nothing stored, nothing wrong.  The
+            # host's view answers as for a queued order, and ``alert_keys`` replaces that
+            # answer with the resend's (the first answer, marked duplicate; or 409).
             alert_keys.note_duplicate(exc)
-            raise QueueStorageError(f"resent alert: {exc}; nothing queued") from exc
+            logger.info("resent alert: %s; nothing queued", exc)
+            return
         except QueueStorageError as exc:
             logger.error(
                 "order NOT queued (storage failure): %s %s %s: %s%s",

@@ -17,8 +17,8 @@ never less than the rest of the IST day.
 The key is read when the host's view queues its first order (``request_key``, from the
 body the view has read by then) and taken in the transaction that stores that order
 (``database/order_queue/alert_keys.py``): a resend, or a copy arriving at the same
-moment, finds it there and stores nothing; the view answers its error, which
-``_after_the_view`` turns into the resend's answer.
+moment, finds it there and stores nothing; ``queue_order`` returns as if it had queued
+(it has, once), and ``_after_the_view`` gives the view's answer the resend's form.
 
 **Chartink** alerts carry a natural key, decided here: a Chartink alert names its scan
 (``scan_url`` or ``scan_name``), the minute it triggered (``triggered_at``) and the
@@ -149,9 +149,9 @@ def _alert_body():
 
 
 def _after_the_view(response):
-    """The view answered the error ``queue_order`` raised: a resent alert gets the
-    resend's answer, a bad key a 400 naming it.  The first answer to a key this request
-    took is kept for its resends."""
+    """A resent alert gets the resend's answer (whatever the view said), a bad key a 400
+    naming it (the view answered the error ``queue_order`` raised).  The first answer to
+    a key this request took is kept for its resends."""
     env = request.environ
     key = env.get(_KEY)
     if key is not None and key.key_id is not None:  # taken here, with an order
