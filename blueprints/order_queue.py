@@ -23,7 +23,7 @@ from flask import Blueprint, abort, g, jsonify, render_template, request, sessio
 from database.order_queue.model import MAX_ORDER_ID
 from database.order_queue_db import DeadReason, OrderState, QueueStorageError
 from extensions import socketio
-from services.order_queue import actions, alert_keys, door, reports, runtime
+from services.order_queue import VERSION, actions, alert_keys, door, reports, runtime
 from services.order_queue.cli import order_queue_cli
 from services.order_queue.events import NAMESPACE
 from services.order_queue.ist import ist_to_utc
@@ -210,6 +210,11 @@ def _order_detail(order_id: int) -> dict:
 
 
 # --------------------------------------------------------------------------- pages
+
+
+@order_queue_bp.context_processor
+def _version():
+    return {"order_queue_version": VERSION}
 
 
 @order_queue_bp.route("/")

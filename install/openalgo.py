@@ -576,6 +576,14 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def plugin_version(root: Path) -> str:
+    """The plugin's version as its files in ``root`` say (``services/order_queue``),
+    read as text: the installer imports nothing of the plugin."""
+    text = (root / "services/order_queue/__init__.py").read_text(encoding="utf-8")
+    found = re.search(r'^VERSION = "([^"]+)"', text, re.M)
+    return found.group(1) if found else "unknown"
+
+
 def check(target: Path, out=sys.stdout, *, verbose: bool = False) -> int:
     """Exit status 0 when the queue is in force in ``target``: installed, current, and
     every edit made, or missing only because an OpenAlgo update removed them and the
@@ -601,6 +609,12 @@ def check(target: Path, out=sys.stdout, *, verbose: bool = False) -> int:
             problems.append(f"missing: {path}")
         elif (target / path).read_bytes() != (SOURCE_ROOT / path).read_bytes():
             problems.append(f"outdated: {path}")
+    if any(problem.startswith("outdated") for problem in problems):
+        problems.insert(
+            0,
+            f"installed version {plugin_version(target)}, this installer's "
+            f"{plugin_version(SOURCE_ROOT)} (CHANGELOG.md says what changed): run it again",
+        )
     missing_edits = []
     try:
         missing_edits = [
@@ -636,7 +650,7 @@ def check(target: Path, out=sys.stdout, *, verbose: bool = False) -> int:
             file=out,
         )
     else:
-        print("installed and current", file=out)
+        print(f"installed and current (version {plugin_version(SOURCE_ROOT)})", file=out)
     if (target / "Dockerfile").exists():
         print(
             f"Docker: images built from this checkout carry the plugin ({image_hook.CONFIG} "

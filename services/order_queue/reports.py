@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from database.order_queue.api_keys import CredentialsUnavailable, mask
 from database.order_queue.model import SquareoffOutcome
 from database.order_queue_db import OrderState, QueueStorageError
-from services.order_queue import charts
+from services.order_queue import VERSION, charts
 from services.order_queue.ist import day_start_utc, trading_day
 from services.order_queue.runtime import OrderQueueRuntime
 from services.order_queue.settings import OrderQueueSettings
@@ -93,7 +93,8 @@ def health_report(queue: OrderQueueRuntime) -> tuple[dict, bool]:
         report = stats_report(queue)
     except QueueStorageError:
         problems.append("queue database unavailable")
-        return {"status": "unhealthy", "problems": problems, "process": process}, False
+        unhealthy = {"status": "unhealthy", "problems": problems, "process": process}
+        return {**unhealthy, "version": VERSION}, False
     report["process"] = process
     if not report["dispatcher"]["alive"]:
         problems.append("dispatcher not running (no heartbeat from any process)")
@@ -121,7 +122,10 @@ def health_report(queue: OrderQueueRuntime) -> tuple[dict, bool]:
     ]
     warnings += report["clock_warnings"]
     report.update(
-        status="ok" if not problems else "unhealthy", problems=problems, warnings=warnings
+        status="ok" if not problems else "unhealthy",
+        problems=problems,
+        warnings=warnings,
+        version=VERSION,
     )
     return report, not problems
 

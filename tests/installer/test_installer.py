@@ -51,7 +51,7 @@ def test_install_copies_byte_identical_files_and_check_passes(tree):
     for path in PLUGIN_FILES:
         assert (tree / path).read_bytes() == (ROOT / path).read_bytes(), path
     code, report = run(tree, "--check")
-    assert code == 0 and "installed and current" in report
+    assert code == 0 and "installed and current (version " in report
     app_py = (tree / "app.py").read_text()
     assert '("Order Queue DB", ensure_order_queue_tables_exists)' in app_py
     assert "order_queue_plugin.init_app(app)" in app_py
@@ -529,3 +529,13 @@ def test_patched_tree_stops_the_dispatcher_gracefully_on_sigterm(tree, tmp_path)
     with sqlite3.connect(queue_db) as conn:
         [(stopped_at,)] = conn.execute("SELECT stopped_at FROM order_queue_dispatchers")
     assert stopped_at is not None
+
+
+def test_check_names_the_installed_and_the_new_version_when_files_are_outdated(tree):
+    assert run(tree)[0] == 0
+    init = tree / "services/order_queue/__init__.py"
+    init.write_text(init.read_text().replace('VERSION = "', 'VERSION = "0.9-'))
+    code, report = run(tree, "--check")
+    assert code == 1
+    assert "installed version 0.9-" in report and "this installer's" in report
+    assert "CHANGELOG.md" in report

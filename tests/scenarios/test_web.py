@@ -72,6 +72,13 @@ def test_health_is_public_and_reports(app, client):
     assert any("dispatcher not running" in p for p in response.get_json()["problems"])
 
 
+def test_the_plugins_version_is_in_health_and_on_the_page(app, logged_in):
+    from services.order_queue import VERSION
+
+    assert logged_in.get("/order-queue/api/health").get_json()["version"] == VERSION
+    assert f"Durable order queue {VERSION}" in logged_in.get("/order-queue/").get_data(as_text=True)
+
+
 def test_health_sees_a_dispatcher_this_process_does_not_own(app, logged_in):
     """Sending may run in ``flask order-queue worker`` processes: the web process reads
     their heartbeats from the queue database."""
