@@ -20,8 +20,7 @@ from functools import wraps
 
 from flask import Blueprint, abort, g, jsonify, render_template, request, session
 
-from database.order_queue.model import MAX_ORDER_ID
-from database.order_queue_db import DeadReason, OrderState, QueueStorageError
+from database.order_queue.model import MAX_ORDER_ID, DeadReason, OrderState, QueueStorageError
 from extensions import socketio
 from services.order_queue import VERSION, actions, alert_keys, door, reports, runtime
 from services.order_queue.cli import order_queue_cli

@@ -52,6 +52,7 @@ PLUGIN_FILES = [
     "services/order_queue/recording.py",
     "services/order_queue/reports.py",
     "services/order_queue/runtime.py",
+    "services/order_queue/seed_names.py",
     "services/order_queue/sending.py",
     "services/order_queue/settings.py",
     "services/order_queue/squareoffs.py",

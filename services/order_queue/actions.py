@@ -8,7 +8,7 @@ is retried or decided automatically: a human asked for exactly this.
 
 from dataclasses import asdict, dataclass, field
 
-from database.order_queue_db import BrokerStatus, DeadReason, OrderState
+from database.order_queue.model import BrokerStatus, DeadReason, OrderState
 from services.order_queue import events, runtime
 from utils.logging import get_logger
 

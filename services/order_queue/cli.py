@@ -12,8 +12,7 @@ from datetime import timedelta
 import click
 from flask.cli import AppGroup
 
-from database.order_queue.model import MAX_ORDER_ID
-from database.order_queue_db import DeadReason, OrderState, QueueStorageError
+from database.order_queue.model import MAX_ORDER_ID, DeadReason, OrderState, QueueStorageError
 from services.order_queue import actions, runtime
 from services.order_queue.reports import order_detail, order_json, stats_report
 from services.order_queue.settings import SettingsError

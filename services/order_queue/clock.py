@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from database.order_queue_db import utcnow
+from database.order_queue.model import utcnow
 from utils.logging import get_logger
 
 logger = get_logger(__name__)

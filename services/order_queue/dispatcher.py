@@ -27,13 +27,9 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from database.order_queue_db import (
-    PURGE_BATCH,
-    ClaimedOrder,
-    QueueStorageError,
-    QueueStore,
-    RateLimits,
-)
+from database.order_queue.model import ClaimedOrder, QueueStorageError, RateLimits
+from database.order_queue.operator_moves import PURGE_BATCH
+from database.order_queue.store import QueueStore
 from services.order_queue import events
 from services.order_queue.alerts import Alerter
 from services.order_queue.api_road import ApiRoad

@@ -28,7 +28,7 @@ from datetime import datetime
 
 from flask import g, jsonify, request
 
-from database.order_queue_db import QueueStorageError
+from database.order_queue.model import QueueStorageError
 from services.order_queue import runtime
 from services.order_queue.door_probe import DOOR_HEADER, LEASE_HEADER, PROBE
 from utils.logging import get_logger

@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 import httpx
 
 from database.order_queue.api_keys import CredentialsUnavailable
-from database.order_queue_db import AttemptKind, ClaimedOrder, DeadReason, QueueStore, Receipt
+from database.order_queue.model import AttemptKind, ClaimedOrder, DeadReason, Receipt
+from database.order_queue.store import QueueStore
 from services.order_queue.clock import Clock
 from services.order_queue.door_probe import DOOR_HEADER
 from services.order_queue.orderbook import OrderbookUnavailable, fetch_orderbook, find_matches

@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TypedDict
 
-from database.order_queue_db import AttemptKind, ClaimedOrder, DeadReason, QueueStore
+from database.order_queue.model import AttemptKind, ClaimedOrder, DeadReason
+from database.order_queue.store import QueueStore
 from services.order_queue import events
 from services.order_queue.alerts import Alerter
 from services.order_queue.clock import Clock

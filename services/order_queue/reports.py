@@ -10,8 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from database.order_queue.api_keys import CredentialsUnavailable, mask
-from database.order_queue.model import SquareoffOutcome
-from database.order_queue_db import OrderState, QueueStorageError
+from database.order_queue.model import OrderState, QueueStorageError, SquareoffOutcome
 from services.order_queue import VERSION, charts
 from services.order_queue.ist import day_start_utc, trading_day
 from services.order_queue.runtime import OrderQueueRuntime

@@ -6,8 +6,8 @@ go through it.
   with the settings' pepper, opens the store on its database, and replaces any earlier
   runtime (tests build one per app).  ``current()`` is the one way to reach it, from a
   request, a dispatcher thread or the host's scheduler alike (these have no app
-  context, so the runtime is not kept on the app); the seed's functions in
-  ``database/order_queue_db.py`` are calls over it.  What it does not own is the host's
+  context, so the runtime is not kept on the app); the seed's functions
+  (``seed_names.py``) are calls over it.  What it does not own is the host's
   wiring done at import, before any runtime exists: the deadline providers
   (``deadlines.py``), the squareoff sources (``squareoffs.py``) and the signal handlers
   (below).
@@ -37,7 +37,8 @@ from datetime import datetime
 
 from database.order_queue.api_keys import CredentialsUnavailable, KeySealing
 from database.order_queue.green import server_model, spawn
-from database.order_queue_db import QueueStorageError, QueueStore
+from database.order_queue.model import QueueStorageError
+from database.order_queue.store import QueueStore
 from services.order_queue import deadlines, squareoffs
 from services.order_queue.alerts import Alerter
 from services.order_queue.clock import Clock
@@ -355,6 +356,9 @@ def current() -> OrderQueueRuntime:
     if runtime is None:
         raise QueueStorageError("the order queue is not configured yet (init_app sets it up)")
     return runtime
+
+
+squareoffs.bind_runtime(current)  # the host's squareoff jobs reach the runtime this way
 
 
 def stop_current(timeout: float | None = None) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from database.order_queue.api_keys import PEPPER_VARIABLE
-from database.order_queue_db import (
+from database.order_queue.model import (
     DATABASE_URL_VARIABLE,
     DEFAULT_BUSY_TIMEOUT_MS,
     DEFAULT_DATABASE_URL,

@@ -110,6 +110,15 @@ class SquareoffSource:
 
 _sources: dict[str, SquareoffSource] = {}
 _sources_lock = threading.Lock()
+#: How a squareoff the host's scheduler fires reaches this process's runtime: bound by
+#: the runtime module when it is imported (it imports this module, so this one cannot
+#: import it back).
+_current_runtime: Callable[[], Any] | None = None
+
+
+def bind_runtime(current: Callable[[], Any]) -> None:
+    global _current_runtime
+    _current_runtime = current
 
 
 def register(source: SquareoffSource) -> Callable[[int], Any]:
@@ -135,13 +144,13 @@ def registered() -> list[SquareoffSource]:
 
 
 def _run_on_time(source: SquareoffSource, strategy_id: int):
-    from services.order_queue import runtime
-
     try:
         strategy = source.get_strategy(strategy_id)
         if strategy is None or not strategy.is_intraday or not strategy.squareoff_time:
             return source.fire(strategy_id)  # the host's own function decides
-        queue = runtime.current()
+        if _current_runtime is None:
+            raise QueueStorageError("the order queue's runtime is not loaded")
+        queue = _current_runtime()
         now = queue.clock.now()
         first = queue.store.squareoffs.record_squareoff_once(
             source=source.name,

@@ -27,7 +27,8 @@ from datetime import timedelta
 import httpx
 
 from database.order_queue.api_keys import CredentialsUnavailable
-from database.order_queue_db import BrokerStatus, QueueStorageError, QueueStore
+from database.order_queue.model import BrokerStatus, QueueStorageError
+from database.order_queue.store import QueueStore
 from services.order_queue import events
 from services.order_queue.alerts import Alerter
 from services.order_queue.clock import Clock

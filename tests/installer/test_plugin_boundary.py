@@ -94,3 +94,36 @@ def test_host_binds_queue_order_with_the_upstream_signature():
     from blueprints import strategy
 
     assert list(inspect.signature(strategy.queue_order).parameters) == ["endpoint", "payload"]
+
+
+def test_the_plugin_has_no_import_circles():
+    """Storage imports nothing of the services, services import storage modules (not
+    the face), and nothing imports the runtime back: no circle, counting imports made
+    inside functions too (docs/design.md, "Layers")."""
+    modules = {
+        path[:-3].replace("/", ".").removesuffix(".__init__"): path
+        for path in PLUGIN_FILES
+        if path.endswith(".py")
+    }
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        named = set()
+        for node in ast.walk(ast.parse((ROOT / path).read_text())):
+            if isinstance(node, ast.Import):
+                named.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                named.add(node.module)  # and "from package import module":
+                named.update(f"{node.module}.{alias.name}" for alias in node.names)
+        graph[module] = {m for m in named if m in modules and m != module}
+
+    def reachable(start: str) -> set[str]:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo.extend(graph[module])
+        return seen
+
+    circular = sorted(m for m in graph if m in reachable(m))
+    assert circular == [], circular

@@ -1,4 +1,5 @@
-"""The seed's names in ``database/order_queue_db.py``: calls over the runtime's store."""
+"""The face's ``init_db`` and the seed's names (``services/order_queue/seed_names.py``):
+calls over the runtime's store."""
 
 from datetime import timedelta
 
@@ -11,17 +12,18 @@ from tests.support.store_steps import (
 
 
 def test_the_seed_named_module_functions_work_on_the_runtimes_store(tmp_path, monkeypatch):
-    """The proposal's names are the module's public face (docs/design.md, "Layout"),
-    calls over the store the runtime owns."""
-    from database import order_queue_db as q
+    """The proposal's names (docs/design.md, "Layout") are calls over the store the
+    runtime owns; the face's ``init_db`` creates its schema."""
+    from database import order_queue_db
     from services.order_queue import runtime
+    from services.order_queue import seed_names as q
     from services.order_queue.settings import OrderQueueSettings
 
     monkeypatch.setattr(runtime, "_current", None)  # this test's runtime goes with it
     runtime.build(
         OrderQueueSettings(database_url=f"sqlite:///{tmp_path}/face.db", api_key_pepper=TEST_PEPPER)
     )
-    q.init_db()
+    order_queue_db.init_db()
     runtime.current().store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
     sent_id = q.enqueue_order("placeorder", order(), now=T0)
     doubt_id = q.enqueue_order("placeorder", order(symbol="TCS"), now=T0)
