@@ -176,7 +176,7 @@ def insert_paths(path: Path, count: int) -> tuple[float, float]:
     rows: list[dict] = []
     real_insert = store.backend.insert_order
     store.backend.insert_order = lambda engine, row: rows.append(row) or real_insert(engine, row)
-    store.lifecycle.enqueue("placeorder", payload("P", 1), now=utcnow(), max_age_seconds=600)
+    store.intake.enqueue("placeorder", payload("P", 1), now=utcnow(), max_age_seconds=600)
     store.backend.insert_order = real_insert
     row = rows[0]
     driver, core = [], []
@@ -535,7 +535,7 @@ def claim_mark_times(store: QueueStore, count: int) -> list[float]:
     """Seconds per claim + mark sent, for ``count`` fresh orders."""
     limits = RateLimits(smart=10**6, regular=10**6, window=1.1)
     for i in range(count):
-        store.lifecycle.enqueue(
+        store.intake.enqueue(
             "placeorder", payload(f"G{i}", i + 1), now=utcnow(), max_age_seconds=600
         )
     times = []
@@ -558,7 +558,7 @@ def sent_orders(store: QueueStore, count: int) -> None:
     with its payload, sealed key and attempt row), as a day of trading leaves them."""
     limits = RateLimits(smart=10**6, regular=10**6, window=1.1)
     for i in range(count):
-        store.lifecycle.enqueue(
+        store.intake.enqueue(
             "placeorder", payload(f"S{i % 200}", i % 50 + 1), now=utcnow(), max_age_seconds=600
         )
         claim = store.claims.claim_next(
@@ -673,9 +673,7 @@ def bulk_pending(store: QueueStore, count: int) -> None:
 
     from database.order_queue_db import orders
 
-    first = store.lifecycle.enqueue(
-        "placeorder", payload("R0", 1), now=utcnow(), max_age_seconds=3600
-    )
+    first = store.intake.enqueue("placeorder", payload("R0", 1), now=utcnow(), max_age_seconds=3600)
     with store.engine.begin() as conn:
         row = dict(conn.execute(select(orders).where(orders.c.id == first)).mappings().one())
         row.pop("id")
@@ -776,7 +774,7 @@ def bench_postgres(work: Path, count: int, repeats: int) -> None:
             store = QueueStore(schema_url, sealing=SEALING)
             store.schema.create()
             for i in range(count):
-                store.lifecycle.enqueue(
+                store.intake.enqueue(
                     "placeorder",
                     payload(f"P{i % 200}", i + 1, accounts[i % 16]),
                     now=utcnow(),

@@ -14,7 +14,8 @@ in ``services/order_queue/seed_names.py``.  The store lives in the
   ``StorePart``, what every part below holds it through.
 - ``store``: ``QueueStore``, the schema and its upgrades, and one part per concept:
 - ``claims``: the claim and the send stamp (where rate windows are kept).
-- ``lifecycle``: enqueue, the outcome marks, recovery, expiry.
+- ``intake``: enqueue; ``lifecycle``: the outcome marks; ``recovery``: recovery, expiry.
+- ``alert_keys``: the keys alerts carried; ``verdicts``: the broker's verdict after sent.
 - ``receipts``: what the host's door records of a request, and the answer kept.
 - ``operator_moves``: replay, settle, dismiss, cancel, purge (in batches).
 - ``dispatcher_registry``: dispatchers and their heartbeats.

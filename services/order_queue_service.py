@@ -95,7 +95,7 @@ def queue_order(endpoint, payload):
     for pause in (*(() if in_request else BACKGROUND_RETRY_PAUSES), None):
         now = queue.clock.now()
         try:
-            order_id = queue.store.lifecycle.enqueue(
+            order_id = queue.store.intake.enqueue(
                 endpoint,
                 payload,
                 now=now,

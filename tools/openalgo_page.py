@@ -85,7 +85,7 @@ payload = {"apikey": "k" * 64, "strategy": "Page", "symbol": "INFY", "exchange":
            "product": "CNC", "action": "BUY", "pricetype": "MARKET", "quantity": "3"}
 for _ in range(20):
     now = utcnow()
-    order_id = store.lifecycle.enqueue("placeorder", payload, now=now, max_age_seconds=300)
+    order_id = store.intake.enqueue("placeorder", payload, now=now, max_age_seconds=300)
     claimed = store.claims.claim_next("page-check", now=now, lease_seconds=30,
                                limits=RateLimits(smart=100, regular=100, window=1.0)).order
     if claimed is not None and claimed.id == order_id:

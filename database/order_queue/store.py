@@ -4,8 +4,9 @@ A store holds one ``StoreCore`` (the engine, the transaction gate, the attempt t
 and, over it, one part per concept, each in its own module with its statements:
 
 - ``claims``: which order may go now, its lease, and its send stamp;
-- ``lifecycle``: enqueue and the marks that move an order on (sent, retry, dead, in
-  doubt), recovery and expiry;
+- ``intake``: enqueue, committed before the webhook is answered;
+- ``lifecycle``: the marks that move a held order on (sent, retry, dead, in doubt);
+- ``recovery``: orders whose dispatcher is gone, and expiry;
 - ``receipts``: what the host's door records of a request, and the answer kept;
 - ``operator``: replay, settle, dismiss, cancel, purge;
 - ``dispatchers``: the dispatcher registry and heartbeats;
@@ -36,6 +37,7 @@ from database.order_queue.claims import Claims
 from database.order_queue.core import StoreCore, StorePart
 from database.order_queue.dispatcher_registry import DispatcherRegistry
 from database.order_queue.green import GreenTurns, offloaded
+from database.order_queue.intake import Intake
 from database.order_queue.lifecycle import LifecycleMarks
 from database.order_queue.model import (
     DEFAULT_BUSY_TIMEOUT_MS,
@@ -50,6 +52,7 @@ from database.order_queue.model import (
 from database.order_queue.operator_moves import OperatorMoves
 from database.order_queue.reads import OrderReads
 from database.order_queue.receipts import Receipts
+from database.order_queue.recovery import Recovery
 from database.order_queue.samples import DepthSamples
 from database.order_queue.squareoff_log import SquareoffLog
 from database.order_queue.verdicts import BrokerVerdicts
@@ -84,7 +87,9 @@ class QueueStore:
         self.sealing = sealing
         self.schema = part(Schema(core, sealing))
         self.claims = part(Claims(core))
-        self.lifecycle = part(LifecycleMarks(core, sealing))
+        self.intake = part(Intake(core, sealing))
+        self.lifecycle = part(LifecycleMarks(core))
+        self.recovery = part(Recovery(core))
         self.receipts = part(Receipts(core))
         self.operator = part(OperatorMoves(core))
         self.dispatchers = part(DispatcherRegistry(core))

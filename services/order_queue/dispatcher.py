@@ -264,7 +264,7 @@ class Dispatcher:
         now = self.clock.now()
         self.store.dispatchers.heartbeat(self.id, now=now)
         self.store.samples.record_sample(now=now, every_seconds=SAMPLE_SECONDS)
-        recovered = self.store.lifecycle.recover_stale_sending(
+        recovered = self.store.recovery.recover_stale_sending(
             now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds, check_at=now
         )
         for order_id in recovered:
@@ -274,7 +274,7 @@ class Dispatcher:
                 order_id,
             )
             events.publish(self.alerter, order_id, "in_doubt")
-        for row in self.store.lifecycle.expire_pending(now=now):
+        for row in self.store.recovery.expire_pending(now=now):
             logger.error(
                 "order %s dead-lettered: reason=expired strategy=%s symbol=%s queued_at=%s",
                 row["id"],

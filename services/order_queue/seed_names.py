@@ -29,10 +29,10 @@ def enqueue_order(
     max_age_seconds: float | None = None,
     deadline: datetime | None = None,
 ) -> int:
-    """Commit an order as PENDING (``LifecycleMarks.enqueue``), at the runtime's clock's
+    """Commit an order as PENDING (``Intake.enqueue``), at the runtime's clock's
     now unless told."""
     queue = runtime.current()
-    return queue.store.lifecycle.enqueue(
+    return queue.store.intake.enqueue(
         endpoint,
         payload,
         now=now or queue.clock.now(),
@@ -65,8 +65,8 @@ def recover_stale_processing_orders(
     *, now: datetime, heartbeat_timeout: float, check_at: datetime
 ) -> list[int]:
     """Orders whose dispatcher died mid-send: IN_DOUBT when their send was stamped (the
-    request may have left), PENDING when it never was (``LifecycleMarks.recover_stale_sending``)."""
-    return _store().lifecycle.recover_stale_sending(
+    request may have left), PENDING when it never was (``Recovery.recover_stale_sending``)."""
+    return _store().recovery.recover_stale_sending(
         now=now, heartbeat_timeout=heartbeat_timeout, check_at=check_at
     )
 

@@ -180,7 +180,7 @@ def test_an_update_the_plugin_cannot_follow_is_loud_in_the_container(
         f"sqlite:///{root / 'volumes' / 'db' / 'order_queue.db'}", sealing=TEST_SEALING
     )
     store.schema.create()
-    store.lifecycle.enqueue("placeorder", payload("INFY"), now=utcnow(), max_age_seconds=300)
+    store.intake.enqueue("placeorder", payload("INFY"), now=utcnow(), max_age_seconds=300)
     store.dispose()
 
     def rename_the_timing_line(tree):

@@ -154,7 +154,7 @@ def test_an_update_that_removes_an_anchor_is_loud_and_strands_no_order(openalgo,
     queue_url = f"sqlite:///{tmp_path / 'order_queue.db'}"
     store = QueueStore(queue_url, sealing=TEST_SEALING)
     store.schema.create()
-    store.lifecycle.enqueue("placeorder", payload("INFY"), now=utcnow(), max_age_seconds=300)
+    store.intake.enqueue("placeorder", payload("INFY"), now=utcnow(), max_age_seconds=300)
     store.dispose()
 
     def rename_the_timing_line(tree):

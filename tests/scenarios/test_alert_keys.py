@@ -124,22 +124,20 @@ def test_a_key_is_taken_with_its_order_or_not_at_all(store):
         return AlertKey("/strategy/webhook/w", "k1", body_hash, at + timedelta(hours=24))
 
     first = key()
-    store.lifecycle.enqueue("placeorder", order(), now=now, max_age_seconds=300, alert_key=first)
+    store.intake.enqueue("placeorder", order(), now=now, max_age_seconds=300, alert_key=first)
     assert first.key_id is not None
     with pytest.raises(DuplicateAlert) as copy:
-        store.lifecycle.enqueue(
-            "placeorder", order(), now=now, max_age_seconds=300, alert_key=key()
-        )
+        store.intake.enqueue("placeorder", order(), now=now, max_age_seconds=300, alert_key=key())
     assert not copy.value.conflict
     with pytest.raises(DuplicateAlert) as other:
-        store.lifecycle.enqueue(
+        store.intake.enqueue(
             "placeorder", order(), now=now, max_age_seconds=300, alert_key=key("x")
         )
     assert other.value.conflict
     assert len(store.reads.list_orders()) == 1
 
     later = now + timedelta(hours=25)  # the first key has expired
-    store.lifecycle.enqueue(
+    store.intake.enqueue(
         "placeorder", order(), now=later, max_age_seconds=300, alert_key=key(at=later)
     )
     assert len(store.reads.list_orders()) == 2

@@ -49,7 +49,7 @@ def test_a_dead_lettered_order_is_alerted(receiver, store, broker):
     from tests.support.fake_broker import Reject
 
     broker.script(Reject("RMS: margin exceeds"))
-    store.lifecycle.enqueue(
+    store.intake.enqueue(
         "placeorder",
         {
             "apikey": "k" * 64,

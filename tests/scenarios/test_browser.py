@@ -159,7 +159,7 @@ def test_operator_sees_dead_orders_replays_one_and_markup_stays_text(tmp_path, b
             else None
         )
         store = QueueStore(app.env["ORDER_QUEUE_DATABASE_URL"], sealing=TEST_SEALING)
-        store.lifecycle.enqueue(
+        store.intake.enqueue(
             "placeorder",
             {
                 "apikey": "k" * 64,
@@ -220,7 +220,7 @@ def test_operator_sees_dead_orders_replays_one_and_markup_stays_text(tmp_path, b
         click_in_dead_row(browser, XSS_SYMBOL, ".//input[@type='checkbox']")
         broker.default = Reject("Market closed")
         store = QueueStore(app.env["ORDER_QUEUE_DATABASE_URL"], sealing=TEST_SEALING)
-        store.lifecycle.enqueue(
+        store.intake.enqueue(
             "placeorder",
             {
                 "apikey": "k" * 64,

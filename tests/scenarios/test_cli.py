@@ -139,7 +139,7 @@ def queue_sealed_with_the_days_pepper(url: str, *, orders: int = 0) -> None:
     sealed.schema.create()
     assert sealed.schema.check_pepper()
     for n in range(orders):
-        sealed.lifecycle.enqueue("placeorder", payload(f"S{n}"), now=utcnow(), max_age_seconds=300)
+        sealed.intake.enqueue("placeorder", payload(f"S{n}"), now=utcnow(), max_age_seconds=300)
     sealed.dispose()
 
 

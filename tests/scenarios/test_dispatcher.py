@@ -89,7 +89,7 @@ def dispatch(store, settings):
 def enqueue(store, endpoint="placeorder", body=None):
     from database.order_queue_db import utcnow
 
-    return store.lifecycle.enqueue(endpoint, body or payload(), now=utcnow(), max_age_seconds=300)
+    return store.intake.enqueue(endpoint, body or payload(), now=utcnow(), max_age_seconds=300)
 
 
 def wait_final(store, order_id, timeout=10.0, states=FINAL):
@@ -431,7 +431,7 @@ def test_a_sender_that_lost_its_lease_before_sending_does_not_send(store, broker
         dispatcher.id, now=claimed_at, lease_seconds=1, limits=dispatcher.limits
     ).order
     assert (
-        store.lifecycle.recover_stale_sending(
+        store.recovery.recover_stale_sending(
             now=claimed_at + timedelta(seconds=2), heartbeat_timeout=60, check_at=claimed_at
         )
         == []

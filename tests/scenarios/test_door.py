@@ -25,7 +25,7 @@ def queued_and_claimed(app):
         "pricetype": "MARKET",
         "product": "MIS",
     }
-    store.lifecycle.enqueue("placeorder", payload, now=utcnow(), max_age_seconds=300)
+    store.intake.enqueue("placeorder", payload, now=utcnow(), max_age_seconds=300)
     order = store.claims.claim_next("d1", now=utcnow(), lease_seconds=30, limits=LIMITS).order
     assert store.claims.stamp_send(order, clock=utcnow, lease_seconds=30, door_expected=True).go
     return store, order, payload

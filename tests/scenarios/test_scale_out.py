@@ -47,7 +47,7 @@ def start_workers(tmp_path, url, broker, count, **settings):
 def enqueue_orders(store, count):
     """``count`` orders over 3 accounts and 50 instruments; quantity = queue position."""
     for i in range(count):
-        store.lifecycle.enqueue(
+        store.intake.enqueue(
             "placeorder",
             {
                 "apikey": ACCOUNTS[i % 3],
@@ -231,7 +231,7 @@ def test_a_plain_postgresql_url_just_works(postgres_schema_url):
     plain = postgres_schema_url.replace("postgresql+psycopg://", "postgresql://")
     store = QueueStore(plain, sealing=TEST_SEALING)
     store.schema.create()
-    order_id = store.lifecycle.enqueue(
+    order_id = store.intake.enqueue(
         "placeorder",
         {"apikey": ACCOUNTS[0], "symbol": "SBIN", "exchange": "NSE", "action": "BUY"},
         now=utcnow(),

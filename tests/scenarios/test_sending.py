@@ -48,7 +48,7 @@ def parts(store, broker):
 
 
 def claimed(store):
-    store.lifecycle.enqueue("placeorder", ORDER, now=Clock().now(), max_age_seconds=300)
+    store.intake.enqueue("placeorder", ORDER, now=Clock().now(), max_age_seconds=300)
     return store.claims.claim_next(
         "sender-test", now=Clock().now(), lease_seconds=30, limits=LIMITS
     ).order

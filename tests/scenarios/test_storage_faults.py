@@ -221,12 +221,10 @@ def test_the_wal_is_cut_back_after_a_long_reader_let_it_grow(tmp_path):
     reader.execute("SELECT count(*) FROM order_queue").fetchone()  # holds its snapshot
     while wal.stat().st_size <= 2 * WAL_SIZE_LIMIT_BYTES:
         for n in range(100):
-            store.lifecycle.enqueue(
-                "placeorder", payload(f"S{n}"), now=utcnow(), max_age_seconds=300
-            )
+            store.intake.enqueue("placeorder", payload(f"S{n}"), now=utcnow(), max_age_seconds=300)
     reader.execute("COMMIT")
     reader.close()
     for n in range(1200):  # past the next automatic checkpoint and the WAL's reset
-        store.lifecycle.enqueue("placeorder", payload(f"T{n}"), now=utcnow(), max_age_seconds=300)
+        store.intake.enqueue("placeorder", payload(f"T{n}"), now=utcnow(), max_age_seconds=300)
     assert wal.stat().st_size <= WAL_SIZE_LIMIT_BYTES  # (measured while connections are open)
     store.dispose()

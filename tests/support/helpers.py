@@ -26,7 +26,7 @@ def make_order(state="dead", symbol="SBIN", error="Invalid symbol", strategy="Tr
     """An order driven to ``state`` through the store's own operations."""
     store = runtime.current().store
     now = utcnow()
-    order_id = store.lifecycle.enqueue(
+    order_id = store.intake.enqueue(
         "placeorder", payload(symbol, strategy=strategy), now=now, max_age_seconds=300
     )
     if state == "pending":

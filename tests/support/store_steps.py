@@ -36,7 +36,7 @@ def order(symbol="SBIN", action="BUY", apikey=KEY_A, **extra):
 
 
 def enqueue(store, endpoint="placeorder", at=T0, max_age=None, deadline=None, **fields):
-    return store.lifecycle.enqueue(
+    return store.intake.enqueue(
         endpoint, order(**fields), now=at, max_age_seconds=max_age, deadline=deadline
     )
 

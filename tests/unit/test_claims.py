@@ -197,7 +197,7 @@ def test_in_doubt_order_blocks_its_instrument(store):
     claim_and_stamp(store)
     later_id = enqueue(store, symbol="SBIN", at=T0 + timedelta(seconds=1))
     later = T0 + timedelta(seconds=10)
-    store.lifecycle.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later)
+    store.recovery.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later)
     assert claim(store, at=later) is None
     doubt = claim_in_doubt(store, later)
     store.lifecycle.release_to_pending(doubt, now=later, actor="d2", message="not at broker")
@@ -222,7 +222,7 @@ def test_a_replayed_order_waits_for_a_later_one_in_doubt(store):
     later = enqueue(store, symbol="SBIN", action="SELL")
     claim_and_stamp(store)  # the later order is on the wire...
     after = T0 + timedelta(seconds=10)
-    store.lifecycle.recover_stale_sending(
+    store.recovery.recover_stale_sending(
         now=after, heartbeat_timeout=5, check_at=after
     )  # ...in doubt
     assert [r["id"] for r in store.reads.later_orders_gone_ahead(dead)] == [later]

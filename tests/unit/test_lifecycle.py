@@ -37,7 +37,7 @@ def test_enqueue_commits_a_pending_row_without_the_plain_key(store):
 @pytest.mark.parametrize("endpoint", ["cancelorder", "placeorder ", "", "PLACEORDER"])
 def test_enqueue_refuses_other_endpoints_and_stores_nothing(store, endpoint):
     with pytest.raises(ValueError, match="endpoint"):
-        store.lifecycle.enqueue(endpoint, order(), now=T0, max_age_seconds=None)
+        store.intake.enqueue(endpoint, order(), now=T0, max_age_seconds=None)
     assert store.reads.list_orders() == []
 
 
@@ -46,14 +46,14 @@ def test_enqueue_refuses_other_endpoints_and_stores_nothing(store, endpoint):
 )
 def test_enqueue_refuses_unusable_payloads(store, payload):
     with pytest.raises(ValueError):
-        store.lifecycle.enqueue("placeorder", payload, now=T0, max_age_seconds=None)
+        store.intake.enqueue("placeorder", payload, now=T0, max_age_seconds=None)
     assert store.reads.list_orders() == []
 
 
 def test_mark_with_a_stale_lease_changes_nothing(store):
     enqueue(store)
     first = claim_and_stamp(store)
-    store.lifecycle.recover_stale_sending(
+    store.recovery.recover_stale_sending(
         now=T0 + timedelta(seconds=60), heartbeat_timeout=5, check_at=T0 + timedelta(seconds=60)
     )
     assert not store.lifecycle.mark_sent(first, now=T0, actor="d1", broker_orderid="X")
@@ -103,15 +103,15 @@ def test_recovery_moves_orders_of_a_silent_dispatcher_to_in_doubt(store):
     enqueue(store)
     claimed = claim_and_stamp(store)
     assert (
-        store.lifecycle.recover_stale_sending(
+        store.recovery.recover_stale_sending(
             now=T0 + timedelta(seconds=2), heartbeat_timeout=5, check_at=T0
         )
         == []
     )
     later = T0 + timedelta(seconds=6)
-    assert store.lifecycle.recover_stale_sending(
-        now=later, heartbeat_timeout=5, check_at=later
-    ) == [claimed.id]
+    assert store.recovery.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later) == [
+        claimed.id
+    ]
     row = store.reads.get_order(claimed.id)
     assert row["state"] == OrderState.IN_DOUBT.value  # never straight back to pending
     store.dispatchers.register_dispatcher("d2", host="h", pid=2, now=later)
@@ -126,7 +126,7 @@ def test_an_in_doubt_order_leased_by_a_dispatcher_that_died_is_free_once_it_is_s
     enqueue(store)
     claimed = claim_and_stamp(store)
     later = T0 + timedelta(seconds=6)
-    store.lifecycle.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later)
+    store.recovery.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later)
     store.dispatchers.register_dispatcher("d2", host="h", pid=2, now=later)
     store.dispatchers.register_dispatcher("d3", host="h", pid=3, now=later)
     assert claim_in_doubt(store, later, owner="d2").id == claimed.id  # then d2 is killed
@@ -148,7 +148,7 @@ def test_an_order_claimed_but_never_stamped_goes_straight_back_to_pending(store)
     claim(store)  # the retry is claimed, and its dispatcher dies before stamping
     later = T0 + timedelta(seconds=10)
     assert (
-        store.lifecycle.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later) == []
+        store.recovery.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later) == []
     )
     row = store.reads.get_order(order_id)
     assert (row["state"], row["sent_at"], row["door_expected"]) == ("pending", None, None)
@@ -163,7 +163,7 @@ def test_live_dispatcher_keeps_its_orders(store):
     claim(store)
     store.dispatchers.heartbeat("d1", now=T0 + timedelta(seconds=9))
     assert (
-        store.lifecycle.recover_stale_sending(
+        store.recovery.recover_stale_sending(
             now=T0 + timedelta(seconds=10), heartbeat_timeout=5, check_at=T0
         )
         == []
@@ -175,7 +175,7 @@ def test_expired_pending_orders_are_dead_lettered_not_claimed(store):
     fresh = enqueue(store, symbol="TCS", max_age=60, at=T0 + timedelta(seconds=50))
     at = T0 + timedelta(seconds=61)
     assert claim(store, at=at).id == fresh  # claim never returns an expired order
-    expired = store.lifecycle.expire_pending(now=at)
+    expired = store.recovery.expire_pending(now=at)
     assert [r["id"] for r in expired] == [old]
     row = store.reads.get_order(old)
     assert (row["state"], row["dead_reason"]) == ("dead", "expired")
@@ -185,11 +185,11 @@ def test_deadline_before_max_age_sets_expiry_and_past_deadline_is_ignored(store)
     soon = enqueue(store, max_age=300, deadline=None)
     assert store.reads.get_order(soon)["expires_at"] == T0 + timedelta(seconds=300)
     squareoff = T0 + timedelta(seconds=60)
-    early = store.lifecycle.enqueue(
+    early = store.intake.enqueue(
         "placeorder", order(symbol="TCS"), now=T0, max_age_seconds=300, deadline=squareoff
     )
     assert store.reads.get_order(early)["expires_at"] == squareoff
-    flatten = store.lifecycle.enqueue(
+    flatten = store.intake.enqueue(
         "placesmartorder",
         order(symbol="INFY"),
         now=squareoff,

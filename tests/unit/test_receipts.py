@@ -26,7 +26,7 @@ def test_a_request_arriving_after_its_order_was_taken_over_is_refused(store):
     enqueue(store)
     claimed = claim_and_stamp(store)
     later = T0 + timedelta(seconds=10)
-    assert store.lifecycle.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later)
+    assert store.recovery.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later)
     assert not store.receipts.record_receipt(
         claimed.id, claimed.lease_token, instance="p1", now=later
     )

@@ -42,7 +42,7 @@ def recorder(store, clock):
 
 
 def claimed(store, clock):
-    store.lifecycle.enqueue("placeorder", ORDER, now=clock.now(), max_age_seconds=300)
+    store.intake.enqueue("placeorder", ORDER, now=clock.now(), max_age_seconds=300)
     return store.claims.claim_next(
         "test-dispatcher", now=clock.now(), lease_seconds=30, limits=UNLIMITED
     ).order
@@ -114,7 +114,7 @@ def test_each_outcome_lands_in_its_state(store, clock, recorder, verdict, state,
 
 def test_an_acceptance_after_the_lease_was_lost_is_kept_as_evidence(store, clock, recorder):
     order = claimed(store, clock)
-    store.lifecycle.recover_stale_sending(
+    store.recovery.recover_stale_sending(
         now=clock.now() + timedelta(seconds=60), heartbeat_timeout=1, check_at=clock.now()
     )
     recorder.apply(order, Verdict(Outcome.ACCEPTED, 200, orderid="LATE1"), latency_ms=9000.0)

@@ -48,7 +48,7 @@ def test_sqlite_file_never_holds_the_api_key(tmp_path):
     store = QueueStore(f"sqlite:///{tmp_path}/order_queue.db", sealing=TEST_SEALING)
     store.schema.create()
     for i in range(20):
-        store.lifecycle.enqueue("placeorder", order(symbol=f"S{i}"), now=T0, max_age_seconds=None)
+        store.intake.enqueue("placeorder", order(symbol=f"S{i}"), now=T0, max_age_seconds=None)
     store.dispose()
     for path in tmp_path.iterdir():  # the database and its WAL
         assert KEY_A.encode() not in path.read_bytes(), path.name
@@ -168,7 +168,7 @@ def test_attempts_are_append_only(store):
 def test_the_queue_file_is_created_private(tmp_path):
     store = QueueStore(f"sqlite:///{tmp_path}/private/order_queue.db", sealing=TEST_SEALING)
     store.schema.create()
-    store.lifecycle.enqueue("placeorder", order(), now=T0, max_age_seconds=None)
+    store.intake.enqueue("placeorder", order(), now=T0, max_age_seconds=None)
     for name in ("order_queue.db", "order_queue.db-wal"):
         assert (tmp_path / "private" / name).stat().st_mode & 0o777 == 0o600, name
     store.dispose()
@@ -239,7 +239,7 @@ def test_an_earlier_version_in_flight_order_counts_as_sent_after_the_upgrade(tmp
     row = upgraded.reads.get_order(order_id)
     assert row["sent_at"] == row["dispatched_at"] == T0
     later = T0 + timedelta(seconds=10)
-    assert upgraded.lifecycle.recover_stale_sending(
+    assert upgraded.recovery.recover_stale_sending(
         now=later, heartbeat_timeout=5, check_at=later
     ) == [order_id]
     upgraded.dispose()
