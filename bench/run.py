@@ -169,7 +169,7 @@ def insert_paths(path: Path, count: int) -> tuple[float, float]:
     """p50 of the SQLite backend's enqueue transaction on the driver's own cursor, and of
     the same row committed through SQLAlchemy Core (``engine.begin()``),
     alternating on one file: whether the driver-level insert still pays."""
-    from database.order_queue import backends
+    from database.order_queue import backend_rules
 
     store = QueueStore(f"sqlite:///{path}", sealing=SEALING)
     store.schema.create()
@@ -186,7 +186,7 @@ def insert_paths(path: Path, count: int) -> tuple[float, float]:
         driver.append(time.perf_counter() - started)
         started = time.perf_counter()
         with store.engine.begin() as conn:  # the backend's own BEGIN, as every write
-            conn.execute(backends._INSERT_ORDER, row)
+            conn.execute(backend_rules.INSERT_ORDER, row)
         core.append(time.perf_counter() - started)
     store.dispose()
     return pct(driver, 50) * 1000, pct(core, 50) * 1000

@@ -3,7 +3,7 @@ under gunicorn + eventlet for 2 minutes at 5 webhooks/s, SIGKILLed after the fir
 lost or doubled, and the worker's descriptors, threads and the WAL stay where they were."""
 
 from bench.soak import print_report, soak, stretches
-from database.order_queue.backends import WAL_SIZE_LIMIT_BYTES
+from database.order_queue.backend_sqlite import WAL_SIZE_LIMIT_BYTES
 
 
 def test_two_minutes_at_five_orders_a_second_with_a_sigkill(tmp_path):

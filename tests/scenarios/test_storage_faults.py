@@ -208,7 +208,7 @@ def test_the_wal_is_cut_back_after_a_long_reader_let_it_grow(tmp_path):
     """A reader that holds its snapshot (a backup, a long report) keeps checkpoints from
     finishing and the WAL grows meanwhile; once it lets go, the WAL goes back to its
     limit instead of keeping the size of that moment on disk for ever."""
-    from database.order_queue.backends import WAL_SIZE_LIMIT_BYTES
+    from database.order_queue.backend_sqlite import WAL_SIZE_LIMIT_BYTES
     from database.order_queue.store import QueueStore
     from database.order_queue_db import utcnow
     from tests.support.helpers import payload
