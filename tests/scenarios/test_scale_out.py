@@ -203,8 +203,8 @@ def test_four_workers_starting_at_once_on_an_empty_database(tmp_path, postgres_s
             )
         ).scalar()
     store.dispose()
-    assert tables == 6 and triggers >= 2  # orders, attempts, dispatchers, meta, samples,
-    # squareoffs
+    assert tables == 7 and triggers >= 2  # orders, attempts, dispatchers, meta, samples,
+    # squareoffs, alert keys
 
 
 def test_an_enqueue_in_another_process_wakes_the_worker_at_once(
