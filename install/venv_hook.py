@@ -1,7 +1,7 @@
 """The start-up hook in OpenAlgo's virtual environment (``install/startup_hook.py`` says
 what it does at start); this module puts it in place and takes it away.
 
-Why a hook in the environment rather than the alternatives (the README's "After an
+Why a hook in the environment rather than the alternatives (docs/installing.md, "After an
 OpenAlgo update" has the longer version):
 
 - git hooks (post-merge, post-checkout) do not run for ``git stash`` or ``git reset

@@ -151,7 +151,7 @@ class PostgresBackend:
         """The same protection as on SQLite, as PL/pgSQL trigger functions.
 
         Only the tables' owner can make (or drop, or disable) triggers.  Run the app as a
-        role that does not own the tables (README: "Scaling out on PostgreSQL") and it
+        role that does not own the tables (docs/installing.md, "Scaling out on PostgreSQL") and it
         cannot switch the protection off either; it then leaves the triggers the owner
         made as they are."""
         owner = conn.execute(

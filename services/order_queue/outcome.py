@@ -1,5 +1,5 @@
 """What one HTTP attempt at the broker API means for the order (docs/design.md,
-"Lifecycle"; the README's table of answers).
+"Lifecycle"; docs/guarantees.md has the table of answers).
 
 Pure functions, so the rules a trader's money depends on read in one place and are
 tested without a network:

@@ -80,8 +80,8 @@ class OrderQueueSettings:
     #: How much later than the requests around it the host's limiter may count one:
     #: OpenAlgo's server takes requests in turn, so requests stamped inside the budget
     #: can reach its limiter bunched closer than they left.  Windows are counted this
-    #: much wider again (measured inside OpenAlgo: README, "Pacing against OpenAlgo's
-    #: limiter").
+    #: much wider again (measured inside OpenAlgo: docs/operating.md, "Pacing against
+    #: OpenAlgo's limiter").
     host_jitter_seconds: float = _variable("ORDER_QUEUE_HOST_JITTER_SECONDS", 0.3, minimum=0)
     #: OpenAlgo's own address (its public URL behind nginx in production).  Orders go
     #: to it only over loopback (``api_road.py``).

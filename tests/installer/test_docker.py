@@ -261,7 +261,7 @@ def test_an_exception_takes_a_path_back_in(tmp_path):
 
 def test_a_derived_image_of_the_prebuilt_one_has_the_queue(tmp_path):
     """``docker-run.sh`` and compose files with only an ``image:`` pull OpenAlgo's
-    prebuilt image, which has no plugin code.  The derived image (README: "Running it in
+    prebuilt image, which has no plugin code.  The derived image (docs/installing.md, "Running it in
     OpenAlgo's Docker image") runs the installer on top of it at build time: emulated
     here as the upstream image's folder with the installer run against its ``/app`` by
     the image's interpreter."""

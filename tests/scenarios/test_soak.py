@@ -1,4 +1,4 @@
-"""The soak's short version (``bench/soak.py``; the README has the 30-minute one): the app
+"""The soak's short version (``bench/soak.py``; docs/benchmarks.md has the 30-minute one): the app
 under gunicorn + eventlet for 2 minutes at 5 webhooks/s, SIGKILLed after the first: nothing
 lost or doubled, and the worker's descriptors, threads and the WAL stay where they were."""
 
