@@ -7,10 +7,10 @@ What it measures, and why
 -------------------------
 The plugin's promise (docs/guarantees.md, "Delivery guarantees") is that a webhook answered
 200 is an order that reaches OpenAlgo's order API exactly once, across crashes and restarts,
-and that the server keeps answering meanwhile, also under gunicorn + eventlet where one blocking call
-freezes every request.  The plugin's own tests prove it against a stand-in host; this script
-checks it against real OpenAlgo, driven only from outside: the plugin's installer, HTTP, and
-SQLite reads.
+and that the server keeps answering meanwhile, also under gunicorn + eventlet where one
+blocking call freezes every request.  The plugin's own tests prove it against a stand-in
+host; this script checks it against real OpenAlgo, driven only from outside: the plugin's
+installer, HTTP, and SQLite reads.
 
 For each server (``dev``: ``python app.py`` under a pseudo-terminal; ``gunicorn``: the
 production command of OpenAlgo's start.sh) and each order mode, in a fresh copy of the
