@@ -298,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         "--plugin-ref", default="HEAD", help="install the plugin from this git ref (default HEAD)"
     )
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--queue-road",
+        choices=("default", "http"),
+        default="default",
+        help="http: the queue posts to OpenAlgo's loopback port instead of in-process",
+    )
     args = parser.parse_args(argv)
     args.queue_url = ""
     src = args.openalgo.resolve()

@@ -1246,6 +1246,12 @@ def prepare_checkout(
         )
         env.write_text(text if found else text + f"\nORDER_QUEUE_DATABASE_URL = '{url}'\n")
         log(f"[{label}] queue database: PostgreSQL schema {schema}")
+    if getattr(args, "queue_road", "default") == "http":
+        # The queue's requests over HTTP to OpenAlgo's own loopback port, as before the
+        # in-process road: the two roads side by side.
+        with (checkout / ".env").open("a") as env:
+            env.write(f"\nORDER_QUEUE_API_URL = 'http://{HOST}:{port}'\n")
+        log(f"[{label}] the queue's road: HTTP to {HOST}:{port}")
     webhook_id = str(uuid.uuid4())
     seed = {
         "user": "admin",
@@ -1748,6 +1754,12 @@ def main(argv: list[str] | None = None) -> int:
         help="share of SELL (smart order) webhooks in semi_auto",
     )
     parser.add_argument("--drain-timeout", type=float, default=180)
+    parser.add_argument(
+        "--queue-road",
+        choices=("default", "http"),
+        default="default",
+        help="http: the queue posts to OpenAlgo's loopback port instead of in-process",
+    )
     parser.add_argument("--boot-timeout", type=float, default=90)
     parser.add_argument(
         "--exit-timeout",
