@@ -16,6 +16,7 @@ from database.order_queue.core import StorePart
 from database.order_queue.model import (
     ERROR_TEXT_LIMIT,
     EXIT_PRIORITY,
+    IDENTITY_COLUMNS,
     AttemptKind,
     BrokerStatus,
     OrderState,
@@ -31,21 +32,9 @@ _AWAITING_A_HUMAN = (
     orders.c.broker_status.in_((BrokerStatus.REJECTED.value, BrokerStatus.CANCELLED.value)),
     orders.c.verdict_handled_at.is_(None),
 )
-#: What a copy sent again keeps of the order it copies: what was asked, for whom.
-_ASKED = (
-    "endpoint",
-    "payload",
-    "apikey_token",
-    "account",
-    "strategy",
-    "symbol",
-    "exchange",
-    "product",
-    "instrument",
-    "lane",
-    "lane_key",
-    "lane_priority",
-)
+#: What a copy sent again keeps of the order it copies: what was asked, for whom (the
+#: identity columns but its own id and moment).
+_ASKED = tuple(name for name in IDENTITY_COLUMNS if name not in ("id", "created_at"))
 
 
 class BrokerVerdicts(StorePart):
