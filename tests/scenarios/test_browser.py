@@ -476,9 +476,14 @@ def test_an_order_rejected_after_sent_is_shown_with_the_verdict_and_sent_again(t
 
         [row] = wait_until(browser, rejected_rows, timeout=30)
         assert "SBIN" in row and "rejected" in row and "RMS" in row
-        browser.find_element(
-            "xpath", "//*[@id='rejected-table']//button[text()='Send again']"
-        ).click()
+
+        def send_again(d):  # the table repaints on every live event: find and click at once
+            d.find_element(
+                "xpath", "//*[@id='rejected-table']//button[text()='Send again']"
+            ).click()
+            return True
+
+        wait_until(browser, send_again)
         wait_until(browser, lambda d: "sent again as order" in text_of(d, "alerts"))
         wait_until(
             browser,
