@@ -22,6 +22,7 @@ from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
+from database.order_queue import holds
 from database.order_queue.core import StorePart
 from database.order_queue.dispatcher_registry import lease_is_free
 from database.order_queue.model import (
@@ -46,29 +47,23 @@ _LANE_STAMPS = (
     .order_by(orders.c.sent_at.desc())
     .limit(bindparam("limit"))
 )
-#: A claim starts a send afresh: no stamp yet, no receipt from the host.  Without this a
-#: claim that dies before its stamp would carry the previous attempt's facts.
-_NOT_YET_SENT = {
+#: What the sender knew of its previous send: a claim starts a send afresh (no stamp yet,
+#: no answer), so a claim that dies before its stamp carries none of it.  The host's
+#: receipt is the door's to write (``receipts``); it belongs to the send it names.
+_SENDER_FACTS_CLEARED = {
     "sent_at": None,
     "door_expected": None,
-    "host_instance": None,
-    "host_received_at": None,
-    "host_done_at": None,
-    "host_answer_status": None,
-    "host_answer_body": None,
     "sender_answer_status": None,
 }
 
 # The claim path's statements, built once: building them per claim cost more than
 # running them.  Parameters are bound at execution (see ``claim_next``).
 _other = aliased(orders, name="other")
-_IN_FLIGHT = (OrderState.SENDING.value, OrderState.IN_DOUBT.value)
 #: The next PENDING order that may go now: due, not expired, its account lane not
-#: blocked, no unfinished predecessor for its instrument (an earlier one still waiting,
-#: or any on the wire or in doubt: a replayed older order must not pass a newer one in
-#: flight; on PostgreSQL ids may also commit out of order), and for a smart order no
-#: smart order of its instrument still settling (one the broker answered without
-#: placing anything changed no position: nothing to settle).  Exits first, then oldest.
+#: blocked, no earlier order of its instrument still pending (on PostgreSQL ids may also
+#: commit out of order), none on the wire or in doubt (a replayed older order must not
+#: pass a newer one in flight), and for a smart order none of its instrument settling
+#: (``holds.py``, the rule the page shows).  Exits first, then oldest.
 _CLAIM_CANDIDATE = (
     select(orders)
     .where(
@@ -80,7 +75,7 @@ _CLAIM_CANDIDATE = (
             _other.c.id != orders.c.id,
             or_(
                 and_(_other.c.id < orders.c.id, _other.c.state == OrderState.PENDING.value),
-                _other.c.state.in_(_IN_FLIGHT),
+                holds.on_the_wire(_other),
             ),
         ),
         orders.c.lane_key.not_in(bindparam("blocked", expanding=True)),
@@ -88,16 +83,14 @@ _CLAIM_CANDIDATE = (
             orders.c.lane != Lane.SMART.value,
             ~exists().where(
                 _other.c.instrument == orders.c.instrument,
-                _other.c.lane == Lane.SMART.value,
-                _other.c.dispatched_at > bindparam("settling_since"),
-                or_(_other.c.state != OrderState.SENT.value, _other.c.broker_orderid.is_not(None)),
+                holds.settling(_other, bindparam("settling_since")),
             ),
         ),
     )
     .order_by(orders.c.lane_priority, orders.c.id)
     .limit(1)
 )
-#: The claimed row leased: SENDING, a fresh send (no stamp, no receipt yet).
+#: The claimed row leased: SENDING, a fresh send (not stamped yet).
 _CLAIM_ROW = (
     update(orders)
     .where(orders.c.id == bindparam("claimed_id"))
@@ -106,9 +99,9 @@ _CLAIM_ROW = (
         lease_owner=bindparam("owner"),
         lease_token=bindparam("token"),
         lease_expires_at=bindparam("lease_until"),
-        dispatched_at=bindparam("claimed_at"),
+        claimed_at=bindparam("claimed_at"),
         updated_at=bindparam("claimed_at"),
-        **_NOT_YET_SENT,
+        **_SENDER_FACTS_CLEARED,
     )
 )
 #: The send stamp, only while the sender still holds the lease (``stamp_send``).
@@ -120,40 +113,35 @@ _STAMP_ROW = (
         orders.c.state == OrderState.SENDING.value,
     )
     .values(
-        **{
-            **_NOT_YET_SENT,
-            "door_expected": bindparam("door"),
-            "sent_at": bindparam("stamp"),
-            "dispatched_at": bindparam("stamped_at"),
-            "updated_at": bindparam("stamped_at"),
-            "lease_expires_at": bindparam("lease_until"),
-        }
+        sent_at=bindparam("stamp"),
+        door_expected=bindparam("door"),
+        sender_answer_status=None,
+        updated_at=bindparam("stamped_at"),
+        lease_expires_at=bindparam("lease_until"),
     )
 )
-#: Sends per account lane since a moment, and the oldest of them (all lanes, or one).
-_LANE_SENDS = (
-    select(orders.c.lane_key, func.count(), func.min(orders.c.dispatched_at))
-    .where(orders.c.dispatched_at > bindparam("since"))
+#: Claims per account lane since a moment, and the oldest of them (all lanes, or one).
+_LANE_CLAIMS = (
+    select(orders.c.lane_key, func.count(), func.min(orders.c.claimed_at))
+    .where(orders.c.claimed_at > bindparam("since"))
     .group_by(orders.c.lane_key)
 )
-_ONE_LANE_SENDS = (
-    select(orders.c.lane_key, func.count(), func.min(orders.c.dispatched_at))
-    .where(orders.c.dispatched_at > bindparam("since"), orders.c.lane == bindparam("lane"))
+_ONE_LANE_CLAIMS = (
+    select(orders.c.lane_key, func.count(), func.min(orders.c.claimed_at))
+    .where(orders.c.claimed_at > bindparam("since"), orders.c.lane == bindparam("lane"))
     .group_by(orders.c.lane_key)
 )
 #: When the next thing becomes due: a smart order's settle gap, a retry, a lease.
-_OLDEST_SMART_SEND = select(func.min(orders.c.dispatched_at)).where(
-    orders.c.lane == Lane.SMART.value, orders.c.dispatched_at > bindparam("since")
+_OLDEST_SMART_SEND = select(func.min(orders.c.sent_at)).where(
+    orders.c.lane == Lane.SMART.value, orders.c.sent_at > bindparam("since")
 )
 _NEXT_AVAILABLE = select(func.min(orders.c.available_at)).where(
     orders.c.state.in_([OrderState.PENDING.value, OrderState.IN_DOUBT.value]),
     orders.c.available_at > bindparam("now"),
 )
 _NEXT_LEASE_EXPIRY = select(func.min(orders.c.lease_expires_at)).where(
-    orders.c.state.in_(_IN_FLIGHT), orders.c.lease_expires_at > bindparam("now")
+    holds.on_the_wire(orders), orders.c.lease_expires_at > bindparam("now")
 )
-#: A moment no send is stamped after: "nothing settles" when the settle gap is off.
-_NEVER = datetime(9999, 12, 31)
 
 
 class Claims(StorePart):
@@ -182,9 +170,7 @@ class Claims(StorePart):
         Returns ``ClaimResult(None, next_due_at)`` when nothing qualifies, where
         ``next_due_at`` is the earliest moment something may (a hint for sleeping).
         """
-        settling_since = (
-            now - timedelta(seconds=limits.smart_settle) if limits.smart_settle > 0 else _NEVER
-        )
+        settling_since = holds.settling_since(now, limits.smart_settle)
         with self.transaction() as conn:
             blocked, window_opens_at = self._blocked_lanes(conn, now, limits)
             row = (
@@ -212,13 +198,13 @@ class Claims(StorePart):
                     "lease_until": now + timedelta(seconds=lease_seconds),
                 },
             )
-            return ClaimResult(_claimed(row, token, OrderState.SENDING.value, now), None)
+            return ClaimResult(_claimed(row, token, OrderState.SENDING.value, sent_at=None), None)
 
     def _blocked_lanes(
         self, conn: Connection, now: datetime, limits: RateLimits
     ) -> tuple[list[str], datetime | None]:
-        """Account lanes that used their budget in the current window, and when the
-        earliest of them frees a slot."""
+        """Account lanes whose claims used their budget in the current window, and when
+        the earliest of them frees a slot (the send stamp then keeps the exact count)."""
         blocked, opens = [], None
         windows = {lane: limits.counted_window(lane.value) for lane in Lane}
         # One query when both lanes count over the same window (the default); one per lane
@@ -231,9 +217,9 @@ class Claims(StorePart):
         for lane, seconds in groups:
             window = timedelta(seconds=seconds)
             counted = (
-                conn.execute(_LANE_SENDS, {"since": now - window})
+                conn.execute(_LANE_CLAIMS, {"since": now - window})
                 if lane is None
-                else conn.execute(_ONE_LANE_SENDS, {"since": now - window, "lane": lane.value})
+                else conn.execute(_ONE_LANE_CLAIMS, {"since": now - window, "lane": lane.value})
             )
             for lane_key, count, oldest in counted:
                 if count >= limits.limit_for(lane_key):
@@ -294,7 +280,7 @@ class Claims(StorePart):
                     updated_at=now,
                 )
             )
-            return _claimed(row, token, OrderState.IN_DOUBT.value, row["dispatched_at"])
+            return _claimed(row, token, OrderState.IN_DOUBT.value, sent_at=row["sent_at"])
 
     def stamp_send(
         self,
@@ -362,7 +348,7 @@ class Claims(StorePart):
             return SendStamp(go=stamped, lease_lost=not stamped, taken_at=taken_at)
 
 
-def _claimed(row, token: str, state: str, dispatched_at: datetime | None) -> ClaimedOrder:
+def _claimed(row, token: str, state: str, *, sent_at: datetime | None) -> ClaimedOrder:
     return ClaimedOrder(
         id=row["id"],
         endpoint=row["endpoint"],
@@ -374,15 +360,24 @@ def _claimed(row, token: str, state: str, dispatched_at: datetime | None) -> Cla
         attempts=row["attempts"],
         reconcile_checks=row["reconcile_checks"],
         lease_token=token,
-        dispatched_at=dispatched_at,
+        sent_at=sent_at,
         created_at=row["created_at"],
-        receipt=Receipt(
-            bool(row["door_expected"]),
-            row["host_instance"],
-            row["host_received_at"],
-            row["host_done_at"],
-            row["host_answer_status"],
-            row["host_answer_body"],
-        ),
+        receipt=_receipt_of_send(row, sent_at),
         sender_answer_status=row["sender_answer_status"],
+    )
+
+
+def _receipt_of_send(row, sent_at: datetime | None) -> Receipt:
+    """The door's receipt of the send stamped ``sent_at``; empty when the door recorded
+    none for that send (a receipt of an earlier send of the order is not this one's)."""
+    door_expected = bool(row["door_expected"])
+    if sent_at is None or row["receipt_sent_at"] != sent_at:
+        return Receipt(door_expected, None, None, None, None, None)
+    return Receipt(
+        door_expected,
+        row["host_instance"],
+        row["host_received_at"],
+        row["host_done_at"],
+        row["host_answer_status"],
+        row["host_answer_body"],
     )

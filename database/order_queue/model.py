@@ -161,16 +161,21 @@ class QueuedOrder(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_token: Mapped[str | None] = mapped_column(String(32))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
-    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: When the order was last claimed for a send (its lease taken): the claim's count of
+    #: an account lane's budget.  The send itself is ``sent_at``.
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime)
     reconcile_checks: Mapped[int] = mapped_column(Integer, default=0)
     broker_orderid: Mapped[str | None] = mapped_column(String(64))
     last_error: Mapped[str | None] = mapped_column(Text)
     dead_reason: Mapped[str | None] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
-    # receipt: what the receiving host process saw of the current send (it records them
-    # itself when it runs the plugin; see ``record_receipt``)
+    #: The sender expected the host's door (``Receipt.door_expected``), for the current send.
     door_expected: Mapped[bool | None] = mapped_column(Boolean)
+    # receipt: what the receiving host process saw of a send; only its door writes these
+    # (``receipts.py``).  They belong to the send whose stamp ``receipt_sent_at`` holds:
+    # a receipt of an earlier send of the same order is not the current send's.
+    receipt_sent_at: Mapped[datetime | None] = mapped_column(DateTime)
     host_instance: Mapped[str | None] = mapped_column(String(80))
     host_received_at: Mapped[datetime | None] = mapped_column(DateTime)
     host_done_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -192,9 +197,11 @@ class QueuedOrder(Base):
     broker_checked_at: Mapped[datetime | None] = mapped_column(DateTime)
     #: A human dealt with a rejected or cancelled verdict: sent it again, or set it aside.
     verdict_handled_at: Mapped[datetime | None] = mapped_column(DateTime)
-    #: When the current send's request was let out (``stamp_send``), on the shared clock;
-    #: NULL while an order is claimed but not yet on its way, so recovery knows that a
-    #: request that was never stamped never left.
+    #: The send stamp: when the current send's request was let out (``stamp_send``), on
+    #: the shared clock.  The rate windows, the settle gap and the reconciler count from
+    #: it.  NULL while an order is claimed but not yet stamped, so recovery knows that a
+    #: request that was never stamped never left (a stamped one may still not have: the
+    #: sender may have died between the stamp and the request).
     sent_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (
@@ -209,14 +216,17 @@ class QueuedOrder(Base):
             ("state", "lease_expires_at"),
             "state IN ('sending', 'in_doubt')",
         ),
-        # Per-account rate limit: sends in the last window.  This and the next two are
-        # partial (NULL until a send), so an enqueue's commit does not write their pages:
-        # every index page an insert touches is one more page to fsync.
-        _partial_index(
-            "ix_order_queue_dispatched", ("dispatched_at",), "dispatched_at IS NOT NULL"
-        ),
+        # The claim's count of an account lane's budget: claims in the last window.  This
+        # and the next three are partial (NULL until a claim or a send), so an enqueue's
+        # commit does not write their pages: every index page an insert touches is one
+        # more page to fsync.
+        _partial_index("ix_order_queue_claimed", ("claimed_at",), "claimed_at IS NOT NULL"),
         # The send stamp's gate: this lane's stamps in the last window.
         _partial_index("ix_order_queue_lane_sent", ("lane_key", "sent_at"), "sent_at IS NOT NULL"),
+        # The settle gap: smart orders sent within it.
+        _partial_index(
+            "ix_order_queue_smart_sent", ("sent_at",), "lane = 'smart' AND sent_at IS NOT NULL"
+        ),
         _partial_index(
             "ix_order_queue_broker_orderid", ("broker_orderid",), "broker_orderid IS NOT NULL"
         ),
@@ -384,7 +394,8 @@ class ClaimedOrder:
     attempts: int
     reconcile_checks: int
     lease_token: str
-    dispatched_at: datetime | None
+    #: The current send's stamp: None for a fresh claim, the stamp for a reconciliation.
+    sent_at: datetime | None
     created_at: datetime
     receipt: Receipt
     #: What the sender got back for the current send, from whoever answered

@@ -7,12 +7,13 @@ API key or the lease token (``_public``).
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import aliased
 
+from database.order_queue import holds
 from database.order_queue.core import StorePart
 from database.order_queue.model import (
     DeadReason,
@@ -168,30 +169,28 @@ class OrderReads(StorePart):
             "dead": sum(depth[OrderState.DEAD.value].values()),
         }
 
-    def held_orders(self, *, now: datetime, settle_seconds: float) -> list[dict[str, Any]]:
-        """Orders that hold their instrument: on the wire, in doubt, or a smart order whose
-        position is still settling; and, for the operator's eyes beside them, orders dead
-        in doubt (they no longer hold later orders: a dead letter holds nothing)."""
-        holding = or_(
-            orders.c.state.in_([OrderState.SENDING.value, OrderState.IN_DOUBT.value]),
+    def held_orders(self, *, now: datetime, settle_gap_seconds: float) -> list[dict[str, Any]]:
+        """Orders that hold their instrument back, each with what it holds (``holds``:
+        a ``holds.Holds`` value, the claim's own rule); and, for the operator's eyes
+        beside them, orders dead in doubt that hold nothing (a dead letter holds no
+        later order; ``holds`` None)."""
+        since = holds.settling_since(now, settle_gap_seconds)
+        shown = or_(
+            holds.on_the_wire(orders),
+            holds.settling(orders, since),
             and_(
                 orders.c.state == OrderState.DEAD.value,
                 orders.c.dead_reason == DeadReason.IN_DOUBT.value,
             ),
-            and_(
-                orders.c.state == OrderState.SENT.value,
-                orders.c.lane == Lane.SMART.value,
-                orders.c.broker_orderid.is_not(None),
-                orders.c.dispatched_at > now - timedelta(seconds=settle_seconds),
-            ),
+        )
+        query = (
+            select(orders, holds.holds_what(orders, since).label("holds"))
+            .where(shown)
+            .order_by(orders.c.id)
+            .limit(200)
         )
         with self.transaction(read_only=True) as conn:
-            return [
-                _public(row)
-                for row in conn.execute(
-                    select(orders).where(holding).order_by(orders.c.id).limit(200)
-                ).mappings()
-            ]
+            return [_public(row) for row in conn.execute(query).mappings()]
 
     def later_orders_gone_ahead(self, order_id: int) -> list[dict[str, Any]]:
         """Orders for the same instrument queued after ``order_id`` that are already sent,

@@ -1,10 +1,12 @@
 """Receipts and the kept answer: what the host's door (``services/order_queue/door.py``)
 writes about a request it received.
 
-A receipt says which process received an order's request and when; the host's answer is
-kept beside it, so the reconciler can settle an order whose sender did not live to read
-the answer.  A broker acceptance that arrives after the lease passed on is kept in the
-trail as evidence.  The receipt is read back with the order (``claims``).
+A receipt says which process received an order's request and when, and which send it
+belongs to (``receipt_sent_at``, that send's stamp); the host's answer is kept beside it,
+so the reconciler can settle an order whose sender did not live to read the answer.  A
+broker acceptance that arrives after the lease passed on is kept in the trail as
+evidence.  The receipt is read back with the order (``claims``).  These are the only
+writes of the receipt's columns: nothing else records what the host did.
 """
 
 from __future__ import annotations
@@ -45,7 +47,14 @@ class Receipts(StorePart):
                         orders.c.state == OrderState.SENDING.value,
                         orders.c.lease_token == lease_token,
                     )
-                    .values(host_instance=instance, host_received_at=now)
+                    .values(
+                        receipt_sent_at=orders.c.sent_at,
+                        host_instance=instance,
+                        host_received_at=now,
+                        host_done_at=None,
+                        host_answer_status=None,
+                        host_answer_body=None,
+                    )
                 ).rowcount
                 == 1
             )

@@ -167,19 +167,35 @@ def _add_missing_columns(conn: Connection) -> None:
                 f"ALTER TABLE {orders.name} RENAME COLUMN fence_expected TO door_expected"
             )
             present = (present - {"fence_expected"}) | {"door_expected"}
+        if table is orders and "dispatched_at" in present and "claimed_at" not in present:
+            # Earlier versions kept the claim and the send in one column, last set by the
+            # send stamp; it now counts claims only, and ``sent_at`` is the send.
+            conn.exec_driver_sql(
+                f"ALTER TABLE {orders.name} RENAME COLUMN dispatched_at TO claimed_at"
+            )
+            conn.exec_driver_sql("DROP INDEX IF EXISTS ix_order_queue_dispatched")
+            present = (present - {"dispatched_at"}) | {"claimed_at"}
         for column in table.columns:
             if column.name not in present:
                 kind = column.type.compile(dialect=conn.dialect)
                 conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
         if table is orders and "sent_at" not in present:
             # Earlier versions kept no send stamp: an order they left in flight may have
-            # been sent, so it counts as stamped at its dispatch time.
+            # been sent, so it counts as stamped at its claim time.
             conn.execute(
                 update(orders)
                 .where(
                     orders.c.state.in_([OrderState.SENDING.value, OrderState.IN_DOUBT.value]),
                 )
-                .values(sent_at=orders.c.dispatched_at)
+                .values(sent_at=orders.c.claimed_at)
+            )
+        if table is orders and "receipt_sent_at" not in present:
+            # Earlier versions cleared the receipt at every claim: one present is the
+            # current send's.
+            conn.execute(
+                update(orders)
+                .where(orders.c.host_received_at.is_not(None))
+                .values(receipt_sent_at=orders.c.sent_at)
             )
         for index in table.indexes:
             index.create(conn, checkfirst=True)

@@ -97,9 +97,9 @@ class Reconciler:
             else:
                 record.check_again(order, f"orderbook unavailable: {exc}", pause)
             return
-        assert order.dispatched_at is not None  # an in-doubt order's send was stamped
+        assert order.sent_at is not None  # an in-doubt order's send was stamped
         result = find_matches(
-            order.endpoint, order.payload, self.clock.to_wall(order.dispatched_at), book
+            order.endpoint, order.payload, self.clock.to_wall(order.sent_at), book
         )
         unbound = sorted(
             set(result.orderids)
@@ -174,10 +174,10 @@ class Reconciler:
         )
 
     def _request_over_at(self, order: ClaimedOrder, gone_since: datetime | None) -> datetime:
-        assert order.dispatched_at is not None  # an in-doubt order's send was stamped
+        assert order.sent_at is not None  # an in-doubt order's send was stamped
         return request_over_at(
             order.receipt,
-            dispatched_at=order.dispatched_at,
+            sent_at=order.sent_at,
             receiver_gone_since=gone_since,
             settle_seconds=self.settings.broker_settle_seconds,
             in_progress_seconds=self.settings.in_progress_seconds,
@@ -187,7 +187,7 @@ class Reconciler:
 def request_over_at(
     receipt: Receipt,
     *,
-    dispatched_at: datetime,
+    sent_at: datetime,
     receiver_gone_since: datetime | None,
     settle_seconds: float,
     in_progress_seconds: float,
@@ -207,9 +207,9 @@ def request_over_at(
     if receipt.done_at is not None:  # OpenAlgo's door kept its answer (a 5xx)
         return receipt.done_at + settle
     if receipt.received_at is None and not receipt.door_expected:
-        return dispatched_at + timedelta(seconds=in_progress_seconds)
+        return sent_at + timedelta(seconds=in_progress_seconds)
     if receipt.received_at is None:  # behind a door that leaves a receipt: never got in
-        return dispatched_at
+        return sent_at
     if receiver_gone_since is not None:
         return max(receiver_gone_since, receipt.received_at) + settle
     return receipt.received_at + timedelta(seconds=in_progress_seconds)

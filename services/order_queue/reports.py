@@ -10,7 +10,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from database.order_queue.api_keys import CredentialsUnavailable, mask
-from database.order_queue.model import OrderState, QueueStorageError, SquareoffOutcome
+from database.order_queue.holds import Holds
+from database.order_queue.model import (
+    DeadReason,
+    OrderState,
+    QueueStorageError,
+    SquareoffOutcome,
+)
 from services.order_queue import VERSION, charts
 from services.order_queue.ist import day_start_utc, trading_day
 from services.order_queue.runtime import OrderQueueRuntime
@@ -152,13 +158,14 @@ def order_detail(queue: OrderQueueRuntime, order_id: int) -> dict | None:
 def held_report(queue: OrderQueueRuntime) -> list[dict]:
     """Instruments held back, each with what its order waits for and until when."""
     now, settings = queue.clock.now(), queue.settings
-    rows = queue.store.reads.held_orders(now=now, settle_seconds=settings.smart_settle_seconds)
+    rows = queue.store.reads.held_orders(now=now, settle_gap_seconds=settings.smart_settle_seconds)
     return [dict(order_json(row, now), **waits_for(row, settings)) for row in rows]
 
 
 def waits_for(row: dict, settings: OrderQueueSettings) -> dict:
-    """What an order holding its instrument waits for, in words, and until when."""
-    state = row["state"]
+    """What an order shown among the held waits for, in words, and until when; what it
+    holds back (``holds``) is the claim's own rule, read with the row."""
+    state, holding = row["state"], row["holds"]
     if state == OrderState.SENDING.value:
         return {
             "waits_for": "the broker's answer",
@@ -171,18 +178,18 @@ def waits_for(row: dict, settings: OrderQueueSettings) -> dict:
             "until": iso(row["available_at"]),
             "settle": True,
         }
-    if state == OrderState.DEAD.value:
+    if holding == Holds.SMART_ORDERS:
+        until = row["sent_at"] + timedelta(seconds=settings.smart_settle_seconds)
         return {
-            "waits_for": "you: placed or not? Check the broker's orderbook "
-            "(later orders for this instrument are not held by it)",
-            "until": None,
-            "settle": True,
+            "waits_for": "the position to settle before the next smart order",
+            "until": iso(until),
+            "settle": row["dead_reason"] == DeadReason.IN_DOUBT.value,
         }
-    until = row["dispatched_at"] + timedelta(seconds=settings.smart_settle_seconds)
     return {
-        "waits_for": "the position to settle before the next smart order",
-        "until": iso(until),
-        "settle": False,
+        "waits_for": "you: placed or not? Check the broker's orderbook "
+        "(later orders for this instrument are not held by it)",
+        "until": None,
+        "settle": True,
     }
 
 

@@ -460,7 +460,8 @@ def test_send_time_not_claim_time_counts_for_rate_and_reconciliation(store, brok
     dispatcher.sender.send(order)
     row = store.reads.get_order(order_id)
     assert row["state"] == "sent" and len(broker.received) == 1
-    assert row["dispatched_at"] >= claimed_at + timedelta(seconds=30)
+    assert row["claimed_at"] == claimed_at
+    assert row["sent_at"] >= claimed_at + timedelta(seconds=30)
     dispatcher.client.close()
 
 

@@ -27,5 +27,6 @@ def finished_order_row(at: datetime) -> dict[str, Any]:
         "available_at": at,
         "updated_at": at,
         "finished_at": at,
-        "dispatched_at": at,
+        "claimed_at": at,
+        "sent_at": at,
     }

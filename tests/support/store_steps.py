@@ -50,9 +50,9 @@ def claim_in_doubt(store, at=T0, owner="d2"):
     return store.claims.claim_in_doubt(owner, now=at, lease_seconds=30, heartbeat_timeout=5)
 
 
-def claim_and_stamp(store, at=T0, owner="d1"):
+def claim_and_stamp(store, at=T0, owner="d1", limits=LIMITS):
     """Claim, then stamp the send: the request is on its way."""
-    claimed = claim(store, at=at, owner=owner)
+    claimed = claim(store, at=at, owner=owner, limits=limits)
     assert store.claims.stamp_send(claimed, clock=lambda: at, lease_seconds=30).go
     return claimed
 

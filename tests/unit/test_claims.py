@@ -96,16 +96,19 @@ def test_smart_orders_for_different_instruments_go_back_to_back(store):
 
 
 def test_a_smart_order_waits_the_settle_gap_after_the_last_one_for_its_instrument(store):
+    """The gap counts from the send stamp (on PostgreSQL the database server's time)."""
     first, second = smart_order(store, "SBIN", 0), smart_order(store, "SBIN", 10)
-    claimed = claim(store, limits=SETTLING)
+    start = store.reads.shared_now()
+    claimed = claim_and_stamp(store, at=start, limits=SETTLING)
     assert claimed.id == first
-    store.lifecycle.mark_sent(claimed, now=T0, actor="d1", broker_orderid="B1")
+    store.lifecycle.mark_sent(claimed, now=start, actor="d1", broker_orderid="B1")
+    sent_at = store.reads.get_order(first)["sent_at"]
     result = store.claims.claim_next(
-        "d1", now=T0 + timedelta(seconds=0.5), lease_seconds=30, limits=SETTLING
+        "d1", now=sent_at + timedelta(seconds=0.5), lease_seconds=30, limits=SETTLING
     )
     assert result.order is None  # the outcome is known, but the position has not settled
-    assert result.next_due_at == T0 + timedelta(seconds=1.0)
-    assert claim(store, at=T0 + timedelta(seconds=1.0), limits=SETTLING).id == second
+    assert result.next_due_at == sent_at + timedelta(seconds=1.0)
+    assert claim(store, at=sent_at + timedelta(seconds=1.0), limits=SETTLING).id == second
 
 
 def test_a_smart_order_that_placed_nothing_leaves_nothing_to_settle(store):
@@ -113,14 +116,16 @@ def test_a_smart_order_that_placed_nothing_leaves_nothing_to_settle(store):
     position did not change, so the next smart order for it need not wait."""
     first, second = smart_order(store, "SBIN", 0), smart_order(store, "SBIN", 0)
     third = smart_order(store, "SBIN", 5)
-    claimed = claim(store, limits=SETTLING)
-    store.lifecycle.mark_sent(claimed, now=T0, actor="d1", broker_orderid=None)
-    after = T0 + timedelta(seconds=0.1)
-    claimed = claim(store, at=after, limits=SETTLING)
+    start = store.reads.shared_now()
+    claimed = claim_and_stamp(store, at=start, limits=SETTLING)
+    store.lifecycle.mark_sent(claimed, now=start, actor="d1", broker_orderid=None)
+    after = start + timedelta(seconds=0.1)
+    claimed = claim_and_stamp(store, at=after, limits=SETTLING)
     assert claimed.id == second
     store.lifecycle.mark_sent(claimed, now=after, actor="d1", broker_orderid="B2")
-    assert claim(store, at=after, limits=SETTLING) is None  # that one placed an order
-    assert claim(store, at=after + timedelta(seconds=1), limits=SETTLING).id == third
+    sent_at = store.reads.get_order(second)["sent_at"]
+    assert claim(store, at=sent_at, limits=SETTLING) is None  # that one placed an order
+    assert claim(store, at=sent_at + timedelta(seconds=1), limits=SETTLING).id == third
     assert first < second < third
 
 

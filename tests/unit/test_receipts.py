@@ -3,7 +3,14 @@ the reconciler.  Run against SQLite and PostgreSQL alike."""
 
 from datetime import timedelta
 
-from tests.support.store_steps import T0, claim, claim_and_stamp, claim_in_doubt, enqueue
+from tests.support.store_steps import (
+    T0,
+    claim,
+    claim_and_stamp,
+    claim_in_doubt,
+    enqueue,
+    mark_for_retry,
+)
 
 
 def put_in_doubt(store, claimed, at):
@@ -68,3 +75,22 @@ def test_a_late_acceptance_is_kept_in_the_trail_as_evidence(store):
     [attempt] = store.reads.list_attempts(order_id)
     assert (attempt["outcome"], attempt["broker_orderid"]) == ("accepted_after_lease_lost", "B9")
     assert store.reads.get_order(order_id)["state"] == "pending"  # the evidence moves nothing
+
+
+def test_a_receipt_belongs_to_its_send_and_the_next_claim_leaves_it_alone(store):
+    """The door is the only writer of what the host did: a new claim and stamp do not
+    touch the receipt's columns, and the next send does not read the earlier one's."""
+    enqueue(store)
+    first = claim_and_stamp(store)
+    store.receipts.record_receipt(first.id, first.lease_token, instance="p1", now=T0)
+    store.receipts.record_host_answer(
+        first.id, instance="p1", received_at=T0, now=T0, status=503, body="busy"
+    )
+    mark_for_retry(store, first, retry_at=T0)
+    later = T0 + timedelta(seconds=5)
+    second = claim_and_stamp(store, at=later)
+    assert second.id == first.id and second.receipt.instance is None
+    row = store.reads.get_order(first.id)
+    assert (row["host_instance"], row["host_answer_status"]) == ("p1", 503)  # as the door wrote
+    receipt = put_in_doubt(store, second, later).receipt
+    assert (receipt.instance, receipt.done_at, receipt.answer_status) == (None, None, None)

@@ -20,7 +20,7 @@ def receipt(door=True, received=None, done=None, status=None, body=None, instanc
 def over_at(rec, gone_since=None):
     return request_over_at(
         rec,
-        dispatched_at=SENT,
+        sent_at=SENT,
         receiver_gone_since=gone_since,
         settle_seconds=SETTLE,
         in_progress_seconds=LONG,

@@ -2,6 +2,7 @@
 
 from datetime import datetime, timedelta
 
+from database.order_queue.holds import Holds
 from services.order_queue.ist import day_start_utc
 from services.order_queue.reports import iso, order_json, waits_for
 from services.order_queue.settings import OrderQueueSettings
@@ -31,10 +32,10 @@ def test_an_order_row_gains_its_age():
 
 
 def test_what_a_held_order_waits_for():
-    sending = {"state": "sending", "lease_expires_at": NOW}
-    in_doubt = {"state": "in_doubt", "available_at": NOW}
-    dead = {"state": "dead"}
-    settling = {"state": "sent", "dispatched_at": NOW}
+    sending = {"state": "sending", "lease_expires_at": NOW, "holds": Holds.EVERY_ORDER}
+    in_doubt = {"state": "in_doubt", "available_at": NOW, "holds": Holds.EVERY_ORDER}
+    dead = {"state": "dead", "dead_reason": "in_doubt", "holds": None}
+    settling = {"state": "sent", "sent_at": NOW, "dead_reason": None, "holds": Holds.SMART_ORDERS}
     assert waits_for(sending, SETTINGS)["waits_for"] == "the broker's answer"
     assert waits_for(in_doubt, SETTINGS) == {
         "waits_for": "the broker's orderbook: was it placed?",

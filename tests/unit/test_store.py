@@ -222,7 +222,7 @@ def test_an_app_role_that_does_not_own_the_tables_cannot_switch_the_guards_off(p
 
 def test_an_earlier_version_in_flight_order_counts_as_sent_after_the_upgrade(tmp_path):
     """A database from before the send stamp: an order it left on the wire may have
-    been sent, so the upgrade stamps it at its dispatch time and recovery puts it in
+    been sent, so the upgrade stamps it at its claim time and recovery puts it in
     doubt, never straight back to pending."""
     url = f"sqlite:///{tmp_path}/old.db"
     store = QueueStore(url, sealing=TEST_SEALING)
@@ -232,12 +232,21 @@ def test_an_earlier_version_in_flight_order_counts_as_sent_after_the_upgrade(tmp
     claim_and_stamp(store)
     with store.engine.begin() as conn:  # as the earlier version left it
         conn.exec_driver_sql("DROP INDEX ix_order_queue_lane_sent")
+        conn.exec_driver_sql("DROP INDEX ix_order_queue_smart_sent")
+        conn.exec_driver_sql("DROP INDEX ix_order_queue_claimed")
         conn.exec_driver_sql("ALTER TABLE order_queue DROP COLUMN sent_at")
+        conn.exec_driver_sql("ALTER TABLE order_queue DROP COLUMN receipt_sent_at")
+        conn.exec_driver_sql("ALTER TABLE order_queue RENAME COLUMN claimed_at TO dispatched_at")
+        conn.exec_driver_sql(
+            "CREATE INDEX ix_order_queue_dispatched ON order_queue (dispatched_at)"
+        )
     store.dispose()
     upgraded = QueueStore(url, sealing=TEST_SEALING)
     upgraded.schema.create()
     row = upgraded.reads.get_order(order_id)
-    assert row["sent_at"] == row["dispatched_at"] == T0
+    assert row["sent_at"] == row["claimed_at"] == T0
+    indexes = {index["name"] for index in inspect(upgraded.engine).get_indexes("order_queue")}
+    assert "ix_order_queue_dispatched" not in indexes and "ix_order_queue_claimed" in indexes
     later = T0 + timedelta(seconds=10)
     assert upgraded.recovery.recover_stale_sending(
         now=later, heartbeat_timeout=5, check_at=later
