@@ -614,7 +614,9 @@ def bench_purging(work: Path, big: int, repeats: int) -> None:
 
             def purge(stop=stop, store=store, purged=purged) -> None:
                 while not stop.is_set():
-                    batch = store.operator.purge_finished(older_than=utcnow() - timedelta(days=30))
+                    batch = store.operator_moves.purge_finished(
+                        older_than=utcnow() - timedelta(days=30)
+                    )
                     purged[0] += batch
                     if batch < PURGE_BATCH:
                         return

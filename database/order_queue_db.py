@@ -40,24 +40,17 @@ from database.order_queue.model import (
     LANE_OF_ENDPOINT,
     OWING_STATES,
     UNFINISHED_STATES,
-    AlertKey,
     AttemptKind,
     BrokerStatus,
-    ClaimedOrder,
-    ClaimResult,
     DeadReason,
     DepthSample,
     DispatcherRecord,
-    DuplicateAlert,
     Lane,
     OrderAttempt,
     OrderState,
     QueuedOrder,
     QueueMeta,
     QueueStorageError,
-    RateLimits,
-    Receipt,
-    SendStamp,
     attempts,
     dispatchers,
     orders,
@@ -65,6 +58,15 @@ from database.order_queue.model import (
 )
 from database.order_queue.operator_moves import PURGE_BATCH
 from database.order_queue.store import QueueStore
+from database.order_queue.values import (
+    AlertKey,
+    ClaimedOrder,
+    ClaimResult,
+    DuplicateAlert,
+    RateLimits,
+    Receipt,
+    SendStamp,
+)
 
 __all__ = [  # the public face: the model, the store, and the seed's functions
     "ALLOWED_TRANSITIONS",

@@ -14,7 +14,8 @@ from datetime import datetime
 
 from flask import g, has_request_context
 
-from database.order_queue.model import DuplicateAlert, QueueStorageError
+from database.order_queue.model import QueueStorageError
+from database.order_queue.values import DuplicateAlert
 from services.order_queue import alert_keys, deadlines, events, runtime, squareoffs
 from services.order_queue.deadlines import DeadlineProvider
 from services.order_queue.ist import ist_moment_utc

@@ -16,7 +16,14 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from database.order_queue.core import StorePart
-from database.order_queue.model import AlertKey, DuplicateAlert, alert_keys, orders
+from database.order_queue.model import (
+    alert_keys,
+    orders,
+)
+from database.order_queue.values import (
+    AlertKey,
+    DuplicateAlert,
+)
 
 _KEY_FIELDS = (alert_keys.c.id, alert_keys.c.body_hash, alert_keys.c.first_answer)
 

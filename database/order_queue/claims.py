@@ -26,14 +26,16 @@ from database.order_queue import holds
 from database.order_queue.core import StorePart
 from database.order_queue.dispatcher_registry import lease_is_free
 from database.order_queue.model import (
-    ClaimedOrder,
-    ClaimResult,
     Lane,
     OrderState,
+    orders,
+)
+from database.order_queue.values import (
+    ClaimedOrder,
+    ClaimResult,
     RateLimits,
     Receipt,
     SendStamp,
-    orders,
 )
 
 #: The newest send stamps of one account lane since a moment, other than the order's own.

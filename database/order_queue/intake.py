@@ -21,14 +21,16 @@ from database.order_queue.model import (
     EXIT_PRIORITY,
     LANE_OF_ENDPOINT,
     LANE_PRIORITY,
-    AlertKey,
-    DuplicateAlert,
     Lane,
     OrderState,
     QueueStorageError,
     alert_keys,
     expiry_for,
     orders,
+)
+from database.order_queue.values import (
+    AlertKey,
+    DuplicateAlert,
 )
 
 

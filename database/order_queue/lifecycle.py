@@ -19,15 +19,15 @@ from database.order_queue.core import StorePart
 from database.order_queue.model import (
     ERROR_TEXT_LIMIT,
     AttemptKind,
-    ClaimedOrder,
     DeadReason,
     OrderState,
     orders,
     truncate,
 )
+from database.order_queue.values import ClaimedOrder
 
 
-class LifecycleMarks(StorePart):
+class Lifecycle(StorePart):
     """Moves of an order through its lifecycle, each under the caller's lease."""
 
     def _move(

@@ -24,7 +24,7 @@ from database.order_queue.model import (
 )
 
 
-class OrderReads(StorePart):
+class Reads(StorePart):
     """Reads of orders and their trail; none writes."""
 
     def bound_broker_orderids(self, orderids: list[str], *, excluding: int) -> set[str]:

@@ -38,7 +38,7 @@ class ChartFacts(TypedDict):
     current: dict[str, int]  # orders per state now
 
 
-class DepthSamples(StorePart):
+class Samples(StorePart):
     """The depth over time, written by dispatchers and read by the charts."""
 
     def record_sample(self, *, now: datetime, every_seconds: float) -> bool:

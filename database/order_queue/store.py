@@ -38,7 +38,7 @@ from database.order_queue.core import StoreCore, StorePart
 from database.order_queue.dispatcher_registry import DispatcherRegistry
 from database.order_queue.green import GreenTurns, offloaded
 from database.order_queue.intake import Intake
-from database.order_queue.lifecycle import LifecycleMarks
+from database.order_queue.lifecycle import Lifecycle
 from database.order_queue.model import (
     DEFAULT_BUSY_TIMEOUT_MS,
     PEPPER_CHECK,
@@ -50,12 +50,12 @@ from database.order_queue.model import (
     orders,
 )
 from database.order_queue.operator_moves import OperatorMoves
-from database.order_queue.reads import OrderReads
+from database.order_queue.reads import Reads
 from database.order_queue.receipts import Receipts
 from database.order_queue.recovery import Recovery
-from database.order_queue.samples import DepthSamples
+from database.order_queue.samples import Samples
 from database.order_queue.squareoff_log import SquareoffLog
-from database.order_queue.verdicts import BrokerVerdicts
+from database.order_queue.verdicts import Verdicts
 
 T = TypeVar("T")
 
@@ -88,16 +88,16 @@ class QueueStore:
         self.schema = part(Schema(core, sealing))
         self.claims = part(Claims(core))
         self.intake = part(Intake(core, sealing))
-        self.lifecycle = part(LifecycleMarks(core))
+        self.lifecycle = part(Lifecycle(core))
         self.recovery = part(Recovery(core))
         self.receipts = part(Receipts(core))
-        self.operator = part(OperatorMoves(core))
-        self.dispatchers = part(DispatcherRegistry(core))
-        self.samples = part(DepthSamples(core))
-        self.reads = part(OrderReads(core))
-        self.squareoffs = part(SquareoffLog(core))
+        self.operator_moves = part(OperatorMoves(core))
+        self.dispatcher_registry = part(DispatcherRegistry(core))
+        self.samples = part(Samples(core))
+        self.reads = part(Reads(core))
+        self.squareoff_log = part(SquareoffLog(core))
         self.alert_keys = part(AlertKeys(core))
-        self.verdicts = part(BrokerVerdicts(core))
+        self.verdicts = part(Verdicts(core))
 
     def transaction(self, *, read_only: bool = False):
         """The core's transaction gate, for a test or tool that must reach a row directly."""

@@ -37,7 +37,7 @@ _AWAITING_A_HUMAN = (
 _ASKED = tuple(name for name in IDENTITY_COLUMNS if name not in ("id", "created_at"))
 
 
-class BrokerVerdicts(StorePart):
+class Verdicts(StorePart):
     """Sent orders' fate at the broker."""
 
     def to_follow(self, *, sent_since: datetime, limit: int = 500) -> list[dict]:

@@ -73,7 +73,7 @@ def replay(order_ids: list[int], actor: str, *, confirm: bool = False) -> list[A
         if rejected:
             results.append(_send_again(queue, row, actor, now, deadline))
             continue
-        if store.operator.replay(
+        if store.operator_moves.replay(
             order_id, now=now, actor=actor, max_age_seconds=max_age, deadline=deadline
         ):
             logger.warning("order %s replayed by %s", order_id, actor)
@@ -113,7 +113,7 @@ def settle(
         now = queue.clock.now()
         if placed:
             assert broker_orderid is not None  # 'placed' without one returned above
-            done = store.operator.settle_placed(
+            done = store.operator_moves.settle_placed(
                 order_id, now=now, actor=actor, broker_orderid=broker_orderid, note=note
             )
             outcome, state = f"settled as placed, broker order id {broker_orderid}", "sent"
@@ -142,7 +142,7 @@ def settle(
                 if row
                 else None
             )
-            done = store.operator.settle_not_placed(
+            done = store.operator_moves.settle_not_placed(
                 order_id,
                 now=now,
                 actor=actor,
@@ -255,7 +255,7 @@ def _simple(
     note: str | None,
 ) -> list[ActionResult]:
     queue = runtime.current()
-    move = getattr(queue.store.operator, action)
+    move = getattr(queue.store.operator_moves, action)
     results = []
     for order_id in order_ids:
         if move(order_id, now=queue.clock.now(), actor=actor, note=note):

@@ -37,7 +37,11 @@ from datetime import datetime, timedelta
 
 from flask import jsonify, request
 
-from database.order_queue.model import AlertKey, DuplicateAlert, QueueStorageError
+from database.order_queue.model import QueueStorageError
+from database.order_queue.values import (
+    AlertKey,
+    DuplicateAlert,
+)
 from services.order_queue import runtime
 from services.order_queue.ist import day_start_utc
 from utils.logging import get_logger

@@ -255,6 +255,6 @@ def purge_command(days):
     queue = runtime.current()
     days = days if days is not None else queue.settings.retention_days
     older_than, purged = queue.clock.now() - timedelta(days=days), 0
-    while batch := queue.store.operator.purge_finished(older_than=older_than):
+    while batch := queue.store.operator_moves.purge_finished(older_than=older_than):
         purged += batch
     click.echo(f"purged {purged} finished orders older than {days:g} days")

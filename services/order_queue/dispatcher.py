@@ -27,9 +27,13 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from database.order_queue.model import ClaimedOrder, QueueStorageError, RateLimits
+from database.order_queue.model import QueueStorageError
 from database.order_queue.operator_moves import PURGE_BATCH
 from database.order_queue.store import QueueStore
+from database.order_queue.values import (
+    ClaimedOrder,
+    RateLimits,
+)
 from services.order_queue import events
 from services.order_queue.alerts import Alerter
 from services.order_queue.api_road import ApiRoad
@@ -182,7 +186,7 @@ class Dispatcher:
         if drained:
             try:
                 if self._registered:
-                    self.store.dispatchers.stop_dispatcher(self.id, now=self.clock.now())
+                    self.store.dispatcher_registry.stop_dispatcher(self.id, now=self.clock.now())
             except QueueStorageError as exc:
                 logger.error("could not record dispatcher %s stop: %s", self.id, exc)
             self.client.close()
@@ -195,7 +199,7 @@ class Dispatcher:
 
     def _register(self) -> None:
         if not self._registered:
-            self.store.dispatchers.register_dispatcher(
+            self.store.dispatcher_registry.register_dispatcher(
                 self.id, host=socket.gethostname(), pid=os.getpid(), now=self.clock.now()
             )
             self._registered = True
@@ -262,7 +266,7 @@ class Dispatcher:
             return
         self._last_housekeeping = tick
         now = self.clock.now()
-        self.store.dispatchers.heartbeat(self.id, now=now)
+        self.store.dispatcher_registry.heartbeat(self.id, now=now)
         self.store.samples.record_sample(now=now, every_seconds=SAMPLE_SECONDS)
         recovered = self.store.recovery.recover_stale_sending(
             now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds, check_at=now
@@ -297,7 +301,7 @@ class Dispatcher:
         ):
             # One small batch per pass while a backlog lasts: claims go on between them.
             self._last_purge = tick
-            purged = self.store.operator.purge_finished(
+            purged = self.store.operator_moves.purge_finished(
                 older_than=now - timedelta(days=self.settings.retention_days)
             )
             self._purge_more = purged == PURGE_BATCH

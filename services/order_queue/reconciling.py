@@ -16,8 +16,15 @@ from datetime import datetime, timedelta
 import httpx
 
 from database.order_queue.api_keys import CredentialsUnavailable
-from database.order_queue.model import AttemptKind, ClaimedOrder, DeadReason, Receipt
+from database.order_queue.model import (
+    AttemptKind,
+    DeadReason,
+)
 from database.order_queue.store import QueueStore
+from database.order_queue.values import (
+    ClaimedOrder,
+    Receipt,
+)
 from services.order_queue.clock import Clock
 from services.order_queue.door_probe import DOOR_HEADER
 from services.order_queue.orderbook import OrderbookUnavailable, fetch_orderbook, find_matches
@@ -169,7 +176,7 @@ class Reconciler:
         receipt = order.receipt
         if receipt.received_at is None or receipt.done_at is not None or not receipt.instance:
             return None
-        return self.store.dispatchers.dispatcher_gone_since(
+        return self.store.dispatcher_registry.dispatcher_gone_since(
             receipt.instance, now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds
         )
 

@@ -12,8 +12,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TypedDict
 
-from database.order_queue.model import AttemptKind, ClaimedOrder, DeadReason
+from database.order_queue.model import (
+    AttemptKind,
+    DeadReason,
+)
 from database.order_queue.store import QueueStore
+from database.order_queue.values import ClaimedOrder
 from services.order_queue import events
 from services.order_queue.alerts import Alerter
 from services.order_queue.clock import Clock

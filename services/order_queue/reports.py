@@ -47,7 +47,7 @@ def stats_report(queue: OrderQueueRuntime) -> dict:
     report["resent_alerts_refused_today"] = store.alert_keys.duplicates_since(day_start)
     # The broker's verdicts on today's sent orders (verdicts.py).
     report["broker_verdicts_today"] = store.verdicts.counts_since(day_start)
-    live = store.dispatchers.live_dispatchers(
+    live = store.dispatcher_registry.live_dispatchers(
         now=now, heartbeat_timeout=settings.heartbeat_timeout_seconds
     )
     report["dispatcher"] = {
@@ -66,7 +66,7 @@ def stats_report(queue: OrderQueueRuntime) -> dict:
             "outcome": row["outcome"],
             "recorded_at": iso(row["recorded_at"]),
         }
-        for row in store.squareoffs.squareoffs_since(trading_day(queue.clock.to_wall(now)))
+        for row in store.squareoff_log.squareoffs_since(trading_day(queue.clock.to_wall(now)))
     ]
     report["storage_warning"] = store.storage_warning()
     report["clock_warnings"] = queue.clock.warnings()

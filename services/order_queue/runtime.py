@@ -223,7 +223,7 @@ class OrderQueueRuntime:
             try:
                 settings, now = self.settings, self.clock.now()
                 oldest, open_work = self.store.reads.watch_facts()
-                if open_work and not self.store.dispatchers.live_dispatchers(
+                if open_work and not self.store.dispatcher_registry.live_dispatchers(
                     now=now, heartbeat_timeout=settings.heartbeat_timeout_seconds
                 ):
                     self.alerter.raise_alert(

@@ -12,8 +12,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from database.order_queue.model import ClaimedOrder, ClaimResult, OrderState, RateLimits
+from database.order_queue.model import OrderState
 from database.order_queue.store import QueueStore
+from database.order_queue.values import (
+    ClaimedOrder,
+    ClaimResult,
+    RateLimits,
+)
 from services.order_queue import runtime
 
 
@@ -50,13 +55,13 @@ def mark_processing(
 
 
 def mark_sent(order: ClaimedOrder, **kwargs) -> bool:
-    """SENDING → SENT under the order's lease (``LifecycleMarks.mark_sent``)."""
+    """SENDING → SENT under the order's lease (``Lifecycle.mark_sent``)."""
     return _store().lifecycle.mark_sent(order, **kwargs)
 
 
 def mark_failed(order: ClaimedOrder, **kwargs) -> bool:
     """The seed's name for a retry: SENDING → PENDING, due again at ``retry_at``
-    (``LifecycleMarks.mark_for_retry``; the dispatcher dead-letters instead once the
+    (``Lifecycle.mark_for_retry``; the dispatcher dead-letters instead once the
     retries are spent)."""
     return _store().lifecycle.mark_for_retry(order, **kwargs)
 
@@ -72,11 +77,11 @@ def recover_stale_processing_orders(
 
 
 def queue_depth() -> dict[str, dict[str, int]]:
-    """Orders per lane and state (``OrderReads.depth``)."""
+    """Orders per lane and state (``Reads.depth``)."""
     return _store().reads.depth()
 
 
 def get_failed_orders(limit: int = 100) -> list[dict[str, Any]]:
     """The seed's name for dead-lettered orders awaiting a decision, newest first
-    (``OrderReads.list_orders`` on DEAD)."""
+    (``Reads.list_orders`` on DEAD)."""
     return _store().reads.list_orders(states=[OrderState.DEAD.value], limit=limit)

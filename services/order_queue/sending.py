@@ -16,8 +16,12 @@ from dataclasses import replace
 import httpx
 
 from database.order_queue.api_keys import CredentialsUnavailable, mask
-from database.order_queue.model import ClaimedOrder, DeadReason, RateLimits
+from database.order_queue.model import DeadReason
 from database.order_queue.store import QueueStore
+from database.order_queue.values import (
+    ClaimedOrder,
+    RateLimits,
+)
 from services.order_queue.clock import Clock
 from services.order_queue.door_probe import LEASE_HEADER, DoorProbe
 from services.order_queue.outcome import Outcome, Verdict, classify_exception, classify_response

@@ -152,7 +152,7 @@ def _run_on_time(source: SquareoffSource, strategy_id: int):
             raise QueueStorageError("the order queue's runtime is not loaded")
         queue = _current_runtime()
         now = queue.clock.now()
-        first = queue.store.squareoffs.record_squareoff_once(
+        first = queue.store.squareoff_log.record_squareoff_once(
             source=source.name,
             strategy_id=strategy.id,
             strategy_name=strategy.name,
@@ -223,7 +223,7 @@ def _catch_up_one(
     outcome = (
         SquareoffOutcome.CAUGHT_UP if decision is Decision.CATCH_UP else SquareoffOutcome.MISSED
     )
-    if not queue.store.squareoffs.record_squareoff_once(
+    if not queue.store.squareoff_log.record_squareoff_once(
         source=source.name,
         strategy_id=strategy.id,
         strategy_name=strategy.name,

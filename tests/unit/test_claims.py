@@ -197,7 +197,7 @@ def test_exits_are_claimed_before_entries_but_never_overtake_their_own_instrumen
 
 
 def test_in_doubt_order_blocks_its_instrument(store):
-    store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
+    store.dispatcher_registry.register_dispatcher("d1", host="h", pid=1, now=T0)
     enqueue(store, symbol="SBIN")
     claim_and_stamp(store)
     later_id = enqueue(store, symbol="SBIN", at=T0 + timedelta(seconds=1))
@@ -222,7 +222,7 @@ def test_a_per_minute_lane_counts_over_its_own_window(store):
 
 
 def test_a_replayed_order_waits_for_a_later_one_in_doubt(store):
-    store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
+    store.dispatcher_registry.register_dispatcher("d1", host="h", pid=1, now=T0)
     dead = dead_order(store, symbol="SBIN")
     later = enqueue(store, symbol="SBIN", action="SELL")
     claim_and_stamp(store)  # the later order is on the wire...
@@ -231,5 +231,5 @@ def test_a_replayed_order_waits_for_a_later_one_in_doubt(store):
         now=after, heartbeat_timeout=5, check_at=after
     )  # ...in doubt
     assert [r["id"] for r in store.reads.later_orders_gone_ahead(dead)] == [later]
-    store.operator.replay(dead, now=after, actor="op", max_age_seconds=300)
+    store.operator_moves.replay(dead, now=after, actor="op", max_age_seconds=300)
     assert claim(store, at=after) is None  # not while the later one is in doubt

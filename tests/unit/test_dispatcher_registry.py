@@ -1,4 +1,4 @@
-"""``store.dispatchers``: registrations and heartbeats, and who is alive.  Run against
+"""``store.dispatcher_registry``: registrations and heartbeats, and who is alive.  Run against
 SQLite and PostgreSQL alike."""
 
 from datetime import timedelta
@@ -7,7 +7,7 @@ from tests.support.store_steps import T0
 
 
 def test_a_beating_dispatcher_is_alive_and_a_silent_one_is_gone_from_its_last_beat(store):
-    registry = store.dispatchers
+    registry = store.dispatcher_registry
     registry.register_dispatcher("d1", host="h", pid=1, now=T0)
     registry.register_dispatcher("d2", host="h", pid=2, now=T0)
     beat = T0 + timedelta(seconds=4)
@@ -21,7 +21,7 @@ def test_a_beating_dispatcher_is_alive_and_a_silent_one_is_gone_from_its_last_be
 
 
 def test_a_stopped_dispatcher_is_gone_since_its_stop(store):
-    registry = store.dispatchers
+    registry = store.dispatcher_registry
     registry.register_dispatcher("d1", host="h", pid=1, now=T0)
     stopped = T0 + timedelta(seconds=1)
     registry.stop_dispatcher("d1", now=stopped)
@@ -31,4 +31,7 @@ def test_a_stopped_dispatcher_is_gone_since_its_stop(store):
 
 
 def test_nothing_is_known_of_a_dispatcher_that_never_registered(store):
-    assert store.dispatchers.dispatcher_gone_since("nobody", now=T0, heartbeat_timeout=5) is None
+    assert (
+        store.dispatcher_registry.dispatcher_gone_since("nobody", now=T0, heartbeat_timeout=5)
+        is None
+    )

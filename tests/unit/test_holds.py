@@ -6,7 +6,8 @@ from datetime import timedelta
 import pytest
 
 from database.order_queue.holds import Holds
-from database.order_queue.model import RateLimits, orders
+from database.order_queue.model import orders
+from database.order_queue.values import RateLimits
 from tests.support.rows import finished_order_row
 from tests.support.store_steps import T0
 

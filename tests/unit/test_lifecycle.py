@@ -99,7 +99,7 @@ def test_mark_dead_keeps_reason_and_lists_as_dead(store):
 
 
 def test_recovery_moves_orders_of_a_silent_dispatcher_to_in_doubt(store):
-    store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
+    store.dispatcher_registry.register_dispatcher("d1", host="h", pid=1, now=T0)
     enqueue(store)
     claimed = claim_and_stamp(store)
     assert (
@@ -114,7 +114,7 @@ def test_recovery_moves_orders_of_a_silent_dispatcher_to_in_doubt(store):
     ]
     row = store.reads.get_order(claimed.id)
     assert row["state"] == OrderState.IN_DOUBT.value  # never straight back to pending
-    store.dispatchers.register_dispatcher("d2", host="h", pid=2, now=later)
+    store.dispatcher_registry.register_dispatcher("d2", host="h", pid=2, now=later)
     assert claim_in_doubt(store, later, owner="d2").id == claimed.id
     assert claim_in_doubt(store, later, owner="d3") is None  # leased by a live dispatcher
 
@@ -122,26 +122,26 @@ def test_recovery_moves_orders_of_a_silent_dispatcher_to_in_doubt(store):
 def test_an_in_doubt_order_leased_by_a_dispatcher_that_died_is_free_once_it_is_silent(store):
     """A process killed mid-check must not hold the order, and its instrument, until its
     lease runs out: only until its heartbeat is stale."""
-    store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
+    store.dispatcher_registry.register_dispatcher("d1", host="h", pid=1, now=T0)
     enqueue(store)
     claimed = claim_and_stamp(store)
     later = T0 + timedelta(seconds=6)
     store.recovery.recover_stale_sending(now=later, heartbeat_timeout=5, check_at=later)
-    store.dispatchers.register_dispatcher("d2", host="h", pid=2, now=later)
-    store.dispatchers.register_dispatcher("d3", host="h", pid=3, now=later)
+    store.dispatcher_registry.register_dispatcher("d2", host="h", pid=2, now=later)
+    store.dispatcher_registry.register_dispatcher("d3", host="h", pid=3, now=later)
     assert claim_in_doubt(store, later, owner="d2").id == claimed.id  # then d2 is killed
     beating = later + timedelta(seconds=4)
-    store.dispatchers.heartbeat("d3", now=beating)
+    store.dispatcher_registry.heartbeat("d3", now=beating)
     assert claim_in_doubt(store, beating, owner="d3") is None  # d2 may still be checking
     silent = later + timedelta(seconds=6)  # d2's lease runs 30 s; its heartbeat is stale
-    store.dispatchers.heartbeat("d3", now=silent)
+    store.dispatcher_registry.heartbeat("d3", now=silent)
     assert claim_in_doubt(store, silent, owner="d3").id == claimed.id
 
 
 def test_an_order_claimed_but_never_stamped_goes_straight_back_to_pending(store):
     """Its dispatcher died before the send stamp: the request never left, so there is
     nothing to reconcile, and no receipt of an earlier attempt may speak for it."""
-    store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
+    store.dispatcher_registry.register_dispatcher("d1", host="h", pid=1, now=T0)
     order_id = enqueue(store)
     first = claim_and_stamp(store)
     assert mark_for_retry(store, first, error="HTTP 502")
@@ -158,10 +158,10 @@ def test_an_order_claimed_but_never_stamped_goes_straight_back_to_pending(store)
 
 
 def test_live_dispatcher_keeps_its_orders(store):
-    store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
+    store.dispatcher_registry.register_dispatcher("d1", host="h", pid=1, now=T0)
     enqueue(store)
     claim(store)
-    store.dispatchers.heartbeat("d1", now=T0 + timedelta(seconds=9))
+    store.dispatcher_registry.heartbeat("d1", now=T0 + timedelta(seconds=9))
     assert (
         store.recovery.recover_stale_sending(
             now=T0 + timedelta(seconds=10), heartbeat_timeout=5, check_at=T0

@@ -24,7 +24,7 @@ def test_the_seed_named_module_functions_work_on_the_runtimes_store(tmp_path, mo
         OrderQueueSettings(database_url=f"sqlite:///{tmp_path}/face.db", api_key_pepper=TEST_PEPPER)
     )
     order_queue_db.init_db()
-    runtime.current().store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
+    runtime.current().store.dispatcher_registry.register_dispatcher("d1", host="h", pid=1, now=T0)
     sent_id = q.enqueue_order("placeorder", order(), now=T0)
     doubt_id = q.enqueue_order("placeorder", order(symbol="TCS"), now=T0)
     first = q.mark_processing("d1", now=T0, lease_seconds=30, limits=LIMITS).order

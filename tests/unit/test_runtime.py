@@ -70,6 +70,6 @@ def test_a_dispatcher_never_starts_with_a_pepper_that_cannot_open_the_queued_key
     queue = runtime.build(settings_for(tmp_path, api_key_pepper="e" * 64))
     with pytest.raises(runtime.PepperChanged, match="API_KEY_PEPPER"):
         queue.start_dispatcher()
-    assert queue.dispatcher is None and not queue.store.dispatchers.live_dispatchers(
+    assert queue.dispatcher is None and not queue.store.dispatcher_registry.live_dispatchers(
         now=queue.clock.now(), heartbeat_timeout=60
     )

@@ -1,4 +1,4 @@
-"""``store.squareoffs``: one record per strategy, trading day and squareoff time, so a
+"""``store.squareoff_log``: one record per strategy, trading day and squareoff time, so a
 squareoff runs at most once a day however many processes try.  Run against SQLite and
 PostgreSQL alike."""
 
@@ -11,7 +11,7 @@ from database.order_queue.model import SquareoffOutcome
 def claim(
     store, outcome=SquareoffOutcome.ON_TIME, squareoff_time="15:10", day="2026-11-30", strategy_id=1
 ):
-    return store.squareoffs.record_squareoff_once(
+    return store.squareoff_log.record_squareoff_once(
         source="strategy",
         strategy_id=strategy_id,
         strategy_name="Trend",
@@ -28,7 +28,7 @@ def test_a_squareoff_is_recorded_once_a_day_per_strategy_and_time(store):
     assert claim(store, squareoff_time="15:15") is True  # the time was edited: a new one
     assert claim(store, day="2026-12-01") is True  # the next day
     assert claim(store, strategy_id=2) is True
-    rows = store.squareoffs.squareoffs_since("2026-11-30")
+    rows = store.squareoff_log.squareoffs_since("2026-11-30")
     assert [
         (r["trading_day"], r["strategy_id"], r["squareoff_time"], r["outcome"]) for r in rows
     ] == [

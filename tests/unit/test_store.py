@@ -227,7 +227,7 @@ def test_an_earlier_version_in_flight_order_counts_as_sent_after_the_upgrade(tmp
     url = f"sqlite:///{tmp_path}/old.db"
     store = QueueStore(url, sealing=TEST_SEALING)
     store.schema.create()
-    store.dispatchers.register_dispatcher("d1", host="h", pid=1, now=T0)
+    store.dispatcher_registry.register_dispatcher("d1", host="h", pid=1, now=T0)
     order_id = enqueue(store)
     claim_and_stamp(store)
     with store.engine.begin() as conn:  # as the earlier version left it
