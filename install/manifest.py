@@ -69,6 +69,8 @@ PLUGIN_FILES = [
     "templates/order_queue/detail.html",
     "static/order_queue/admin.css",
     "static/order_queue/admin.js",
+    "static/order_queue/admin-detail.js",
+    "static/order_queue/admin-index.js",
     "static/order_queue/favicon.svg",
     "static/order_queue/theme.js",
     "static/order_queue/vendor/socket.io-4.8.4.min.js",

@@ -75,12 +75,19 @@ def browser(tmp_path):
 
 def wait_until(driver, predicate, timeout=15):
     """Poll ``predicate`` until truthy.  The page repaints its tables on every live event,
-    so an element found in one poll may be gone in the next: stale means "look again"."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    so an element found in one poll may be gone in the next, or not laid out yet after a
+    resize: stale or not interactable means "look again"."""
+    from selenium.common.exceptions import (
+        ElementNotInteractableException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(
-        driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+        driver,
+        timeout,
+        poll_frequency=0.1,
+        ignored_exceptions=(StaleElementReferenceException, ElementNotInteractableException),
     ).until(lambda d: predicate(d))
 
 
@@ -99,6 +106,17 @@ def click_in_dead_row(driver, symbol, xpath):
         return True
 
     wait_until(driver, attempt)
+
+
+def settle_placed_in_held(driver, orderid):
+    """Type the broker's order id into the held order's form and press Placed, both in
+    the same form: a repaint in between leaves the old form stale, and the step is retried."""
+    form = driver.find_element("css selector", "#held form")
+    field = form.find_element("css selector", "input")
+    field.clear()
+    field.send_keys(orderid)
+    form.find_element("css selector", ".settle-placed").click()
+    return True
 
 
 def sign_in(driver, url):
@@ -405,8 +423,7 @@ def test_held_instruments_are_settled_from_the_main_page_charts_draw_and_a_filte
         browser.find_element(By.ID, "theme-toggle").click()
         browser.save_screenshot(str(OUTPUT / "incident_phone.png"))
         browser.set_window_size(1280, 900)
-        browser.find_element(By.CSS_SELECTOR, "#held input").send_keys("B-9001")
-        browser.find_element(By.CSS_SELECTOR, "#held .settle-placed").click()
+        wait_until(browser, lambda d: settle_placed_in_held(d, "B-9001"))
         wait_until(browser, lambda d: text_of(d, "count-dead") == "3")
         wait_until(browser, lambda d: d.find_element(By.ID, "held-empty").is_displayed())
 
