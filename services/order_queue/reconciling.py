@@ -6,11 +6,15 @@ else the broker's orderbook (``orderbook.py``), where exactly one unbound match 
 adopted, several go to a human, and none means "not placed" only once the original
 request cannot place it any more (``request_over_at``).  While the orderbook cannot
 answer, the order waits with backoff (``next_orderbook_try``), then goes to a human.
-The three rules are pure functions; ``Reconciler`` applies them.
+Each step is a pure decision (facts in, ``Decision`` out: ``from_kept_answer``,
+``from_receipt``, ``from_orderbook``, with the rules of time they use); ``Reconciler``
+gathers the facts and applies the decision.
 """
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
@@ -55,36 +59,31 @@ class Reconciler:
         self.recorder = recorder
 
     def reconcile(self, order: ClaimedOrder) -> None:
-        recorded = recorded_verdict(order.receipt)
-        if recorded is not None and self._settle_from_recorded_answer(order, recorded):
-            return
-        receipt, record = order.receipt, self.recorder
-        if receipt.door_expected and receipt.received_at is None:
-            record.release(order, "refused at the host's door or never arrived: not placed")
-            return
-        now = self.clock.now()
-        gone_since = self._receiver_gone_since(order, now)
-        over_at = self._request_over_at(order, gone_since)
-        if host_still_working(receipt, receiver_gone_since=gone_since, now=now, over_at=over_at):
-            # OpenAlgo took the request and is still on it: its door will keep the
-            # answer, which settles the order; a gateway's answer to the sender did not.
-            record.check_again(
-                order, "OpenAlgo is still working on the request", counts_as_check=False
+        """Gather the facts for an in-doubt order, in order of evidence, and apply the
+        first decision they give (``from_kept_answer``, ``from_receipt``,
+        ``from_orderbook``)."""
+        decision = from_kept_answer(recorded_verdict(order.receipt))
+        if decision is None:
+            now = self.clock.now()
+            gone_since = self._receiver_gone_since(order, now)
+            over_at = self._request_over_at(order, gone_since)
+            decision = from_receipt(
+                order.receipt, receiver_gone_since=gone_since, now=now, over_at=over_at
             )
-            return
+            if decision is None:
+                decision = self._ask_the_orderbook(order, over_at)
+        self._apply(order, decision)
+
+    def _ask_the_orderbook(self, order: ClaimedOrder, over_at: datetime) -> Decision:
         checks_done = order.reconcile_checks + 1
-        last_check = checks_done >= self.settings.reconcile_checks
         try:
             api_key = self.store.sealing.unseal(order.apikey_token)
         except CredentialsUnavailable as exc:
-            record.dead(
-                order,
-                DeadReason.CREDENTIALS,
-                Verdict(Outcome.CREDENTIALS, message=str(exc)),
-                counts_as_attempt=False,
-                kind=AttemptKind.RECONCILE,
+            return Decision(
+                Do.DEAD,
+                reason=DeadReason.CREDENTIALS,
+                verdict=Verdict(Outcome.CREDENTIALS, message=str(exc)),
             )
-            return
         try:
             book = fetch_orderbook(self.client, api_key)
         except OrderbookUnavailable as exc:
@@ -93,17 +92,14 @@ class Reconciler:
                 interval=self.settings.reconcile_interval_seconds,
                 hold_seconds=self.settings.orderbook_wait_seconds,
             )
+            message = f"orderbook unavailable: {exc}"
             if pause is None:
-                record.dead(
-                    order,
-                    DeadReason.IN_DOUBT,
-                    Verdict(Outcome.UNKNOWN, message=f"orderbook unavailable: {exc}"),
-                    counts_as_attempt=False,
-                    kind=AttemptKind.RECONCILE,
+                return Decision(
+                    Do.DEAD,
+                    reason=DeadReason.IN_DOUBT,
+                    verdict=Verdict(Outcome.UNKNOWN, message=message),
                 )
-            else:
-                record.check_again(order, f"orderbook unavailable: {exc}", pause)
-            return
+            return Decision(Do.CHECK_AGAIN, message, at=self.clock.now() + timedelta(seconds=pause))
         assert order.sent_at is not None  # an in-doubt order's send was stamped
         result = find_matches(
             order.endpoint, order.payload, self.clock.to_wall(order.sent_at), book
@@ -112,63 +108,42 @@ class Reconciler:
             set(result.orderids)
             - self.store.reads.bound_broker_orderids(result.orderids, excluding=order.id)
         )
-        now = self.clock.now()  # the orderbook took its time
-        # Behind the host's door (it said so, or it left a receipt): its timing is known.
-        behind_door = receipt.door_expected or receipt.received_at is not None
-        if result.unreadable or len(unbound) > 1:
-            detail = f"{len(unbound)} matching orders at the broker ({', '.join(unbound)})" + (
-                f", {result.unreadable} with unreadable timestamps" if result.unreadable else ""
-            )
-            record.dead(
-                order,
-                DeadReason.IN_DOUBT,
-                Verdict(Outcome.UNKNOWN, message=f"ambiguous: {detail}"),
-                counts_as_attempt=False,
-                kind=AttemptKind.RECONCILE,
-            )
-        elif len(unbound) == 1:
-            record.adopt(order, unbound[0], "adopted the broker's matching order")
-        elif (last_check or behind_door) and now < over_at:
-            # The request may still be in progress (the host, or the broker behind it,
-            # may still place it): look again once it cannot be.
-            logger.info(
-                "order %s not in the orderbook yet; its request may be in progress "
-                "until %s (receipt %s)",
-                order.id,
-                over_at,
-                receipt,
-            )
+        receipt = order.receipt
+        return from_orderbook(
+            unbound,
+            result.unreadable,
+            checks_done=checks_done,
+            last_check=checks_done >= self.settings.reconcile_checks,
+            # Behind the host's door (it said so, or it left a receipt): its timing is known.
+            behind_door=receipt.door_expected or receipt.received_at is not None,
+            now=self.clock.now(),  # the orderbook took its time
+            over_at=over_at,
+        )
+
+    def _apply(self, order: ClaimedOrder, decision: Decision) -> None:
+        record = self.recorder
+        if decision.do is Do.ADOPT:
+            record.adopt(order, decision.orderid, decision.message)
+        elif decision.do is Do.RELEASE:
+            record.release(order, decision.message)
+        elif decision.do is Do.CHECK_AGAIN:
+            if decision.at is not None:
+                logger.info("order %s: %s (until %s)", order.id, decision.message, decision.at)
             record.check_again(
                 order,
-                "not in the orderbook yet; waiting until the original "
-                "request cannot still be in progress",
-                at=over_at,
+                decision.message,
+                at=decision.at,
+                counts_as_check=decision.counts_as_check,
             )
-        elif last_check or behind_door:
-            record.release(order, f"not in the orderbook after {checks_done} checks")
         else:
-            record.check_again(order, "not in the orderbook yet")
-
-    def _settle_from_recorded_answer(self, order: ClaimedOrder, verdict: Verdict) -> bool:
-        """Decide from the host's kept answer where it is decisive; False leaves the
-        order to the orderbook (an answer that says nothing of the placement: 5xx)."""
-        outcome = verdict.outcome
-        if outcome is Outcome.ACCEPTED:
-            self.recorder.adopt(
-                order, verdict.orderid, "the host's answer, kept at its door, said it was placed"
+            assert decision.reason is not None and decision.verdict is not None
+            record.dead(
+                order,
+                decision.reason,
+                decision.verdict,
+                counts_as_attempt=decision.counts_as_attempt,
+                kind=AttemptKind.RECONCILE,
             )
-        elif outcome in (Outcome.REJECTED, Outcome.CREDENTIALS):
-            reason = (
-                DeadReason.CREDENTIALS if outcome is Outcome.CREDENTIALS else DeadReason.REJECTED
-            )
-            self.recorder.dead(order, reason, verdict, kind=AttemptKind.RECONCILE)
-        elif (
-            outcome in (Outcome.TRANSIENT, Outcome.THROTTLED) and (verdict.http_status or 500) < 500
-        ):
-            self.recorder.release(order, f"the host answered {describe(verdict)}: not placed")
-        else:
-            return False
-        return True
 
     def _receiver_gone_since(self, order: ClaimedOrder, now: datetime) -> datetime | None:
         """Since when the process that received the request (per its receipt) is gone,
@@ -189,6 +164,109 @@ class Reconciler:
             settle_seconds=self.settings.broker_settle_seconds,
             in_progress_seconds=self.settings.in_progress_seconds,
         )
+
+
+class Do(str, enum.Enum):
+    """What the reconciler does with an in-doubt order."""
+
+    ADOPT = "adopt"  # it was placed: sent, with the broker's order id
+    RELEASE = "release"  # it was not placed: pending again (or dead once retries are spent)
+    CHECK_AGAIN = "check_again"  # not decided yet
+    DEAD = "dead"  # to a human
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A reconciliation's decision, with what the trail says of it."""
+
+    do: Do
+    message: str = ""
+    orderid: str | None = None
+    #: CHECK_AGAIN: when (None: after the usual interval).
+    at: datetime | None = None
+    #: CHECK_AGAIN: whether the look spends one of the order's checks.
+    counts_as_check: bool = True
+    #: DEAD: why, and the verdict the trail keeps.
+    reason: DeadReason | None = None
+    verdict: Verdict | None = None
+    counts_as_attempt: bool = False
+
+
+def from_kept_answer(kept: Verdict | None) -> Decision | None:
+    """Decide from the host's answer kept at its door where it is decisive; None leaves
+    the order to the receipt and the orderbook (no answer, or a 5xx, which says
+    nothing of the placement)."""
+    if kept is None:
+        return None
+    if kept.outcome is Outcome.ACCEPTED:
+        return Decision(
+            Do.ADOPT,
+            "the host's answer, kept at its door, said it was placed",
+            orderid=kept.orderid,
+        )
+    if kept.outcome in (Outcome.REJECTED, Outcome.CREDENTIALS):
+        reason = (
+            DeadReason.CREDENTIALS if kept.outcome is Outcome.CREDENTIALS else DeadReason.REJECTED
+        )
+        return Decision(Do.DEAD, reason=reason, verdict=kept, counts_as_attempt=True)
+    if kept.outcome in (Outcome.TRANSIENT, Outcome.THROTTLED) and (kept.http_status or 500) < 500:
+        return Decision(Do.RELEASE, f"the host answered {describe(kept)}: not placed")
+    return None
+
+
+def from_receipt(
+    receipt: Receipt, *, receiver_gone_since: datetime | None, now: datetime, over_at: datetime
+) -> Decision | None:
+    """Decide from the door's receipt alone where it is decisive: a request the door
+    expected but never saw was not placed; one OpenAlgo is still working on waits for
+    its kept answer (a gateway's answer to the sender ended nothing).  None: ask the
+    orderbook."""
+    if receipt.door_expected and receipt.received_at is None:
+        return Decision(Do.RELEASE, "refused at the host's door or never arrived: not placed")
+    if host_still_working(
+        receipt, receiver_gone_since=receiver_gone_since, now=now, over_at=over_at
+    ):
+        return Decision(
+            Do.CHECK_AGAIN, "OpenAlgo is still working on the request", counts_as_check=False
+        )
+    return None
+
+
+def from_orderbook(
+    unbound: list[str],
+    unreadable: int,
+    *,
+    checks_done: int,
+    last_check: bool,
+    behind_door: bool,
+    now: datetime,
+    over_at: datetime,
+) -> Decision:
+    """Decide from the orderbook's matches not bound to another order (``unbound``) and
+    those whose time could not be read: exactly one is adopted; several, or any
+    unreadable, go to a human; none means "not placed" only on the last check or
+    behind the door, and only once the request cannot place it any more (``over_at``)."""
+    if unreadable or len(unbound) > 1:
+        detail = f"{len(unbound)} matching orders at the broker ({', '.join(unbound)})" + (
+            f", {unreadable} with unreadable timestamps" if unreadable else ""
+        )
+        return Decision(
+            Do.DEAD,
+            reason=DeadReason.IN_DOUBT,
+            verdict=Verdict(Outcome.UNKNOWN, message=f"ambiguous: {detail}"),
+        )
+    if len(unbound) == 1:
+        return Decision(Do.ADOPT, "adopted the broker's matching order", orderid=unbound[0])
+    if (last_check or behind_door) and now < over_at:
+        return Decision(
+            Do.CHECK_AGAIN,
+            "not in the orderbook yet; waiting until the original "
+            "request cannot still be in progress",
+            at=over_at,
+        )
+    if last_check or behind_door:
+        return Decision(Do.RELEASE, f"not in the orderbook after {checks_done} checks")
+    return Decision(Do.CHECK_AGAIN, "not in the orderbook yet")
 
 
 def request_over_at(

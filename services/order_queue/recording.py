@@ -9,6 +9,9 @@ dispatcher that lost the order to another records nothing but the evidence.
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypedDict
 
@@ -33,6 +36,63 @@ def describe(verdict: Verdict) -> str:
     """``HTTP 503: broker down``: what an attempt's trail and the logs say of it."""
     status = f"HTTP {verdict.http_status}: " if verdict.http_status else ""
     return f"{status}{verdict.message}".strip() or verdict.outcome.value
+
+
+class Next(str, enum.Enum):
+    """Where a send's outcome takes the order."""
+
+    SENT = "sent"
+    PENDING = "pending"
+    IN_DOUBT = "in_doubt"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class AfterSend:
+    """``after_send``'s decision: the next state, when to look at the order again (a
+    retry, or the reconciler's first check), whether it spent an attempt, and why it is
+    dead."""
+
+    state: Next
+    at: datetime | None = None
+    counts_as_attempt: bool = True
+    reason: DeadReason | None = None
+
+
+def after_send(
+    verdict: Verdict,
+    *,
+    attempts: int,
+    now: datetime,
+    max_retries: int,
+    backoff: Callable[[int], timedelta],
+    check_after: timedelta,
+) -> AfterSend:
+    """What a send's verdict does to its order, ``attempts`` having been spent before.
+
+    Accepted: sent.  Refused before it left (not sent) or throttled by the API's
+    limiter: pending again, no attempt spent (a throttle waits at least its
+    Retry-After).  Transient: pending with backoff, an attempt spent, dead once the
+    budget is.  Unknown: in doubt, for the reconciler.  Rejected or credentials: dead.
+    """
+    outcome = verdict.outcome
+    if outcome is Outcome.ACCEPTED:
+        return AfterSend(Next.SENT)
+    if outcome is Outcome.NOT_SENT:
+        return AfterSend(Next.PENDING, at=now + backoff(1), counts_as_attempt=False)
+    if outcome is Outcome.THROTTLED:
+        wait = max(timedelta(seconds=verdict.retry_after or 0.0), backoff(1))
+        return AfterSend(Next.PENDING, at=now + wait, counts_as_attempt=False)
+    if outcome is Outcome.TRANSIENT:
+        used = attempts + 1
+        if used >= max_retries:
+            return AfterSend(Next.DEAD, reason=DeadReason.RETRIES_EXHAUSTED)
+        return AfterSend(Next.PENDING, at=now + backoff(used))
+    if outcome is Outcome.UNKNOWN:
+        return AfterSend(Next.IN_DOUBT, at=now + check_after)
+    if outcome is Outcome.CREDENTIALS:
+        return AfterSend(Next.DEAD, reason=DeadReason.CREDENTIALS)
+    return AfterSend(Next.DEAD, reason=DeadReason.REJECTED)
 
 
 class _Common(TypedDict):
@@ -61,11 +121,19 @@ class OutcomeRecorder:
         self.alerter = alerter
 
     def apply(self, order: ClaimedOrder, verdict: Verdict, latency_ms: float) -> None:
-        """Record the outcome of a send."""
+        """Record the outcome of a send: ``after_send`` decides, this writes it down."""
         now = self.clock.now()
+        step = after_send(
+            verdict,
+            attempts=order.attempts,
+            now=now,
+            max_retries=self.settings.max_retries,
+            backoff=self._backoff,
+            check_after=timedelta(seconds=self.settings.reconcile_interval_seconds),
+        )
         common: _Common = {"now": now, "actor": self.actor, "latency_ms": latency_ms}
-        outcome = verdict.outcome
-        if outcome is Outcome.ACCEPTED:
+        error = describe(verdict)
+        if step.state is Next.SENT:
             done = self.store.lifecycle.mark_sent(
                 order,
                 broker_orderid=verdict.orderid,
@@ -83,60 +151,52 @@ class OutcomeRecorder:
                     round(latency_ms),
                 )
                 self.publish(order, "sent", orderid=verdict.orderid)
-        elif outcome is Outcome.NOT_SENT:
+        elif step.state is Next.PENDING:
+            assert step.at is not None
             done = self.store.lifecycle.mark_for_retry(
                 order,
-                retry_at=now + self._backoff(1),
-                outcome=outcome.value,
-                error=verdict.message,
-                counts_as_attempt=False,
-                **common,
-            )
-            if done:
-                logger.warning("order %s not sent (%s); retrying", order.id, verdict.message)
-                self.publish(order, "pending", error=verdict.message)
-        elif outcome is Outcome.THROTTLED:
-            wait = max(timedelta(seconds=verdict.retry_after or 0.0), self._backoff(1))
-            done = self.store.lifecycle.mark_for_retry(
-                order,
-                retry_at=now + wait,
-                outcome=outcome.value,
-                error=describe(verdict),
-                counts_as_attempt=False,
+                retry_at=step.at,
+                outcome=verdict.outcome.value,
+                error=error,
+                counts_as_attempt=step.counts_as_attempt,
                 http_status=verdict.http_status,
                 **common,
             )
             if done:
                 logger.warning(
-                    "order %s throttled by the API's limiter (%s); retrying, no attempt spent",
+                    "order %s: %s (%s); retrying, %s of %s attempts spent",
                     order.id,
-                    describe(verdict),
+                    verdict.outcome.value,
+                    error,
+                    order.attempts + step.counts_as_attempt,
+                    self.settings.max_retries,
                 )
-                self.publish(order, "pending", error=describe(verdict))
-        elif outcome is Outcome.TRANSIENT:
-            done = self._transient(order, verdict, common)
-        elif outcome is Outcome.UNKNOWN:
+                self.publish(order, "pending", error=error)
+        elif step.state is Next.IN_DOUBT:
+            assert step.at is not None
             done = self.store.lifecycle.mark_in_doubt(
                 order,
-                outcome=outcome.value,
-                error=describe(verdict),
-                check_at=now + timedelta(seconds=self.settings.reconcile_interval_seconds),
+                outcome=verdict.outcome.value,
+                error=error,
+                check_at=step.at,
                 http_status=verdict.http_status,
                 **common,
             )
             if done:
                 logger.warning(
-                    "order %s in doubt (%s); will check the broker's orderbook",
-                    order.id,
-                    describe(verdict),
+                    "order %s in doubt (%s); will check the broker's orderbook", order.id, error
                 )
-                self.publish(order, "in_doubt", error=describe(verdict))
+                self.publish(order, "in_doubt", error=error)
         else:
-            reason = (
-                DeadReason.CREDENTIALS if outcome is Outcome.CREDENTIALS else DeadReason.REJECTED
-            )
-            done = self.dead(order, reason, verdict, latency_ms=latency_ms)
-        if not done and outcome is Outcome.ACCEPTED:
+            assert step.reason is not None
+            done = self.dead(order, step.reason, verdict, latency_ms=latency_ms)
+        if not done:
+            self._lease_lost(order, verdict, now)
+
+    def _lease_lost(self, order: ClaimedOrder, verdict: Verdict, now: datetime) -> None:
+        """Another dispatcher owns the order now: it decides; an acceptance is kept as
+        evidence of a possible duplicate."""
+        if verdict.outcome is Outcome.ACCEPTED:
             logger.error(
                 "order %s: the broker accepted it as orderid=%s after this "
                 "dispatcher lost its lease; check the broker for a duplicate",
@@ -150,38 +210,12 @@ class OutcomeRecorder:
                 broker_orderid=verdict.orderid,
                 message="accepted after the lease passed to another dispatcher",
             )
-        elif not done:
+        else:
             logger.warning(
                 "order %s: lease lost before the outcome (%s) was recorded; a newer owner decides",
                 order.id,
-                outcome.value,
+                verdict.outcome.value,
             )
-
-    def _transient(self, order: ClaimedOrder, verdict: Verdict, common: _Common) -> bool:
-        used = order.attempts + 1
-        if used >= self.settings.max_retries:
-            return self.dead(
-                order, DeadReason.RETRIES_EXHAUSTED, verdict, latency_ms=common["latency_ms"]
-            )
-        done = self.store.lifecycle.mark_for_retry(
-            order,
-            retry_at=common["now"] + self._backoff(used),
-            outcome=verdict.outcome.value,
-            error=describe(verdict),
-            counts_as_attempt=True,
-            http_status=verdict.http_status,
-            **common,
-        )
-        if done:
-            logger.warning(
-                "order %s: transient failure (%s), attempt %s of %s",
-                order.id,
-                describe(verdict),
-                used,
-                self.settings.max_retries,
-            )
-            self.publish(order, "pending", error=describe(verdict))
-        return done
 
     def dead(
         self,

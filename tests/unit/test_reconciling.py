@@ -5,9 +5,19 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from database.order_queue.model import DeadReason
 from database.order_queue_db import Receipt
 from services.order_queue.outcome import Outcome
-from services.order_queue.reconciling import next_orderbook_try, recorded_verdict, request_over_at
+from services.order_queue.reconciling import (
+    Decision,
+    Do,
+    from_kept_answer,
+    from_orderbook,
+    from_receipt,
+    next_orderbook_try,
+    recorded_verdict,
+    request_over_at,
+)
 
 SENT = datetime(2026, 11, 28, 4, 0, 0)
 LONG, SETTLE = 125.0, 5.0
@@ -88,3 +98,62 @@ def test_a_receipt_shows_the_door_even_when_the_sender_did_not_expect_it():
     gone = SENT + timedelta(seconds=3)
     rec = Receipt(False, "d1", received, None, None, None)
     assert over_at(rec, gone) == gone + timedelta(seconds=SETTLE)
+
+
+def decide_from_orderbook(unbound, unreadable=0, *, last_check=False, behind_door=False, now=SENT):
+    return from_orderbook(
+        unbound,
+        unreadable,
+        checks_done=2,
+        last_check=last_check,
+        behind_door=behind_door,
+        now=now,
+        over_at=SENT + timedelta(seconds=LONG),
+    )
+
+
+def test_the_orderbook_decides_one_match_adopted_several_to_a_human():
+    assert decide_from_orderbook(["B1"]) == Decision(
+        Do.ADOPT, "adopted the broker's matching order", orderid="B1"
+    )
+    for ambiguous in (decide_from_orderbook(["B1", "B2"]), decide_from_orderbook([], 1)):
+        assert (ambiguous.do, ambiguous.reason) == (Do.DEAD, DeadReason.IN_DOUBT)
+        assert ambiguous.verdict.message.startswith("ambiguous: ")
+        assert not ambiguous.counts_as_attempt
+
+
+def test_no_match_is_not_placed_only_once_the_request_cannot_place_it():
+    after = SENT + timedelta(seconds=LONG + 1)
+    assert decide_from_orderbook([]).do is Do.CHECK_AGAIN  # checks left, no door: look again
+    assert decide_from_orderbook([]).at is None
+    for facts in ({"last_check": True}, {"behind_door": True}):
+        waiting = decide_from_orderbook([], **facts)
+        assert (waiting.do, waiting.at) == (Do.CHECK_AGAIN, SENT + timedelta(seconds=LONG))
+        released = decide_from_orderbook([], now=after, **facts)
+        assert released == Decision(Do.RELEASE, "not in the orderbook after 2 checks")
+
+
+def test_a_kept_answer_decides_unless_it_says_nothing_of_the_placement():
+    kept = lambda status, body="{}": recorded_verdict(  # noqa: E731
+        receipt(received=SENT, done=SENT, status=status, body=body)
+    )
+    accepted = from_kept_answer(kept(200, '{"status": "success", "orderid": "42"}'))
+    assert (accepted.do, accepted.orderid) == (Do.ADOPT, "42")
+    rejected = from_kept_answer(kept(400, '{"status": "error", "message": "bad"}'))
+    assert (rejected.do, rejected.reason, rejected.counts_as_attempt) == (
+        Do.DEAD,
+        DeadReason.REJECTED,
+        True,
+    )
+    assert from_kept_answer(kept(429)).do is Do.RELEASE
+    assert from_kept_answer(kept(500)) is None and from_kept_answer(None) is None
+
+
+def test_the_receipt_alone_decides_a_refused_request_and_a_host_still_working():
+    over = SENT + timedelta(seconds=LONG)
+    never_got_in = from_receipt(receipt(), receiver_gone_since=None, now=SENT, over_at=over)
+    assert never_got_in.do is Do.RELEASE
+    working = from_receipt(receipt(received=SENT), receiver_gone_since=None, now=SENT, over_at=over)
+    assert (working.do, working.counts_as_check) == (Do.CHECK_AGAIN, False)
+    gone = from_receipt(receipt(received=SENT), receiver_gone_since=SENT, now=SENT, over_at=over)
+    assert gone is None  # the orderbook decides
