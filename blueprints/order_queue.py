@@ -355,9 +355,10 @@ def _action_request() -> tuple[list[int], dict]:
 def _dead_ids_matching(chosen) -> list[int]:
     if not isinstance(chosen, dict) or not all(isinstance(v, str) for v in chosen.values()):
         abort(400, description="'filter' must be an object of text values, like the page's")
-    if chosen.get("state", "dead") != "dead":
+    dead = OrderState.DEAD.value
+    if chosen.get("state", dead) != dead:
         abort(400, description="only dead orders are replayed or dismissed by filter")
-    filters = _filters({**chosen, "state": "dead"})
+    filters = _filters({**chosen, "state": dead})
     rows = runtime.current().store.reads.list_orders(limit=MAX_BULK, **filters)
     if not rows:
         abort(400, description="no dead order matches the filter")

@@ -64,7 +64,7 @@ _other = aliased(orders, name="other")
 #: The next PENDING order that may go now: due, not expired, its account lane not
 #: blocked, no earlier order of its instrument still pending (on PostgreSQL ids may also
 #: commit out of order), none on the wire or in doubt (a replayed older order must not
-#: pass a newer one in flight), and for a smart order none of its instrument settling
+#: pass a newer one on the wire), and for a smart order none of its instrument settling
 #: (``holds.py``, the rule the page shows).  Exits first, then oldest.
 _CLAIM_CANDIDATE = (
     select(orders)
@@ -172,7 +172,7 @@ class Claims(StorePart):
         Returns ``ClaimResult(None, next_due_at)`` when nothing qualifies, where
         ``next_due_at`` is the earliest moment something may (a hint for sleeping).
         """
-        settling_since = holds.settling_since(now, limits.smart_settle)
+        settling_since = holds.settling_since(now, limits.settle_gap)
         with self.transaction() as conn:
             blocked, window_opens_at = self._blocked_lanes(conn, now, limits)
             row = (
@@ -234,11 +234,11 @@ class Claims(StorePart):
     ) -> datetime | None:
         """Earliest future moment a pending or in-doubt row becomes actionable."""
         candidates = [window_opens_at] if window_opens_at else []
-        if limits.smart_settle > 0:
-            gap = timedelta(seconds=limits.smart_settle)
-            settling_since = conn.execute(_OLDEST_SMART_SEND, {"since": now - gap}).scalar()
-            if settling_since is not None:
-                candidates.append(settling_since + gap)
+        if limits.settle_gap > 0:
+            gap = timedelta(seconds=limits.settle_gap)
+            oldest_settling = conn.execute(_OLDEST_SMART_SEND, {"since": now - gap}).scalar()
+            if oldest_settling is not None:
+                candidates.append(oldest_settling + gap)
         for statement in (_NEXT_AVAILABLE, _NEXT_LEASE_EXPIRY):
             moment = conn.execute(statement, {"now": now}).scalar()
             if moment is not None:

@@ -212,7 +212,7 @@ class QueuedOrder(Base):
         Index("ix_order_queue_instrument", "instrument", "state", "id"),
         # Recovery and reconciliation look only at leased / in-doubt rows.
         _partial_index(
-            "ix_order_queue_inflight",
+            "ix_order_queue_inflight",  # on the wire (the name predates the word)
             ("state", "lease_expires_at"),
             "state IN ('sending', 'in_doubt')",
         ),

@@ -7,6 +7,7 @@ to pending when it was not.  A pending order past its expiry is never sent.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,42 @@ from database.order_queue.dispatcher_registry import lease_is_free
 from database.order_queue.model import AttemptKind, DeadReason, OrderState, orders
 
 
+@dataclass(frozen=True)
+class StaleMove:
+    """Where an order goes when its sender is gone mid-send, and what the trail says."""
+
+    state: OrderState
+    available_at: datetime
+    spends_attempt: bool
+    error: str | None
+    outcome: str
+    message: str
+
+
+def after_stale_lease(*, stamped: bool, now: datetime, check_at: datetime) -> StaleMove:
+    """An order left SENDING by a sender that is gone: in doubt (checked from
+    ``check_at``, an attempt spent) when its send was stamped, since the request may
+    have reached the broker; pending again at once when it was not, since it never left.
+    """
+    if stamped:
+        return StaleMove(
+            OrderState.IN_DOUBT,
+            available_at=check_at,
+            spends_attempt=True,
+            error="dispatcher stopped while the order was being sent",
+            outcome="in_doubt",
+            message="dispatcher died or lost its lease mid-send",
+        )
+    return StaleMove(
+        OrderState.PENDING,
+        available_at=now,
+        spends_attempt=False,
+        error=None,
+        outcome="released",
+        message="dispatcher stopped before sending: not sent, queued again",
+    )
+
+
 class Recovery(StorePart):
     """What happens to orders whose holder is gone, or whose time is up."""
 
@@ -24,8 +61,7 @@ class Recovery(StorePart):
         self, *, now: datetime, heartbeat_timeout: float, check_at: datetime
     ) -> list[int]:
         """SENDING rows whose dispatcher is gone (lease expired, or its heartbeat stale or
-        missing) → IN_DOUBT when their send was stamped (the request may have reached the
-        broker), straight back to PENDING when it was not (it never left).
+        missing) are moved as ``after_stale_lease`` decides.
 
         Returns the ids moved to IN_DOUBT, which need reconciling; empty when none.
         """
@@ -38,49 +74,26 @@ class Recovery(StorePart):
                 )
             ).all()
             for order_id, token, sent_at in stale:
+                move = after_stale_lease(stamped=sent_at is not None, now=now, check_at=check_at)
                 # Only the lease that was judged stale; a row claimed again meanwhile
                 # (another process) keeps its new, live lease.
-                still_stale = (
-                    orders.c.id == order_id,
-                    orders.c.lease_token == token,
-                    orders.c.state == OrderState.SENDING.value,
-                )
-                if sent_at is None:
-                    released = conn.execute(
-                        update(orders)
-                        .where(*still_stale)
-                        .values(
-                            state=OrderState.PENDING.value,
-                            available_at=now,
-                            lease_token=None,
-                            lease_owner=None,
-                            lease_expires_at=None,
-                            updated_at=now,
-                        )
-                    ).rowcount
-                    if released:
-                        self._record(
-                            conn,
-                            order_id,
-                            now=now,
-                            kind=AttemptKind.RECOVERY,
-                            outcome="released",
-                            actor=None,
-                            message="dispatcher stopped before sending: not sent, queued again",
-                        )
-                    continue
                 changed = conn.execute(
                     update(orders)
-                    .where(*still_stale)
+                    .where(
+                        orders.c.id == order_id,
+                        orders.c.lease_token == token,
+                        orders.c.state == OrderState.SENDING.value,
+                    )
                     .values(
-                        state=OrderState.IN_DOUBT.value,
-                        attempts=orders.c.attempts + 1,
-                        available_at=check_at,
+                        state=move.state.value,
+                        available_at=move.available_at,
+                        attempts=orders.c.attempts + int(move.spends_attempt),
                         reconcile_checks=0,
                         lease_token=None,
+                        lease_owner=None,
                         lease_expires_at=None,
                         updated_at=now,
-                        last_error="dispatcher stopped while the order was being sent",
+                        last_error=move.error if move.error else orders.c.last_error,
                     )
                 ).rowcount
                 if changed:
@@ -89,11 +102,12 @@ class Recovery(StorePart):
                         order_id,
                         now=now,
                         kind=AttemptKind.RECOVERY,
-                        outcome="in_doubt",
+                        outcome=move.outcome,
                         actor=None,
-                        message="dispatcher died or lost its lease mid-send",
+                        message=move.message,
                     )
-                    moved.append(order_id)
+                    if move.state is OrderState.IN_DOUBT:
+                        moved.append(order_id)
         return moved
 
     def expire_pending(self, *, now: datetime) -> list[dict[str, Any]]:

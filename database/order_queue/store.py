@@ -180,7 +180,7 @@ def _add_missing_columns(conn: Connection) -> None:
                 kind = column.type.compile(dialect=conn.dialect)
                 conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
         if table is orders and "sent_at" not in present:
-            # Earlier versions kept no send stamp: an order they left in flight may have
+            # Earlier versions kept no send stamp: an order they left on the wire may have
             # been sent, so it counts as stamped at its claim time.
             conn.execute(
                 update(orders)

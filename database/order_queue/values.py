@@ -95,7 +95,7 @@ class RateLimits:
     smart: int
     regular: int
     window: float
-    smart_settle: float = 0.0
+    settle_gap: float = 0.0
     #: A lane whose host limit is per minute counts over its own window (else ``window``).
     smart_window: float | None = None
     regular_window: float | None = None

@@ -97,46 +97,43 @@ def settle(
 ) -> list[ActionResult]:
     """Record what the operator found at the broker for orders whose fate the machine
     could not tell (in doubt, or dead-lettered in doubt): ``placed`` with the broker's
-    orderid (one order at a time: an orderid belongs to one order) marks it sent; not
-    placed sends it again, which, as for a replay, needs ``confirm`` once a later order
-    for its instrument went out (a dead letter holds nothing: an old entry sent after
-    its exit would open a position nobody wants).  Audited in the attempt trail like
-    every action."""
-    if placed and (len(order_ids) != 1 or not broker_orderid):
-        return [
-            ActionResult(order_id, False, "'placed' needs one order and the broker's order id")
-            for order_id in order_ids
-        ]
+    orderid marks it sent; not placed sends it again (``settle_refusal`` says when that
+    waits for ``confirm``).  Audited in the attempt trail like every action."""
     queue = runtime.current()
     store, results = queue.store, []
     for order_id in order_ids:
+        row = store.reads.get_order(order_id)
+        later = (
+            [later_row["id"] for later_row in store.reads.later_orders_gone_ahead(order_id)]
+            if not placed and row is not None and _settleable(row)
+            else []
+        )
+        refusal = settle_refusal(
+            placed=placed,
+            orders=len(order_ids),
+            broker_orderid=broker_orderid,
+            later_gone_ahead=later,
+            confirm=confirm,
+        )
+        if refusal is not None:
+            results.append(
+                ActionResult(
+                    order_id,
+                    False,
+                    refusal,
+                    needs_confirmation=bool(later),
+                    later_sent=later,
+                )
+            )
+            continue
         now = queue.clock.now()
         if placed:
-            assert broker_orderid is not None  # 'placed' without one returned above
+            assert broker_orderid is not None  # settle_refusal asks for one
             done = store.operator_moves.settle_placed(
                 order_id, now=now, actor=actor, broker_orderid=broker_orderid, note=note
             )
             outcome, state = f"settled as placed, broker order id {broker_orderid}", "sent"
         else:
-            row = store.reads.get_order(order_id)
-            later = (
-                [later_row["id"] for later_row in store.reads.later_orders_gone_ahead(order_id)]
-                if row is not None and _settleable(row)
-                else []
-            )
-            if later and not confirm:
-                results.append(
-                    ActionResult(
-                        order_id,
-                        False,
-                        f"later orders for this instrument already went out "
-                        f"({', '.join(map(str, later))}): sent now, it goes behind them; "
-                        f"confirm to send it anyway",
-                        needs_confirmation=True,
-                        later_sent=later,
-                    )
-                )
-                continue
             deadline = (
                 queue.deadline_for({**row["payload"], "strategy": row["strategy"]}, now)
                 if row
@@ -164,6 +161,30 @@ def settle(
     return results
 
 
+def settle_refusal(
+    *,
+    placed: bool,
+    orders: int,
+    broker_orderid: str | None,
+    later_gone_ahead: list[int],
+    confirm: bool,
+) -> str | None:
+    """Why a settle may not go ahead as asked, or None.  "Placed" takes one order and
+    the broker's orderid (an orderid belongs to one order).  "Not placed" sends the
+    order again, which, as for a replay, waits for ``confirm`` once later orders of its
+    instrument went out (a dead letter holds nothing: an old entry sent after its exit
+    would open a position nobody wants)."""
+    if placed and (orders != 1 or not broker_orderid):
+        return "'placed' needs one order and the broker's order id"
+    if later_gone_ahead and not confirm:
+        return (
+            f"later orders for this instrument already went out "
+            f"({', '.join(map(str, later_gone_ahead))}): sent now, it goes behind them; "
+            f"confirm to send it anyway"
+        )
+    return None
+
+
 def _settleable(row: dict) -> bool:
     return row["state"] == OrderState.IN_DOUBT.value or (
         row["state"] == OrderState.DEAD.value and row["dead_reason"] == DeadReason.IN_DOUBT.value
@@ -174,14 +195,14 @@ def _why_not_settled(store, order_id: int, broker_orderid: str | None) -> str:
     row = store.reads.get_order(order_id)
     if row is None:
         return "no such order"
-    if row["state"] == "in_doubt":
+    if row["state"] == OrderState.IN_DOUBT.value:
         if broker_orderid and row["broker_orderid"] != broker_orderid:
             return (
                 f"broker order id {broker_orderid} is already bound to another order, "
                 f"or the order is being checked right now; try again"
             )
         return "the order is being checked against the orderbook right now; try again"
-    if row["state"] == "dead" and row["dead_reason"] == "in_doubt":
+    if _settleable(row):  # dead in doubt: the id was the obstacle
         return f"broker order id {broker_orderid} is already bound to another order"
     return f"only an order in doubt can be settled (this one is {row['state']})"
 

@@ -82,7 +82,7 @@ class Dispatcher:
             smart=settings.smart_rate,
             regular=settings.regular_rate,
             window=settings.rate_window_seconds,
-            smart_settle=settings.smart_settle_seconds,
+            settle_gap=settings.smart_settle_seconds,
             smart_window=settings.smart_rate_window_seconds,
             regular_window=settings.regular_rate_window_seconds,
             tolerance=settings.send_tolerance_seconds,
@@ -97,7 +97,7 @@ class Dispatcher:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._idle = threading.Condition()
-        self._in_flight = 0
+        self._requests_in_flight = 0
         self._thread: threading.Thread | None = None
         self._registered = False
         self._last_housekeeping: float | None = None
@@ -178,9 +178,9 @@ class Dispatcher:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(max(0.0, deadline - self.clock.monotonic()))
         with self._idle:
-            while self._in_flight and self.clock.monotonic() < deadline:
+            while self._requests_in_flight and self.clock.monotonic() < deadline:
                 self._idle.wait(max(0.0, deadline - self.clock.monotonic()))
-            drained = self._in_flight == 0
+            drained = self._requests_in_flight == 0
         # Marked stopped only when nothing is on the wire: otherwise another dispatcher
         # would reconcile those orders while their requests may still be answered.
         if drained:
@@ -317,11 +317,11 @@ class Dispatcher:
 
     def _free_slot(self) -> bool:
         with self._idle:
-            return self._in_flight < self.settings.workers
+            return self._requests_in_flight < self.settings.workers
 
     def _submit(self, task: Callable[[ClaimedOrder], None], order: ClaimedOrder) -> None:
         with self._idle:
-            self._in_flight += 1
+            self._requests_in_flight += 1
         try:
             threading.Thread(
                 target=self._run_task,
@@ -336,7 +336,7 @@ class Dispatcher:
             # see) this dispatcher stops claiming; otherwise the pass fails, is logged,
             # and the loop tries again.
             with self._idle:
-                self._in_flight -= 1
+                self._requests_in_flight -= 1
                 self._idle.notify_all()
             if not sys.is_finalizing():
                 raise
@@ -360,6 +360,6 @@ class Dispatcher:
             logger.exception("order %s: unexpected error while processing", order.id)
         finally:
             with self._idle:
-                self._in_flight -= 1
+                self._requests_in_flight -= 1
                 self._idle.notify_all()
             self._wake.set()

@@ -8,6 +8,7 @@ Socket.IO server (CLI, tests, a worker process) the page events are a no-op, and
 error is logged and swallowed.
 """
 
+from database.order_queue.model import OrderState
 from extensions import socketio
 from services.order_queue.alerts import Alerter
 from utils.logging import get_logger
@@ -24,7 +25,7 @@ DEAD_EVENT = "order_queue:dead"
 def publish(alerter: Alerter, order_id: int, state: str, **details) -> None:
     """Tell connected admin pages that ``order_id`` is now in ``state``; a dead order is
     also raised through ``alerter`` (the runtime's)."""
-    if state == "dead":
+    if state == OrderState.DEAD.value:
         alerter.raise_alert(
             "dead",
             str(order_id),
@@ -38,7 +39,7 @@ def publish(alerter: Alerter, order_id: int, state: str, **details) -> None:
     event = {"id": order_id, "state": state, **details}
     try:
         socketio.emit(ORDER_EVENT, event, namespace=NAMESPACE)
-        if state == "dead":
+        if state == OrderState.DEAD.value:
             socketio.emit(DEAD_EVENT, event, namespace=NAMESPACE)
     except Exception:  # a broken socket must never stop an order
         logger.exception("could not publish order-queue event for order %s", order_id)

@@ -161,7 +161,7 @@ class Reconciler:
             order.receipt,
             sent_at=order.sent_at,
             receiver_gone_since=gone_since,
-            settle_seconds=self.settings.broker_settle_seconds,
+            broker_settle_seconds=self.settings.broker_settle_seconds,
             in_progress_seconds=self.settings.in_progress_seconds,
         )
 
@@ -274,7 +274,7 @@ def request_over_at(
     *,
     sent_at: datetime,
     receiver_gone_since: datetime | None,
-    settle_seconds: float,
+    broker_settle_seconds: float,
     in_progress_seconds: float,
 ) -> datetime:
     """The moment after which the original request can no longer place the order
@@ -288,7 +288,7 @@ def request_over_at(
     one the host finished, or whose receiving process is gone, leaves only the broker's
     own settle time; one a live host is still working on, the long bound.
     """
-    settle = timedelta(seconds=settle_seconds)
+    settle = timedelta(seconds=broker_settle_seconds)
     if receipt.done_at is not None:  # OpenAlgo's door kept its answer (a 5xx)
         return receipt.done_at + settle
     if receipt.received_at is None and not receipt.door_expected:

@@ -75,7 +75,7 @@ def test_smart_lane_one_per_window(store):
     assert claim(store, at=T0 + timedelta(seconds=1.2)).id == second
 
 
-SETTLING = RateLimits(smart=10, regular=10, window=1.1, smart_settle=1.0)
+SETTLING = RateLimits(smart=10, regular=10, window=1.1, settle_gap=1.0)
 
 
 def smart_order(store, symbol, position_size, at=T0):

@@ -12,7 +12,7 @@ from tests.support.rows import finished_order_row
 from tests.support.store_steps import T0
 
 GAP = 2.0
-LIMITS = RateLimits(smart=1000, regular=1000, window=1.0, smart_settle=GAP)
+LIMITS = RateLimits(smart=1000, regular=1000, window=1.0, settle_gap=GAP)
 NOW = T0 + timedelta(minutes=5)
 
 #: Orders that may or may not hold a later one of their instrument:

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from database.order_queue.recovery import after_stale_lease
 from database.order_queue_db import (
     OrderState,
 )
@@ -197,3 +198,22 @@ def test_deadline_before_max_age_sets_expiry_and_past_deadline_is_ignored(store)
         deadline=squareoff,
     )  # the squareoff itself
     assert store.reads.get_order(flatten)["expires_at"] == squareoff + timedelta(seconds=300)
+
+
+def test_a_stale_send_goes_in_doubt_only_when_it_was_stamped():
+    """``recovery.after_stale_lease``: a stamped request may have left; one never
+    stamped never did."""
+
+    later = T0 + timedelta(seconds=3)
+    stamped = after_stale_lease(stamped=True, now=T0, check_at=later)
+    assert (stamped.state, stamped.available_at, stamped.spends_attempt) == (
+        OrderState.IN_DOUBT,
+        later,
+        True,
+    )
+    unstamped = after_stale_lease(stamped=False, now=T0, check_at=later)
+    assert (unstamped.state, unstamped.available_at, unstamped.spends_attempt) == (
+        OrderState.PENDING,
+        T0,
+        False,
+    )

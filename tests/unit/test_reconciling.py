@@ -32,7 +32,7 @@ def over_at(rec, gone_since=None):
         rec,
         sent_at=SENT,
         receiver_gone_since=gone_since,
-        settle_seconds=SETTLE,
+        broker_settle_seconds=SETTLE,
         in_progress_seconds=LONG,
     )
 
