@@ -26,6 +26,7 @@ HOOK_PTH = "order_queue_plugin.pth"
 INSTALLER_FILES = (
     "__init__.py",
     "openalgo.py",
+    "edits.py",
     "manifest.py",
     "venv_hook.py",
     "image_hook.py",

@@ -3,4 +3,4 @@ their public face."""
 
 #: The plugin's version: shown by health, the admin page and the installer's ``--check``;
 #: what changed in each is in CHANGELOG.md.
-VERSION = "1.4.0"
+VERSION = "1.5.0"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from install import edits
 from install import openalgo as installer
 from install.manifest import PLUGIN_FILES
 from tests.conftest import TEST_PEPPER
@@ -250,7 +251,7 @@ def test_reinstall_refuses_when_the_plugin_lines_were_changed(tree):
         )
     )
     before = snapshot(tree)
-    with pytest.raises(installer.InstallError, match="blueprints/strategy.py"):
+    with pytest.raises(edits.InstallError, match="blueprints/strategy.py"):
         run(tree)
     assert snapshot(tree) == before
 
@@ -287,12 +288,10 @@ def test_a_plugin_update_over_an_old_install_uninstalls_to_the_original(
     for path in ("services/order_queue_service.py", "services/order_queue/settings.py"):
         with open(plugin_v1 / path, "a") as file:
             file.write("# plugin v1\n")
-    new_app_edit = [e for e in installer.CORE_EDITS if e.path == "app.py"][-1]
+    new_app_edit = [e for e in edits.CORE_EDITS if e.path == "app.py"][-1]
     with monkeypatch.context() as v1:
         v1.setattr(installer, "SOURCE_ROOT", plugin_v1)
-        v1.setattr(
-            installer, "CORE_EDITS", [e for e in installer.CORE_EDITS if e is not new_app_edit]
-        )
+        v1.setattr(edits, "CORE_EDITS", [e for e in edits.CORE_EDITS if e is not new_app_edit])
         assert run(tree)[0] == 0
     code, report = run(tree)
     assert code == 0 and "3 files changed" in report
@@ -320,9 +319,9 @@ def test_check_notices_an_outdated_plugin_file(tree):
 
 ANCHORS = [
     (edit, pattern)
-    for edit in installer.EDITS
+    for edit in edits.EDITS
     for pattern in ((edit.anchor,) if edit.anchor else edit.requires)
-    if pattern != installer.QUEUE_ORDER
+    if pattern != edits.QUEUE_ORDER
 ]
 
 
@@ -372,7 +371,7 @@ def test_an_openalgo_with_no_queue_at_all_is_refused(tree):
     without_queue_order(tree, "blueprints/strategy.py")
     without_queue_order(tree, "blueprints/chartink.py")
     before = snapshot(tree)
-    with pytest.raises(installer.InstallError, match="no queue to make durable"):
+    with pytest.raises(edits.InstallError, match="no queue to make durable"):
         run(tree)
     assert snapshot(tree) == before
 
