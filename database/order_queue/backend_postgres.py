@@ -35,7 +35,7 @@ class PostgresBackend:
     dispatchers claim side by side; nothing in a claim needs a lock beyond its row: an
     order whose predecessor another claim is taking still sees that one pending and
     waits.  Rate limits are exact where the send is stamped, one stamp at a time per
-    account lane (``lock_lane``).  psycopg is imported by SQLAlchemy only when this
+    account lane (``lock_account_lane``).  psycopg is imported by SQLAlchemy only when this
     backend is used.
     """
 
@@ -123,7 +123,7 @@ class PostgresBackend:
             self.notify(conn)
         return order_id
 
-    def lock_lane(self, conn: Connection, lane_key: str) -> None:
+    def lock_account_lane(self, conn: Connection, lane_key: str) -> None:
         """One send stamp at a time per account lane, across processes (the two-key
         advisory lock space does not overlap the schema lock's)."""
         conn.execute(

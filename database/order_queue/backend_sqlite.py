@@ -206,7 +206,7 @@ class SqliteBackend:
             engine.dispose()
         self._file_identity = identity
 
-    def lock_lane(self, conn: Connection, lane_key: str) -> None:
+    def lock_account_lane(self, conn: Connection, lane_key: str) -> None:
         """BEGIN IMMEDIATE already serialises the send stamps too."""
 
     #: Every process on one SQLite file runs on one machine, under one clock.

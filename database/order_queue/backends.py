@@ -55,7 +55,7 @@ class Backend(Protocol):
     def insert_order(self, engine: Engine, row: dict[str, Any]) -> int:
         """Commit one new order row; its id."""
 
-    def lock_lane(self, conn: Connection, lane_key: str) -> None:
+    def lock_account_lane(self, conn: Connection, lane_key: str) -> None:
         """Serialise send stamps of one account lane until the transaction ends."""
 
     def shared_now(self, conn: Connection) -> datetime:

@@ -4,7 +4,7 @@ A claim picks, in one write transaction, the next pending order that may go now 
 account lane has budget, no earlier order of its instrument is unfinished, a smart
 order's instrument has settled; exits first) and leases it as SENDING.  The send stamp,
 just before the request leaves, is taken inside the account lane's budget on the shared
-clock, one stamp at a time per lane: that is where the broker's rate windows are kept,
+clock, one stamp at a time per account lane: that is where the broker's rate windows are kept,
 for every process at once.  The statements are built once, here: building them per claim cost
 more than running them.
 """
@@ -297,7 +297,7 @@ class Claims(StorePart):
         inside the account lane's budget, and record the moment of sending with a lease
         from it.
 
-        Stamps are taken one at a time per lane, on the shared clock:
+        Stamps are taken one at a time per account lane, on the shared clock:
         with ``limits``, a stamp is refused (``wait_seconds``) while the lane already
         has its limit of stamps in the last window (widened by ``limits.tolerance``,
         the longest a request may take to leave after its stamp).  Since every request
@@ -310,7 +310,7 @@ class Claims(StorePart):
         across machines the stamp itself is the database server's time.
         """
         with self.transaction() as conn:
-            self.backend.lock_lane(conn, order.lane_key)
+            self.backend.lock_account_lane(conn, order.lane_key)
             now = clock()
             sent_at = self.backend.shared_now(conn) if self.backend.spans_machines else now
             taken_at = time.monotonic()

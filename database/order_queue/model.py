@@ -221,7 +221,7 @@ class QueuedOrder(Base):
         # commit does not write their pages: every index page an insert touches is one
         # more page to fsync.
         _partial_index("ix_order_queue_claimed", ("claimed_at",), "claimed_at IS NOT NULL"),
-        # The send stamp's gate: this lane's stamps in the last window.
+        # The send stamp's gate: this account lane's stamps in the last window.
         _partial_index("ix_order_queue_lane_sent", ("lane_key", "sent_at"), "sent_at IS NOT NULL"),
         # The settle gap: smart orders sent within it.
         _partial_index(

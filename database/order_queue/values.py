@@ -120,7 +120,7 @@ class RateLimits:
 @dataclass(frozen=True)
 class SendStamp:
     """The send stamp's decision: ``go`` (stamped: send now), wait ``wait_seconds`` for
-    the lane's window to free a turn, or ``lease_lost`` (another owner: never send)."""
+    the account lane's window to free a turn, or ``lease_lost`` (another owner: never send)."""
 
     go: bool = False
     lease_lost: bool = False

@@ -9,7 +9,7 @@
   queue, and their own clocks may disagree by more than a lease is long: there ``now()``
   is corrected to the database server's clock, measured at most every ``SYNC_SECONDS``
   (one query; between syncs no round trip), and the send stamp reads the server's clock
-  itself, under the lane's lock (``claims``).
+  itself, under the account lane's lock (``claims``).
 - ``to_wall()`` / ``from_wall()``: a moment between the queue's time and the time the
   outside world keeps (the broker's orderbook timestamps, IST squareoff times).  On
   SQLite they differ by the steps this machine's clock took since the clock was made;

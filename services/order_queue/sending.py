@@ -2,7 +2,7 @@
 host's API with its lease, and record what the answer means.
 
 The send stamp (``store.claims.stamp_send``) decides, for every process at once, whether
-the lane's rate window has room, and records the moment of sending.
+the account lane's rate window has room, and records the moment of sending.
 A request leaves only while its stamp is fresh (``pacing.stamp_is_timely``), so no
 window at the broker holds more than its limit.  A broker error may echo the request:
 the key never reaches the store or the logs.
