@@ -8,12 +8,15 @@ discipline and the record are kept in one place.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.sql.elements import ColumnElement
 
 from database.order_queue.backends import backend_for
 from database.order_queue.disk_reserve import is_disk_full
@@ -23,6 +26,7 @@ from database.order_queue.model import (
     AttemptKind,
     QueueStorageError,
     attempts,
+    orders,
     truncate,
     utcnow,
 )
@@ -78,6 +82,27 @@ class StoreCore:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def _move(
+        self,
+        conn: Connection,
+        order_id: int,
+        where: Iterable[ColumnElement[bool]],
+        values: dict[str, Any],
+        **trail: Any,
+    ) -> bool:
+        """Change one order if ``where`` still holds of it and, if it did, append the
+        trail row (``_record``'s arguments), in the caller's transaction.  False, and
+        nothing written, when it no longer held (another process moved the order)."""
+        changed = (
+            conn.execute(
+                update(orders).where(orders.c.id == order_id, *where).values(**values)
+            ).rowcount
+            == 1
+        )
+        if changed:
+            self._record(conn, order_id, **trail)
+        return changed
+
     def _record(
         self,
         conn: Connection,
@@ -120,3 +145,4 @@ class StorePart:
         self.transaction = core.transaction
         self._storage_errors = core._storage_errors
         self._record = core._record
+        self._move = core._move

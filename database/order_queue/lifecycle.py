@@ -1,7 +1,7 @@
 """The lifecycle marks: what the outcome of a send, or of a look at the broker, does to
 an order the caller holds.
 
-Every mark is conditional on the lease the caller holds (``_move``), so a dispatcher
+Every mark is conditional on the lease the caller holds (``_under_lease``), so a dispatcher
 that lost its order to another can change nothing; each change appends its attempt to
 the trail in the same transaction (``_record``).  Orders enter in ``intake.py``; those
 nobody holds any more are moved on by ``recovery.py``.  The states and the moves between
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-
-from sqlalchemy import update
 
 from database.order_queue.core import StorePart
 from database.order_queue.model import (
@@ -30,7 +28,7 @@ from database.order_queue.values import ClaimedOrder
 class Lifecycle(StorePart):
     """Moves of an order through its lifecycle, each under the caller's lease."""
 
-    def _move(
+    def _under_lease(
         self,
         order: ClaimedOrder,
         from_state: OrderState,
@@ -44,22 +42,15 @@ class Lifecycle(StorePart):
         with ``notify``, wake the dispatchers (the instrument's next order may go now).
         False, and nothing changed, when the lease was lost."""
         with self.transaction() as conn:
-            changed = (
-                conn.execute(
-                    update(orders)
-                    .where(
-                        orders.c.id == order.id,
-                        orders.c.lease_token == order.lease_token,
-                        orders.c.state == from_state.value,
-                    )
-                    .values(**values, lease_token=None, lease_expires_at=None)
-                ).rowcount
-                == 1
+            changed = self._move(
+                conn,
+                order.id,
+                (orders.c.lease_token == order.lease_token, orders.c.state == from_state.value),
+                {**values, "lease_token": None, "lease_expires_at": None},
+                **attempt,
             )
-            if changed:
-                self._record(conn, order.id, **attempt)
-                if notify:
-                    self.backend.notify(conn)
+            if changed and notify:
+                self.backend.notify(conn)
             return changed
 
     def mark_sent(
@@ -76,7 +67,7 @@ class Lifecycle(StorePart):
         kind: AttemptKind = AttemptKind.SEND,
     ) -> bool:
         """SENDING/IN_DOUBT → SENT with the broker's order id."""
-        return self._move(
+        return self._under_lease(
             order,
             OrderState(order.state),
             {
@@ -118,7 +109,7 @@ class Lifecycle(StorePart):
         ``counts_as_attempt`` is False when the request never left (connection refused):
         such failures are retried until the order expires without using the budget.
         """
-        return self._move(
+        return self._under_lease(
             order,
             OrderState.SENDING,
             {
@@ -147,7 +138,7 @@ class Lifecycle(StorePart):
         kind: AttemptKind = AttemptKind.SEND,
     ) -> bool:
         """SENDING/IN_DOUBT → DEAD with ``reason``."""
-        return self._move(
+        return self._under_lease(
             order,
             OrderState(order.state),
             {
@@ -181,7 +172,7 @@ class Lifecycle(StorePart):
         of it) is kept as the sender's, never as the host's: only the door's record
         (``receipts.py``) says that OpenAlgo finished the request.
         """
-        return self._move(
+        return self._under_lease(
             order,
             OrderState.SENDING,
             {
@@ -208,7 +199,7 @@ class Lifecycle(StorePart):
     ) -> bool:
         """An in-doubt check found nothing (yet): count it (unless it asked nobody) and
         look again at ``check_at``."""
-        return self._move(
+        return self._under_lease(
             order,
             OrderState.IN_DOUBT,
             {
@@ -224,7 +215,7 @@ class Lifecycle(StorePart):
     ) -> bool:
         """IN_DOUBT → PENDING: the broker has no such order after every check, so
         sending it again cannot duplicate it."""
-        return self._move(
+        return self._under_lease(
             order,
             OrderState.IN_DOUBT,
             {

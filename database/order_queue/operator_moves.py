@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select
 
 from database.order_queue.core import StorePart
 from database.order_queue.model import (
@@ -95,35 +95,25 @@ class OperatorMoves(StorePart):
             ).first()
             if taken is not None:
                 return False
-            changed = (
-                conn.execute(
-                    update(orders)
-                    .where(
-                        orders.c.id == order_id,
-                        orders.c.lease_token.is_(None),
-                        _SETTLEABLE,
-                    )
-                    .values(
-                        state=OrderState.SENT.value,
-                        broker_orderid=broker_orderid,
-                        dead_reason=None,
-                        finished_at=now,
-                        updated_at=now,
-                    )
-                ).rowcount
-                == 1
+            changed = self._move(
+                conn,
+                order_id,
+                (orders.c.lease_token.is_(None), _SETTLEABLE),
+                {
+                    "state": OrderState.SENT.value,
+                    "broker_orderid": broker_orderid,
+                    "dead_reason": None,
+                    "finished_at": now,
+                    "updated_at": now,
+                },
+                now=now,
+                kind=AttemptKind.OPERATOR,
+                outcome="settled_placed",
+                actor=actor,
+                message=note,
+                broker_orderid=broker_orderid,
             )
             if changed:
-                self._record(
-                    conn,
-                    order_id,
-                    now=now,
-                    kind=AttemptKind.OPERATOR,
-                    outcome="settled_placed",
-                    actor=actor,
-                    message=note,
-                    broker_orderid=broker_orderid,
-                )
                 self.backend.notify(conn)  # the instrument's next order may go now
             return changed
 
@@ -141,38 +131,28 @@ class OperatorMoves(StorePart):
         now) or DEAD in doubt → PENDING, sent again like a replay (fresh expiry and
         retry budget).  False if the order is in neither."""
         with self.transaction() as conn:
-            changed = (
-                conn.execute(
-                    update(orders)
-                    .where(
-                        orders.c.id == order_id,
-                        orders.c.lease_token.is_(None),
-                        _SETTLEABLE,
-                    )
-                    .values(
-                        state=OrderState.PENDING.value,
-                        available_at=now,
-                        dead_reason=None,
-                        finished_at=None,
-                        reconcile_checks=0,
-                        lease_owner=None,
-                        attempts=0,
-                        expires_at=expiry_for(now, max_age_seconds, deadline),
-                        updated_at=now,
-                    )
-                ).rowcount
-                == 1
+            changed = self._move(
+                conn,
+                order_id,
+                (orders.c.lease_token.is_(None), _SETTLEABLE),
+                {
+                    "state": OrderState.PENDING.value,
+                    "available_at": now,
+                    "dead_reason": None,
+                    "finished_at": None,
+                    "reconcile_checks": 0,
+                    "lease_owner": None,
+                    "attempts": 0,
+                    "expires_at": expiry_for(now, max_age_seconds, deadline),
+                    "updated_at": now,
+                },
+                now=now,
+                kind=AttemptKind.OPERATOR,
+                outcome="settled_not_placed",
+                actor=actor,
+                message=note,
             )
             if changed:
-                self._record(
-                    conn,
-                    order_id,
-                    now=now,
-                    kind=AttemptKind.OPERATOR,
-                    outcome="settled_not_placed",
-                    actor=actor,
-                    message=note,
-                )
                 self.backend.notify(conn)
             return changed
 
@@ -216,28 +196,18 @@ class OperatorMoves(StorePart):
         values: dict[str, Any],
     ) -> bool:
         with self.transaction() as conn:
-            changed = (
-                conn.execute(
-                    update(orders)
-                    .where(
-                        orders.c.id == order_id,
-                        orders.c.state == from_state.value,
-                        orders.c.lease_token.is_(None),
-                    )
-                    .values(state=to_state.value, updated_at=now, **values)
-                ).rowcount
-                == 1
+            changed = self._move(
+                conn,
+                order_id,
+                (orders.c.state == from_state.value, orders.c.lease_token.is_(None)),
+                {"state": to_state.value, "updated_at": now, **values},
+                now=now,
+                kind=AttemptKind.OPERATOR,
+                outcome=outcome,
+                actor=actor,
+                message=message,
             )
             if changed:
-                self._record(
-                    conn,
-                    order_id,
-                    now=now,
-                    kind=AttemptKind.OPERATOR,
-                    outcome=outcome,
-                    actor=actor,
-                    message=message,
-                )
                 self.backend.notify(conn)
             return changed
 

@@ -77,37 +77,29 @@ class Recovery(StorePart):
                 move = after_stale_lease(stamped=sent_at is not None, now=now, check_at=check_at)
                 # Only the lease that was judged stale; a row claimed again meanwhile
                 # (another process) keeps its new, live lease.
-                changed = conn.execute(
-                    update(orders)
-                    .where(
-                        orders.c.id == order_id,
-                        orders.c.lease_token == token,
-                        orders.c.state == OrderState.SENDING.value,
-                    )
-                    .values(
-                        state=move.state.value,
-                        available_at=move.available_at,
-                        attempts=orders.c.attempts + int(move.spends_attempt),
-                        reconcile_checks=0,
-                        lease_token=None,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        updated_at=now,
-                        last_error=move.error if move.error else orders.c.last_error,
-                    )
-                ).rowcount
-                if changed:
-                    self._record(
-                        conn,
-                        order_id,
-                        now=now,
-                        kind=AttemptKind.RECOVERY,
-                        outcome=move.outcome,
-                        actor=None,
-                        message=move.message,
-                    )
-                    if move.state is OrderState.IN_DOUBT:
-                        moved.append(order_id)
+                changed = self._move(
+                    conn,
+                    order_id,
+                    (orders.c.lease_token == token, orders.c.state == OrderState.SENDING.value),
+                    {
+                        "state": move.state.value,
+                        "available_at": move.available_at,
+                        "attempts": orders.c.attempts + int(move.spends_attempt),
+                        "reconcile_checks": 0,
+                        "lease_token": None,
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                        "updated_at": now,
+                        "last_error": move.error if move.error else orders.c.last_error,
+                    },
+                    now=now,
+                    kind=AttemptKind.RECOVERY,
+                    outcome=move.outcome,
+                    actor=None,
+                    message=move.message,
+                )
+                if changed and move.state is OrderState.IN_DOUBT:
+                    moved.append(order_id)
         return moved
 
     def expire_pending(self, *, now: datetime) -> list[dict[str, Any]]:

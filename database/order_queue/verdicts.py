@@ -74,35 +74,27 @@ class Verdicts(StorePart):
         """Write the verdict; True for the one caller that changed it (and so tells
         the trader), False when it was already so (another process saw it first)."""
         with self.transaction() as conn:
-            changed = (
-                conn.execute(
-                    update(orders)
-                    .where(
-                        orders.c.id == order_id,
-                        orders.c.state == OrderState.SENT.value,
-                        or_(
-                            orders.c.broker_status.is_(None),
-                            orders.c.broker_status != status.value,
-                        ),
-                    )
-                    .values(
-                        broker_status=status.value,
-                        broker_message=truncate(message, ERROR_TEXT_LIMIT),
-                        broker_checked_at=now,
-                    )
-                ).rowcount
-                == 1
+            changed = self._move(
+                conn,
+                order_id,
+                (
+                    orders.c.state == OrderState.SENT.value,
+                    or_(
+                        orders.c.broker_status.is_(None),
+                        orders.c.broker_status != status.value,
+                    ),
+                ),
+                {
+                    "broker_status": status.value,
+                    "broker_message": truncate(message, ERROR_TEXT_LIMIT),
+                    "broker_checked_at": now,
+                },
+                now=now,
+                kind=AttemptKind.VERDICT,
+                outcome=status.value,
+                actor=None,
+                message=message,
             )
-            if changed:
-                self._record(
-                    conn,
-                    order_id,
-                    now=now,
-                    kind=AttemptKind.VERDICT,
-                    outcome=status.value,
-                    actor=None,
-                    message=message,
-                )
             return changed
 
     def counts_since(self, since: datetime) -> dict[str, int]:
