@@ -70,15 +70,7 @@ class OperatorMoves(StorePart):
             actor=actor,
             outcome="replayed",
             message=None,
-            values={
-                "available_at": now,
-                "dead_reason": None,
-                "finished_at": None,
-                "reconcile_checks": 0,
-                "lease_owner": None,
-                "attempts": 0,
-                "expires_at": expiry_for(now, max_age_seconds, deadline),
-            },
+            values=_sent_afresh(now, max_age_seconds, deadline),
         )
 
     def settle_placed(
@@ -137,14 +129,8 @@ class OperatorMoves(StorePart):
                 (orders.c.lease_token.is_(None), _SETTLEABLE),
                 {
                     "state": OrderState.PENDING.value,
-                    "available_at": now,
-                    "dead_reason": None,
-                    "finished_at": None,
-                    "reconcile_checks": 0,
-                    "lease_owner": None,
-                    "attempts": 0,
-                    "expires_at": expiry_for(now, max_age_seconds, deadline),
                     "updated_at": now,
+                    **_sent_afresh(now, max_age_seconds, deadline),
                 },
                 now=now,
                 kind=AttemptKind.OPERATOR,
@@ -225,3 +211,19 @@ class OperatorMoves(StorePart):
                 conn.execute(orders.delete().where(orders.c.id.in_(ids)))
                 conn.execute(attempts.delete().where(attempts.c.order_id.in_(ids)))
             return len(ids)
+
+
+def _sent_afresh(
+    now: datetime, max_age_seconds: float | None, deadline: datetime | None
+) -> dict[str, Any]:
+    """Back to pending as a new order would be: due now, a fresh expiry (age limit, and
+    ``deadline`` such as today's squareoff) and a fresh retry budget."""
+    return {
+        "available_at": now,
+        "dead_reason": None,
+        "finished_at": None,
+        "reconcile_checks": 0,
+        "lease_owner": None,
+        "attempts": 0,
+        "expires_at": expiry_for(now, max_age_seconds, deadline),
+    }
