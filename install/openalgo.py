@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import hashlib
 import io
 import json
 import re
@@ -39,19 +38,23 @@ from pathlib import Path
 
 from install import image_hook, venv_hook
 from install.edits import (
-    EDITS,
     InstallError,
     coverage_report,
     planned_contents,
 )
 from install.manifest import PLUGIN_FILES
+from install.record import (
+    changed_since_install,
+    digest,
+    fresh_originals,
+    keep_original,
+    read_record,
+    record_copy,
+    state_folder,
+    without_plugin_lines,
+)
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
-STATE_DIR = ".order_queue_plugin"
-
-
-def _state(target: Path) -> Path:
-    return target / STATE_DIR
 
 
 def install(
@@ -75,7 +78,7 @@ def install(
         if not (target / path).exists()
         or (target / path).read_bytes() != (source_root / path).read_bytes()
     ]
-    record = _read_record(target)
+    record = read_record(target)
     stale = _left_from_an_earlier_version(record)
     if dry_run:
         for path in stale:
@@ -91,12 +94,12 @@ def install(
         if not copies and not stale and all(o == p for o, p in plans.values()):
             print("already installed and current: nothing to do", file=out)
         return 0
-    state = _state(target)
+    state = state_folder(target)
     _remove_stale(target, record, stale, out)
-    for path, content in _fresh_originals(target, record, plans).items():
-        _keep_original(target, path, content)
+    for path, content in fresh_originals(target, record, plans).items():
+        keep_original(target, path, content)
     for path in copies:
-        _record_copy(target, record, path)
+        record_copy(target, record, path)
         (target / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source_root / path, target / path)
     for path, (original, patched) in plans.items():
@@ -104,7 +107,7 @@ def install(
             (target / path).write_text(patched, encoding="utf-8")
     record["edited"] = sorted(set(record["edited"]) | {p for p, (o, n) in plans.items() if o != n})
     record["written"].update(
-        {path: _digest((target / path).read_bytes()) for path in record["edited"] + PLUGIN_FILES}
+        {path: digest((target / path).read_bytes()) for path in record["edited"] + PLUGIN_FILES}
     )
     state.mkdir(exist_ok=True)
     if hook:
@@ -125,7 +128,7 @@ def install(
 def _install_start_up_hook(target: Path, venv: Path | None, record: dict, out) -> None:
     """Keep a copy of this installer in the checkout and the hook in OpenAlgo's virtual
     environment, so an OpenAlgo update cannot switch the queue off (``venv_hook.py``)."""
-    venv_hook.keep_installer(_state(target))
+    venv_hook.keep_installer(state_folder(target))
     refused = image_hook.write_config(target)
     if refused:
         print(f"WARNING: {refused}", file=out)
@@ -158,7 +161,7 @@ def reapply(target: Path) -> list[str]:
     """Put back the edits an OpenAlgo update removed, from the plugin files already in
     the checkout; returns the files edited.  Raises ``InstallError`` (nothing written)
     when an anchor is gone.  Serialised with other processes starting at once."""
-    with _lock(_state(target) / "reapply.lock"):
+    with _lock(state_folder(target) / "reapply.lock"):
         plans = planned_contents(target)
         missing = [path for path, (original, patched) in plans.items() if original != patched]
         if missing:
@@ -197,89 +200,13 @@ def _remove_stale(target: Path, record: dict, stale: list[str], out) -> None:
             _remove_empty_parents(target, file.parent)
             record["added"].remove(path)
         else:
-            if file.exists() and _changed_since_install(record, path, file.read_bytes()):
+            if file.exists() and changed_since_install(record, path, file.read_bytes()):
                 print(f"{path} changed since install: left as it is", file=out)
             else:
-                shutil.copy2(_state(target) / "original" / path, file)
+                shutil.copy2(state_folder(target) / "original" / path, file)
             record["replaced"].remove(path)
         record["written"].pop(path, None)
         print(f"removed (no longer part of the plugin): {path}", file=out)
-
-
-def _read_record(target: Path) -> dict:
-    path = _state(target) / "installed.json"
-    record = json.loads(path.read_text()) if path.exists() else {}
-    for key in ("added", "replaced", "edited"):
-        record.setdefault(key, [])
-    record.setdefault("written", {})
-    return record
-
-
-def _fresh_originals(target: Path, record: dict, plans: dict) -> dict[str, str | None]:
-    """{path: original} for each edited file to back up now: one about to be edited for
-    the first time, or one changed since the last install (an OpenAlgo update, the
-    plugin's edits discarded), whose older backup would undo that change on --uninstall.
-    The original is the file less the plugin's lines; None when it has none (the bytes
-    are kept as they are).  Computed before anything is written: it may refuse."""
-    originals = {}
-    for path, (current, patched) in plans.items():
-        first = current != patched and not (_state(target) / "original" / path).exists()
-        if first or _changed_since_install(record, path, (target / path).read_bytes()):
-            original = _without_plugin_lines(path, current)
-            originals[path] = None if original == current else original
-    return originals
-
-
-def _without_plugin_lines(path: str, content: str) -> str:
-    """``content`` less whichever of the plugin's edits it carries (an update may have been
-    merged around them, or they were discarded); InstallError if one was changed."""
-    for edit in reversed([e for e in EDITS if e.path == path]):
-        if edit.present(content):
-            content = edit.revert(content)
-    return content
-
-
-def _record_copy(target: Path, record: dict, path: str) -> None:
-    """Note what copying the plugin's ``path`` does.  A file the checkout has, not the last
-    install's copy (new, or changed since: an OpenAlgo update), is kept for --uninstall;
-    one an install added stays added, whatever became of it."""
-    file = target / path
-    ours = (
-        path in record["replaced"]
-        and file.exists()
-        and not _changed_since_install(record, path, file.read_bytes())
-    )
-    if path in record["added"] or ours:
-        return
-    if path in record["replaced"]:
-        record["replaced"].remove(path)
-    if file.exists():
-        _keep_original(target, path)
-        record["replaced"].append(path)
-    else:
-        record["added"].append(path)  # gone from the checkout: nothing to restore
-
-
-def _changed_since_install(record: dict, path: str, data: bytes) -> bool:
-    """Whether ``data`` is not what the last install wrote at ``path``.  An install by an
-    older installer recorded no digest for it: trusted unchanged, as it was then."""
-    written = record["written"].get(path)
-    return written is not None and written != _digest(data)
-
-
-def _keep_original(target: Path, path: str, content: str | None = None) -> None:
-    """Keep ``path`` byte for byte (or ``content``, when given) under the state folder,
-    for ``--uninstall``."""
-    backup = _state(target) / "original" / path
-    backup.parent.mkdir(parents=True, exist_ok=True)
-    if content is None:
-        shutil.copy2(target / path, backup)
-    else:
-        backup.write_text(content, encoding="utf-8")
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def plugin_version(root: Path) -> str:
@@ -297,7 +224,7 @@ def check(target: Path, out=sys.stdout, *, verbose: bool = False) -> int:
     if not target.is_dir():
         print(f"{target} does not exist or is not a folder", file=out)
         return 1
-    if not (_state(target) / "installed.json").exists():
+    if not (state_folder(target) / "installed.json").exists():
         print(
             f"not installed in {target} (run: python -m install.openalgo {target}, from "
             f"the plugin's folder)",
@@ -308,7 +235,7 @@ def check(target: Path, out=sys.stdout, *, verbose: bool = False) -> int:
                 if not (target / path).exists():
                     print(f"missing: {path}", file=out)
         return 1
-    record = _read_record(target)
+    record = read_record(target)
     problems = []
     for path in PLUGIN_FILES:
         if not (target / path).exists():
@@ -380,24 +307,24 @@ def uninstall(target: Path, out=sys.stdout) -> int:
     changes and loses only the plugin's lines it still has; if those lines were themselves
     changed, nothing at all is written.  A replaced file changed since is the checkout's
     again (its edits discarded, perhaps updated) and is left as it is."""
-    state = _state(target)
+    state = state_folder(target)
     if not (state / "installed.json").exists():
         raise InstallError(f"nothing to uninstall: {state}/installed.json not found")
-    record = _read_record(target)
+    record = read_record(target)
     restored = {}
     for path in record["edited"]:
         current = (target / path).read_bytes()
-        if record["written"].get(path) == _digest(current):
+        if record["written"].get(path) == digest(current):
             restored[path] = (state / "original" / path).read_bytes()
         else:
-            restored[path] = _without_plugin_lines(path, current.decode("utf-8")).encode("utf-8")
+            restored[path] = without_plugin_lines(path, current.decode("utf-8")).encode("utf-8")
             why = "changed since install" if path in record["written"] else "no install record"
             print(f"{path} {why}: removed only the plugin's lines", file=out)
     for path, data in restored.items():
         (target / path).write_bytes(data)
     for path in record["replaced"]:
         file = target / path
-        if file.exists() and _changed_since_install(record, path, file.read_bytes()):
+        if file.exists() and changed_since_install(record, path, file.read_bytes()):
             print(f"{path} changed since install: left as it is", file=out)
         else:
             shutil.copy2(state / "original" / path, file)

@@ -27,6 +27,7 @@ INSTALLER_FILES = (
     "__init__.py",
     "openalgo.py",
     "edits.py",
+    "record.py",
     "manifest.py",
     "venv_hook.py",
     "image_hook.py",
