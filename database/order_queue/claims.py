@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import cached_property
 
-from sqlalchemy import and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, literal_column, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
@@ -135,7 +135,7 @@ _ONE_LANE_CLAIMS = (
 )
 #: When the next thing becomes due: a smart order's settle gap, a retry, a lease.
 _OLDEST_SMART_SEND = select(func.min(orders.c.sent_at)).where(
-    orders.c.lane == Lane.SMART.value, orders.c.sent_at > bindparam("since")
+    orders.c.lane == literal_column(f"'{Lane.SMART.value}'"), orders.c.sent_at > bindparam("since")
 )
 _NEXT_AVAILABLE = select(func.min(orders.c.available_at)).where(
     orders.c.state.in_([OrderState.PENDING.value, OrderState.IN_DOUBT.value]),

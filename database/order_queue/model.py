@@ -223,8 +223,11 @@ class QueuedOrder(Base):
         _partial_index("ix_order_queue_claimed", ("claimed_at",), "claimed_at IS NOT NULL"),
         # The send stamp's gate: this account lane's stamps in the last window.
         _partial_index("ix_order_queue_lane_sent", ("lane_key", "sent_at"), "sent_at IS NOT NULL"),
-        # The settle gap: the oldest smart order sent within it (``claims._next_due``).
-        _partial_index("ix_order_queue_sent", ("sent_at",), "sent_at IS NOT NULL"),
+        # The settle gap: the oldest smart order sent within it (``claims._next_due``, whose
+        # query names the lane as a literal, so both planners can prove this index applies).
+        _partial_index(
+            "ix_order_queue_smart_sent", ("sent_at",), "lane = 'smart' AND sent_at IS NOT NULL"
+        ),
         _partial_index(
             "ix_order_queue_broker_orderid", ("broker_orderid",), "broker_orderid IS NOT NULL"
         ),

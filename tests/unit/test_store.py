@@ -232,7 +232,7 @@ def test_an_earlier_version_in_flight_order_counts_as_sent_after_the_upgrade(tmp
     claim_and_stamp(store)
     with store.engine.begin() as conn:  # as the earlier version left it
         conn.exec_driver_sql("DROP INDEX ix_order_queue_lane_sent")
-        conn.exec_driver_sql("DROP INDEX ix_order_queue_sent")
+        conn.exec_driver_sql("DROP INDEX ix_order_queue_smart_sent")
         conn.exec_driver_sql("DROP INDEX ix_order_queue_claimed")
         conn.exec_driver_sql("ALTER TABLE order_queue DROP COLUMN sent_at")
         conn.exec_driver_sql("ALTER TABLE order_queue DROP COLUMN receipt_sent_at")
